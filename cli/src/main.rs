@@ -1,1 +1,95 @@
-fn main() {}
+//! `verfs`: the command-line tool. A thin shell over `verfs-engine`: arguments, output, exit codes.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// verfs: a deduplicating, compressing file store that many processes share at once.
+#[derive(Parser)]
+#[command(name = "verfs", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The store directory (given before the command: `verfs -s STORE ls`).
+    #[arg(short = 's', long = "store", env = "VERFS_STORE", default_value = "./store")]
+    pub store: PathBuf,
+    /// Print structured output as JSON (where a command has structured output).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a new store (a directory that is absent or empty).
+    Init {
+        /// Where to create it (default: the --store directory).
+        dir: Option<PathBuf>,
+    },
+    /// Copy local files or trees into the store (like `cp -r`; keeps mode, mtime, symlinks).
+    Put {
+        /// Local files or directories, then the store destination.
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<String>,
+    },
+    /// Copy a file or tree out of the store (like `cp -r`).
+    Get { path: String, local: PathBuf },
+    /// Write a stored file's bytes to stdout.
+    Cat { path: String },
+    /// List a directory (one name per line).
+    Ls {
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long format: type, mode, links, owner, size, mtime, name.
+        #[arg(short = 'l')]
+        long: bool,
+    },
+    /// Show an entry's attributes.
+    Stat { path: String },
+    /// Create a directory.
+    Mkdir {
+        path: String,
+        /// Create missing parents; no error if it exists.
+        #[arg(short = 'p', long)]
+        parents: bool,
+        /// Permission bits (octal).
+        #[arg(short = 'm', long, default_value = "755")]
+        mode: String,
+    },
+    /// Remove a file or symlink (or a tree with -r).
+    Rm {
+        path: String,
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
+    /// Rename or move an entry (into DST if DST is a directory).
+    Mv { src: String, dst: String },
+    /// Make a hard link, or a symbolic link with -s.
+    Ln {
+        target: String,
+        link: String,
+        #[arg(short = 's', long)]
+        symbolic: bool,
+    },
+    /// Live processes, logical vs stored bytes, dedup and compression ratios.
+    Status,
+    /// Clean up after dead processes (leases, open packs, manifests, two-phase commits).
+    Recover,
+    /// Check every invariant and every checksum; exits 1 and lists each problem if any.
+    Fsck,
+    /// Write a checkpoint and, once every live process agrees, delete the log it covers.
+    Checkpoint,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cmd::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("verfs: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

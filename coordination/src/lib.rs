@@ -16,3 +16,8 @@
 
 pub mod ctlfile;
 pub mod fsutil;
+pub mod journal;
+pub mod lease;
+pub mod manifest;
+pub mod two_phase;
+pub mod txlog;

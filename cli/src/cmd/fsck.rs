@@ -1,0 +1,77 @@
+//! `fsck`, `recover`, `checkpoint`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::Cli;
+
+pub fn fsck(cli: &Cli) -> Result<ExitCode> {
+    let r = verfs_engine::fsck::fsck(&cli.store)?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        for p in &r.problems {
+            println!("{}: {}", p.location, p.message);
+        }
+        eprintln!(
+            "verfs fsck: {} log records in {} segments, {} checkpoints, {} packs ({} records), {} inodes, {} chunks: {}",
+            r.log_records,
+            r.segments,
+            r.checkpoints,
+            r.packs,
+            r.pack_records,
+            r.inodes,
+            r.chunks,
+            if r.is_clean() { "clean".to_string() } else { format!("{} problems", r.problems.len()) }
+        );
+    }
+    Ok(if r.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn recover(cli: &Cli) -> Result<ExitCode> {
+    let store = super::open(cli, "cli recover")?;
+    let r = verfs_engine::recover::recover(&store)?;
+    store.close()?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        for (id, why) in &r.leases_cleaned {
+            println!("cleaned up after dead process {id}: {why}");
+        }
+        for (id, cut) in &r.packs_sealed {
+            match cut {
+                Some(len) => println!("sealed pack {id} (cut torn tail at byte {len})"),
+                None => println!("sealed pack {id}"),
+            }
+        }
+        if r.manifests_rolled_forward + r.manifests_rolled_back > 0 {
+            println!("manifests: {} rolled forward, {} rolled back", r.manifests_rolled_forward, r.manifests_rolled_back);
+        }
+        for t in &r.two_phase_decided {
+            println!("two-phase commit settled: {t}");
+        }
+        for t in &r.temp_files_removed {
+            println!("removed temp file {t}");
+        }
+        for p in &r.problems {
+            println!("problem: {p}");
+        }
+        if r.leases_cleaned.is_empty() && r.problems.is_empty() && r.temp_files_removed.is_empty() {
+            eprintln!("verfs recover: nothing to do");
+        }
+    }
+    Ok(if r.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn checkpoint(cli: &Cli) -> Result<ExitCode> {
+    let store = super::open(cli, "cli checkpoint")?;
+    let lsn = store.checkpoint_and_truncate()?;
+    store.close()?;
+    if cli.json {
+        println!("{}", serde_json::json!({ "checkpoint_lsn": lsn.0 }));
+    } else {
+        eprintln!("verfs: checkpoint at lsn {}", lsn.0);
+    }
+    Ok(ExitCode::SUCCESS)
+}

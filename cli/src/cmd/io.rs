@@ -1,0 +1,102 @@
+//! `put`, `get`, `cat`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use verfs_engine::transfer;
+
+use crate::Cli;
+
+fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::no_length(),
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(pb)
+}
+
+fn local_size(p: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(p) else { return 0 };
+    if m.is_dir() {
+        std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| local_size(&e.path())).sum()).unwrap_or(0)
+    } else if m.is_file() {
+        m.len()
+    } else {
+        0
+    }
+}
+
+pub fn put(cli: &Cli, paths: &[String]) -> Result<ExitCode> {
+    let (dest, sources) = paths.split_last().ok_or_else(|| anyhow::anyhow!("put needs LOCAL... DEST"))?;
+    let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
+    for s in &sources {
+        // Fail before taking a lease: a clear message for the common mistake.
+        std::fs::symlink_metadata(s).map_err(|e| anyhow::anyhow!("{}: {e}", s.display()))?;
+    }
+    let store = super::open(cli, "cli put")?;
+    let pb = progress_bar(Some(sources.iter().map(|s| local_size(s)).sum()));
+    let mut tick = |n: u64| {
+        if let Some(pb) = &pb {
+            pb.inc(n)
+        }
+    };
+    let report = transfer::put(&store, &sources, dest, &mut tick)?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    super::finish(store)?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn get(cli: &Cli, path: &str, local: &Path) -> Result<ExitCode> {
+    let store = super::open(cli, "cli get")?;
+    let pb = progress_bar(None);
+    let mut tick = |n: u64| {
+        if let Some(pb) = &pb {
+            pb.inc(n)
+        }
+    };
+    let report = transfer::get(&store, path, local, &mut tick)?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    super::finish(store)?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn cat(cli: &Cli, path: &str) -> Result<ExitCode> {
+    let store = super::open(cli, "cli cat")?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    match store.cat(path, &mut out) {
+        Ok(()) => {}
+        // `verfs cat f | head` closes the pipe early: not an error.
+        Err(verfs_engine::error::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => return Err(e.into()),
+    }
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r?,
+    }
+    drop(out);
+    super::finish(store)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,52 @@
+//! One module per command group; `run` dispatches.
+
+mod fsck;
+mod io;
+mod namespace;
+mod status;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use verfs_engine::store::{OpenOptions, Store};
+
+use crate::{Cli, Command};
+
+pub fn open(cli: &Cli, kind: &str) -> Result<Store> {
+    Ok(Store::open(&cli.store, OpenOptions::new(kind))?)
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Init { dir } => {
+            let dir = dir.clone().unwrap_or_else(|| cli.store.clone());
+            let ff = verfs_engine::store::Store::init(&dir)?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "store": dir, "version": ff.version }));
+            } else {
+                eprintln!("verfs: created store {} (format version {})", dir.display(), ff.version);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Put { paths } => io::put(&cli, paths),
+        Command::Get { path, local } => io::get(&cli, path, local),
+        Command::Cat { path } => io::cat(&cli, path),
+        Command::Ls { path, long } => namespace::ls(&cli, path, *long),
+        Command::Stat { path } => namespace::stat(&cli, path),
+        Command::Mkdir { path, parents, mode } => namespace::mkdir(&cli, path, *parents, mode),
+        Command::Rm { path, recursive } => namespace::rm(&cli, path, *recursive),
+        Command::Mv { src, dst } => namespace::mv(&cli, src, dst),
+        Command::Ln { target, link, symbolic } => namespace::ln(&cli, target, link, *symbolic),
+        Command::Status => status::status(&cli),
+        Command::Recover => fsck::recover(&cli),
+        Command::Fsck => fsck::fsck(&cli),
+        Command::Checkpoint => fsck::checkpoint(&cli),
+    }
+}
+
+/// Close the store (seal pack, release lease) after running maintenance that is due.
+pub fn finish(store: Store) -> Result<()> {
+    store.maintain()?;
+    store.close()?;
+    Ok(())
+}

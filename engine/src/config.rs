@@ -1,0 +1,226 @@
+//! `STORE/config.toml`: every tunable, with its default. Unknown keys are refused by name.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::error::Error;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub chunking: Chunking,
+    pub compression: Compression,
+    pub packs: Packs,
+    pub log: Log,
+    pub leases: Leases,
+    pub two_phase: TwoPhase,
+    pub batch: Batch,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Chunking {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compression {
+    pub zstd_level: i32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Packs {
+    pub target_size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub segment_size: u64,
+    pub checkpoint_every: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Leases {
+    pub timeout_ms: u64,
+    pub heartbeat_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwoPhase {
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batch {
+    pub max_files: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            chunking: Chunking::default(),
+            compression: Compression::default(),
+            packs: Packs::default(),
+            log: Log::default(),
+            leases: Leases::default(),
+            two_phase: TwoPhase::default(),
+            batch: Batch::default(),
+        }
+    }
+}
+impl Default for Chunking {
+    fn default() -> Self {
+        Chunking { min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10 }
+    }
+}
+impl Default for Compression {
+    fn default() -> Self {
+        Compression { zstd_level: 3 }
+    }
+}
+impl Default for Packs {
+    fn default() -> Self {
+        Packs { target_size: 64 << 20 }
+    }
+}
+impl Default for Log {
+    fn default() -> Self {
+        Log { segment_size: 64 << 20, checkpoint_every: 20_000 }
+    }
+}
+impl Default for Leases {
+    fn default() -> Self {
+        Leases { timeout_ms: 10_000, heartbeat_ms: 1_000 }
+    }
+}
+impl Default for TwoPhase {
+    fn default() -> Self {
+        TwoPhase { timeout_ms: 30_000 }
+    }
+}
+impl Default for Batch {
+    fn default() -> Self {
+        Batch { max_files: 1024, max_bytes: 64 << 20 }
+    }
+}
+
+/// The commented `config.toml` that `verfs init` writes (every key, every default).
+pub const DEFAULT_TOML: &str = r#"# verfs store configuration. Every tunable is listed with its default value.
+# Changes take effect for processes that open the store afterwards.
+
+[chunking]
+# Content-defined chunking (FastCDC 2020). Bytes; even numbers; min <= avg <= max.
+# Limits: min 64..=1048576, avg 256..=4194304, max 1024..=16777216.
+min_size = 16384
+avg_size = 65536
+max_size = 262144
+
+[compression]
+# zstd level for chunk records (1..=22). Chunks that do not shrink are stored raw.
+zstd_level = 3
+
+[packs]
+# A process seals its open pack and starts a new one past this many bytes.
+target_size = 67108864
+
+[log]
+# A log segment is closed and a new one started past this many bytes.
+segment_size = 67108864
+# After this many records since the newest checkpoint, a process writes a new checkpoint and
+# proposes (by two-phase commit) to delete the segments it covers.
+checkpoint_every = 20000
+
+[leases]
+# A process whose heartbeat is older than this is dead (this is how stalled processes and
+# processes on other hosts are detected). Must be well above heartbeat_ms.
+timeout_ms = 10000
+# How often every process refreshes its heartbeat and looks for two-phase-commit proposals.
+heartbeat_ms = 1000
+
+[two_phase]
+# A two-phase commit that has not collected every vote by then is aborted.
+timeout_ms = 30000
+
+[batch]
+# `verfs put` commits many small files in one log record and one pack sync: a batch closes
+# at this many files or bytes.
+max_files = 1024
+max_bytes = 67108864
+"#;
+
+impl Config {
+    /// Read and validate `config.toml`; a missing file means all defaults.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => return Err(Error::Io { path: path.into(), source }),
+        };
+        let cfg: Config =
+            toml::from_str(&text).map_err(|e| Error::Config { path: path.into(), reason: e.to_string() })?;
+        cfg.validate().map_err(|reason| Error::Config { path: path.into(), reason })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.chunker().validate()?;
+        if !(1..=22).contains(&self.compression.zstd_level) {
+            return Err(format!("compression.zstd_level {} is not in 1..=22", self.compression.zstd_level));
+        }
+        if self.packs.target_size < 1 << 20 {
+            return Err("packs.target_size must be at least 1 MiB".into());
+        }
+        if self.log.segment_size < 4096 {
+            return Err("log.segment_size must be at least 4096".into());
+        }
+        if self.leases.heartbeat_ms == 0 || self.leases.timeout_ms < 3 * self.leases.heartbeat_ms {
+            return Err("leases.timeout_ms must be at least 3 x leases.heartbeat_ms (and heartbeat_ms > 0)".into());
+        }
+        if self.batch.max_files == 0 {
+            return Err("batch.max_files must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn chunker(&self) -> ChunkerParams {
+        ChunkerParams { min: self.chunking.min_size, avg: self.chunking.avg_size, max: self.chunking.max_size }
+    }
+
+    pub fn lease_timeout(&self) -> Duration {
+        Duration::from_millis(self.leases.timeout_ms)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.leases.heartbeat_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_matches_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<Config>("[chunking]\nmin_sise = 4\n").unwrap_err().to_string();
+        assert!(err.contains("min_sise"), "{err}");
+    }
+}

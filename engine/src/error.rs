@@ -1,0 +1,84 @@
+//! Errors of the engine.
+//!
+//! Rules: every variant names the path (store path or host path) it is about, and the cause;
+//! corruption carries the file and byte offset; contention is `is_retryable`. Only the `cli` crate
+//! turns these into messages and exit codes, only the `fs` crate into errno values.
+
+use std::io;
+use std::path::PathBuf;
+
+use verfs_coordination::txlog::LogError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not a verfs store: {reason}")]
+    NotAStore { path: PathBuf, reason: String },
+    #[error("{path}: store format version {found}, but this verfs reads version {supported}")]
+    WrongVersion { path: PathBuf, found: u32, supported: u32 },
+    #[error("{path}: invalid configuration: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("{path}: corrupt at byte {offset}: {reason}")]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+    #[error("{path}: No such file or directory")]
+    NotFound { path: String },
+    #[error("{path}: File exists")]
+    Exists { path: String },
+    #[error("{path}: Not a directory")]
+    NotADirectory { path: String },
+    #[error("{path}: Is a directory")]
+    IsADirectory { path: String },
+    #[error("{path}: Directory not empty")]
+    NotEmpty { path: String },
+    #[error("{path}: File name too long")]
+    NameTooLong { path: String },
+    #[error("{path}: {reason}")]
+    InvalidPath { path: String, reason: String },
+    #[error("fenced: this process was declared dead by another process and may not change the store any more ({0})")]
+    Fenced(String),
+    #[error("{0}")]
+    Coordination(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    /// Is this a race with another process that a retry may resolve?
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+
+    /// The errno a filesystem would return for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            Error::NotFound { .. } => libc::ENOENT,
+            Error::Exists { .. } => libc::EEXIST,
+            Error::NotADirectory { .. } => libc::ENOTDIR,
+            Error::IsADirectory { .. } => libc::EISDIR,
+            Error::NotEmpty { .. } => libc::ENOTEMPTY,
+            Error::NameTooLong { .. } => libc::ENAMETOOLONG,
+            Error::InvalidPath { .. } => libc::EINVAL,
+            Error::Fenced(_) => libc::EROFS,
+            _ => libc::EIO,
+        }
+    }
+}
+
+impl From<LogError> for Error {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Io { path, source } => Error::Io { path, source },
+            LogError::Corrupt { path, offset, reason } => Error::Corrupt { path, offset, reason },
+            LogError::Fenced(m) => Error::Fenced(m),
+            other => Error::Coordination(other.to_string()),
+        }
+    }
+}

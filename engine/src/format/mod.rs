@@ -1,0 +1,156 @@
+//! Byte formats of the engine's own files. The only module that knows byte offsets.
+//!
+//! Specified in `data-layout.md`: "Format file", "Metadata records", "Pack file".
+
+pub mod meta;
+pub mod pack;
+
+use std::path::Path;
+
+/// Magic at offset 0 of `STORE/FORMAT`.
+pub const FORMAT_MAGIC: &[u8; 8] = b"VERFSTOR";
+/// The store format version this build reads and writes. Bump on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_FILE_LEN: usize = 36;
+
+/// Contents of the format file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FormatFile {
+    pub version: u32,
+    pub uuid: [u8; 16],
+}
+
+impl FormatFile {
+    pub fn encode(&self) -> [u8; FORMAT_FILE_LEN] {
+        let mut b = [0u8; FORMAT_FILE_LEN];
+        b[0..8].copy_from_slice(FORMAT_MAGIC);
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
+        // 12..16: flags, zero in version 1.
+        b[16..32].copy_from_slice(&self.uuid);
+        let crc = crc32fast::hash(&b[0..32]);
+        b[32..36].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decode, checking magic and crc; the version is returned as found (the caller refuses it).
+    pub fn decode(path: &Path, b: &[u8]) -> Result<FormatFile, String> {
+        let _ = path;
+        if b.len() < 8 || &b[0..8] != FORMAT_MAGIC {
+            return Err("not a verfs format file (bad magic)".into());
+        }
+        if b.len() != FORMAT_FILE_LEN {
+            return Err(format!("format file is {} bytes, expected {FORMAT_FILE_LEN}", b.len()));
+        }
+        let crc = u32::from_le_bytes([b[32], b[33], b[34], b[35]]);
+        if crc32fast::hash(&b[0..32]) != crc {
+            return Err("format file crc32 mismatch".into());
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&b[16..32]);
+        Ok(FormatFile { version: u32::from_le_bytes([b[8], b[9], b[10], b[11]]), uuid })
+    }
+}
+
+/// Little-endian writer for the metadata encodings.
+#[derive(Default)]
+pub struct Enc(pub Vec<u8>);
+
+impl Enc {
+    pub fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u128(&mut self, v: u128) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    /// A byte string: u32 length, then the bytes.
+    pub fn bytes(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+    }
+}
+
+/// Bounds-checked little-endian reader: never panics on short or hostile input.
+pub struct Dec<'a> {
+    pub buf: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Dec<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Dec { buf, pos: 0 }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.buf.len() - self.pos < n {
+            return Err(format!("truncated at byte {} (need {n} more)", self.pos));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    pub fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub fn u64(&mut self) -> Result<u64, String> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    pub fn i64(&mut self) -> Result<i64, String> {
+        Ok(self.u64()? as i64)
+    }
+    pub fn u128(&mut self) -> Result<u128, String> {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(self.take(16)?);
+        Ok(u128::from_le_bytes(a))
+    }
+    pub fn bytes(&mut self) -> Result<Vec<u8>, String> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    pub fn done(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_file_golden_bytes() {
+        let f = FormatFile { version: 1, uuid: [0xab; 16] };
+        let b = f.encode();
+        assert_eq!(&b[0..8], b"VERFSTOR"); // magic
+        assert_eq!(&b[8..12], &[1, 0, 0, 0]); // version 1, LE
+        assert_eq!(&b[12..16], &[0, 0, 0, 0]); // flags
+        assert_eq!(&b[16..32], &[0xab; 16]); // store uuid
+        assert_eq!(&b[32..36], &crc32fast::hash(&b[0..32]).to_le_bytes()); // crc32 of 0..32
+        assert_eq!(FormatFile::decode(Path::new("F"), &b).unwrap(), f);
+        for i in 0..b.len() {
+            let mut bad = b;
+            bad[i] ^= 1;
+            assert!(FormatFile::decode(Path::new("F"), &bad).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn dec_never_panics_on_short_input() {
+        let mut d = Dec::new(&[1, 2, 3]);
+        assert!(d.u64().is_err());
+        let mut d = Dec::new(&[0xff, 0xff, 0xff, 0x7f]);
+        assert!(d.bytes().is_err());
+    }
+}

@@ -1,0 +1,278 @@
+//! [`PackReader`]: checked random access to the chunks of one pack, shared between threads.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::scan::{Walk, Walker};
+use super::{index_path, pack_path, PackError};
+use crate::format::pack::{self as fmt, Encoding, PackHeader, PackIndex, RecordHeader, PACK_HEADER_LEN, RECORD_HEADER_LEN};
+use crate::ids::{ChunkId, PackId};
+
+/// Where a reader's index came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexSource {
+    /// A valid `.idx`: the pack is sealed and the index is complete.
+    Idx,
+    /// Built by scanning the pack, because `reason` (no `.idx` yet: the pack is still being
+    /// written, or its `.idx` was lost; or the `.idx` is damaged). Lookups that miss rescan.
+    Scanned { reason: String },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    offset: u64,
+    raw_len: u32,
+    stored_len: u32,
+}
+
+struct State {
+    map: HashMap<ChunkId, Loc>,
+    source: IndexSource,
+    /// For a scanned index: the record boundary where the next rescan starts.
+    scanned_to: u64,
+}
+
+/// Checked random access to one pack's chunks ([PACK-3], [PACK-4]). `Send + Sync`: reads use
+/// `pread`, so one reader serves every thread of a process.
+pub struct PackReader {
+    id: PackId,
+    path: PathBuf,
+    packs_dir: PathBuf,
+    file: File,
+    state: RwLock<State>,
+}
+
+impl std::fmt::Debug for PackReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackReader").field("id", &self.id).field("path", &self.path).finish()
+    }
+}
+
+impl PackReader {
+    /// Open `packs_dir/<id>.pack`, check its header ([PACK-1]) and load its index: the `.idx` if
+    /// it is valid for this pack ([PACK-8]), else a scan of the pack. A missing or damaged `.idx`
+    /// never makes this fail; [`PackReader::index_source`] says which happened.
+    ///
+    /// Read-only: a failure leaves nothing behind. Errors: `Io` (including a missing pack),
+    /// `Corrupt` if the header is damaged or names another pack.
+    pub fn open(packs_dir: &Path, id: PackId) -> Result<PackReader, PackError> {
+        let path = pack_path(packs_dir, id);
+        let file = File::open(&path).map_err(|e| PackError::io(&path, e))?;
+        let len = file.metadata().map_err(|e| PackError::io(&path, e))?.len();
+        let corrupt = |offset, reason: String| PackError::Corrupt { path: path.clone(), offset, reason };
+        if len < PACK_HEADER_LEN as u64 {
+            return Err(corrupt(0, format!("pack is {len} bytes, shorter than its header")));
+        }
+        let mut hb = [0u8; PACK_HEADER_LEN];
+        file.read_exact_at(&mut hb, 0).map_err(|e| PackError::io(&path, e))?;
+        let h = PackHeader::decode(&hb).map_err(|e| corrupt(e.at, e.reason))?;
+        if h.pack_id != id {
+            return Err(corrupt(12, format!("header names pack {} but the file is {id}", h.pack_id)));
+        }
+        let reader = PackReader {
+            id,
+            path,
+            packs_dir: packs_dir.to_path_buf(),
+            file,
+            state: RwLock::new(State {
+                map: HashMap::new(),
+                source: IndexSource::Scanned { reason: String::new() },
+                scanned_to: PACK_HEADER_LEN as u64,
+            }),
+        };
+        {
+            let mut st = reader.write_state();
+            match reader.load_idx(len) {
+                Ok(map) => {
+                    st.map = map;
+                    st.source = IndexSource::Idx;
+                }
+                Err(reason) => {
+                    st.source = IndexSource::Scanned { reason };
+                    reader.rescan(&mut st)?;
+                }
+            }
+        }
+        Ok(reader)
+    }
+
+    pub fn id(&self) -> PackId {
+        self.id
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn index_source(&self) -> IndexSource {
+        self.read_state().source.clone()
+    }
+    /// Number of chunks in the loaded index.
+    pub fn chunk_count(&self) -> usize {
+        self.read_state().map.len()
+    }
+    /// Chunk ids in the loaded index, unordered.
+    pub fn chunk_ids(&self) -> Vec<ChunkId> {
+        self.read_state().map.keys().copied().collect()
+    }
+
+    /// Is `id` in this pack? For a pack without a valid `.idx` a miss rescans first (see
+    /// [`PackReader::read_chunk`]). Errors: `Io` during that rescan.
+    pub fn contains(&self, id: ChunkId) -> Result<bool, PackError> {
+        Ok(self.locate(id)?.is_some())
+    }
+
+    /// Read chunk `id`: `pread` its record, check the header against the index, the crc, decode,
+    /// and check that the bytes hash to `id` ([PACK-3], [PACK-4]).
+    ///
+    /// If `id` is not in an index built by scanning, the `.idx` is tried again (the writer may have
+    /// sealed the pack since) and otherwise the pack is rescanned from where the last scan stopped
+    /// (another process may have appended since) before answering `NotFound` ([PACK-11]).
+    ///
+    /// Read-only. Errors: `NotFound`, `Corrupt { offset }` (offset of the record), `Io`.
+    pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>, PackError> {
+        let Some(loc) = self.locate(id)? else {
+            return Err(PackError::NotFound { path: self.path.clone(), id });
+        };
+        let corrupt = |reason: String| PackError::Corrupt { path: self.path.clone(), offset: loc.offset, reason };
+        let total = RECORD_HEADER_LEN + loc.stored_len as usize;
+        let mut buf = vec![0u8; total];
+        match self.file.read_exact_at(&mut buf, loc.offset) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(corrupt(format!("record of {total} bytes extends past the end of the pack")))
+            }
+            Err(e) => return Err(PackError::io(&self.path, e)),
+        }
+        let (hb, payload) = buf.split_at(RECORD_HEADER_LEN);
+        let h = RecordHeader::decode(hb).map_err(|e| corrupt(e.to_string()))?;
+        if h.chunk_id != id || h.raw_len != loc.raw_len || h.stored_len != loc.stored_len {
+            return Err(corrupt(format!(
+                "record header ({}, raw {}, stored {}) does not match the index ({id}, raw {}, stored {})",
+                h.chunk_id, h.raw_len, h.stored_len, loc.raw_len, loc.stored_len
+            )));
+        }
+        if !fmt::check_record_crc(hb, payload) {
+            return Err(corrupt(format!("record crc mismatch (chunk {id})")));
+        }
+        decode_payload(&h, payload).map_err(corrupt)
+    }
+
+    fn locate(&self, id: ChunkId) -> Result<Option<Loc>, PackError> {
+        {
+            let st = self.read_state();
+            if let Some(l) = st.map.get(&id) {
+                return Ok(Some(*l));
+            }
+            if st.source == IndexSource::Idx {
+                return Ok(None);
+            }
+        }
+        let mut st = self.write_state();
+        if let Some(l) = st.map.get(&id) {
+            return Ok(Some(*l));
+        }
+        if st.source == IndexSource::Idx {
+            return Ok(None);
+        }
+        let len = self.file.metadata().map_err(|e| PackError::io(&self.path, e))?.len();
+        match self.load_idx(len) {
+            Ok(map) => {
+                st.map = map;
+                st.source = IndexSource::Idx;
+            }
+            Err(_) => self.rescan(&mut st)?,
+        }
+        Ok(st.map.get(&id).copied())
+    }
+
+    /// Load and validate the `.idx` against this pack of length `len`; `Err(reason)` if unusable.
+    fn load_idx(&self, len: u64) -> Result<HashMap<ChunkId, Loc>, String> {
+        let ipath = index_path(&self.packs_dir, self.id);
+        let bytes = match std::fs::read(&ipath) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err("no .idx (pack not sealed yet, or its index was lost)".into())
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", ipath.display())),
+        };
+        let idx = PackIndex::decode(&bytes).map_err(|e| format!("{} is damaged: {e}", ipath.display()))?;
+        if idx.pack_id != self.id {
+            return Err(format!("{} names pack {}", ipath.display(), idx.pack_id));
+        }
+        let mut map = HashMap::with_capacity(idx.entries.len());
+        for e in &idx.entries {
+            let end = e.offset.checked_add(RECORD_HEADER_LEN as u64 + u64::from(e.stored_len));
+            if e.offset < PACK_HEADER_LEN as u64 || end.is_none_or(|end| end > len) {
+                return Err(format!("{} has an entry outside the pack: {e:?}", ipath.display()));
+            }
+            map.insert(e.chunk_id, Loc { offset: e.offset, raw_len: e.raw_len, stored_len: e.stored_len });
+        }
+        Ok(map)
+    }
+
+    /// Scan from `scanned_to` to the current end, adding valid records (crc checked; the hash is
+    /// checked when a chunk is read).
+    fn rescan(&self, st: &mut State) -> Result<(), PackError> {
+        let len = self.file.metadata().map_err(|e| PackError::io(&self.path, e))?.len();
+        if len <= st.scanned_to {
+            return Ok(());
+        }
+        let mut walk = Walk { records: Vec::new(), problems: Vec::new(), torn_at: None, first_bad: None };
+        let mut w = Walker { file: &self.file, path: &self.path, len, verify_hash: false };
+        w.walk(st.scanned_to, &mut walk).map_err(|e| PackError::io(&self.path, e))?;
+        for r in &walk.records {
+            st.map
+                .entry(r.chunk_id)
+                .or_insert(Loc { offset: r.offset, raw_len: r.raw_len, stored_len: r.stored_len });
+        }
+        st.scanned_to = walk.first_bad.unwrap_or(len);
+        Ok(())
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map inconsistent (single inserts).
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+thread_local! {
+    // A zstd decompression context is ~100 KiB and costly to set up; one per thread, reused.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Decode a crc-checked payload and check it is exactly `raw_len` bytes hashing to the chunk id
+/// ([PACK-4]). `Err(reason)` otherwise.
+pub(crate) fn decode_payload(h: &RecordHeader, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let data = match h.encoding {
+        Encoding::Raw => payload.to_vec(),
+        Encoding::Zstd => DECOMPRESSOR.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(
+                    zstd::bulk::Decompressor::new().map_err(|e| format!("cannot create a zstd context: {e}"))?,
+                );
+            }
+            let d = slot.as_mut().ok_or("zstd context missing")?;
+            // Capacity bounds the output: a damaged frame cannot make us allocate more than raw_len.
+            let mut out = Vec::with_capacity(h.raw_len as usize);
+            d.decompress_to_buffer(payload, &mut out)
+                .map_err(|e| format!("zstd payload does not decode to {} bytes: {e}", h.raw_len))?;
+            Ok::<_, String>(out)
+        })?,
+    };
+    if data.len() != h.raw_len as usize {
+        return Err(format!("payload decodes to {} bytes, header says {}", data.len(), h.raw_len));
+    }
+    let got = ChunkId::of(&data);
+    if got != h.chunk_id {
+        return Err(format!("bytes hash to {got}, record says {}", h.chunk_id));
+    }
+    Ok(data)
+}

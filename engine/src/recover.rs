@@ -1,0 +1,220 @@
+//! `verfs recover`: bring a store back to a clean state after any crash.
+//!
+//! Safe while other processes use the store and safe to run twice (or in two processes at once):
+//! each dead process's lease is claimed by exactly one cleaner (an atomic rename, done under the
+//! log lock so fencing is serializable), and every cleanup step is idempotent. Protocol and crash
+//! points: `data-layout.md`, "Recovery".
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use verfs_coordination::fsutil;
+use verfs_coordination::journal;
+use verfs_coordination::lease::{self, Claimed, LeaseConfig, LeaseId, LeaseState};
+use verfs_coordination::manifest;
+use verfs_coordination::two_phase;
+
+use crate::error::Error;
+use crate::ids::PackId;
+use crate::pack;
+use crate::store::{Store, ACTION_OPEN_PACK, PROPOSAL_LOG_TRUNCATE};
+
+/// What recovery did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RecoverReport {
+    /// Dead processes cleaned up after: lease id and why it was dead.
+    pub leases_cleaned: Vec<(String, String)>,
+    /// Open packs of dead processes that were sealed, with the torn tail cut (bytes) if any.
+    pub packs_sealed: Vec<(String, Option<u64>)>,
+    pub manifests_rolled_forward: usize,
+    pub manifests_rolled_back: usize,
+    pub two_phase_decided: Vec<String>,
+    pub temp_files_removed: Vec<String>,
+    /// Things recovery could not settle, with their location.
+    pub problems: Vec<String>,
+}
+
+fn coord<E: std::fmt::Display>(e: E) -> Error {
+    Error::Coordination(e.to_string())
+}
+
+/// Clean up after every dead process. Errors only if the store cannot be read at all; anything
+/// that cannot be settled is listed in `problems` and left as it was.
+pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
+    let layout = store.layout().clone();
+    let cfg = store.config().clone();
+    let lcfg = LeaseConfig { timeout: cfg.lease_timeout(), heartbeat_interval: cfg.heartbeat() };
+    let me = store.lease().id().clone();
+    let mut report = RecoverReport::default();
+    let now = SystemTime::now();
+
+    for entry in lease::list(&layout.leases()).map_err(coord)? {
+        if entry.id == me {
+            continue;
+        }
+        let claimed = match &entry.state {
+            LeaseState::Live => {
+                let l = entry.liveness(&lcfg, now);
+                if !l.is_dead() {
+                    continue;
+                }
+                // Claim under the log lock: every commit of the dead process either happened
+                // before this point or is refused by the fence check ([FENCE-1]).
+                let res = store.log().exclusive(|_| lease::claim(&layout.leases(), &entry.id, &me))?;
+                match res.map_err(coord)? {
+                    Some(c) => {
+                        report.leases_cleaned.push((entry.id.to_string(), format!("{l:?}")));
+                        c
+                    }
+                    None => continue,
+                }
+            }
+            LeaseState::Claimed { cleaner } => {
+                if cleaner == &me || lease::is_live_lease(&layout.leases(), cleaner) {
+                    continue;
+                }
+                match lease::reclaim_abandoned(&layout.leases(), &entry.id, cleaner, &me) {
+                    Ok(Some(c)) => {
+                        report.leases_cleaned.push((entry.id.to_string(), format!("abandoned by cleaner {cleaner}")));
+                        c
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        report.problems.push(e.to_string());
+                        continue;
+                    }
+                }
+            }
+            LeaseState::Partial => {
+                if !entry.liveness(&lcfg, now).is_dead() {
+                    continue;
+                }
+                match lease::claim_partial(&layout.leases(), &entry.id, &me).map_err(coord)? {
+                    Some(c) => c,
+                    None => continue,
+                }
+            }
+        };
+        clean_claimed(store, claimed, &mut report)?;
+    }
+
+    let is_dead = |id: &LeaseId| !lease::is_live_lease(&layout.leases(), id);
+    let m = manifest::recover(&layout.manifests(), &is_dead).map_err(coord)?;
+    report.manifests_rolled_forward += m.rolled_forward.len();
+    report.manifests_rolled_back += m.rolled_back.len();
+    for p in m.problems {
+        report.problems.push(format!("manifest {}: {}", p.id.as_str(), p.reason));
+    }
+
+    for t in two_phase::recover(&layout.twopc(), &is_dead).map_err(coord)? {
+        let Ok(decision) = &t.decision else {
+            report.problems.push(format!("two-phase commit {}: {:?}", t.txn, t.decision));
+            continue;
+        };
+        let kind = t.proposal.as_ref().map(|p| p.kind.clone()).unwrap_or_default();
+        // A committed log truncation of a dead coordinator is finished here; it is idempotent.
+        if let (Some(p), false, true) = (&t.proposal, t.done, decision.is_commit()) {
+            if p.kind == PROPOSAL_LOG_TRUNCATE {
+                if let Some(lsn) = p.payload.get("lsn").and_then(|v| v.as_u64()) {
+                    for seg in store.log().segments_covered_by(verfs_coordination::txlog::Lsn(lsn))? {
+                        let _ = fs::remove_file(seg);
+                    }
+                }
+            }
+        }
+        report.two_phase_decided.push(format!("{} {kind} -> {decision:?}", t.txn));
+        two_phase::finish(&layout.twopc(), &t.txn).map_err(coord)?;
+    }
+
+    // A dead writer's torn log tail: the next commit would cut it; do it now so fsck is clean.
+    store.log().exclusive(|_| ())?;
+    remove_dead_temps(store, &lcfg, &mut report);
+    Ok(report)
+}
+
+fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) -> Result<(), Error> {
+    let packs = store.layout().packs();
+    match journal::read_pending(&claimed.journal_path()) {
+        Ok(p) => {
+            if let Some(c) = &p.corrupt {
+                report.problems.push(format!(
+                    "{} at byte {}: corrupt journal record ({}); actions after it are unknown",
+                    claimed.journal_path().display(),
+                    c.offset,
+                    c.reason
+                ));
+            }
+            for a in p.pending {
+                match a.kind.as_str() {
+                    ACTION_OPEN_PACK => {
+                        let Some(id) = std::str::from_utf8(&a.payload).ok().and_then(|s| s.parse::<PackId>().ok())
+                        else {
+                            report.problems.push(format!("open-pack action with bad payload {:?}", a.payload));
+                            continue;
+                        };
+                        seal_dead_pack(&packs, id, report)?;
+                    }
+                    other => report.problems.push(format!(
+                        "{}: unknown journal action {other:?} left as it is",
+                        claimed.journal_path().display()
+                    )),
+                }
+            }
+        }
+        Err(e) => report.problems.push(e.to_string()),
+    }
+    if report.problems.is_empty() {
+        claimed.finish().map_err(coord)?;
+    }
+    Ok(())
+}
+
+fn seal_dead_pack(packs: &Path, id: PackId, report: &mut RecoverReport) -> Result<(), Error> {
+    let path = pack::pack_path(packs, id);
+    if !path.exists() {
+        // Died between the journal entry and creating the file, or already cleaned and removed.
+        return Ok(());
+    }
+    let cut = match pack::truncate_torn_tail(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return Ok(());
+        }
+    };
+    match pack::seal_existing(packs, id) {
+        Ok(_) => report.packs_sealed.push((id.to_string(), cut)),
+        Err(e) => report.problems.push(e.to_string()),
+    }
+    Ok(())
+}
+
+/// Temp files (`.NAME.tmp-PID-RAND`) whose writer is gone: the pid is not running on this host
+/// and the file is older than the lease timeout (so a writer on another host with the same pid
+/// would have finished long ago).
+fn remove_dead_temps(store: &Store, cfg: &LeaseConfig, report: &mut RecoverReport) {
+    let l = store.layout();
+    let min_age = cfg.timeout.max(Duration::from_secs(1));
+    for dir in [l.root.clone(), l.checkpoints(), l.packs(), l.log(), l.leases(), l.twopc(), l.manifests()] {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !fsutil::is_temp_name(&name) {
+                continue;
+            }
+            let Some(pid) = fsutil::temp_name_pid(&name) else { continue };
+            let running = Path::new(&format!("/proc/{pid}")).exists();
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map(|a| a >= min_age)
+                .unwrap_or(false);
+            if !running && old && fs::remove_file(e.path()).is_ok() {
+                report.temp_files_removed.push(e.path().display().to_string());
+            }
+        }
+    }
+}

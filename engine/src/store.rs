@@ -1,0 +1,825 @@
+//! One process's handle on a store.
+//!
+//! [`Store::open`] checks the format file, reads `config.toml`, acquires this process's lease
+//! (its folder under `leases/`, with its recovery journal), starts the lease keeper (heartbeat and
+//! two-phase-commit votes) and opens the shared transaction log. Data is written to this process's
+//! own open pack; the metadata that references it is committed to the log only after the pack is
+//! synced ([STORE-1] in `data-layout.md`).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use verfs_coordination::journal::{ActionId, Journal};
+use verfs_coordination::lease::{Lease, LeaseConfig, LeaseKeeper};
+use verfs_coordination::two_phase;
+use verfs_coordination::txlog::{self, CommitError, LogConfig, Lsn, TxLog};
+
+use crate::chunker::Chunker;
+use crate::config::{Config, DEFAULT_TOML};
+use crate::error::Error;
+use crate::format::{FormatFile, FORMAT_VERSION};
+use crate::ids::{ChunkId, InodeNo, PackId};
+use crate::meta::{components, ChunkEntry, Extent, FileKind, Inode, MetaState, Timestamp, Tx};
+use crate::pack::{PackReader, PackWriter};
+
+pub const FORMAT_FILE: &str = "FORMAT";
+pub const CONFIG_FILE: &str = "config.toml";
+pub const LOG_DIR: &str = "log";
+pub const CHECKPOINT_DIR: &str = "checkpoints";
+pub const PACK_DIR: &str = "packs";
+pub const LEASE_DIR: &str = "leases";
+pub const MANIFEST_DIR: &str = "manifests";
+pub const TWOPC_DIR: &str = "2pc";
+
+/// Journal action kind for this process's open pack; payload: the pack id (16 hex chars).
+pub const ACTION_OPEN_PACK: &str = "open-pack";
+/// Two-phase-commit kind for deleting log segments covered by a checkpoint; payload: the lsn.
+pub const PROPOSAL_LOG_TRUNCATE: &str = "log-truncate";
+
+/// How to open a store.
+pub struct OpenOptions {
+    /// What this process is, recorded in its lease ("cli put", "mount", ...).
+    pub kind: String,
+    /// Called once if this process is fenced. The default prints an error and exits with 75.
+    pub on_fenced: Option<Box<dyn Fn() + Send>>,
+}
+
+impl OpenOptions {
+    pub fn new(kind: &str) -> OpenOptions {
+        OpenOptions { kind: kind.to_string(), on_fenced: None }
+    }
+}
+
+/// Paths of a store's parts.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Layout {
+        Layout { root: root.to_path_buf() }
+    }
+    pub fn format(&self) -> PathBuf {
+        self.root.join(FORMAT_FILE)
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join(CONFIG_FILE)
+    }
+    pub fn log(&self) -> PathBuf {
+        self.root.join(LOG_DIR)
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join(CHECKPOINT_DIR)
+    }
+    pub fn packs(&self) -> PathBuf {
+        self.root.join(PACK_DIR)
+    }
+    pub fn leases(&self) -> PathBuf {
+        self.root.join(LEASE_DIR)
+    }
+    pub fn manifests(&self) -> PathBuf {
+        self.root.join(MANIFEST_DIR)
+    }
+    pub fn twopc(&self) -> PathBuf {
+        self.root.join(TWOPC_DIR)
+    }
+
+    /// Check that `root` is a store of this format version; returns its format file.
+    pub fn check(&self) -> Result<FormatFile, Error> {
+        let root = &self.root;
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Error::NotAStore { path: root.clone(), reason: "not a directory".into() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotAStore {
+                    path: root.clone(),
+                    reason: "no such directory (create one with `verfs init`)".into(),
+                })
+            }
+            Err(source) => return Err(Error::Io { path: root.clone(), source }),
+        }
+        let fpath = self.format();
+        let bytes = match fs::read(&fpath) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotAStore {
+                    path: root.clone(),
+                    reason: format!("no {FORMAT_FILE} file (create a store with `verfs init`)"),
+                })
+            }
+            Err(source) => return Err(Error::Io { path: fpath, source }),
+        };
+        let ff = FormatFile::decode(&fpath, &bytes).map_err(|reason| Error::Corrupt {
+            path: fpath.clone(),
+            offset: 0,
+            reason,
+        })?;
+        if ff.version != FORMAT_VERSION {
+            return Err(Error::WrongVersion { path: root.clone(), found: ff.version, supported: FORMAT_VERSION });
+        }
+        Ok(ff)
+    }
+}
+
+/// This process's open pack and the chunks in it that no committed record indexes yet.
+struct OpenPack {
+    writer: PackWriter,
+    action: ActionId,
+}
+
+/// A file prepared for commit: its data is in a (synced) pack, its metadata not yet in the log.
+pub struct PendingFile {
+    /// Path components below the batch's base directory.
+    pub comps: Vec<Vec<u8>>,
+    pub inode: Inode,
+    pub extents: Vec<Extent>,
+}
+
+/// Totals of a put or get.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TransferReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub new_chunks: u64,
+    pub new_chunk_bytes: u64,
+    pub dedup_chunks: u64,
+}
+
+/// A handle on an open store. `Send + Sync`.
+pub struct Store {
+    layout: Layout,
+    cfg: Config,
+    lease: Arc<Lease>,
+    keeper: Mutex<Option<LeaseKeeper>>,
+    log: Arc<TxLog<MetaState>>,
+    journal: Journal,
+    pack: Mutex<Option<OpenPack>>,
+    /// Chunks appended to this process's packs and not yet indexed by a committed record.
+    pending: Mutex<HashMap<ChunkId, ChunkEntry>>,
+    readers: Mutex<HashMap<PackId, Arc<PackReader>>>,
+    closed: bool,
+}
+
+fn lease_config(cfg: &Config) -> LeaseConfig {
+    LeaseConfig { timeout: cfg.lease_timeout(), heartbeat_interval: cfg.heartbeat() }
+}
+
+fn commit_err(e: CommitError<Error>) -> Error {
+    match e {
+        CommitError::Rejected(e) => e,
+        CommitError::Log(e) => e.into(),
+        other => Error::Coordination(other.to_string()),
+    }
+}
+
+impl Store {
+    /// Create a store at `root` (which must be absent or an empty directory).
+    ///
+    /// The format file is written last: it is the commit point of `init`. A crash before leaves a
+    /// directory without it, which every command refuses as "not a verfs store" and a second
+    /// `verfs init` completes.
+    pub fn init(root: &Path) -> Result<FormatFile, Error> {
+        let layout = Layout::new(root);
+        if layout.format().exists() {
+            return Err(Error::Exists { path: format!("{} (already a verfs store)", root.display()) });
+        }
+        match fs::read_dir(root) {
+            Ok(mut rd) => {
+                if let Some(Ok(e)) = rd.next() {
+                    // A half-finished init (no FORMAT, our own folders) may be completed.
+                    let ours = [CONFIG_FILE, LOG_DIR, CHECKPOINT_DIR, PACK_DIR, LEASE_DIR, MANIFEST_DIR, TWOPC_DIR];
+                    let all_ours = fs::read_dir(root)
+                        .map_err(Error::io(root))?
+                        .filter_map(|e| e.ok())
+                        .all(|e| ours.contains(&e.file_name().to_string_lossy().as_ref()));
+                    if !all_ours {
+                        return Err(Error::InvalidPath {
+                            path: root.display().to_string(),
+                            reason: format!("directory is not empty (found {:?})", e.file_name()),
+                        });
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(root).map_err(Error::io(root))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(Error::NotADirectory { path: root.display().to_string() })
+            }
+            Err(source) => return Err(Error::Io { path: root.into(), source }),
+        }
+        for d in [layout.checkpoints(), layout.packs(), layout.leases(), layout.manifests(), layout.twopc()] {
+            fs::create_dir_all(&d).map_err(Error::io(&d))?;
+        }
+        verfs_coordination::fsutil::write_atomic(&layout.config(), DEFAULT_TOML.as_bytes())
+            .map_err(Error::io(layout.config()))?;
+        if !layout.log().join("LOCK").exists() {
+            let _ = fs::remove_dir_all(layout.log());
+            txlog::create(&layout.log())?;
+        }
+        let ff = FormatFile { version: FORMAT_VERSION, uuid: rand::random() };
+        verfs_coordination::fsutil::write_atomic(&layout.format(), &ff.encode()).map_err(Error::io(layout.format()))?;
+        Ok(ff)
+    }
+
+    /// Open a store: acquire a lease, start the keeper, open the log.
+    ///
+    /// On error nothing is left behind except, if the failure came after the lease was acquired,
+    /// the lease is released again.
+    pub fn open(root: &Path, opts: OpenOptions) -> Result<Store, Error> {
+        let layout = Layout::new(root);
+        layout.check()?;
+        let cfg = Config::load(&layout.config())?;
+        let lease = Arc::new(
+            Lease::acquire(&layout.leases(), &opts.kind, lease_config(&cfg))
+                .map_err(|e| Error::Coordination(e.to_string()))?,
+        );
+        let fence_lease = lease.clone();
+        let log = match TxLog::open(
+            &layout.log(),
+            &layout.checkpoints(),
+            LogConfig { segment_bytes: cfg.log.segment_size },
+            Box::new(move || fence_lease.check_valid().map_err(|e| e.to_string())),
+        ) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                let _ = Arc::try_unwrap(lease).map(|l| l.release());
+                return Err(e.into());
+            }
+        };
+        let journal = Journal::open(lease.dir()).map_err(|e| Error::Coordination(e.to_string()))?;
+        let on_fenced = opts.on_fenced.unwrap_or_else(|| {
+            Box::new(|| {
+                eprintln!(
+                    "verfs: fenced: another process declared this one dead (lease timed out) and cleaned up \
+                     after it; exiting without touching the store"
+                );
+                std::process::exit(75);
+            })
+        });
+        let tick_log = log.clone();
+        let tick_lease = lease.clone();
+        let twopc = layout.twopc();
+        let on_tick: Box<dyn Fn() + Send> = Box::new(move || {
+            let _ = two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| vote(&tick_log, p));
+        });
+        let keeper = Lease::start_keeper(lease.clone(), on_fenced, Some(on_tick))
+            .map_err(|e| Error::Coordination(format!("starting the lease keeper: {e}")))?;
+        Ok(Store {
+            layout,
+            cfg,
+            lease,
+            keeper: Mutex::new(Some(keeper)),
+            log,
+            journal,
+            pack: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
+            closed: false,
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.lease
+    }
+    pub fn log(&self) -> &Arc<TxLog<MetaState>> {
+        &self.log
+    }
+
+    /// Run `f` on the up-to-date metadata (never waits for a writer).
+    pub fn read<R>(&self, f: impl FnOnce(&MetaState) -> R) -> Result<R, Error> {
+        Ok(self.log.read(|s, _| f(s))?)
+    }
+
+    /// Commit a metadata transaction built by `f` against the up-to-date state.
+    ///
+    /// Chunks this process appended and synced but has not indexed yet are indexed in the same
+    /// record when `f` references them. With `durable`, returns only once the record is on disk.
+    /// On error nothing was committed.
+    pub fn transact<T>(&self, durable: bool, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        let pending: HashMap<ChunkId, ChunkEntry> =
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (lsn, (out, indexed)) = self
+            .log
+            .commit(|s| {
+                let mut tx = Tx::new(s);
+                let out = f(&mut tx)?;
+                let mut indexed = Vec::new();
+                if !pending.is_empty() {
+                    let referenced: Vec<ChunkId> = tx
+                        .ops()
+                        .iter()
+                        .filter_map(|op| match op {
+                            crate::meta::Op::SetExtents { extents, .. } => Some(extents.iter().map(|x| x.chunk)),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect();
+                    for id in referenced {
+                        if let Some(e) = pending.get(&id) {
+                            tx.add_chunk(id, *e);
+                            indexed.push(id);
+                        }
+                    }
+                }
+                Ok((tx.finish(), (out, indexed)))
+            })
+            .map_err(commit_err)?;
+        if !indexed.is_empty() {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for id in indexed {
+                p.remove(&id);
+            }
+        }
+        if durable {
+            self.log.sync_to(lsn)?;
+        }
+        Ok(out)
+    }
+
+    /// Make every record this process committed durable.
+    pub fn sync(&self) -> Result<(), Error> {
+        let lsn = self.log.applied_lsn();
+        Ok(self.log.sync_to(lsn)?)
+    }
+
+    fn with_pack<R>(&self, f: impl FnOnce(&mut PackWriter) -> Result<R, Error>) -> Result<R, Error> {
+        let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let writer = PackWriter::create(&self.layout.packs(), self.cfg.compression.zstd_level)
+                .map_err(|e| Error::Coordination(e.to_string()))?;
+            // The journal entry makes the cleaner seal this pack if we die; it is durable before
+            // the first record is appended.
+            let action = self
+                .journal
+                .begin(ACTION_OPEN_PACK, writer.id().to_string().as_bytes())
+                .map_err(|e| Error::Coordination(e.to_string()))?;
+            *guard = Some(OpenPack { writer, action });
+        }
+        let open = guard.as_mut().ok_or_else(|| Error::Internal("no open pack".into()))?;
+        f(&mut open.writer)
+    }
+
+    /// Make the open pack's bytes durable: required before committing records that reference them.
+    pub fn sync_pack(&self) -> Result<(), Error> {
+        let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = guard.as_mut() {
+            open.writer.sync().map_err(pack_err)?;
+        }
+        Ok(())
+    }
+
+    /// Seal the open pack if it grew past the target size (after a sync + commit).
+    fn maybe_roll_pack(&self) -> Result<(), Error> {
+        let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+        let full = guard.as_ref().map(|o| o.writer.len() >= self.cfg.packs.target_size).unwrap_or(false);
+        if full {
+            self.seal_locked(&mut guard)?;
+        }
+        Ok(())
+    }
+
+    fn seal_locked(&self, guard: &mut Option<OpenPack>) -> Result<(), Error> {
+        if let Some(open) = guard.take() {
+            open.writer.seal().map_err(pack_err)?;
+            self.journal.end(open.action).map_err(|e| Error::Coordination(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Is this chunk stored (committed index, or appended by this process)?
+    fn known_chunk(&self, id: ChunkId) -> Result<bool, Error> {
+        if self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id) {
+            return Ok(true);
+        }
+        self.read(|s| s.chunks.contains_key(&id))
+    }
+
+    /// Chunk, dedup and append a stream; returns its extents and size. Nothing is committed.
+    pub fn write_stream(&self, mut src: impl Read, report: &mut TransferReport) -> Result<(Vec<Extent>, u64), Error> {
+        let chunker = Chunker::new(&mut src, self.cfg.chunker()).map_err(|e| Error::Coordination(e.to_string()))?;
+        let mut extents = Vec::new();
+        let mut size = 0u64;
+        for chunk in chunker {
+            let chunk = chunk.map_err(|e| Error::Io {
+                path: PathBuf::from("<input>"),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let len = chunk.data.len() as u32;
+            if self.known_chunk(chunk.id)? {
+                report.dedup_chunks += 1;
+            } else {
+                let pack = self.with_pack(|w| {
+                    w.append(chunk.id, &chunk.data).map_err(pack_err)?;
+                    Ok(w.id())
+                })?;
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(chunk.id, ChunkEntry { pack, raw_len: len });
+                report.new_chunks += 1;
+                report.new_chunk_bytes += len as u64;
+            }
+            extents.push(Extent { file_off: chunk.offset, chunk: chunk.id, chunk_off: 0, len });
+            size = chunk.offset + len as u64;
+        }
+        Ok((extents, size))
+    }
+
+    /// Read one chunk's bytes, verified against its id.
+    pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>, Error> {
+        let entry = match self.read(|s| s.chunks.get(&id).copied())? {
+            Some(e) => e,
+            None => self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .copied()
+                .ok_or_else(|| Error::Corrupt {
+                    path: self.layout.packs(),
+                    offset: 0,
+                    reason: format!("chunk {id} is referenced but not in the chunk index"),
+                })?,
+        };
+        let reader = self.reader(entry.pack)?;
+        reader.read_chunk(id).map_err(pack_err)
+    }
+
+    fn reader(&self, pack: PackId) -> Result<Arc<PackReader>, Error> {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = readers.get(&pack) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(PackReader::open(&self.layout.packs(), pack).map_err(pack_err)?);
+        if readers.len() > 256 {
+            readers.clear();
+        }
+        readers.insert(pack, r.clone());
+        Ok(r)
+    }
+
+    /// Write a file's bytes (holes as zeros) to `out`.
+    pub fn read_extents(&self, inode: &Inode, extents: &[Extent], out: &mut dyn Write) -> Result<(), Error> {
+        let mut pos = 0u64;
+        let zeros = vec![0u8; 64 << 10];
+        let write = |out: &mut dyn Write, b: &[u8]| out.write_all(b).map_err(Error::io("<output>"));
+        let fill = |out: &mut dyn Write, mut n: u64| -> Result<(), Error> {
+            while n > 0 {
+                let k = n.min(zeros.len() as u64) as usize;
+                write(out, &zeros[..k])?;
+                n -= k as u64;
+            }
+            Ok(())
+        };
+        for x in extents {
+            if x.file_off >= inode.size {
+                break;
+            }
+            if x.file_off > pos {
+                fill(out, x.file_off - pos)?;
+                pos = x.file_off;
+            }
+            let data = self.read_chunk(x.chunk)?;
+            let start = x.chunk_off as usize;
+            let end = start + x.len as usize;
+            let slice = data.get(start..end).ok_or_else(|| Error::Corrupt {
+                path: self.layout.packs(),
+                offset: 0,
+                reason: format!("extent {}+{} beyond chunk {} of {} bytes", start, x.len, x.chunk, data.len()),
+            })?;
+            let keep = (inode.size - x.file_off).min(slice.len() as u64) as usize;
+            // Overlapping extents (never produced by verfs) would rewind: skip the overlap.
+            let skip = (pos - x.file_off).min(keep as u64) as usize;
+            write(out, &slice[skip..keep])?;
+            pos = x.file_off + keep as u64;
+        }
+        if inode.size > pos {
+            fill(out, inode.size - pos)?;
+        }
+        Ok(())
+    }
+
+    /// Resolve a store path (no symlinks followed) to its inode and extents.
+    pub fn lookup(&self, path: &str) -> Result<(Inode, Vec<Extent>), Error> {
+        self.read(|s| {
+            let tx = Tx::new(s);
+            let ino = tx.resolve(path)?;
+            let inode = s.inodes.get(&ino).cloned().ok_or_else(|| Error::NotFound { path: path.into() })?;
+            Ok((inode, s.extents.get(&ino).cloned().unwrap_or_default()))
+        })?
+    }
+
+    pub fn stat(&self, path: &str) -> Result<Inode, Error> {
+        Ok(self.lookup(path)?.0)
+    }
+
+    /// A directory's entries with their inodes, sorted by name; a non-directory lists itself.
+    pub fn list(&self, path: &str) -> Result<Vec<(Vec<u8>, Inode)>, Error> {
+        self.read(|s| {
+            let tx = Tx::new(s);
+            let ino = tx.resolve(path)?;
+            let inode = s.inodes.get(&ino).ok_or_else(|| Error::NotFound { path: path.into() })?;
+            if inode.kind != FileKind::Dir {
+                let name = components(path)?.last().map(|c| c.to_vec()).unwrap_or_default();
+                return Ok(vec![(name, inode.clone())]);
+            }
+            let mut out = Vec::new();
+            for (name, child) in s.dirs.get(&ino).into_iter().flatten() {
+                if let Some(i) = s.inodes.get(child) {
+                    out.push((name.clone(), i.clone()));
+                }
+            }
+            Ok(out)
+        })?
+    }
+
+    /// `cat`: a regular file's bytes to `out`.
+    pub fn cat(&self, path: &str, out: &mut dyn Write) -> Result<(), Error> {
+        let (inode, extents) = self.lookup(path)?;
+        match inode.kind {
+            FileKind::File => self.read_extents(&inode, &extents, out),
+            FileKind::Dir => Err(Error::IsADirectory { path: path.into() }),
+            _ => Err(Error::InvalidPath { path: path.into(), reason: "not a regular file".into() }),
+        }
+    }
+
+    pub fn read_all(&self, path: &str) -> Result<Vec<u8>, Error> {
+        let mut v = Vec::new();
+        self.cat(path, &mut v)?;
+        Ok(v)
+    }
+
+    /// `mkdir [-p]`.
+    pub fn mkdir(&self, path: &str, perm: u32, parents: bool) -> Result<(), Error> {
+        self.transact(true, |tx| {
+            if parents {
+                tx.mkdir_p(path, perm).map(|_| ())
+            } else {
+                let at = tx.entry(path)?;
+                tx.create(&at, path, Inode::new(InodeNo(0), FileKind::Dir, perm)).map(|_| ())
+            }
+        })
+    }
+
+    /// `rm [-r]` (a directory needs `recursive`).
+    pub fn remove(&self, path: &str, recursive: bool) -> Result<(), Error> {
+        self.transact(true, |tx| {
+            let at = tx.entry(path)?;
+            if recursive {
+                tx.remove_tree(&at, path)
+            } else {
+                tx.remove(&at, path, false)
+            }
+        })
+    }
+
+    /// `rmdir`: an empty directory.
+    pub fn rmdir(&self, path: &str) -> Result<(), Error> {
+        self.transact(true, |tx| {
+            let at = tx.entry(path)?;
+            if tx.lookup(at.parent, &at.name).and_then(|i| tx.inode(i)).map(|i| i.kind) != Some(FileKind::Dir) {
+                return Err(Error::NotADirectory { path: path.into() });
+            }
+            tx.remove(&at, path, true)
+        })
+    }
+
+    /// `mv SRC DST`: when DST is an existing directory the entry moves inside it. Decided under
+    /// the log lock, so of several processes racing to move one source exactly one succeeds.
+    pub fn rename(&self, src: &str, dst: &str) -> Result<(), Error> {
+        self.transact(true, |tx| {
+            let from = tx.entry(src)?;
+            tx.lookup(from.parent, &from.name).ok_or_else(|| Error::NotFound { path: src.into() })?;
+            let (to, to_path) = into_dir_or_self(tx, dst, &from.name)?;
+            tx.rename(&from, src, &to, &to_path)
+        })
+    }
+
+    /// `ln TARGET LINK` (hard) or `ln -s TARGET LINK` (symbolic; TARGET is stored as given).
+    pub fn link(&self, target: &str, link: &str, symbolic: bool) -> Result<(), Error> {
+        self.transact(true, |tx| {
+            if symbolic {
+                let base = target.rsplit('/').next().unwrap_or(target).as_bytes().to_vec();
+                let (to, to_path) = into_dir_or_self(tx, link, &base)?;
+                let mut i = Inode::new(InodeNo(0), FileKind::Symlink, 0o777);
+                i.target = target.as_bytes().to_vec();
+                i.size = i.target.len() as u64;
+                tx.create(&to, &to_path, i).map(|_| ())
+            } else {
+                let ino = tx.resolve(target)?;
+                let src = tx.entry(target)?;
+                let (to, to_path) = into_dir_or_self(tx, link, &src.name)?;
+                tx.link(ino, target, &to, &to_path)
+            }
+        })
+    }
+
+    /// Commit a batch of files written by [`Store::write_stream`] below `base` (directories
+    /// created as needed, existing regular files replaced). The pack is synced first.
+    pub fn commit_files(&self, base: &[Vec<u8>], dirs: &[(Vec<Vec<u8>>, Inode)], files: Vec<PendingFile>) -> Result<(), Error> {
+        self.sync_pack()?;
+        self.transact(false, |tx| {
+            for (comps, proto) in dirs {
+                let full: Vec<Vec<u8>> = base.iter().chain(comps.iter()).cloned().collect();
+                let ino = mkdir_comps(tx, &full, proto.perm)?;
+                if let Some(mut i) = tx.inode(ino).cloned() {
+                    i.perm = proto.perm;
+                    i.uid = proto.uid;
+                    i.gid = proto.gid;
+                    i.mtime = proto.mtime;
+                    i.atime = proto.atime;
+                    tx.put_inode(i);
+                }
+            }
+            for f in files {
+                let full: Vec<Vec<u8>> = base.iter().chain(f.comps.iter()).cloned().collect();
+                let Some((name, parents)) = full.split_last() else { continue };
+                let parent = mkdir_comps(tx, parents, 0o755)?;
+                let at = crate::meta::Entry { parent, name: name.clone() };
+                let path = display(&full);
+                let kind = f.inode.kind;
+                let ino = tx.write_file(&at, &path, f.inode.clone(), f.extents)?;
+                // Restore the attributes `create` resets.
+                if let Some(mut i) = tx.inode(ino).cloned() {
+                    i.kind = kind;
+                    i.size = f.inode.size;
+                    i.mtime = f.inode.mtime;
+                    i.atime = f.inode.atime;
+                    i.target = f.inode.target.clone();
+                    i.rdev = f.inode.rdev;
+                    tx.put_inode(i);
+                }
+            }
+            Ok(())
+        })?;
+        self.maybe_roll_pack()
+    }
+
+    /// Seal the open pack, stop the keeper and release the lease. Everything committed is made
+    /// durable first. On error the lease stays and `verfs recover` cleans up after this process.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.close_inner()
+    }
+
+    fn close_inner(&mut self) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.sync()?;
+        {
+            let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+            self.seal_locked(&mut guard)?;
+        }
+        if let Some(k) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            k.stop();
+        }
+        self.lease.release_shared().map_err(|e| Error::Coordination(e.to_string()))
+    }
+
+    /// Write a checkpoint if the log grew by `log.checkpoint_every` records since the newest one,
+    /// then propose (two-phase commit) to delete the segments it covers.
+    pub fn maintain(&self) -> Result<Option<Lsn>, Error> {
+        let head = self.log.refresh()?;
+        let newest = txlog::list_checkpoints(&self.layout.checkpoints())?.last().map(|c| c.0).unwrap_or(Lsn(0));
+        if head.0 < newest.0 + self.cfg.log.checkpoint_every {
+            return Ok(None);
+        }
+        self.checkpoint_and_truncate().map(Some)
+    }
+
+    /// Checkpoint now, then delete covered segments once every live process agreed (2PC).
+    pub fn checkpoint_and_truncate(&self) -> Result<Lsn, Error> {
+        let lsn = self.log.checkpoint()?;
+        let covered = self.log.segments_covered_by(lsn)?;
+        let stale = self.log.stale_checkpoints()?;
+        if covered.is_empty() && stale.is_empty() {
+            return Ok(lsn);
+        }
+        let decision = two_phase::propose(
+            &self.layout.twopc(),
+            &self.layout.leases(),
+            &self.lease,
+            PROPOSAL_LOG_TRUNCATE,
+            serde_json::json!({ "lsn": lsn.0 }),
+            two_phase::ProposeOptions {
+                timeout: Duration::from_millis(self.cfg.two_phase.timeout_ms),
+                poll_interval: Duration::from_millis(20),
+                lease: lease_config(&self.cfg),
+            },
+            &mut |_dead| {},
+        )
+        .map_err(|e| Error::Coordination(e.to_string()))?;
+        if decision.decision.is_commit() {
+            for p in covered.iter().chain(stale.iter()) {
+                match fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(Error::Io { path: p.clone(), source }),
+                }
+            }
+            verfs_coordination::fsutil::fsync_dir(&self.layout.log()).map_err(Error::io(self.layout.log()))?;
+        }
+        two_phase::finish(&self.layout.twopc(), &decision.txn).map_err(|e| Error::Coordination(e.to_string()))?;
+        Ok(lsn)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.close_inner();
+        }
+    }
+}
+
+/// A participant's vote on a proposal.
+fn vote(log: &TxLog<MetaState>, p: &two_phase::Proposal) -> two_phase::Vote {
+    match p.kind.as_str() {
+        PROPOSAL_LOG_TRUNCATE => {
+            let Some(lsn) = p.payload.get("lsn").and_then(|v| v.as_u64()) else {
+                return two_phase::Vote::Abort { reason: "log-truncate proposal without lsn".into() };
+            };
+            // Moving past the checkpoint means reading up to the head: then no deleted segment
+            // is ever needed by this process.
+            match log.refresh() {
+                Ok(head) if head.0 >= lsn => two_phase::Vote::Commit,
+                Ok(head) => two_phase::Vote::Abort { reason: format!("at lsn {head}, behind {lsn}") },
+                Err(e) => two_phase::Vote::Abort { reason: e.to_string() },
+            }
+        }
+        other => two_phase::Vote::Abort { reason: format!("unknown proposal kind {other:?}") },
+    }
+}
+
+fn pack_err(e: crate::pack::PackError) -> Error {
+    match e {
+        crate::pack::PackError::Corrupt { path, offset, reason } => Error::Corrupt { path, offset, reason },
+        crate::pack::PackError::Io { path, source } => Error::Io { path, source },
+        other => Error::Coordination(other.to_string()),
+    }
+}
+
+/// `/a/b` from components.
+pub fn display(comps: &[Vec<u8>]) -> String {
+    let mut s = String::new();
+    for c in comps {
+        s.push('/');
+        s.push_str(&String::from_utf8_lossy(c));
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+/// Create missing directories along `comps`; returns the last one's inode.
+fn mkdir_comps(tx: &mut Tx<'_>, comps: &[Vec<u8>], perm: u32) -> Result<InodeNo, Error> {
+    let mut cur = InodeNo::ROOT;
+    for (i, c) in comps.iter().enumerate() {
+        let path = display(&comps[..=i]);
+        cur = match tx.lookup(cur, c) {
+            Some(ino) => {
+                if tx.inode(ino).map(|n| n.kind) != Some(FileKind::Dir) {
+                    return Err(Error::NotADirectory { path });
+                }
+                ino
+            }
+            None => {
+                let at = crate::meta::Entry { parent: cur, name: c.clone() };
+                tx.create(&at, &path, Inode::new(InodeNo(0), FileKind::Dir, perm))?
+            }
+        };
+    }
+    Ok(cur)
+}
+
+/// `cp`/`mv` destination rule: an existing directory DST means DST/NAME, anything else DST itself.
+fn into_dir_or_self(tx: &Tx<'_>, dst: &str, name: &[u8]) -> Result<(crate::meta::Entry, String), Error> {
+    if let Ok(ino) = tx.resolve(dst) {
+        if tx.inode(ino).map(|i| i.kind) == Some(FileKind::Dir) {
+            let path = format!("{}/{}", dst.trim_end_matches('/'), String::from_utf8_lossy(name));
+            return Ok((crate::meta::Entry { parent: ino, name: name.to_vec() }, path));
+        }
+    }
+    Ok((tx.entry(dst)?, dst.to_string()))
+}
+
+/// A timestamp from file metadata.
+pub fn ts_of(secs: i64, nsecs: i64) -> Timestamp {
+    Timestamp { secs, nsecs: nsecs.clamp(0, 999_999_999) as u32 }
+}

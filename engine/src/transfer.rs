@@ -1,0 +1,351 @@
+//! Copying trees between the host filesystem and a store (`verfs put` / `verfs get`).
+//!
+//! Both follow `cp -r`: when the destination does not exist it becomes the copy of the source;
+//! when it is an existing directory the copy goes inside it. Mode, owner (as root), mtime and
+//! symlinks are kept. A put commits its files in batches (`[batch]` in `config.toml`): one pack
+//! sync and one log record per batch, and a final log sync before it returns.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::ids::InodeNo;
+use crate::meta::{components, Extent, FileKind, Inode, Timestamp, Tx};
+use crate::store::{display, ts_of, PendingFile, Store, TransferReport};
+
+/// Called with the number of bytes just transferred.
+pub type Progress<'a> = &'a mut dyn FnMut(u64);
+
+fn comps_of(path: &str) -> Result<Vec<Vec<u8>>, Error> {
+    Ok(components(path)?.into_iter().map(|c| c.to_vec()).collect())
+}
+
+fn base_name(p: &Path) -> Result<Vec<u8>, Error> {
+    // `cp -r dir/ x` names the copy after `dir`, as does `cp -r dir/. x` in GNU cp.
+    let canon = if p.file_name().is_none() { fs::canonicalize(p).map_err(Error::io(p))? } else { p.to_path_buf() };
+    canon
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .ok_or_else(|| Error::InvalidPath { path: p.display().to_string(), reason: "has no file name".into() })
+}
+
+fn inode_from_meta(kind: FileKind, m: &fs::Metadata) -> Inode {
+    let mut i = Inode::new(InodeNo(0), kind, m.mode() & 0o7777);
+    // Ownership is kept as given: as root that is the source's owner (like `cp -a`); otherwise the
+    // host's permissions already made it ours or readable.
+    i.uid = m.uid();
+    i.gid = m.gid();
+    i.mtime = ts_of(m.mtime(), m.mtime_nsec());
+    i.atime = ts_of(m.atime(), m.atime_nsec());
+    i.size = m.len();
+    i.rdev = m.rdev();
+    i
+}
+
+struct Batch<'s> {
+    store: &'s Store,
+    base: Vec<Vec<u8>>,
+    files: Vec<PendingFile>,
+    bytes: u64,
+}
+
+impl Batch<'_> {
+    fn push(&mut self, f: PendingFile) -> Result<(), Error> {
+        self.bytes += f.inode.size;
+        self.files.push(f);
+        if self.files.len() >= self.store.config().batch.max_files || self.bytes >= self.store.config().batch.max_bytes
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        if !self.files.is_empty() {
+            self.store.commit_files(&self.base, &[], std::mem::take(&mut self.files))?;
+            self.bytes = 0;
+        }
+        Ok(())
+    }
+}
+
+/// `verfs put LOCAL... DEST`.
+///
+/// Each batch is committed atomically; a failure leaves the batches before it in the store (as
+/// `cp -r` leaves the files it copied) and nothing of the failed batch.
+pub fn put(store: &Store, sources: &[PathBuf], dest: &str, progress: Progress<'_>) -> Result<TransferReport, Error> {
+    let mut report = TransferReport::default();
+    let dest_is_dir = store.read(|s| {
+        let tx = Tx::new(s);
+        tx.resolve(dest).ok().and_then(|i| s.inodes.get(&i)).map(|i| i.kind == FileKind::Dir).unwrap_or(false)
+    })?;
+    if sources.len() > 1 && !dest_is_dir {
+        return Err(Error::NotADirectory { path: format!("{dest} (target of several sources)") });
+    }
+    for src in sources {
+        let meta = fs::symlink_metadata(src).map_err(Error::io(src))?;
+        let mut target = comps_of(dest)?;
+        if dest_is_dir {
+            target.push(base_name(src)?);
+        } else {
+            // The parent must exist, as for `cp`.
+            store.read(|s| Tx::new(s).entry(dest).map(|_| ()))??;
+        }
+        if target.is_empty() {
+            return Err(Error::IsADirectory { path: "/".into() });
+        }
+        let mut batch = Batch { store, base: target, files: Vec::new(), bytes: 0 };
+        let mut dirs = Vec::new();
+        put_entry(store, src, &meta, &mut Vec::new(), &mut batch, &mut dirs, &mut report, progress)?;
+        batch.flush()?;
+        if !dirs.is_empty() {
+            // Directory attributes last: creating their children changed their mtimes.
+            store.commit_files(&batch.base, &dirs, Vec::new())?;
+        }
+    }
+    store.sync()?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn put_entry(
+    store: &Store,
+    src: &Path,
+    meta: &fs::Metadata,
+    rel: &mut Vec<Vec<u8>>,
+    batch: &mut Batch<'_>,
+    dirs: &mut Vec<(Vec<Vec<u8>>, Inode)>,
+    report: &mut TransferReport,
+    progress: Progress<'_>,
+) -> Result<(), Error> {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        dirs.push((rel.clone(), inode_from_meta(FileKind::Dir, meta)));
+        report.dirs += 1;
+        let mut entries: Vec<_> = fs::read_dir(src)
+            .map_err(Error::io(src))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::io(src))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).map_err(Error::io(&p))?;
+            rel.push(e.file_name().as_bytes().to_vec());
+            put_entry(store, &p, &m, rel, batch, dirs, report, progress)?;
+            rel.pop();
+        }
+        return Ok(());
+    }
+    let (kind, extents, size, target) = if ft.is_file() {
+        let f = fs::File::open(src).map_err(Error::io(src))?;
+        let mut counting = CountingReader { inner: f, progress };
+        let (extents, size) = store.write_stream(&mut counting, report).map_err(|e| match e {
+            Error::Io { path, source } if path == Path::new("<input>") => Error::Io { path: src.into(), source },
+            other => other,
+        })?;
+        report.files += 1;
+        report.bytes += size;
+        (FileKind::File, extents, size, Vec::new())
+    } else if ft.is_symlink() {
+        let t = fs::read_link(src).map_err(Error::io(src))?;
+        report.symlinks += 1;
+        let t = t.as_os_str().as_bytes().to_vec();
+        (FileKind::Symlink, Vec::new(), t.len() as u64, t)
+    } else if ft.is_fifo() {
+        (FileKind::Fifo, Vec::new(), 0, Vec::new())
+    } else if ft.is_socket() {
+        (FileKind::Socket, Vec::new(), 0, Vec::new())
+    } else if ft.is_char_device() {
+        (FileKind::CharDev, Vec::new(), 0, Vec::new())
+    } else {
+        (FileKind::BlockDev, Vec::new(), 0, Vec::new())
+    };
+    let mut inode = inode_from_meta(kind, meta);
+    inode.size = size;
+    inode.target = target;
+    batch.push(PendingFile { comps: rel.clone(), inode, extents })
+}
+
+struct CountingReader<'a, 'p, R> {
+    inner: R,
+    progress: &'a mut (dyn FnMut(u64) + 'p),
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+/// A consistent copy of a subtree's metadata, taken in one read of the log.
+struct TreeNode {
+    name: Vec<u8>,
+    inode: Inode,
+    extents: Vec<Extent>,
+    children: Vec<TreeNode>,
+}
+
+fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
+    store.read(|s| {
+        let tx = Tx::new(s);
+        let ino = tx.resolve(path)?;
+        fn build(s: &crate::meta::MetaState, name: Vec<u8>, ino: InodeNo, depth: usize) -> Result<TreeNode, Error> {
+            let inode = s.inodes.get(&ino).cloned().ok_or_else(|| Error::NotFound { path: format!("inode {ino}") })?;
+            let mut children = Vec::new();
+            if inode.kind == FileKind::Dir && depth < 4096 {
+                for (n, c) in s.dirs.get(&ino).into_iter().flatten() {
+                    children.push(build(s, n.clone(), *c, depth + 1)?);
+                }
+            }
+            let extents = s.extents.get(&ino).cloned().unwrap_or_default();
+            Ok(TreeNode { name, inode, extents, children })
+        }
+        let name = comps_of(path)?.pop().unwrap_or_default();
+        build(s, name, ino, 0)
+    })?
+}
+
+/// `verfs get PATH LOCAL`.
+///
+/// Files are written in place as they are read; a failure leaves what was written so far (as
+/// `cp -r` does) and reports the path that failed. Nothing in the store changes.
+pub fn get(store: &Store, path: &str, local: &Path, progress: Progress<'_>) -> Result<TransferReport, Error> {
+    let tree = snapshot_tree(store, path)?;
+    let target = match fs::metadata(local) {
+        Ok(m) if m.is_dir() => {
+            if tree.name.is_empty() {
+                // `get / DIR`: the root's contents go into DIR.
+                let mut report = TransferReport::default();
+                for c in &tree.children {
+                    get_entry(store, c, &local.join(OsStr::from_bytes(&c.name)), &mut report, progress, path)?;
+                }
+                set_times(local, &tree.inode)?;
+                return Ok(report);
+            }
+            local.join(OsStr::from_bytes(&tree.name))
+        }
+        _ => local.to_path_buf(),
+    };
+    let mut report = TransferReport::default();
+    get_entry(store, &tree, &target, &mut report, progress, path)?;
+    Ok(report)
+}
+
+fn get_entry(
+    store: &Store,
+    node: &TreeNode,
+    dst: &Path,
+    report: &mut TransferReport,
+    progress: Progress<'_>,
+    store_path: &str,
+) -> Result<(), Error> {
+    let i = &node.inode;
+    match i.kind {
+        FileKind::Dir => {
+            match fs::create_dir(dst) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dst.is_dir() => {}
+                Err(source) => return Err(Error::Io { path: dst.into(), source }),
+            }
+            report.dirs += 1;
+            for c in &node.children {
+                let sp = format!("{}/{}", store_path.trim_end_matches('/'), String::from_utf8_lossy(&c.name));
+                get_entry(store, c, &dst.join(OsStr::from_bytes(&c.name)), report, progress, &sp)?;
+            }
+            set_mode(dst, i.perm)?;
+        }
+        FileKind::File => {
+            let f = fs::File::create(dst).map_err(Error::io(dst))?;
+            let mut w = ProgressWriter { inner: BufWriter::with_capacity(1 << 20, f), progress };
+            store.read_extents(i, &node.extents, &mut w).map_err(|e| match e {
+                Error::Io { path, source } if path == Path::new("<output>") => Error::Io { path: dst.into(), source },
+                other => other,
+            })?;
+            let f = w.inner.into_inner().map_err(|e| Error::Io { path: dst.into(), source: e.into_error() })?;
+            f.sync_all().map_err(Error::io(dst))?;
+            set_mode(dst, i.perm)?;
+            report.files += 1;
+            report.bytes += i.size;
+        }
+        FileKind::Symlink => {
+            if fs::symlink_metadata(dst).is_ok() {
+                fs::remove_file(dst).map_err(Error::io(dst))?;
+            }
+            std::os::unix::fs::symlink(OsStr::from_bytes(&i.target), dst).map_err(Error::io(dst))?;
+            report.symlinks += 1;
+        }
+        FileKind::Fifo | FileKind::Socket | FileKind::CharDev | FileKind::BlockDev => {
+            let fmt = match i.kind {
+                FileKind::Fifo => libc::S_IFIFO,
+                FileKind::Socket => libc::S_IFSOCK,
+                FileKind::CharDev => libc::S_IFCHR,
+                _ => libc::S_IFBLK,
+            };
+            let c = cstr(dst)?;
+            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+            let rc = unsafe { libc::mknod(c.as_ptr(), fmt | (i.perm as libc::mode_t), i.rdev as libc::dev_t) };
+            if rc != 0 {
+                return Err(Error::Io { path: dst.into(), source: std::io::Error::last_os_error() });
+            }
+        }
+    }
+    chown(dst, i)?;
+    set_times(dst, i)
+}
+
+struct ProgressWriter<'a, 'p, W: Write> {
+    inner: W,
+    progress: &'a mut (dyn FnMut(u64) + 'p),
+}
+
+impl<W: Write> Write for ProgressWriter<'_, '_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn cstr(p: &Path) -> Result<CString, Error> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidPath { path: p.display().to_string(), reason: "contains a NUL byte".into() })
+}
+
+fn set_mode(p: &Path, perm: u32) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(perm & 0o7777)).map_err(Error::io(p))
+}
+
+fn chown(p: &Path, i: &Inode) -> Result<(), Error> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(p, Some(i.uid), Some(i.gid)).map_err(Error::io(p))
+}
+
+fn set_times(p: &Path, i: &Inode) -> Result<(), Error> {
+    let c = cstr(p)?;
+    let t = |ts: Timestamp| libc::timespec { tv_sec: ts.secs as libc::time_t, tv_nsec: ts.nsecs as libc::c_long };
+    let times = [t(i.atime), t(i.mtime)];
+    // SAFETY: `c` is a valid path and `times` two valid timespecs for the duration of the call.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 {
+        return Err(Error::Io { path: p.into(), source: std::io::Error::last_os_error() });
+    }
+    Ok(())
+}
+
+/// Human path of a store entry for messages.
+pub fn describe(comps: &[Vec<u8>]) -> String {
+    display(comps)
+}
