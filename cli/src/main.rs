@@ -7,12 +7,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The store used when neither `-s` nor `VERFS_STORE` is given; `put` creates it if missing.
+pub const DEFAULT_STORE: &str = "./store";
+
 /// verfs: a deduplicating, compressing file store that many processes share at once.
 #[derive(Parser)]
 #[command(name = "verfs", version, about, propagate_version = true)]
 pub struct Cli {
     /// The store directory (given before the command: `verfs -s STORE ls`).
-    #[arg(short = 's', long = "store", env = "VERFS_STORE", default_value = "./store")]
+    #[arg(short = 's', long = "store", env = "VERFS_STORE", default_value = DEFAULT_STORE)]
     pub store: PathBuf,
     /// Print structured output as JSON (where a command has structured output).
     #[arg(long, global = true)]

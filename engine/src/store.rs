@@ -218,14 +218,29 @@ impl Store {
         for d in [layout.checkpoints(), layout.packs(), layout.leases(), layout.manifests(), layout.twopc()] {
             fs::create_dir_all(&d).map_err(Error::io(&d))?;
         }
-        verfs_coordination::fsutil::write_atomic(&layout.config(), DEFAULT_TOML.as_bytes())
-            .map_err(Error::io(layout.config()))?;
         if !layout.log().join("LOCK").exists() {
             let _ = fs::remove_dir_all(layout.log());
             txlog::create(&layout.log())?;
         }
+        // A previous init that died: roll its manifest back (or forward) first.
+        let lcfg = lease_config(&Config::default());
+        let leases = layout.leases();
+        let now = std::time::SystemTime::now();
+        let dead = |id: &verfs_coordination::lease::LeaseId| {
+            verfs_coordination::lease::list(&leases)
+                .map(|v| v.iter().all(|e| &e.id != id || e.liveness(&lcfg, now).is_dead()))
+                .unwrap_or(false)
+        };
+        verfs_coordination::manifest::recover(&layout.manifests(), &dead).map_err(coord_err)?;
+        // config.toml and FORMAT appear together or not at all: a manifest under an init lease
+        // ([STORE-2]). FORMAT is what makes the directory a store.
+        let lease = Lease::acquire(&layout.leases(), "init", lcfg).map_err(coord_err)?;
         let ff = FormatFile { version: FORMAT_VERSION, uuid: rand::random() };
-        verfs_coordination::fsutil::write_atomic(&layout.format(), &ff.encode()).map_err(Error::io(layout.format()))?;
+        let mut m = verfs_coordination::manifest::Manifest::begin(&layout.manifests(), lease.id());
+        m.stage(&layout.config(), DEFAULT_TOML.as_bytes()).map_err(coord_err)?;
+        m.stage(&layout.format(), &ff.encode()).map_err(coord_err)?;
+        m.commit().map_err(coord_err)?;
+        lease.release().map_err(coord_err)?;
         Ok(ff)
     }
 
@@ -764,6 +779,10 @@ fn vote(log: &TxLog<MetaState>, p: &two_phase::Proposal) -> two_phase::Vote {
         }
         other => two_phase::Vote::Abort { reason: format!("unknown proposal kind {other:?}") },
     }
+}
+
+fn coord_err(e: impl std::fmt::Display) -> Error {
+    Error::Coordination(e.to_string())
 }
 
 fn pack_err(e: crate::pack::PackError) -> Error {

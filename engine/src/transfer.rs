@@ -89,7 +89,11 @@ pub fn put(store: &Store, sources: &[PathBuf], dest: &str, progress: Progress<'_
     for src in sources {
         let meta = fs::symlink_metadata(src).map_err(Error::io(src))?;
         let mut target = comps_of(dest)?;
-        if dest_is_dir {
+        // GNU cp: `SRC/.` copies SRC's contents into an existing directory DEST.
+        let contents_only = src.as_os_str().as_bytes().ends_with(b"/.") || src.as_os_str() == ".";
+        if dest_is_dir && contents_only && meta.is_dir() {
+            // target stays DEST
+        } else if dest_is_dir {
             target.push(base_name(src)?);
         } else {
             // The parent must exist, as for `cp`.

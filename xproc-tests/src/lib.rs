@@ -1,1 +1,820 @@
-//! placeholder
+//! Process-pool harness: tests that spawn real `verfs` processes against one shared store.
+//!
+//! Overview of the main types:
+//!
+//! - [`verfs_bin`] finds the `verfs` binary next to the test executable and refuses a stale one.
+//! - [`TestStore`]: a fresh temporary directory holding a store (`verfs init`), a helper to rewrite
+//!   `config.toml` ([`TestStore::set_config`]) and to run one `verfs` command under a timeout
+//!   ([`TestStore::run`]); a command that hangs is killed and fails the test with its command line
+//!   and stderr.
+//! - [`Pool`]: many real OS processes started at once behind a file barrier (each waits until the
+//!   `go` file exists), each with its own result file (JSON lines written by the process), stdout
+//!   and stderr files; SIGKILL / SIGSTOP / SIGCONT by index. Every child is reaped; dropping the
+//!   pool kills whatever still runs, so a failing test leaves no process behind.
+//! - [`KillSlot`] + [`run_killable`]: a child that another thread may SIGKILL at any moment, with
+//!   no risk of signalling a reused pid (the child is reaped under the slot's lock).
+//! - Content helpers: seeded random bytes ([`random_bytes`]), [`tagged_content`] whose every 4 KiB
+//!   block names its writer (so a mix of two writers is diagnosed, not just detected), sha256.
+//!
+//! The helper process is `xproc-agent` (`src/bin/xproc-agent.rs`); integration tests locate it
+//! with [`agent_bin!`]. The rules the tests prove are in `docs/layout/*.md` (`[LOG-n]`, ...).
+//!
+//! ```no_run
+//! use verfs_xproc_tests::TestStore;
+//! let st = TestStore::new();
+//! st.ok(&["mkdir", "/a"]);
+//! assert_eq!(st.ok(&["ls", "/"]).stdout_str(), "a\n");
+//! ```
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+/// Default limit for one `verfs` command; a command running longer is a hang.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The command that builds everything these tests need (also in the README).
+pub const BUILD_HINT: &str = "cargo build --workspace --bins && cargo test --workspace";
+
+/// Path of the `xproc-agent` helper binary; only valid inside this package's integration tests,
+/// where cargo builds it and sets `CARGO_BIN_EXE_xproc-agent`.
+#[macro_export]
+macro_rules! agent_bin {
+    () => {
+        ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_xproc-agent"))
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locating binaries
+// ---------------------------------------------------------------------------------------------
+
+/// `target/<profile>/`: the test executable lives in `target/<profile>/deps/`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test executable has a parent directory");
+    if deps.file_name() == Some(OsStr::new("deps")) {
+        deps.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Newest modification time of the sources that go into `verfs` (the cli, engine and
+/// coordination crates, the workspace manifest and lock file), with the file that has it.
+fn newest_source() -> Option<(SystemTime, PathBuf)> {
+    fn walk(p: &Path, best: &mut Option<(SystemTime, PathBuf)>) {
+        let Ok(meta) = fs::metadata(p) else { return };
+        if meta.is_dir() {
+            if p.file_name() == Some(OsStr::new("target")) {
+                return;
+            }
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path(), best);
+                }
+            }
+            return;
+        }
+        let relevant = matches!(p.extension().and_then(|e| e.to_str()), Some("rs" | "toml" | "lock"));
+        if let (true, Ok(t)) = (relevant, meta.modified()) {
+            if best.as_ref().is_none_or(|(b, _)| t > *b) {
+                *best = Some((t, p.to_path_buf()));
+            }
+        }
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf();
+    let mut best = None;
+    for p in ["cli", "engine", "coordination", "Cargo.toml", "Cargo.lock"] {
+        walk(&ws.join(p), &mut best);
+    }
+    best
+}
+
+/// The `verfs` binary of this build profile (`target/<profile>/verfs`).
+///
+/// Panics, loudly, when it is missing or older than a source file of the crates it is built
+/// from: a test against a stale binary proves nothing. (Comparing with the test executable's own
+/// mtime would be wrong: `cargo build --bins` followed by `cargo test` links the test after the
+/// binary even though the binary is up to date.)
+pub fn verfs_bin() -> PathBuf {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = BIN.get_or_init(|| {
+        let bin = profile_dir().join("verfs");
+        let Some(bin_time) = mtime(&bin) else {
+            return Err(format!(
+                "\n\n*** verfs binary not found at {} ***\nThe multi-process tests run the real \
+                 binary. Build it first:\n    {BUILD_HINT}\n",
+                bin.display()
+            ));
+        };
+        if let Some((src_time, src)) = newest_source() {
+            if src_time > bin_time {
+                return Err(format!(
+                    "\n\n*** STALE verfs binary: {} is older than {} ***\nRefusing to test an old \
+                     binary. Rebuild it first:\n    {BUILD_HINT}\n",
+                    bin.display(),
+                    src.display()
+                ));
+            }
+        }
+        Ok(bin)
+    });
+    match r {
+        Ok(p) => p.clone(),
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running one command under a timeout
+// ---------------------------------------------------------------------------------------------
+
+/// Make a child die with the test process (and its spawning thread): no leftovers if the test
+/// runner itself is killed.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
+/// A finished child process.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub cmdline: String,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl RunOutput {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+    /// Killed by SIGKILL.
+    pub fn killed(&self) -> bool {
+        self.status.signal() == Some(libc::SIGKILL)
+    }
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// One-paragraph description for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}` -> {} after {:.2}s\n--- stdout ({} bytes) ---\n{}\n--- stderr ---\n{}",
+            self.cmdline,
+            self.status,
+            self.elapsed.as_secs_f64(),
+            self.stdout.len(),
+            String::from_utf8_lossy(&self.stdout[..self.stdout.len().min(2000)]),
+            self.stderr
+        )
+    }
+}
+
+/// `program arg...` as one line, for messages.
+pub fn cmdline(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn spawn_piped(cmd: &mut Command) -> (Child, thread::JoinHandle<Vec<u8>>, thread::JoinHandle<Vec<u8>>) {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    die_with_parent(cmd);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning `{}`: {e}", cmdline(cmd)));
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let t_out = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    (child, t_out, t_err)
+}
+
+/// Run `cmd` to completion; a run longer than `timeout` is killed and fails the test.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> RunOutput {
+    run_killable(&mut cmd, &KillSlot::default(), timeout)
+}
+
+/// Where a running child's pid is published so another thread can SIGKILL it.
+///
+/// The child is reaped only while the lock is held, and [`KillSlot::kill`] signals only while
+/// the pid is published under the same lock: a signal can reach the child (running or a zombie)
+/// but never a process that reused its pid.
+#[derive(Default, Clone)]
+pub struct KillSlot(Arc<Mutex<Option<i32>>>);
+
+impl KillSlot {
+    /// Send `sig` to the published child; false when no child is running.
+    pub fn kill(&self, sig: Signal) -> bool {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match *g {
+            Some(pid) => kill(Pid::from_raw(pid), sig).is_ok(),
+            None => false,
+        }
+    }
+    pub fn is_running(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+/// Run `cmd`, publishing its pid in `slot` while it runs (see [`KillSlot`]).
+pub fn run_killable(cmd: &mut Command, slot: &KillSlot, timeout: Duration) -> RunOutput {
+    let line = cmdline(cmd);
+    let start = Instant::now();
+    let (mut child, t_out, t_err) = spawn_piped(cmd);
+    *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(child.id() as i32);
+    let mut pause = Duration::from_micros(500);
+    let mut timed_out = false;
+    let status = loop {
+        {
+            let mut g = slot.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                *g = None;
+                break st;
+            }
+            if start.elapsed() > timeout && !timed_out {
+                timed_out = true;
+                let _ = child.kill();
+            }
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    };
+    let out = RunOutput {
+        cmdline: line,
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned(),
+        elapsed: start.elapsed(),
+    };
+    if timed_out {
+        panic!("HANG: command ran longer than {:?} and was killed:\n{}", timeout, out.describe());
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// TestStore
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh store in a temporary directory: `<tmp>/store`, with `<tmp>` free for scratch files.
+pub struct TestStore {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Default for TestStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestStore {
+    /// `verfs init` in a new temporary directory.
+    pub fn new() -> TestStore {
+        let dir = tempfile::Builder::new().prefix("verfs-xproc-").tempdir().expect("tempdir");
+        let root = dir.path().join("store");
+        let st = TestStore { dir, root };
+        let mut c = Command::new(verfs_bin());
+        c.arg("init").arg(&st.root);
+        let out = run_with_timeout(c, CMD_TIMEOUT);
+        assert!(out.success(), "verfs init failed:\n{}", out.describe());
+        st
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The temporary directory holding the store; free for scratch files.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A new scratch sub-directory.
+    pub fn scratch_dir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::create_dir_all(&p).expect("scratch dir");
+        p
+    }
+
+    /// Set `key = value` in `[section]` of `config.toml` (`value` is TOML, e.g. `"1500"`).
+    pub fn set_config(&self, section: &str, key: &str, value: &str) {
+        let path = self.root.join("config.toml");
+        let text = fs::read_to_string(&path).expect("read config.toml");
+        let text = set_toml_value(&text, section, key, value);
+        fs::write(&path, text).expect("write config.toml");
+    }
+
+    /// Short leases for tests that wait for a lease to time out: 1500 ms, heartbeat 200 ms.
+    pub fn short_leases(&self) {
+        self.set_config("leases", "timeout_ms", "1500");
+        self.set_config("leases", "heartbeat_ms", "200");
+    }
+
+    /// `verfs -s STORE` with no subcommand yet.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(verfs_bin());
+        c.arg("-s").arg(&self.root).env_remove("VERFS_STORE");
+        c
+    }
+
+    /// Run `verfs -s STORE args...` under [`CMD_TIMEOUT`]; any exit status is returned.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> RunOutput {
+        let mut c = self.command();
+        c.args(args);
+        run_with_timeout(c, CMD_TIMEOUT)
+    }
+
+    /// [`TestStore::run`] that must exit 0.
+    pub fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> RunOutput {
+        let out = self.run(args);
+        assert!(out.success(), "command failed:\n{}", out.describe());
+        out
+    }
+
+    /// `verfs fsck` must exit 0 and print no problem line.
+    pub fn assert_fsck_clean(&self) {
+        let out = self.run(&["fsck"]);
+        assert!(
+            out.success() && out.stdout.is_empty(),
+            "fsck is not clean:\n{}",
+            out.describe()
+        );
+    }
+
+    /// `verfs ls PATH` as a list of names.
+    pub fn ls(&self, path: &str) -> Vec<String> {
+        self.ok(&["ls", path]).stdout_str().lines().map(str::to_owned).collect()
+    }
+
+    /// `verfs cat PATH` bytes (must succeed).
+    pub fn cat(&self, path: &str) -> Vec<u8> {
+        self.ok(&["cat", path]).stdout
+    }
+
+    /// Names of the log segments (`log/*.seg`), sorted.
+    pub fn log_segments(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.root.join("log"))
+            .expect("read log dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".seg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Names in `leases/`.
+    pub fn lease_folders(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.root.join("leases"))
+            .expect("read leases dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Rewrite one `key = value` line of a TOML text with flat `[section]` tables; the key is added
+/// (and the section appended) when missing.
+pub fn set_toml_value(text: &str, section: &str, key: &str, value: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_section = false;
+    let mut seen_section = false;
+    let mut done = false;
+    let header = format!("[{section}]");
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            if in_section && !done {
+                out.push(format!("{key} = {value}"));
+                done = true;
+            }
+            in_section = t == header;
+            seen_section |= in_section;
+        } else if in_section && !done {
+            let k = t.split('=').next().unwrap_or("").trim();
+            if !t.starts_with('#') && k == key {
+                out.push(format!("{key} = {value}"));
+                done = true;
+                continue;
+            }
+        }
+        out.push(line.to_owned());
+    }
+    if !done {
+        if !seen_section {
+            out.push(header);
+        }
+        out.push(format!("{key} = {value}"));
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pool
+// ---------------------------------------------------------------------------------------------
+
+/// One process of a [`Pool`].
+pub struct Proc {
+    pub name: String,
+    pub pid: i32,
+    pub cmdline: String,
+    child: Child,
+    status: Option<ExitStatus>,
+    pub result: PathBuf,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// A finished pool process.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub name: String,
+    pub cmdline: String,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// Its result file's JSON lines.
+    pub results: Vec<serde_json::Value>,
+}
+
+impl Finished {
+    pub fn describe(&self) -> String {
+        format!(
+            "[{}] `{}` -> {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- results ---\n{}",
+            self.name,
+            self.cmdline,
+            self.status,
+            String::from_utf8_lossy(&self.stdout[..self.stdout.len().min(2000)]),
+            self.stderr,
+            self.results.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
+        )
+    }
+}
+
+/// Real OS processes started together; see the crate docs.
+pub struct Pool {
+    dir: PathBuf,
+    agent: PathBuf,
+    procs: Vec<Proc>,
+}
+
+impl Pool {
+    /// A pool whose control files live in a new folder under `scratch`; `agent` is the
+    /// `xproc-agent` binary ([`agent_bin!`]).
+    pub fn new(scratch: &Path, agent: PathBuf) -> Pool {
+        let dir = tempfile::Builder::new().prefix("pool-").tempdir_in(scratch).expect("pool dir").keep();
+        Pool { dir, agent, procs: Vec::new() }
+    }
+
+    /// The barrier file: processes started with [`Pool::spawn_at_go`] wait for it.
+    pub fn go_file(&self) -> PathBuf {
+        self.dir.join("go")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn proc(&self, i: usize) -> &Proc {
+        &self.procs[i]
+    }
+
+    /// Result file of the next process to be spawned.
+    pub fn next_result_file(&self) -> PathBuf {
+        self.dir.join(format!("result-{}.jsonl", self.procs.len()))
+    }
+
+    /// Spawn `cmd` with stdout/stderr to files; returns its index. `cmd` may use
+    /// [`Pool::next_result_file`] for its result file.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command) -> usize {
+        let i = self.procs.len();
+        let result = self.next_result_file();
+        let stdout = self.dir.join(format!("stdout-{i}"));
+        let stderr = self.dir.join(format!("stderr-{i}"));
+        cmd.stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout).expect("stdout file"))
+            .stderr(fs::File::create(&stderr).expect("stderr file"))
+            .env("XPROC_RESULT", &result);
+        die_with_parent(&mut cmd);
+        let line = cmdline(&cmd);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning `{line}`: {e}"));
+        self.procs.push(Proc {
+            name: name.to_owned(),
+            pid: child.id() as i32,
+            cmdline: line,
+            child,
+            status: None,
+            result,
+            stdout,
+            stderr,
+        });
+        i
+    }
+
+    /// Spawn `xproc-agent args...` (the agent reads its result file from `XPROC_RESULT`).
+    pub fn spawn_agent<S: AsRef<OsStr>>(&mut self, name: &str, args: &[S]) -> usize {
+        let mut c = Command::new(&self.agent);
+        c.args(args);
+        self.spawn(name, c)
+    }
+
+    /// Spawn a process that waits at the barrier, then `exec`s `program args...` (same pid, so
+    /// signals by index reach the program itself).
+    pub fn spawn_at_go<S: AsRef<OsStr>>(&mut self, name: &str, program: &Path, args: &[S]) -> usize {
+        let mut c = Command::new(&self.agent);
+        c.arg("exec-after").arg("--go").arg(self.go_file()).arg("--").arg(program).args(args);
+        self.spawn(name, c)
+    }
+
+    /// Open the barrier once every process `waiting` has reported `at-barrier` (so they really
+    /// start at the same moment).
+    pub fn go(&self, waiting: &[usize]) {
+        for &i in waiting {
+            self.wait_event(i, "at-barrier", Duration::from_secs(30));
+        }
+        fs::write(self.go_file(), b"go").expect("create go file");
+    }
+
+    /// The JSON lines process `i` wrote so far (a torn last line is skipped).
+    pub fn results(&self, i: usize) -> Vec<serde_json::Value> {
+        read_jsonl(&self.procs[i].result)
+    }
+
+    /// Wait until process `i` wrote a result line with `"event": event`; returns it. Fails the
+    /// test when the process exits first or `timeout` passes.
+    pub fn wait_event(&self, i: usize, event: &str, timeout: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = self.results(i).into_iter().find(|v| v["event"] == event) {
+                return v;
+            }
+            let p = &self.procs[i];
+            let exited = p.status.is_some() || is_zombie_or_gone(p.pid);
+            if exited || start.elapsed() > timeout {
+                panic!(
+                    "[{}] `{}`: no {event:?} event after {:.1}s ({})\n--- stderr ---\n{}\n--- results ---\n{:?}",
+                    p.name,
+                    p.cmdline,
+                    start.elapsed().as_secs_f64(),
+                    if exited { "the process exited" } else { "timeout" },
+                    fs::read_to_string(&p.stderr).unwrap_or_default(),
+                    self.results(i)
+                );
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Send `sig` to process `i`; false if it was already reaped.
+    pub fn signal(&self, i: usize, sig: Signal) -> bool {
+        let p = &self.procs[i];
+        // Not reaped yet: the pid is ours (running or a zombie), never a reused one.
+        p.status.is_none() && kill(Pid::from_raw(p.pid), sig).is_ok()
+    }
+    pub fn sigkill(&self, i: usize) -> bool {
+        self.signal(i, Signal::SIGKILL)
+    }
+    pub fn sigstop(&self, i: usize) -> bool {
+        self.signal(i, Signal::SIGSTOP)
+    }
+    pub fn sigcont(&self, i: usize) -> bool {
+        self.signal(i, Signal::SIGCONT)
+    }
+
+    /// Has process `i` exited (without reaping it)? A zombie counts as exited.
+    pub fn has_exited(&self, i: usize) -> bool {
+        let p = &self.procs[i];
+        p.status.is_some() || is_zombie_or_gone(p.pid)
+    }
+
+    /// Wait for process `i` to exit (reaping it); a process still running after `timeout` is
+    /// killed and fails the test.
+    pub fn wait(&mut self, i: usize, timeout: Duration) -> Finished {
+        let start = Instant::now();
+        loop {
+            let p = &mut self.procs[i];
+            if p.status.is_none() {
+                p.status = p.child.try_wait().expect("try_wait");
+            }
+            if p.status.is_some() {
+                return self.finished(i);
+            }
+            if start.elapsed() > timeout {
+                let _ = kill(Pid::from_raw(p.pid), Signal::SIGCONT);
+                let _ = p.child.kill();
+                p.status = p.child.wait().ok();
+                let f = self.finished(i);
+                panic!("HANG: process ran longer than {timeout:?} and was killed:\n{}", f.describe());
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// [`Pool::wait`] for every process, in index order, with one overall `timeout`.
+    pub fn wait_all(&mut self, timeout: Duration) -> Vec<Finished> {
+        let deadline = Instant::now() + timeout;
+        (0..self.procs.len())
+            .map(|i| self.wait(i, deadline.saturating_duration_since(Instant::now())))
+            .collect()
+    }
+
+    fn finished(&self, i: usize) -> Finished {
+        let p = &self.procs[i];
+        Finished {
+            name: p.name.clone(),
+            cmdline: p.cmdline.clone(),
+            status: p.status.expect("finished process has a status"),
+            stdout: fs::read(&p.stdout).unwrap_or_default(),
+            stderr: fs::read_to_string(&p.stderr).unwrap_or_default(),
+            results: self.results(i),
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            if p.status.is_none() {
+                let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+                // A stopped process dies of SIGKILL too; SIGCONT is not needed.
+                p.status = p.child.wait().ok();
+            }
+        }
+    }
+}
+
+/// `/proc/<pid>/stat` says zombie, or the pid is gone.
+pub fn is_zombie_or_gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+            matches!(state, Some("Z" | "X"))
+        }
+        Err(_) => true,
+    }
+}
+
+/// `/proc/<pid>/stat` says stopped (`T`).
+pub fn is_stopped(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).map(|st| st == "T"))
+        .unwrap_or(false)
+}
+
+/// Every complete JSON line of `path` (missing file: none).
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    let Ok(text) = fs::read_to_string(path) else { return Vec::new() };
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Append one JSON line to `path` with a single `write` (O_APPEND), so concurrent writers and a
+/// kill never interleave or tear earlier lines.
+pub fn append_jsonl(path: &Path, v: &serde_json::Value) -> std::io::Result<()> {
+    let mut line = v.to_string();
+    line.push('\n');
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(line.as_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content helpers
+// ---------------------------------------------------------------------------------------------
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// `len` pseudo-random bytes from `seed` (same seed, same bytes).
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Write [`random_bytes`] to `path`; returns their sha256.
+pub fn write_random_file(path: &Path, seed: u64, len: usize) -> String {
+    let data = random_bytes(seed, len);
+    fs::write(path, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    sha256(&data)
+}
+
+/// Block size of [`tagged_content`].
+pub const TAG_BLOCK: usize = 4096;
+/// Length of the tag at the start of each block.
+pub const TAG_LEN: usize = 32;
+
+/// `len` bytes whose every 4 KiB block starts with a 32-byte tag `"<tag> b<block>"` followed by
+/// random bytes (seeded by `seed`), so content is incompressible, chunks are distinct, and a
+/// mix of two versions can be traced block by block ([`describe_tags`]).
+pub fn tagged_content(tag: &str, seed: u64, len: usize) -> Vec<u8> {
+    let mut data = random_bytes(seed, len);
+    for (k, block) in data.chunks_mut(TAG_BLOCK).enumerate() {
+        let mut t = format!("{tag} b{k:05}");
+        t.truncate(TAG_LEN);
+        let mut hdr = [b' '; TAG_LEN];
+        hdr[..t.len()].copy_from_slice(t.as_bytes());
+        let n = block.len().min(TAG_LEN);
+        block[..n].copy_from_slice(&hdr[..n]);
+    }
+    data
+}
+
+/// Runs of block tags in `data` ("w03-r007 x 75, w05-r002 x 12"): which versions a bad read mixes.
+pub fn describe_tags(data: &[u8]) -> String {
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for block in data.chunks(TAG_BLOCK) {
+        let hdr = String::from_utf8_lossy(&block[..block.len().min(TAG_LEN)]).into_owned();
+        let who = hdr.split(" b").next().unwrap_or("?").trim().to_owned();
+        match runs.last_mut() {
+            Some((w, n)) if *w == who => *n += 1,
+            _ => runs.push((who, 1)),
+        }
+    }
+    let mut s = format!("{} bytes: ", data.len());
+    for (i, (w, n)) in runs.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "{w:?} x {n}");
+    }
+    s
+}
+
+/// A deterministic per-test seed, overridable with `XPROC_SEED` to replay a failure.
+pub fn seed() -> u64 {
+    std::env::var("XPROC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    })
+}
+
+/// Serializes the CPU-heavy tests: on a small machine, eight writers of two tests at once only
+/// slow each other down and stretch lease timing. Light tests (mostly waiting) skip it.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -43,6 +43,11 @@ pub fn put(cli: &Cli, paths: &[String]) -> Result<ExitCode> {
         // Fail before taking a lease: a clear message for the common mistake.
         std::fs::symlink_metadata(s).map_err(|e| anyhow::anyhow!("{}: {e}", s.display()))?;
     }
+    if cli.store == std::path::Path::new(crate::DEFAULT_STORE) && !cli.store.exists() {
+        // The embedded default: `verfs put DIR /x` works with no set-up at all.
+        verfs_engine::store::Store::init(&cli.store)?;
+        eprintln!("verfs: created store {}", cli.store.display());
+    }
     let store = super::open(cli, "cli put")?;
     let pb = progress_bar(Some(sources.iter().map(|s| local_size(s)).sum()));
     let mut tick = |n: u64| {

@@ -120,8 +120,9 @@ impl PackHeader {
         let stored = u32_at(b, 20);
         let computed = crc32(&[&b[0..20]]);
         if stored != computed {
+            // The damage may be anywhere in the 24 bytes: report the start of the header.
             return Err(err(
-                20,
+                0,
                 DecodeErrorKind::Checksum,
                 format!("pack header crc {stored:08x} != computed {computed:08x}"),
             ));
@@ -336,8 +337,9 @@ impl PackIndex {
         let stored = u32_at(b, body);
         let computed = crc32(&[&b[..body]]);
         if stored != computed {
+            // The damage may be anywhere before the crc: report the start of the file.
             return Err(err(
-                body as u64,
+                0,
                 DecodeErrorKind::Checksum,
                 format!("index crc {stored:08x} != computed {computed:08x}"),
             ));

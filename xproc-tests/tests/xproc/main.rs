@@ -1,0 +1,43 @@
+//! The multi-process tests: one test binary (STYLE.md), one module per property.
+//!
+//! Every test gets a fresh store ([`TestStore`]) and spawns real `verfs` / `xproc-agent`
+//! processes. Each test names the rule it proves (`docs/layout/*.md`, `DESIGN.md`).
+//! Run with `cargo build --workspace --bins && cargo test -p verfs-xproc-tests`; set
+//! `XPROC_SEED=<n>` to replay the random choices of a failed run (the seed is printed).
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+
+mod fencing;
+mod put_many;
+mod races;
+mod same_path;
+mod torture;
+mod two_phase;
+
+use std::path::PathBuf;
+
+pub use verfs_xproc_tests::*;
+
+/// The helper binary, built by cargo for this package's tests.
+pub fn agent() -> PathBuf {
+    agent_bin!()
+}
+
+/// The harness itself: a stale or missing binary is refused loudly, a hang is reported.
+#[test]
+fn harness_self_check() {
+    let st = TestStore::new();
+    st.set_config("leases", "timeout_ms", "1500");
+    let cfg = std::fs::read_to_string(st.root().join("config.toml")).unwrap();
+    assert!(cfg.contains("timeout_ms = 1500"), "{cfg}");
+    assert_eq!(st.ok(&["status", "--json"]).code(), Some(0));
+    let hang = std::panic::catch_unwind(|| {
+        let mut c = std::process::Command::new("sleep");
+        c.arg("30");
+        run_with_timeout(c, std::time::Duration::from_millis(300))
+    });
+    let msg = *hang.unwrap_err().downcast::<String>().unwrap();
+    assert!(msg.contains("HANG") && msg.contains("sleep 30"), "{msg}");
+    let t = tagged_content("w01-r002", 7, 3 * TAG_BLOCK);
+    assert_eq!(describe_tags(&t), "12288 bytes: \"w01-r002\" x 3");
+}
