@@ -510,7 +510,9 @@ impl Lease {
             kind: kind.to_owned(),
             started_unix_ms: unix_ms(SystemTime::now()),
         };
-        let new_dir = leases_dir.join(format!("{NEW_PREFIX}{id}"));
+        // The pid in the partial folder's name lets a cleaner tell at once that a process died
+        // inside acquire, before any file of the lease existed ([LEASE-10]).
+        let new_dir = leases_dir.join(format!("{NEW_PREFIX}{id}-{pid}"));
         let dir = leases_dir.join(id.as_str());
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -782,6 +784,16 @@ impl LeaseEntry {
     /// A torn heartbeat read must not make a live process look as old as its start time, so the
     /// heartbeat file's mtime (updated by every write) also counts as a sign of life.
     pub fn liveness(&self, cfg: &LeaseConfig, now: SystemTime) -> Liveness {
+        if self.state == LeaseState::Partial && !matches!(self.info, EntryInfo::Valid(_)) {
+            // No info yet: the pid in the folder name is all there is. If it is not running here
+            // the creator is gone, or it is on another host, whose acquire then fails cleanly
+            // at its rename instead of publishing a lease.
+            if let Some(pid) = partial_pid(&self.path) {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    return Liveness::Dead(format!("creator pid {pid} died while acquiring the lease"));
+                }
+            }
+        }
         match &self.info {
             EntryInfo::Valid(info) => {
                 let last = self.last_seen_unix_ms.max(info.started_unix_ms);
@@ -835,7 +847,9 @@ pub fn read_entry(path: &Path, id: LeaseId, state: LeaseState) -> Option<LeaseEn
 /// Parse a name in `leases/`; `None` for names that are not lease folders.
 pub fn parse_folder_name(name: &str) -> Option<(LeaseId, LeaseState)> {
     if let Some(rest) = name.strip_prefix(NEW_PREFIX) {
-        return Some((rest.parse().ok()?, LeaseState::Partial));
+        // `.new-<id>-<pid>`; older builds wrote `.new-<id>`.
+        let id = rest.split('-').next()?;
+        return Some((id.parse().ok()?, LeaseState::Partial));
     }
     if let Some((id, cleaner)) = name.split_once(CLAIMED_INFIX) {
         return Some((
@@ -975,12 +989,22 @@ pub fn claim_partial(
     id: &LeaseId,
     cleaner: &LeaseId,
 ) -> Result<Option<Claimed>, ClaimError> {
-    claim_rename(
-        leases_dir,
-        id,
-        &leases_dir.join(format!("{NEW_PREFIX}{id}")),
-        cleaner,
-    )
+    let prefix = format!("{NEW_PREFIX}{id}");
+    let found = fs::read_dir(leases_dir)
+        .map_err(|source| ClaimError::Io { id: id.clone(), path: leases_dir.to_path_buf(), source })?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n == &prefix || n.starts_with(&format!("{prefix}-")));
+    match found {
+        Some(name) => claim_rename(leases_dir, id, &leases_dir.join(name), cleaner),
+        None => Ok(None),
+    }
+}
+
+/// The creator pid in a partial lease folder's name (`.new-<id>-<pid>`).
+pub fn partial_pid(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix(NEW_PREFIX)?.split('-').nth(1)?.parse().ok()
 }
 
 /// Take over a claim whose cleaner is gone: rename `<id>.claimed-<old>` to `<id>.claimed-<me>`.

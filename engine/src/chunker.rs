@@ -168,6 +168,7 @@ impl<R: Read> Read for RetryInterrupted<R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
@@ -270,7 +271,7 @@ mod tests {
     impl Read for Flaky {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.calls += 1;
-            if self.calls % 3 == 0 {
+            if self.calls.is_multiple_of(3) {
                 return Err(io::Error::from(io::ErrorKind::Interrupted));
             }
             if self.pos >= self.fail_at {

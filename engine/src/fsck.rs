@@ -96,7 +96,12 @@ fn check_leases(layout: &Layout, cfg: &LeaseConfig, r: &mut FsckReport) -> HashS
     };
     let now = SystemTime::now();
     for e in entries {
-        let live = e.state == LeaseState::Live && !e.liveness(cfg, now).is_dead();
+        let dead = e.liveness(cfg, now).is_dead();
+        if e.state == LeaseState::Partial && !dead {
+            // A process starting right now: the same rule recover applies.
+            continue;
+        }
+        let live = e.state == LeaseState::Live && !dead;
         if live {
             if let Ok(p) = journal::read_pending(&e.path.join("journal")) {
                 for a in p.pending.iter().filter(|a| a.kind == ACTION_OPEN_PACK) {

@@ -133,8 +133,32 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
     Ok(report)
 }
 
+/// Claim and clean up after one lease, if its process is dead. Used by a two-phase-commit
+/// coordinator for a participant that stopped answering. `Ok(false)` when it is alive or another
+/// cleaner got it first.
+pub fn clean_lease(store: &Store, id: &LeaseId) -> Result<bool, Error> {
+    let cfg = store.config();
+    let lcfg = LeaseConfig { timeout: cfg.lease_timeout(), heartbeat_interval: cfg.heartbeat() };
+    let leases = store.layout().leases();
+    let Some(entry) = lease::list(&leases).map_err(coord)?.into_iter().find(|e| &e.id == id && e.state == LeaseState::Live)
+    else {
+        return Ok(false);
+    };
+    if !entry.liveness(&lcfg, SystemTime::now()).is_dead() {
+        return Ok(false);
+    }
+    let me = store.lease().id().clone();
+    let Some(claimed) = store.log().exclusive(|_| lease::claim(&leases, id, &me))?.map_err(coord)? else {
+        return Ok(false);
+    };
+    let mut report = RecoverReport::default();
+    clean_claimed(store, claimed, &mut report)?;
+    Ok(report.problems.is_empty())
+}
+
 fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) -> Result<(), Error> {
     let packs = store.layout().packs();
+    let problems_before = report.problems.len();
     match journal::read_pending(&claimed.journal_path()) {
         Ok(p) => {
             if let Some(c) = &p.corrupt {
@@ -164,7 +188,8 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
         }
         Err(e) => report.problems.push(e.to_string()),
     }
-    if report.problems.is_empty() {
+    // Only a fully cleaned lease is removed; otherwise it stays claimed for a later attempt.
+    if report.problems.len() == problems_before {
         claimed.finish().map_err(coord)?;
     }
     Ok(())

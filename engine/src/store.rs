@@ -374,14 +374,21 @@ impl Store {
     fn with_pack<R>(&self, f: impl FnOnce(&mut PackWriter) -> Result<R, Error>) -> Result<R, Error> {
         let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            let writer = PackWriter::create(&self.layout.packs(), self.cfg.compression.zstd_level)
-                .map_err(|e| Error::Coordination(e.to_string()))?;
-            // The journal entry makes the cleaner seal this pack if we die; it is durable before
-            // the first record is appended.
+            // Journal first, then the file ([STORE-3]): a process killed in between leaves a
+            // journal entry naming a pack that does not exist (the cleaner skips it), never a pack
+            // that no journal names (which nobody would ever seal).
+            let id = PackId::random();
             let action = self
                 .journal
-                .begin(ACTION_OPEN_PACK, writer.id().to_string().as_bytes())
+                .begin(ACTION_OPEN_PACK, id.to_string().as_bytes())
                 .map_err(|e| Error::Coordination(e.to_string()))?;
+            let writer = match PackWriter::create_with_id(&self.layout.packs(), id, self.cfg.compression.zstd_level) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = self.journal.end(action);
+                    return Err(pack_err(e));
+                }
+            };
             *guard = Some(OpenPack { writer, action });
         }
         let open = guard.as_mut().ok_or_else(|| Error::Internal("no open pack".into()))?;
@@ -470,6 +477,13 @@ impl Store {
                     reason: format!("chunk {id} is referenced but not in the chunk index"),
                 })?,
         };
+        // A chunk still in this process's write buffer is not in the file yet.
+        {
+            let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(open) = guard.as_mut().filter(|o| o.writer.id() == entry.pack) {
+                open.writer.flush().map_err(pack_err)?;
+            }
+        }
         let reader = self.reader(entry.pack)?;
         reader.read_chunk(id).map_err(pack_err)
     }
@@ -736,7 +750,11 @@ impl Store {
                 poll_interval: Duration::from_millis(20),
                 lease: lease_config(&self.cfg),
             },
-            &mut |_dead| {},
+            // A participant that died without voting is cleaned up here, so it never blocks the
+            // decision ([2PC-4]).
+            &mut |dead| {
+                let _ = crate::recover::clean_lease(self, dead);
+            },
         )
         .map_err(|e| Error::Coordination(e.to_string()))?;
         if decision.decision.is_commit() {

@@ -76,41 +76,58 @@ fn mtime(p: &Path) -> Option<SystemTime> {
     fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-/// Newest modification time of the sources that go into `verfs` (the cli, engine and
-/// coordination crates, the workspace manifest and lock file), with the file that has it.
-fn newest_source() -> Option<(SystemTime, PathBuf)> {
-    fn walk(p: &Path, best: &mut Option<(SystemTime, PathBuf)>) {
-        let Ok(meta) = fs::metadata(p) else { return };
-        if meta.is_dir() {
-            if p.file_name() == Some(OsStr::new("target")) {
-                return;
+/// Newest modification time among the sources cargo built `bin` from (its dep-info file
+/// `<bin>.d`, which lists exactly the files rustc read: test-only modules are not in it), with
+/// the file that has it. Without a dep-info file, every `.rs` file of the cli, engine and
+/// coordination crates counts.
+fn newest_source(bin: &Path) -> Option<(SystemTime, PathBuf)> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if let Ok(dep_info) = fs::read_to_string(bin.with_extension("d")) {
+        let deps = dep_info.lines().next().and_then(|l| l.split_once(": ")).map(|(_, d)| d).unwrap_or("");
+        // Paths are separated by spaces; a space inside a path is escaped as `\ `.
+        let mut cur = String::new();
+        let mut chars = deps.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if chars.peek() == Some(&' ') => {
+                    cur.push(' ');
+                    chars.next();
+                }
+                ' ' => files.push(PathBuf::from(std::mem::take(&mut cur))),
+                c => cur.push(c),
             }
+        }
+        if !cur.is_empty() {
+            files.push(PathBuf::from(cur));
+        }
+    } else {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
             if let Ok(rd) = fs::read_dir(p) {
                 for e in rd.flatten() {
-                    walk(&e.path(), best);
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, out);
+                    } else if p.extension() == Some(OsStr::new("rs")) {
+                        out.push(p);
+                    }
                 }
             }
-            return;
         }
-        let relevant = matches!(p.extension().and_then(|e| e.to_str()), Some("rs" | "toml" | "lock"));
-        if let (true, Ok(t)) = (relevant, meta.modified()) {
-            if best.as_ref().is_none_or(|(b, _)| t > *b) {
-                *best = Some((t, p.to_path_buf()));
-            }
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+        for c in ["cli/src", "engine/src", "coordination/src"] {
+            walk(&ws.join(c), &mut files);
         }
     }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf();
-    let mut best = None;
-    for p in ["cli", "engine", "coordination", "Cargo.toml", "Cargo.lock"] {
-        walk(&ws.join(p), &mut best);
-    }
-    best
+    files
+        .into_iter()
+        .filter_map(|f| mtime(&f).map(|t| (t, f)))
+        .max_by_key(|(t, _)| *t)
 }
 
 /// The `verfs` binary of this build profile (`target/<profile>/verfs`).
 ///
-/// Panics, loudly, when it is missing or older than a source file of the crates it is built
-/// from: a test against a stale binary proves nothing. (Comparing with the test executable's own
+/// Panics, loudly, when it is missing or older than a source file it is built from (cargo's
+/// dep-info `verfs.d`): a test against a stale binary proves nothing. (Comparing with the test executable's own
 /// mtime would be wrong: `cargo build --bins` followed by `cargo test` links the test after the
 /// binary even though the binary is up to date.)
 pub fn verfs_bin() -> PathBuf {
@@ -124,7 +141,7 @@ pub fn verfs_bin() -> PathBuf {
                 bin.display()
             ));
         };
-        if let Some((src_time, src)) = newest_source() {
+        if let Some((src_time, src)) = newest_source(&bin) {
             if src_time > bin_time {
                 return Err(format!(
                     "\n\n*** STALE verfs binary: {} is older than {} ***\nRefusing to test an old \

@@ -246,8 +246,8 @@ impl RecordHeader {
     }
 }
 
-/// The crc stored in a record header.
-pub fn stored_record_crc(header: &[u8]) -> u32 {
+/// The crc stored in a record header; callers check `header.len() >= RECORD_HEADER_LEN`.
+fn stored_record_crc(header: &[u8]) -> u32 {
     u32_at(header, 32)
 }
 
@@ -386,6 +386,7 @@ impl PackIndex {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

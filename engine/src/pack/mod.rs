@@ -29,6 +29,7 @@ mod scan;
 mod writer;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
 
 use std::fs;

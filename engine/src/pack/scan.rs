@@ -312,7 +312,9 @@ impl Walker<'_> {
                         self.problem(w, off, off, ProblemKind::TornTail, format!("zero-filled tail of {rem} bytes"));
                         return Ok(());
                     }
-                    self.problem(w, off, off + e.at, ProblemKind::RecordCorrupt, format!("record at {off}: {}", e.reason));
+                    // Report the record, not the field: a length that breaks the rules may be the rotten
+                    // byte or the victim of a rotten flags byte.
+                    self.problem(w, off, off, ProblemKind::RecordCorrupt, format!("record header: {e}"));
                     match self.find_next_valid(off + 1)? {
                         Some(p) => {
                             off = p;
@@ -329,9 +331,9 @@ impl Walker<'_> {
                     self.problem(
                         w,
                         off,
-                        off + 28,
+                        off,
                         ProblemKind::RecordCorrupt,
-                        format!("record at {off}: stored_len field damaged (complete record, crc holds with the real length)"),
+                        "stored_len field (+28) damaged (complete record, crc holds with the real length)".to_string(),
                     );
                     return Ok(());
                 }
@@ -339,9 +341,9 @@ impl Walker<'_> {
                     self.problem(
                         w,
                         off,
-                        off + 28,
+                        off,
                         ProblemKind::RecordCorrupt,
-                        format!("record at {off} claims to end at {end}, past the end of file, but a valid record follows at {p}"),
+                        format!("record claims to end at {end}, past the end of file, but a valid record follows at {p}"),
                     );
                     off = p;
                     continue;

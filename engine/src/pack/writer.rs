@@ -159,19 +159,33 @@ impl PackWriter {
     /// On error the pack file is removed if it was created (best effort: if the process dies
     /// first, a file with a torn header may remain, which [`super::truncate_torn_tail`] repairs).
     pub fn create(packs_dir: &Path, level: i32) -> Result<PackWriter, PackError> {
-        let compressor = ChunkCompressor::new(level)?;
         let mut attempt = 0;
-        let (id, path, file) = loop {
-            let id = PackId::random();
-            let path = pack_path(packs_dir, id);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(f) => break (id, path, f),
+        loop {
+            match PackWriter::create_with_id(packs_dir, PackId::random(), level) {
                 // 63 random bits: a collision means a broken RNG more than bad luck, but the
                 // O_EXCL create makes it harmless to retry.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
-                Err(e) => return Err(PackError::io(&path, e)),
+                Err(PackError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::AlreadyExists && attempt < 8 =>
+                {
+                    attempt += 1
+                }
+                r => return r,
             }
-        };
+        }
+    }
+
+    /// [`PackWriter::create`] with an id chosen by the caller, so that a recovery journal entry
+    /// naming the pack can be made durable *before* the file exists (a cleaner that finds no file
+    /// for a journalled id has nothing to do). Fails with `Io` of kind `AlreadyExists` if
+    /// `<id>.pack` exists; nothing is touched then.
+    pub fn create_with_id(packs_dir: &Path, id: PackId, level: i32) -> Result<PackWriter, PackError> {
+        let compressor = ChunkCompressor::new(level)?;
+        let path = pack_path(packs_dir, id);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| PackError::io(&path, e))?;
         let init = file
             .write_all_at(&PackHeader { pack_id: id }.encode(), 0)
             .and_then(|()| file.sync_all())

@@ -161,14 +161,11 @@ fn seq(a: Args) -> ExitCode {
     }
     let stop = a.get("repeat-until").map(PathBuf::from);
     let keep = a.get("keep-stdout").map(PathBuf::from);
-    let mut n = 0usize;
-    let mut cmds_iter = cmds.iter().cycle();
-    while let Some(argv) = cmds_iter.next() {
-        if n > 0 && n % cmds.len() == 0 && stop.as_ref().is_none_or(|s| s.exists()) {
+    for (n, argv) in cmds.iter().cycle().enumerate() {
+        if n > 0 && n.is_multiple_of(cmds.len()) && stop.as_ref().is_none_or(|s| s.exists()) {
             break;
         }
         let i = n;
-        n += 1;
         let Some((prog, args)) = argv.split_first() else { continue };
         let start = now_ms();
         let mut cmd = Command::new(prog);

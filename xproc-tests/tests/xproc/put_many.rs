@@ -56,7 +56,7 @@ fn eight_writers_put_1600_files_and_all_read_back() {
     for i in 0..WRITERS {
         let src = local.join(format!("w{i}"));
         let mut script: Vec<Vec<String>> = Vec::new();
-        let base = vec![verfs.to_str().unwrap().to_owned(), "-s".into(), root.clone()];
+        let base = [verfs.to_str().unwrap().to_owned(), "-s".into(), root.clone()];
         let cmd = |rest: &[String]| base.iter().cloned().chain(rest.iter().cloned()).collect::<Vec<_>>();
         if ONE_BY_ONE.contains(&i) {
             script.push(cmd(&["mkdir".into(), format!("/w{i}")]));
