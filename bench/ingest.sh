@@ -20,7 +20,8 @@ GEN=${GEN_DATASET:-../shared/bench/gen-dataset}
 [ -x "$GEN" ] || { echo "bench: $GEN not found (set GEN_DATASET)" >&2; exit 2; }
 command -v /usr/bin/time >/dev/null || { apt-get install -y -q time >/dev/null; }
 
-cargo build --release -q -p verfs-cli -p verfs-engine --example commit_bench
+cargo build --release -q -p verfs-cli --bin verfs
+cargo build --release -q -p verfs-engine --example commit_bench
 V=$PWD/target/release/verfs
 CB=$PWD/target/release/examples/commit_bench
 DATA=$PWD/target/bench-data/$SIZE

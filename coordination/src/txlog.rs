@@ -631,6 +631,19 @@ impl<S: StateMachine> TxLog<S> {
     /// rollover that died between creating the next segment and writing the segment-end record.
     fn catch_up_locked(&self, view: &mut View<S>) -> Result<(), LogError> {
         if let CatchUp::Torn(offset) = Self::catch_up(view)? {
+            // A torn record can only be a dead writer's in the *last* segment. Inside a closed one
+            // it means the segment was truncated: cutting it and appending here would fork the
+            // log from the later segments, silently hiding their records. Refuse instead.
+            let name = view.seg_path.file_name().map(|n| n.to_os_string());
+            let later = list_segments(&self.dir)?.into_iter().any(|(_, p)| p.file_name().map(|n| n.to_os_string()) > name);
+            if later {
+                return Err(LogError::Corrupt {
+                    path: view.seg_path.clone(),
+                    offset,
+                    reason: "torn record inside a closed segment (later segments exist): the segment was truncated"
+                        .into(),
+                });
+            }
             // We hold the lock, so no live writer is mid-append: the tail is a dead writer's.
             let f = OpenOptions::new().write(true).open(&view.seg_path).map_err(io_err(&view.seg_path))?;
             f.set_len(offset).map_err(io_err(&view.seg_path))?;

@@ -169,7 +169,7 @@ impl Config {
             Err(source) => return Err(Error::Io { path: path.into(), source }),
         };
         let cfg: Config =
-            toml::from_str(&text).map_err(|e| Error::Config { path: path.into(), reason: e.to_string() })?;
+            toml::from_str(&text).map_err(|e| Error::Config { path: path.into(), reason: toml_reason(&text, &e) })?;
         cfg.validate().map_err(|reason| Error::Config { path: path.into(), reason })?;
         Ok(cfg)
     }
@@ -207,6 +207,24 @@ impl Config {
     }
 }
 
+/// A TOML error on one line: `line L, [table]: message` (the toml crate's own rendering spans
+/// several lines with a source excerpt, which breaks one-line error messages).
+fn toml_reason(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    let Some(span) = e.span() else { return msg };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    // The table the offending line is in: the last `[header]` above it.
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|h| format!(", in {h}"))
+        .unwrap_or_default();
+    format!("line {line}{table}: {msg}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +240,15 @@ mod tests {
     fn unknown_key_is_named() {
         let err = toml::from_str::<Config>("[chunking]\nmin_sise = 4\n").unwrap_err().to_string();
         assert!(err.contains("min_sise"), "{err}");
+    }
+
+    #[test]
+    fn load_error_is_one_line_naming_key_and_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "[compression]\nzstd_level = 3\n\n[batch]\nmax_filez = 4\n").unwrap();
+        let msg = Config::load(&p).unwrap_err().to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(msg.contains("max_filez") && msg.contains("[batch]") && msg.contains("line 5"), "{msg}");
     }
 }

@@ -58,6 +58,10 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
     let mut r = FsckReport::default();
     let cfg = match Config::load(&layout.config()) {
         Ok(c) => c,
+        Err(Error::Config { path, reason }) => {
+            r.problem(path.display().to_string(), format!("invalid configuration: {reason}"));
+            Config::default()
+        }
         Err(e) => {
             r.problem(layout.config().display().to_string(), e.to_string());
             Config::default()
@@ -166,6 +170,7 @@ fn check_log(layout: &Layout, r: &mut FsckReport) {
         let mut off = txlog::SEGMENT_HEADER_LEN;
         let mut next = first.0;
         let last = i + 1 == segs.len();
+        let mut ended = false;
         loop {
             match txlog::read_record_at(&f, off, len) {
                 Ok(RecordAt::Valid { kind: 1, lsn, len: n, .. }) => {
@@ -177,13 +182,35 @@ fn check_log(layout: &Layout, r: &mut FsckReport) {
                     off += n;
                 }
                 Ok(RecordAt::Valid { len: n, .. }) => {
+                    ended = true;
                     off += n;
                     if off != len {
                         r.problem(loc(off), "bytes after the segment-end record");
                     }
                     break;
                 }
-                Ok(RecordAt::End) => break,
+                Ok(RecordAt::End) => {
+                    if !last {
+                        // [LOG-3]: a closed segment ends with a segment-end record. Readers stop
+                        // where it is missing, so every record after it is invisible until the
+                        // next lock holder writes it (crash L3). Harmless only if nothing follows.
+                        let (nfirst, npath) = &segs[i + 1];
+                        let next_empty = i + 2 == segs.len()
+                            && std::fs::metadata(npath).map(|m| m.len() <= txlog::SEGMENT_HEADER_LEN).unwrap_or(false);
+                        r.problem(
+                            loc(off),
+                            if next_empty {
+                                "closed segment has no segment-end record (an interrupted segment roll; the next commit or `verfs recover` writes it)".to_string()
+                            } else {
+                                format!(
+                                    "closed segment has no segment-end record but {} follows: readers stop here and miss lsn {nfirst} onwards (segment truncated?)",
+                                    npath.display()
+                                )
+                            },
+                        );
+                    }
+                    break;
+                }
                 Ok(RecordAt::Short) | Ok(RecordAt::ZeroTail) => {
                     let msg = if last {
                         "torn record at the log tail (a writer died mid-append; the next commit or `verfs recover` cuts it)"
@@ -202,6 +229,9 @@ fn check_log(layout: &Layout, r: &mut FsckReport) {
                     break;
                 }
             }
+        }
+        if ended && last {
+            r.problem(loc(0), format!("segment-end record points at lsn {next}, but there is no later segment"));
         }
         expect = Some(next);
     }
@@ -222,6 +252,9 @@ fn check_checkpoints(layout: &Layout, r: &mut FsckReport) {
                     } else if let Err(e) = <MetaState as txlog::StateMachine>::decode_checkpoint(&body) {
                         r.problem(format!("{} at byte {}", path.display(), txlog::CHECKPOINT_HEADER_LEN), e);
                     }
+                }
+                Err(txlog::LogError::Corrupt { offset, reason, .. }) => {
+                    r.problem(format!("{} at byte {offset}", path.display()), format!("corrupt checkpoint: {reason}"))
                 }
                 Err(e) => r.problem(path.display().to_string(), e.to_string()),
             },

@@ -485,7 +485,16 @@ impl Store {
             }
         }
         let reader = self.reader(entry.pack)?;
-        reader.read_chunk(id).map_err(pack_err)
+        match reader.read_chunk(id) {
+            // The pack was synced before the record naming it was committed ([PACK-6]): a chunk
+            // the index puts in this pack and that is not there means the pack is damaged
+            // (truncated, or its record unreadable), not "not written yet".
+            Err(crate::pack::PackError::NotFound { .. }) => {
+                let (path, offset, why) = reader.missing_chunk_context();
+                Err(Error::Corrupt { path, offset, reason: format!("chunk {id} is committed in this pack but missing: {why}") })
+            }
+            r => r.map_err(pack_err),
+        }
     }
 
     fn reader(&self, pack: PackId) -> Result<Arc<PackReader>, Error> {

@@ -119,6 +119,25 @@ impl PackReader {
         self.read_state().map.keys().copied().collect()
     }
 
+    /// Where and why a chunk that should be here may be missing, for a `Corrupt` error: for an
+    /// index built by scanning, the record boundary where the scan met its first problem (or the
+    /// end of the pack) and why the `.idx` was not used; for a valid `.idx`, the index file.
+    pub fn missing_chunk_context(&self) -> (PathBuf, u64, String) {
+        let st = self.read_state();
+        match &st.source {
+            IndexSource::Scanned { reason } => {
+                let len = self.file.metadata().map(|m| m.len()).unwrap_or(st.scanned_to);
+                let why = if st.scanned_to < len {
+                    format!("the pack has no valid record from here on ({reason})")
+                } else {
+                    format!("the pack ends here ({reason})")
+                };
+                (self.path.clone(), st.scanned_to, why)
+            }
+            IndexSource::Idx => (index_path(&self.packs_dir, self.id), 0, "the pack's valid .idx does not list it".into()),
+        }
+    }
+
     /// Is `id` in this pack? For a pack without a valid `.idx` a miss rescans first (see
     /// [`PackReader::read_chunk`]). Errors: `Io` during that rescan.
     pub fn contains(&self, id: ChunkId) -> Result<bool, PackError> {
