@@ -109,5 +109,9 @@ fn one_line(e: &anyhow::Error) -> String {
             msg.push_str(&c);
         }
     }
-    msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -59,7 +59,11 @@ fn run(store: &Path, args: &[&str]) -> Output {
 
 fn ok(store: &Path, args: &[&str]) -> Output {
     let o = run(store, args);
-    assert!(o.status.success(), "verfs {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "verfs {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
@@ -69,15 +73,30 @@ fn ok(store: &Path, args: &[&str]) -> Output {
 fn fails_with(o: &Output, names: &[&str], cause: &str) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(!err.contains("panicked"), "panic: {err}");
-    assert_eq!(o.status.code(), Some(1), "exit status {:?}, stderr: {err}", o.status);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit status {:?}, stderr: {err}",
+        o.status
+    );
     let line = err.strip_suffix('\n').unwrap_or(&err);
-    assert!(!line.contains('\n'), "more than one line on stderr: {err:?}");
+    assert!(
+        !line.contains('\n'),
+        "more than one line on stderr: {err:?}"
+    );
     assert!(line.starts_with("verfs: "), "{line}");
     for n in names {
         assert!(line.contains(n), "error does not name {n:?}: {line}");
     }
-    assert!(line.contains(cause), "error does not give the cause {cause:?}: {line}");
-    assert_eq!(line.matches(cause).count(), 1, "the cause is repeated (error chain printed twice?): {line}");
+    assert!(
+        line.contains(cause),
+        "error does not give the cause {cause:?}: {line}"
+    );
+    assert_eq!(
+        line.matches(cause).count(),
+        1,
+        "the cause is repeated (error chain printed twice?): {line}"
+    );
     line.to_string()
 }
 
@@ -115,10 +134,26 @@ impl Fixture {
         for (p, b) in &contents {
             fs::write(src.join(p), b).unwrap();
         }
-        ok(&store, &["put", src.join("random.bin").to_str().unwrap(), "/random.bin"]);
-        ok(&store, &["put", src.join("text.txt").to_str().unwrap(), "/text.txt"]);
-        ok(&store, &["put", src.join("docs").to_str().unwrap(), "/docs"]);
-        let files = contents.iter().map(|(p, b)| (format!("/{p}"), sha(b))).collect();
+        ok(
+            &store,
+            &[
+                "put",
+                src.join("random.bin").to_str().unwrap(),
+                "/random.bin",
+            ],
+        );
+        ok(
+            &store,
+            &["put", src.join("text.txt").to_str().unwrap(), "/text.txt"],
+        );
+        ok(
+            &store,
+            &["put", src.join("docs").to_str().unwrap(), "/docs"],
+        );
+        let files = contents
+            .iter()
+            .map(|(p, b)| (format!("/{p}"), sha(b)))
+            .collect();
         Fixture { tmp, store, files }
     }
 
@@ -134,7 +169,9 @@ impl Fixture {
             assert_eq!(&sha(&o.stdout), want, "cat {p} returned other bytes");
         }
         let out = self.tmp.path().join(format!("get-{}", rand_suffix()));
-        ok(&self.store, &["get", "/", out.to_str().unwrap()]).stdout.clear();
+        ok(&self.store, &["get", "/", out.to_str().unwrap()])
+            .stdout
+            .clear();
         for (p, want) in &self.files {
             let got = fs::read(out.join(p.trim_start_matches('/'))).unwrap();
             assert_eq!(&sha(&got), want, "get / returned other bytes for {p}");
@@ -166,9 +203,16 @@ impl Fixture {
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!err.contains("panicked"), "{err}");
-        assert_eq!(o.status.code(), Some(1), "fsck should find the damage; stdout:\n{out}stderr:\n{err}");
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "fsck should find the damage; stdout:\n{out}stderr:\n{err}"
+        );
         let f = file.to_str().unwrap();
-        assert!(out.lines().any(|l| l.starts_with(f)), "fsck does not list {f}:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(f)),
+            "fsck does not list {f}:\n{out}"
+        );
         out
     }
 }
@@ -176,7 +220,11 @@ impl Fixture {
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -190,7 +238,11 @@ fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 fn flip(path: &Path, offset: u64, mask: u8) {
-    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8];
     f.read_exact_at(&mut b, offset).unwrap();
     f.write_all_at(&[b[0] ^ mask], offset).unwrap();
@@ -198,8 +250,15 @@ fn flip(path: &Path, offset: u64, mask: u8) {
 
 /// Parse "corrupt at byte N" out of an error line.
 fn corrupt_offset(line: &str) -> u64 {
-    let i = line.find("corrupt at byte ").unwrap_or_else(|| panic!("no byte offset in: {line}"));
-    line[i + 16..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    let i = line
+        .find("corrupt at byte ")
+        .unwrap_or_else(|| panic!("no byte offset in: {line}"));
+    line[i + 16..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,10 +269,20 @@ fn put_of_a_missing_local_path() {
     let fx = Fixture::new();
     let missing = fx.path("no-such-file");
     let m = missing.to_str().unwrap();
-    fails(&fx.store, &["put", m, "/x"], &[m], "No such file or directory");
+    fails(
+        &fx.store,
+        &["put", m, "/x"],
+        &[m],
+        "No such file or directory",
+    );
     // A missing one among several sources: nothing is copied, not even the ones before it.
     let good = fx.path("src/text.txt");
-    fails(&fx.store, &["put", good.to_str().unwrap(), m, "/docs"], &[m], "No such file or directory");
+    fails(
+        &fx.store,
+        &["put", good.to_str().unwrap(), m, "/docs"],
+        &[m],
+        "No such file or directory",
+    );
     let o = ok(&fx.store, &["ls", "/docs"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "b.bin\ndeep\n");
     fx.assert_intact_and_clean();
@@ -240,9 +309,24 @@ fn missing_store_path() {
         fails(&fx.store, &args, &[path], "No such file or directory");
     }
     // A destination whose parent is missing.
-    fails(&fx.store, &["mv", "/text.txt", "/nope/t"], &["/nope"], "No such file or directory");
-    fails(&fx.store, &["mkdir", "/nope/d"], &["/nope"], "No such file or directory");
-    fails(&fx.store, &["put", fx.path("src/text.txt").to_str().unwrap(), "/nope/t"], &["/nope"], "No such file or directory");
+    fails(
+        &fx.store,
+        &["mv", "/text.txt", "/nope/t"],
+        &["/nope"],
+        "No such file or directory",
+    );
+    fails(
+        &fx.store,
+        &["mkdir", "/nope/d"],
+        &["/nope"],
+        "No such file or directory",
+    );
+    fails(
+        &fx.store,
+        &["put", fx.path("src/text.txt").to_str().unwrap(), "/nope/t"],
+        &["/nope"],
+        "No such file or directory",
+    );
     assert!(!out.exists(), "a failed get created {out:?}");
     fx.assert_intact_and_clean();
 }
@@ -253,13 +337,43 @@ fn file_where_a_directory_is_expected() {
     let src = fx.path("src/docs/deep/a.txt");
     let s = src.to_str().unwrap();
     // In the store: /text.txt is a file.
-    fails(&fx.store, &["put", s, "/text.txt/x"], &["/text.txt"], "Not a directory");
-    fails(&fx.store, &["mkdir", "/text.txt/d"], &["/text.txt"], "Not a directory");
-    fails(&fx.store, &["mkdir", "-p", "/text.txt/d/e"], &["/text.txt"], "Not a directory");
-    fails(&fx.store, &["cat", "/text.txt/x"], &["/text.txt"], "Not a directory");
-    fails(&fx.store, &["mv", "/random.bin", "/text.txt/r"], &["/text.txt"], "Not a directory");
+    fails(
+        &fx.store,
+        &["put", s, "/text.txt/x"],
+        &["/text.txt"],
+        "Not a directory",
+    );
+    fails(
+        &fx.store,
+        &["mkdir", "/text.txt/d"],
+        &["/text.txt"],
+        "Not a directory",
+    );
+    fails(
+        &fx.store,
+        &["mkdir", "-p", "/text.txt/d/e"],
+        &["/text.txt"],
+        "Not a directory",
+    );
+    fails(
+        &fx.store,
+        &["cat", "/text.txt/x"],
+        &["/text.txt"],
+        "Not a directory",
+    );
+    fails(
+        &fx.store,
+        &["mv", "/random.bin", "/text.txt/r"],
+        &["/text.txt"],
+        "Not a directory",
+    );
     // Several sources need a directory destination.
-    fails(&fx.store, &["put", s, s, "/text.txt"], &["/text.txt"], "Not a directory");
+    fails(
+        &fx.store,
+        &["put", s, s, "/text.txt"],
+        &["/text.txt"],
+        "Not a directory",
+    );
     // On the host: a local file where a directory is expected.
     let local_file = fx.path("src/text.txt");
     let under = local_file.join("x");
@@ -267,7 +381,12 @@ fn file_where_a_directory_is_expected() {
     fails(&fx.store, &["put", u, "/x"], &[u], "Not a directory");
     let into = local_file.join("out");
     let i = into.to_str().unwrap();
-    fails(&fx.store, &["get", "/docs/deep/a.txt", i], &[i], "Not a directory");
+    fails(
+        &fx.store,
+        &["get", "/docs/deep/a.txt", i],
+        &[i],
+        "Not a directory",
+    );
     fx.assert_intact_and_clean();
 }
 
@@ -318,12 +437,21 @@ fn store_option_not_a_store() {
         }
     }
     // Nothing was created or changed by the refusals.
-    assert_eq!(fs::read_dir(&empty).unwrap().count(), 0, "files appeared in the empty dir");
+    assert_eq!(
+        fs::read_dir(&empty).unwrap().count(),
+        0,
+        "files appeared in the empty dir"
+    );
     assert_eq!(fs::read(&file).unwrap(), b"hello");
     assert!(!missing.exists());
     assert!(!out.exists());
     // `init` refuses a regular file too.
-    fails(&file, &["init"], &[file.to_str().unwrap()], "Not a directory");
+    fails(
+        &file,
+        &["init"],
+        &[file.to_str().unwrap()],
+        "Not a directory",
+    );
 }
 
 fn format_file(version: u32, uuid: [u8; 16]) -> Vec<u8> {
@@ -345,7 +473,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &byte in data {
         crc ^= byte as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     crc ^ 0xFFFF_FFFF
@@ -358,10 +490,20 @@ fn store_of_another_format_version() {
     let v1 = fs::read(&fpath).unwrap();
     let mut uuid = [0u8; 16];
     uuid.copy_from_slice(&v1[16..32]);
-    assert_eq!(format_file(1, uuid), v1, "test's FORMAT encoding matches the layout");
+    assert_eq!(
+        format_file(1, uuid),
+        v1,
+        "test's FORMAT encoding matches the layout"
+    );
     fs::write(&fpath, format_file(2, uuid)).unwrap();
     let s = fx.store.to_str().unwrap();
-    for args in [vec!["ls", "/"], vec!["cat", "/text.txt"], vec!["put", fx.path("src/text.txt").to_str().unwrap(), "/t2"], vec!["fsck"], vec!["recover"]] {
+    for args in [
+        vec!["ls", "/"],
+        vec!["cat", "/text.txt"],
+        vec!["put", fx.path("src/text.txt").to_str().unwrap(), "/t2"],
+        vec!["fsck"],
+        vec!["recover"],
+    ] {
         // proves [FMT-2]: refused with both version numbers.
         let line = fails(&fx.store, &args, &[s], "format version 2");
         assert!(line.contains("version 1"), "{line}");
@@ -369,7 +511,12 @@ fn store_of_another_format_version() {
     // A FORMAT file that is damaged (not another version): corrupt, with where.
     fs::write(&fpath, &v1).unwrap();
     flip(&fpath, 20, 0x01);
-    fails(&fx.store, &["ls", "/"], &[fpath.to_str().unwrap()], "corrupt at byte 0");
+    fails(
+        &fx.store,
+        &["ls", "/"],
+        &[fpath.to_str().unwrap()],
+        "corrupt at byte 0",
+    );
     fs::write(&fpath, &v1).unwrap();
     // Nothing was touched while refused.
     fx.assert_intact_and_clean();
@@ -385,9 +532,15 @@ fn config_with_an_unknown_key_or_bad_value() {
         ("[chunking]\nmin_sise = 16384\n", "min_sise"),
         ("bogus_top = 1\n", "bogus_top"),
         // Appended to the default file: lands in its last table.
-        (&*format!("{}\nmax_filez = 3\n", String::from_utf8_lossy(&orig)), "max_filez"),
+        (
+            &*format!("{}\nmax_filez = 3\n", String::from_utf8_lossy(&orig)),
+            "max_filez",
+        ),
         ("[compression]\nzstd_level = 99\n", "compression.zstd_level"),
-        ("[leases]\ntimeout_ms = 10\nheartbeat_ms = 1000\n", "leases.timeout_ms"),
+        (
+            "[leases]\ntimeout_ms = 10\nheartbeat_ms = 1000\n",
+            "leases.timeout_ms",
+        ),
         ("[chunking\n", "line 1"),
     ] {
         fs::write(&cpath, toml).unwrap();
@@ -412,7 +565,10 @@ impl Drop for Mount {
     fn drop(&mut self) {
         let st = std::process::Command::new("umount").arg(&self.0).status();
         if !matches!(st, Ok(s) if s.success()) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
 }
@@ -431,9 +587,15 @@ fn full_disk() {
         eprintln!("SKIPPED: full_disk needs root to mount a tmpfs");
         return;
     }
-    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&mnt).status();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status();
     if !matches!(st, Ok(s) if s.success()) {
-        eprintln!("SKIPPED: full_disk: cannot mount a tmpfs on {} ({st:?})", mnt.display());
+        eprintln!(
+            "SKIPPED: full_disk: cannot mount a tmpfs on {} ({st:?})",
+            mnt.display()
+        );
         return;
     }
     let _guard = Mount(mnt.clone());
@@ -448,7 +610,12 @@ fn full_disk() {
     let big = tmp.path().join("big.bin");
     fs::write(&big, noise(4, 6_000_000)).unwrap();
     let b = big.to_str().unwrap();
-    let line = fails(&store, &["put", b, "/big.bin"], &[mnt.to_str().unwrap()], "No space left on device");
+    let line = fails(
+        &store,
+        &["put", b, "/big.bin"],
+        &[mnt.to_str().unwrap()],
+        "No space left on device",
+    );
     // Exactly one mention of the cause (no repeated error chain).
     assert_eq!(line.matches("No space left on device").count(), 1, "{line}");
 
@@ -457,12 +624,20 @@ fn full_disk() {
     assert_eq!(sha(&o.stdout), sha(&small_bytes));
     let ls = ok(&store, &["ls", "/"]);
     assert_eq!(String::from_utf8_lossy(&ls.stdout), "dir\nsmall.bin\n");
-    fails(&store, &["cat", "/big.bin"], &["/big.bin"], "No such file or directory");
+    fails(
+        &store,
+        &["cat", "/big.bin"],
+        &["/big.bin"],
+        "No such file or directory",
+    );
     // What the failed put left in packs/: its pack cut back to what was durable and sealed
     // (a writer poisoned by ENOSPC salvages its prefix, [PACK-6]); no temp files.
     let packs = files_in(&store.join("packs"), "pack");
     for p in &packs {
-        assert!(fs::metadata(p).unwrap().len() < 2_000_000, "a pack kept the failed put's bytes: {p:?}");
+        assert!(
+            fs::metadata(p).unwrap().len() < 2_000_000,
+            "a pack kept the failed put's bytes: {p:?}"
+        );
     }
     let o = run(&store, &["fsck"]);
     assert!(
@@ -485,7 +660,10 @@ fn full_disk() {
 
 fn as_nobody(store: &Path, args: &[&str]) -> Output {
     let bin = assert_cmd::cargo::cargo_bin("verfs");
-    let have_setpriv = std::process::Command::new("setpriv").arg("--version").output().is_ok();
+    let have_setpriv = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok();
     let mut c = if have_setpriv {
         let mut c = std::process::Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
@@ -495,7 +673,12 @@ fn as_nobody(store: &Path, args: &[&str]) -> Output {
         c.args(["-u", "nobody", "--"]);
         c
     };
-    c.arg(bin).arg("-s").arg(store).args(args).env_remove("VERFS_STORE").current_dir("/");
+    c.arg(bin)
+        .arg("-s")
+        .arg(store)
+        .args(args)
+        .env_remove("VERFS_STORE")
+        .current_dir("/");
     c.output().unwrap()
 }
 
@@ -510,14 +693,23 @@ fn permission_denied() {
     fs::set_permissions(fx.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&fx.store, fs::Permissions::from_mode(0o700)).unwrap();
     let s = fx.store.to_str().unwrap();
-    for args in [vec!["ls", "/"], vec!["cat", "/text.txt"], vec!["mkdir", "/d"], vec!["fsck"]] {
+    for args in [
+        vec!["ls", "/"],
+        vec!["cat", "/text.txt"],
+        vec!["mkdir", "/d"],
+        vec!["fsck"],
+    ] {
         let o = as_nobody(&fx.store, &args);
         fails_with(&o, &[s], "Permission denied");
     }
     // A readable store whose leases/ is not writable: the lease cannot be taken.
     fs::set_permissions(&fx.store, fs::Permissions::from_mode(0o755)).unwrap();
     let o = as_nobody(&fx.store, &["ls", "/"]);
-    fails_with(&o, &[fx.store.join("leases").to_str().unwrap()], "Permission denied");
+    fails_with(
+        &o,
+        &[fx.store.join("leases").to_str().unwrap()],
+        "Permission denied",
+    );
     // A local source nobody may not read.
     let secret = fx.path("secret.txt");
     fs::write(&secret, b"x").unwrap();
@@ -547,7 +739,10 @@ fn chown_r(p: &Path, uid: u32) {
 
 /// The pack holding `/random.bin` (the first put: the largest pack).
 fn biggest_pack(store: &Path) -> PathBuf {
-    files_in(&store.join("packs"), "pack").into_iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap()
+    files_in(&store.join("packs"), "pack")
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap()
 }
 
 #[test]
@@ -561,15 +756,32 @@ fn bit_flipped_pack() {
     let o = run(&fx.store, &["cat", "/random.bin"]);
     let line = fails_with(&o, &[p], "corrupt at byte");
     let off = corrupt_offset(&line);
-    assert!(off >= 24 && off <= len / 2, "offset {off} is the damaged record's start: {line}");
+    assert!(
+        off >= 24 && off <= len / 2,
+        "offset {off} is the damaged record's start: {line}"
+    );
     // Never wrong bytes: what reached stdout is a prefix of the file (the records before).
     let want = noise(1, 300_000);
-    assert!(want.starts_with(&o.stdout), "cat wrote bytes that are not the file's");
-    assert!(o.stdout.len() as u64 <= off, "cat wrote past the damaged record");
+    assert!(
+        want.starts_with(&o.stdout),
+        "cat wrote bytes that are not the file's"
+    );
+    assert!(
+        o.stdout.len() as u64 <= off,
+        "cat wrote past the damaged record"
+    );
     let out = fx.path("got.bin");
-    fails(&fx.store, &["get", "/random.bin", out.to_str().unwrap()], &[p], "corrupt at byte");
+    fails(
+        &fx.store,
+        &["get", "/random.bin", out.to_str().unwrap()],
+        &[p],
+        "corrupt at byte",
+    );
     if let Ok(got) = fs::read(&out) {
-        assert!(want.starts_with(&got), "get wrote bytes that are not the file's");
+        assert!(
+            want.starts_with(&got),
+            "get wrote bytes that are not the file's"
+        );
     }
     // Files in other packs still read right.
     for (f, h) in &fx.files[1..] {
@@ -583,7 +795,12 @@ fn bit_flipped_pack() {
 
     // The pack header [PACK-1]: every chunk in the pack is refused, with the pack named.
     flip(&pack, 3, 0x80);
-    fails(&fx.store, &["cat", "/random.bin"], &[p], "corrupt at byte 0");
+    fails(
+        &fx.store,
+        &["cat", "/random.bin"],
+        &[p],
+        "corrupt at byte 0",
+    );
     fx.assert_fsck_reports(&pack);
     flip(&pack, 3, 0x80);
     fx.assert_intact_and_clean();
@@ -609,20 +826,38 @@ fn truncated_pack() {
     let p = pack.to_str().unwrap();
     let orig = fs::read(&pack).unwrap();
     let cut = orig.len() as u64 - 1000;
-    fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(cut).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
     let o = run(&fx.store, &["cat", "/random.bin"]);
     let line = fails_with(&o, &[p], "corrupt at byte");
     let off = corrupt_offset(&line);
     assert!(off <= cut, "{line}");
-    assert!(noise(1, 300_000).starts_with(&o.stdout), "cat wrote bytes that are not the file's");
+    assert!(
+        noise(1, 300_000).starts_with(&o.stdout),
+        "cat wrote bytes that are not the file's"
+    );
     fx.assert_fsck_reports(&pack);
     // The other files are unaffected.
     for (f, h) in &fx.files[1..] {
         assert_eq!(&sha(&ok(&fx.store, &["cat", f]).stdout), h);
     }
     // Cut to less than its header.
-    fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(10).unwrap();
-    fails(&fx.store, &["cat", "/random.bin"], &[p], "corrupt at byte 0");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    fails(
+        &fx.store,
+        &["cat", "/random.bin"],
+        &[p],
+        "corrupt at byte 0",
+    );
     fx.assert_fsck_reports(&pack);
     fs::write(&pack, &orig).unwrap();
     fx.assert_intact_and_clean();
@@ -636,7 +871,12 @@ fn bit_flipped_log_record() {
     // A byte inside the first record's payload ([LOG-1] crc32): the log cannot be read past it,
     // so every command that needs the metadata refuses, naming the segment and the record.
     flip(&seg, 24 + 30, 0x01);
-    for args in [vec!["ls", "/"], vec!["cat", "/text.txt"], vec!["mkdir", "/d"], vec!["put", fx.path("src/text.txt").to_str().unwrap(), "/t2"]] {
+    for args in [
+        vec!["ls", "/"],
+        vec!["cat", "/text.txt"],
+        vec!["mkdir", "/d"],
+        vec!["put", fx.path("src/text.txt").to_str().unwrap(), "/t2"],
+    ] {
         let line = fails(&fx.store, &args, &[s], "corrupt at byte 24");
         assert!(line.contains("crc32"), "{line}");
     }
@@ -655,7 +895,12 @@ fn bit_flipped_log_record() {
         off += 24 + u32::from_le_bytes(bytes[off + 16..off + 20].try_into().unwrap()) as usize;
     }
     flip(&seg, last as u64 + 9, 0x80); // its lsn
-    fails(&fx.store, &["ls", "/"], &[s], &format!("corrupt at byte {last}"));
+    fails(
+        &fx.store,
+        &["ls", "/"],
+        &[s],
+        &format!("corrupt at byte {last}"),
+    );
     fx.assert_fsck_reports(&seg);
     flip(&seg, last as u64 + 9, 0x80);
     fx.assert_intact_and_clean();
@@ -670,7 +915,12 @@ fn truncated_log_record() {
     // Cut inside the last record. A reader cannot tell this from a writer that died mid-append
     // ([LOG-1], crash L1): the record is not committed for it, so commands see the store as it
     // was before that record, and fsck reports the torn record with its offset and exits 1.
-    fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(orig.len() as u64 - 10).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(orig.len() as u64 - 10)
+        .unwrap();
     let report = fx.assert_fsck_reports(&seg);
     assert!(report.contains("torn record"), "{report}");
     // Everything committed before the cut record still reads right.
@@ -681,7 +931,12 @@ fn truncated_log_record() {
     fx.assert_intact_and_clean();
 
     // Cut inside the segment header: refused, naming the segment.
-    fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(10).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
     fails(&fx.store, &["ls", "/"], &[s], "corrupt at byte 0");
     fx.assert_fsck_reports(&seg);
     fs::write(&seg, &orig).unwrap();
@@ -694,19 +949,48 @@ fn damaged_checkpoint() {
     ok(&fx.store, &["checkpoint"]);
     // Records after the checkpoint too.
     ok(&fx.store, &["mkdir", "/after"]);
-    let ckpt = files_in(&fx.store.join("checkpoints"), "ckpt").pop().expect("verfs checkpoint wrote a checkpoint");
+    let ckpt = files_in(&fx.store.join("checkpoints"), "ckpt")
+        .pop()
+        .expect("verfs checkpoint wrote a checkpoint");
     let c = ckpt.to_str().unwrap();
     let orig = fs::read(&ckpt).unwrap();
     // [CKPT-1], [CKPT-2]: the newest checkpoint is invalid, so the store cannot be opened (no
     // silent fallback) and fsck reports it.
     for (what, damage) in [
-        ("body byte", Box::new(|| flip(&ckpt, orig.len() as u64 - 5, 0x01)) as Box<dyn Fn()>),
+        (
+            "body byte",
+            Box::new(|| flip(&ckpt, orig.len() as u64 - 5, 0x01)) as Box<dyn Fn()>,
+        ),
         ("header byte", Box::new(|| flip(&ckpt, 17, 0x80))),
-        ("truncated", Box::new(|| fs::OpenOptions::new().write(true).open(&ckpt).unwrap().set_len(orig.len() as u64 / 2).unwrap())),
-        ("cut header", Box::new(|| fs::OpenOptions::new().write(true).open(&ckpt).unwrap().set_len(20).unwrap())),
+        (
+            "truncated",
+            Box::new(|| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&ckpt)
+                    .unwrap()
+                    .set_len(orig.len() as u64 / 2)
+                    .unwrap()
+            }),
+        ),
+        (
+            "cut header",
+            Box::new(|| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&ckpt)
+                    .unwrap()
+                    .set_len(20)
+                    .unwrap()
+            }),
+        ),
     ] {
         damage();
-        for args in [vec!["ls", "/"], vec!["cat", "/text.txt"], vec!["mkdir", "/d2"]] {
+        for args in [
+            vec!["ls", "/"],
+            vec!["cat", "/text.txt"],
+            vec!["mkdir", "/d2"],
+        ] {
             let line = fails(&fx.store, &args, &[c], "corrupt at byte");
             let _ = (what, line);
         }

@@ -44,9 +44,16 @@ pub fn encode<T: Serialize>(kind: &str, value: &T) -> Vec<u8> {
 
 /// Decode a control file of `kind`; `path` is only used in error messages.
 pub fn decode<T: DeserializeOwned>(path: &Path, kind: &str, bytes: &[u8]) -> Result<T, CtlError> {
-    let corrupt = |reason: String| CtlError::Corrupt { path: path.to_path_buf(), reason };
-    let nl = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| corrupt("no header line".into()))?;
-    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| corrupt("header is not UTF-8".into()))?;
+    let corrupt = |reason: String| CtlError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| corrupt("no header line".into()))?;
+    let header =
+        std::str::from_utf8(&bytes[..nl]).map_err(|_| corrupt("header is not UTF-8".into()))?;
     let mut parts = header.split(' ');
     if parts.next() != Some(MAGIC) {
         return Err(corrupt("bad magic".into()));
@@ -60,33 +67,49 @@ pub fn decode<T: DeserializeOwned>(path: &Path, kind: &str, bytes: &[u8]) -> Res
         .and_then(|c| u32::from_str_radix(c, 16).ok())
         .ok_or_else(|| corrupt("bad crc field".into()))?;
     let body = &bytes[nl + 1..];
-    let body = body.strip_suffix(b"\n").ok_or_else(|| corrupt("truncated (no final newline)".into()))?;
+    let body = body
+        .strip_suffix(b"\n")
+        .ok_or_else(|| corrupt("truncated (no final newline)".into()))?;
     let actual = crc32fast::hash(body);
     if actual != crc {
-        return Err(corrupt(format!("crc32 mismatch: stored {crc:08x}, computed {actual:08x}")));
+        return Err(corrupt(format!(
+            "crc32 mismatch: stored {crc:08x}, computed {actual:08x}"
+        )));
     }
     serde_json::from_slice(body).map_err(|e| corrupt(format!("bad JSON: {e}")))
 }
 
 /// Read and decode a control file.
 pub fn read<T: DeserializeOwned>(path: &Path, kind: &str) -> Result<T, CtlError> {
-    let bytes = fs::read(path).map_err(|source| CtlError::Io { path: path.to_path_buf(), source })?;
+    let bytes = fs::read(path).map_err(|source| CtlError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     decode(path, kind, &bytes)
 }
 
 /// Write a control file atomically (temp + fsync + rename + fsync dir).
 pub fn write<T: Serialize>(path: &Path, kind: &str, value: &T) -> Result<(), CtlError> {
-    fsutil::write_atomic(path, &encode(kind, value))
-        .map_err(|source| CtlError::Io { path: path.to_path_buf(), source })
+    fsutil::write_atomic(path, &encode(kind, value)).map_err(|source| CtlError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Create a control file only if absent; `Ok(false)` when another process won the race.
-pub fn create_exclusive<T: Serialize>(path: &Path, kind: &str, value: &T) -> Result<bool, CtlError> {
-    fsutil::create_exclusive(path, &encode(kind, value))
-        .map_err(|source| CtlError::Io { path: path.to_path_buf(), source })
+pub fn create_exclusive<T: Serialize>(
+    path: &Path,
+    kind: &str,
+    value: &T,
+) -> Result<bool, CtlError> {
+    fsutil::create_exclusive(path, &encode(kind, value)).map_err(|source| CtlError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -98,13 +121,19 @@ mod tests {
 
     #[test]
     fn roundtrip_and_every_flipped_byte_is_detected() {
-        let doc = Doc { a: 7, b: "x".into() };
+        let doc = Doc {
+            a: 7,
+            b: "x".into(),
+        };
         let bytes = encode("doc", &doc);
         assert_eq!(decode::<Doc>(Path::new("p"), "doc", &bytes).unwrap(), doc);
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;
-            assert!(decode::<Doc>(Path::new("p"), "doc", &bad).is_err(), "flip at {i} not detected");
+            assert!(
+                decode::<Doc>(Path::new("p"), "doc", &bad).is_err(),
+                "flip at {i} not detected"
+            );
         }
         assert!(decode::<Doc>(Path::new("p"), "other", &bytes).is_err());
         assert!(decode::<Doc>(Path::new("p"), "doc", &bytes[..bytes.len() - 1]).is_err());

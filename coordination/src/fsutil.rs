@@ -22,7 +22,10 @@ pub fn parent_of(path: &Path) -> PathBuf {
 
 /// A temp name beside `path`, unique to this process and call: `.NAME.tmp-PID-RANDOM`.
 pub fn temp_path_beside(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let r: u64 = rand::random();
     parent_of(path).join(format!(".{name}.tmp-{}-{r:016x}", std::process::id()))
 }
@@ -82,6 +85,7 @@ pub fn temp_name_pid(name: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -790,7 +790,9 @@ impl LeaseEntry {
             // at its rename instead of publishing a lease.
             if let Some(pid) = partial_pid(&self.path) {
                 if !Path::new(&format!("/proc/{pid}")).exists() {
-                    return Liveness::Dead(format!("creator pid {pid} died while acquiring the lease"));
+                    return Liveness::Dead(format!(
+                        "creator pid {pid} died while acquiring the lease"
+                    ));
                 }
             }
         }
@@ -991,7 +993,11 @@ pub fn claim_partial(
 ) -> Result<Option<Claimed>, ClaimError> {
     let prefix = format!("{NEW_PREFIX}{id}");
     let found = fs::read_dir(leases_dir)
-        .map_err(|source| ClaimError::Io { id: id.clone(), path: leases_dir.to_path_buf(), source })?
+        .map_err(|source| ClaimError::Io {
+            id: id.clone(),
+            path: leases_dir.to_path_buf(),
+            source,
+        })?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n == &prefix || n.starts_with(&format!("{prefix}-")));
@@ -1004,7 +1010,11 @@ pub fn claim_partial(
 /// The creator pid in a partial lease folder's name (`.new-<id>-<pid>`).
 pub fn partial_pid(path: &Path) -> Option<u32> {
     let name = path.file_name()?.to_str()?;
-    name.strip_prefix(NEW_PREFIX)?.split('-').nth(1)?.parse().ok()
+    name.strip_prefix(NEW_PREFIX)?
+        .split('-')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Take over a claim whose cleaner is gone: rename `<id>.claimed-<old>` to `<id>.claimed-<me>`.

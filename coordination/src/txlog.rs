@@ -56,7 +56,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { segment_bytes: 64 << 20 }
+        LogConfig {
+            segment_bytes: 64 << 20,
+        }
     }
 }
 
@@ -80,7 +82,11 @@ pub enum LogError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: corrupt at byte {offset}: {reason}")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("fenced: {0}")]
     Fenced(String),
 }
@@ -97,7 +103,10 @@ pub enum CommitError<E> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
-    move |source| LogError::Io { path: path.to_path_buf(), source }
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn segment_name(first: Lsn) -> String {
@@ -128,7 +137,11 @@ pub fn encode_segment_header(first: Lsn) -> [u8; SEGMENT_HEADER_LEN as usize] {
 }
 
 fn decode_segment_header(path: &Path, h: &[u8]) -> Result<Lsn, LogError> {
-    let corrupt = |reason: &str| LogError::Corrupt { path: path.to_path_buf(), offset: 0, reason: reason.into() };
+    let corrupt = |reason: &str| LogError::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason: reason.into(),
+    };
     if h.len() < SEGMENT_HEADER_LEN as usize {
         return Err(corrupt("segment header truncated"));
     }
@@ -141,7 +154,9 @@ fn decode_segment_header(path: &Path, h: &[u8]) -> Result<Lsn, LogError> {
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
     if version != LOG_VERSION {
-        return Err(corrupt(&format!("segment version {version}, this verfs reads {LOG_VERSION}")));
+        return Err(corrupt(&format!(
+            "segment version {version}, this verfs reads {LOG_VERSION}"
+        )));
     }
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[12..20]);
@@ -168,7 +183,12 @@ pub fn encode_record(kind: u8, lsn: Lsn, payload: &[u8]) -> Vec<u8> {
 #[derive(Debug)]
 pub enum RecordAt {
     /// A valid record: its type, lsn, payload, and total length in bytes.
-    Valid { kind: u8, lsn: Lsn, payload: Vec<u8>, len: u64 },
+    Valid {
+        kind: u8,
+        lsn: Lsn,
+        payload: Vec<u8>,
+        len: u64,
+    },
     /// Nothing: clean end of the segment.
     End,
     /// The file ends inside a record (a writer died mid-write, or one is writing right now).
@@ -214,7 +234,9 @@ pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<Rec
         if all_zero_from(file, offset, file_len)? {
             return Ok(RecordAt::ZeroTail);
         }
-        return Ok(RecordAt::Bad(format!("record crc32 mismatch: stored {stored:08x}, computed {actual:08x}")));
+        return Ok(RecordAt::Bad(format!(
+            "record crc32 mismatch: stored {stored:08x}, computed {actual:08x}"
+        )));
     }
     let kind = h[4];
     if kind != TYPE_TXN && kind != TYPE_SEGMENT_END {
@@ -222,7 +244,12 @@ pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<Rec
     }
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[8..16]);
-    Ok(RecordAt::Valid { kind, lsn: Lsn(u64::from_le_bytes(b)), payload, len: RECORD_HEADER_LEN + plen })
+    Ok(RecordAt::Valid {
+        kind,
+        lsn: Lsn(u64::from_le_bytes(b)),
+        payload,
+        len: RECORD_HEADER_LEN + plen,
+    })
 }
 
 fn all_zero_from(file: &File, offset: u64, file_len: u64) -> io::Result<bool> {
@@ -274,8 +301,13 @@ pub fn create(log_dir: &Path) -> Result<(), LogError> {
     let lock_path = log_dir.join("LOCK");
     File::create(&lock_path).map_err(io_err(&lock_path))?;
     let seg_path = log_dir.join(segment_name(Lsn(1)));
-    let f = OpenOptions::new().write(true).create_new(true).open(&seg_path).map_err(io_err(&seg_path))?;
-    f.write_all_at(&encode_segment_header(Lsn(1)), 0).map_err(io_err(&seg_path))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&seg_path)
+        .map_err(io_err(&seg_path))?;
+    f.write_all_at(&encode_segment_header(Lsn(1)), 0)
+        .map_err(io_err(&seg_path))?;
     f.sync_all().map_err(io_err(&seg_path))?;
     fsutil::fsync_dir(log_dir).map_err(io_err(log_dir))
 }
@@ -304,7 +336,11 @@ pub fn list_checkpoints(ckpt_dir: &Path) -> Result<Vec<(Lsn, PathBuf)>, LogError
     };
     for e in rd {
         let e = e.map_err(io_err(ckpt_dir))?;
-        if let Some(n) = e.file_name().to_str().and_then(|n| parse_numbered(n, ".ckpt")) {
+        if let Some(n) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| parse_numbered(n, ".ckpt"))
+        {
             out.push((Lsn(n), e.path()));
         }
     }
@@ -329,14 +365,22 @@ pub fn encode_checkpoint_file(lsn: Lsn, body: &[u8]) -> Vec<u8> {
 
 /// Decode a checkpoint file into its lsn and body, verifying both checksums.
 pub fn decode_checkpoint_file(path: &Path, bytes: &[u8]) -> Result<(Lsn, Vec<u8>), LogError> {
-    let corrupt = |offset: u64, reason: String| LogError::Corrupt { path: path.to_path_buf(), offset, reason };
+    let corrupt = |offset: u64, reason: String| LogError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
     if bytes.len() < CHECKPOINT_HEADER_LEN as usize {
-        return Err(corrupt(0, format!("checkpoint truncated to {} bytes", bytes.len())));
+        return Err(corrupt(
+            0,
+            format!("checkpoint truncated to {} bytes", bytes.len()),
+        ));
     }
     if &bytes[0..8] != CHECKPOINT_MAGIC {
         return Err(corrupt(0, "bad checkpoint magic".into()));
     }
-    let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let u32_at =
+        |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
     let u64_at = |o: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&bytes[o..o + 8]);
@@ -347,17 +391,26 @@ pub fn decode_checkpoint_file(path: &Path, bytes: &[u8]) -> Result<(Lsn, Vec<u8>
     }
     let version = u32_at(8);
     if version != LOG_VERSION {
-        return Err(corrupt(8, format!("checkpoint version {version}, this verfs reads {LOG_VERSION}")));
+        return Err(corrupt(
+            8,
+            format!("checkpoint version {version}, this verfs reads {LOG_VERSION}"),
+        ));
     }
     let lsn = Lsn(u64_at(16));
     let len = u64_at(24);
     let body = &bytes[CHECKPOINT_HEADER_LEN as usize..];
     if body.len() as u64 != len {
-        return Err(corrupt(24, format!("checkpoint body is {} bytes, header says {len}", body.len())));
+        return Err(corrupt(
+            24,
+            format!("checkpoint body is {} bytes, header says {len}", body.len()),
+        ));
     }
     let actual = crc32fast::hash(body);
     if actual != u32_at(32) {
-        return Err(corrupt(CHECKPOINT_HEADER_LEN, format!("checkpoint body crc32 mismatch (computed {actual:08x})")));
+        return Err(corrupt(
+            CHECKPOINT_HEADER_LEN,
+            format!("checkpoint body crc32 mismatch (computed {actual:08x})"),
+        ));
     }
     Ok((lsn, body.to_vec()))
 }
@@ -382,14 +435,20 @@ impl<S: StateMachine> TxLog<S> {
         fence: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     ) -> Result<TxLog<S>, LogError> {
         let lock_path = log_dir.join("LOCK");
-        let lock = OpenOptions::new().read(true).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
         // A concurrent log truncation may delete the segment we are about to open; retry from the
         // newer checkpoint it published first.
         let mut attempts = 0;
         let view = loop {
             match Self::load_view(log_dir, ckpt_dir) {
                 Ok(v) => break v,
-                Err(LogError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound && attempts < 5 => {
+                Err(LogError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempts < 5 =>
+                {
                     attempts += 1;
                 }
                 Err(e) => return Err(e),
@@ -445,8 +504,13 @@ impl<S: StateMachine> TxLog<S> {
                 reason: format!("header says first lsn {hdr_first}, name says {first}"),
             });
         }
-        let mut view =
-            View { state, lsn: Lsn(first.0 - 1), seg: Arc::new(f), seg_path, offset: SEGMENT_HEADER_LEN };
+        let mut view = View {
+            state,
+            lsn: Lsn(first.0 - 1),
+            seg: Arc::new(f),
+            seg_path,
+            offset: SEGMENT_HEADER_LEN,
+        };
         // Records up to `base` are already in the checkpoint: skip them without applying.
         if view.lsn < base {
             Self::skip_to(&mut view, base)?;
@@ -482,7 +546,12 @@ impl<S: StateMachine> TxLog<S> {
         while view.lsn < base {
             let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
             match read_record_at(&view.seg, view.offset, len).map_err(io_err(&view.seg_path))? {
-                RecordAt::Valid { kind: TYPE_TXN, lsn, len, .. } => {
+                RecordAt::Valid {
+                    kind: TYPE_TXN,
+                    lsn,
+                    len,
+                    ..
+                } => {
                     Self::check_next(view, lsn)?;
                     view.lsn = lsn;
                     view.offset += len;
@@ -528,7 +597,10 @@ impl<S: StateMachine> TxLog<S> {
             return Err(LogError::Corrupt {
                 path: view.seg_path.clone(),
                 offset: view.offset,
-                reason: format!("segment-end points at lsn {next}, expected {}", view.lsn.0 + 1),
+                reason: format!(
+                    "segment-end points at lsn {next}, expected {}",
+                    view.lsn.0 + 1
+                ),
             });
         }
         let dir = fsutil::parent_of(&view.seg_path);
@@ -538,7 +610,11 @@ impl<S: StateMachine> TxLog<S> {
         f.read_exact_at(&mut h, 0).map_err(io_err(&path))?;
         let first = decode_segment_header(&path, &h)?;
         if first != next {
-            return Err(LogError::Corrupt { path, offset: 12, reason: format!("first lsn {first}, expected {next}") });
+            return Err(LogError::Corrupt {
+                path,
+                offset: 12,
+                reason: format!("first lsn {first}, expected {next}"),
+            });
         }
         view.seg = Arc::new(f);
         view.seg_path = path;
@@ -554,15 +630,26 @@ impl<S: StateMachine> TxLog<S> {
                 RecordAt::End => return Ok(CatchUp::Done),
                 RecordAt::Short | RecordAt::ZeroTail => return Ok(CatchUp::Torn(view.offset)),
                 RecordAt::Bad(reason) => {
-                    return Err(LogError::Corrupt { path: view.seg_path.clone(), offset: view.offset, reason })
-                }
-                RecordAt::Valid { kind: TYPE_TXN, lsn, payload, len } => {
-                    Self::check_next(view, lsn)?;
-                    view.state.apply(lsn, &payload).map_err(|reason| LogError::Corrupt {
+                    return Err(LogError::Corrupt {
                         path: view.seg_path.clone(),
                         offset: view.offset,
-                        reason: format!("record {lsn} does not decode: {reason}"),
-                    })?;
+                        reason,
+                    })
+                }
+                RecordAt::Valid {
+                    kind: TYPE_TXN,
+                    lsn,
+                    payload,
+                    len,
+                } => {
+                    Self::check_next(view, lsn)?;
+                    view.state
+                        .apply(lsn, &payload)
+                        .map_err(|reason| LogError::Corrupt {
+                            path: view.seg_path.clone(),
+                            offset: view.offset,
+                            reason: format!("record {lsn} does not decode: {reason}"),
+                        })?;
                     view.lsn = lsn;
                     view.offset += len;
                 }
@@ -635,7 +722,9 @@ impl<S: StateMachine> TxLog<S> {
             // it means the segment was truncated: cutting it and appending here would fork the
             // log from the later segments, silently hiding their records. Refuse instead.
             let name = view.seg_path.file_name().map(|n| n.to_os_string());
-            let later = list_segments(&self.dir)?.into_iter().any(|(_, p)| p.file_name().map(|n| n.to_os_string()) > name);
+            let later = list_segments(&self.dir)?
+                .into_iter()
+                .any(|(_, p)| p.file_name().map(|n| n.to_os_string()) > name);
             if later {
                 return Err(LogError::Corrupt {
                     path: view.seg_path.clone(),
@@ -645,7 +734,10 @@ impl<S: StateMachine> TxLog<S> {
                 });
             }
             // We hold the lock, so no live writer is mid-append: the tail is a dead writer's.
-            let f = OpenOptions::new().write(true).open(&view.seg_path).map_err(io_err(&view.seg_path))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&view.seg_path)
+                .map_err(io_err(&view.seg_path))?;
             f.set_len(offset).map_err(io_err(&view.seg_path))?;
             f.sync_all().map_err(io_err(&view.seg_path))?;
             view.seg = Arc::new(File::open(&view.seg_path).map_err(io_err(&view.seg_path))?);
@@ -662,8 +754,12 @@ impl<S: StateMachine> TxLog<S> {
     fn write_segment_end(&self, view: &mut View<S>) -> Result<(), LogError> {
         let next = Lsn(view.lsn.0 + 1);
         let rec = encode_record(TYPE_SEGMENT_END, view.lsn, &next.0.to_le_bytes());
-        let f = OpenOptions::new().write(true).open(&view.seg_path).map_err(io_err(&view.seg_path))?;
-        f.write_all_at(&rec, view.offset).map_err(io_err(&view.seg_path))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&view.seg_path)
+            .map_err(io_err(&view.seg_path))?;
+        f.write_all_at(&rec, view.offset)
+            .map_err(io_err(&view.seg_path))?;
         f.sync_data().map_err(io_err(&view.seg_path))?;
         Ok(())
     }
@@ -676,31 +772,42 @@ impl<S: StateMachine> TxLog<S> {
     /// [`TxLog::sync_to`] returns for that lsn (or use [`TxLog::commit_durable`]).
     ///
     /// On any error nothing was appended: a failed write is cut back before the lock is released.
-    pub fn commit<T, E>(&self, f: impl FnOnce(&S) -> Result<(Vec<u8>, T), E>) -> Result<(Lsn, T), CommitError<E>> {
+    pub fn commit<T, E>(
+        &self,
+        f: impl FnOnce(&S) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<(Lsn, T), CommitError<E>> {
         let guard = self.lock_log()?;
         let res = self.commit_locked(f);
         let _ = guard.unlock();
         res
     }
 
-    fn commit_locked<T, E>(&self, f: impl FnOnce(&S) -> Result<(Vec<u8>, T), E>) -> Result<(Lsn, T), CommitError<E>> {
+    fn commit_locked<T, E>(
+        &self,
+        f: impl FnOnce(&S) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<(Lsn, T), CommitError<E>> {
         let mut view = self.write_view();
         self.catch_up_locked(&mut view)?;
         let (payload, out) = f(&view.state).map_err(CommitError::Rejected)?;
         (self.fence)().map_err(LogError::Fenced)?;
         let lsn = Lsn(view.lsn.0 + 1);
         let rec = encode_record(TYPE_TXN, lsn, &payload);
-        let wf = OpenOptions::new().write(true).open(&view.seg_path).map_err(io_err(&view.seg_path))?;
+        let wf = OpenOptions::new()
+            .write(true)
+            .open(&view.seg_path)
+            .map_err(io_err(&view.seg_path))?;
         if let Err(e) = wf.write_all_at(&rec, view.offset) {
             // ENOSPC or EIO mid-record: cut it so the next reader does not see a torn record.
             let _ = wf.set_len(view.offset);
             return Err(io_err(&view.seg_path)(e).into());
         }
-        view.state.apply(lsn, &payload).map_err(|reason| LogError::Corrupt {
-            path: view.seg_path.clone(),
-            offset: view.offset,
-            reason: format!("own record {lsn} does not apply: {reason}"),
-        })?;
+        view.state
+            .apply(lsn, &payload)
+            .map_err(|reason| LogError::Corrupt {
+                path: view.seg_path.clone(),
+                offset: view.offset,
+                reason: format!("own record {lsn} does not apply: {reason}"),
+            })?;
         view.lsn = lsn;
         view.offset += rec.len() as u64;
         if view.offset >= self.cfg.segment_bytes {
@@ -715,8 +822,14 @@ impl<S: StateMachine> TxLog<S> {
         view.seg.sync_data().map_err(io_err(&view.seg_path))?;
         let next = Lsn(view.lsn.0 + 1);
         let path = self.dir.join(segment_name(next));
-        let f = OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(io_err(&path))?;
-        f.write_all_at(&encode_segment_header(next), 0).map_err(io_err(&path))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        f.write_all_at(&encode_segment_header(next), 0)
+            .map_err(io_err(&path))?;
         f.sync_all().map_err(io_err(&path))?;
         fsutil::fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         // Commit point of the rollover: the segment-end record in the old segment.
@@ -805,6 +918,7 @@ impl<S: StateMachine> TxLog<S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -817,7 +931,8 @@ mod tests {
             Strings::default()
         }
         fn apply(&mut self, _lsn: Lsn, payload: &[u8]) -> Result<(), String> {
-            self.0.push(String::from_utf8(payload.to_vec()).map_err(|e| e.to_string())?);
+            self.0
+                .push(String::from_utf8(payload.to_vec()).map_err(|e| e.to_string())?);
             Ok(())
         }
         fn encode_checkpoint(&self) -> Vec<u8> {
@@ -825,7 +940,11 @@ mod tests {
         }
         fn decode_checkpoint(bytes: &[u8]) -> Result<Self, String> {
             let s = String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())?;
-            Ok(Strings(if s.is_empty() { vec![] } else { s.split('\n').map(String::from).collect() }))
+            Ok(Strings(if s.is_empty() {
+                vec![]
+            } else {
+                s.split('\n').map(String::from).collect()
+            }))
         }
     }
 
@@ -839,11 +958,19 @@ mod tests {
     }
 
     fn open(log: &Path, ck: &Path, seg: u64) -> TxLog<Strings> {
-        TxLog::open(log, ck, LogConfig { segment_bytes: seg }, Box::new(|| Ok(()))).unwrap()
+        TxLog::open(
+            log,
+            ck,
+            LogConfig { segment_bytes: seg },
+            Box::new(|| Ok(())),
+        )
+        .unwrap()
     }
 
     fn put(l: &TxLog<Strings>, s: &str) -> Lsn {
-        l.commit_durable::<(), String>(|_| Ok((s.as_bytes().to_vec(), ()))).unwrap().0
+        l.commit_durable::<(), String>(|_| Ok((s.as_bytes().to_vec(), ())))
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -855,7 +982,10 @@ mod tests {
         put(&b, "y");
         assert_eq!(a.read(|s, _| s.0.clone()).unwrap(), vec!["x", "y"]);
         // Validation happens against the head: b's closure sees a's record.
-        let seen = b.commit::<usize, String>(|s| Ok((b"z".to_vec(), s.0.len()))).unwrap().1;
+        let seen = b
+            .commit::<usize, String>(|s| Ok((b"z".to_vec(), s.0.len())))
+            .unwrap()
+            .1;
         assert_eq!(seen, 2);
     }
 
@@ -865,9 +995,16 @@ mod tests {
         let a = open(&log, &ck, 1 << 20);
         let err = a.commit::<(), &str>(|_| Err("no")).unwrap_err();
         assert!(matches!(err, CommitError::Rejected("no")));
-        let fenced: TxLog<Strings> =
-            TxLog::open(&log, &ck, LogConfig::default(), Box::new(|| Err("lease gone".into()))).unwrap();
-        let err = fenced.commit::<(), String>(|_| Ok((b"x".to_vec(), ()))).unwrap_err();
+        let fenced: TxLog<Strings> = TxLog::open(
+            &log,
+            &ck,
+            LogConfig::default(),
+            Box::new(|| Err("lease gone".into())),
+        )
+        .unwrap();
+        let err = fenced
+            .commit::<(), String>(|_| Ok((b"x".to_vec(), ())))
+            .unwrap_err();
         assert!(matches!(err, CommitError::Log(LogError::Fenced(_))));
         assert_eq!(a.refresh().unwrap(), Lsn(0));
     }
@@ -932,7 +1069,9 @@ mod tests {
             Ok(_) => panic!("opened a log with a corrupt record"),
         }
         // The next writer refuses to "repair" it by truncation.
-        let err = b.commit::<(), String>(|_| Ok((b"x".to_vec(), ()))).unwrap_err();
+        let err = b
+            .commit::<(), String>(|_| Ok((b"x".to_vec(), ())))
+            .unwrap_err();
         assert!(matches!(err, CommitError::Log(LogError::Corrupt { .. })));
         assert_eq!(fs::read(&seg).unwrap().len(), n);
     }
@@ -940,11 +1079,17 @@ mod tests {
     #[test]
     fn checkpoint_file_detects_every_flipped_byte() {
         let bytes = encode_checkpoint_file(Lsn(9), b"body bytes");
-        assert_eq!(decode_checkpoint_file(Path::new("c"), &bytes).unwrap(), (Lsn(9), b"body bytes".to_vec()));
+        assert_eq!(
+            decode_checkpoint_file(Path::new("c"), &bytes).unwrap(),
+            (Lsn(9), b"body bytes".to_vec())
+        );
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x08;
-            assert!(decode_checkpoint_file(Path::new("c"), &bad).is_err(), "flip at {i}");
+            assert!(
+                decode_checkpoint_file(Path::new("c"), &bad).is_err(),
+                "flip at {i}"
+            );
         }
     }
 
@@ -960,8 +1105,10 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..100 {
                         // Each record carries the count it observed: serializable iff they form 0..n.
-                        l.commit_durable::<(), String>(|s| Ok((format!("{}:{t}:{i}", s.0.len()).into_bytes(), ())))
-                            .unwrap();
+                        l.commit_durable::<(), String>(|s| {
+                            Ok((format!("{}:{t}:{i}", s.0.len()).into_bytes(), ()))
+                        })
+                        .unwrap();
                     }
                 })
             })

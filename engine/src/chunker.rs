@@ -38,7 +38,11 @@ impl Default for ChunkerParams {
     /// 16 KiB / 64 KiB / 256 KiB: large enough to keep per-chunk metadata small, small enough that an
     /// edit rewrites little.
     fn default() -> Self {
-        ChunkerParams { min: 16 << 10, avg: 64 << 10, max: 256 << 10 }
+        ChunkerParams {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        }
     }
 }
 
@@ -58,10 +62,14 @@ impl ChunkerParams {
         within("avg", avg, v2020::AVERAGE_MIN, v2020::AVERAGE_MAX)?;
         within("max", max, v2020::MAXIMUM_MIN, v2020::MAXIMUM_MAX)?;
         if !(min <= avg && avg <= max) {
-            return Err(format!("chunk sizes must satisfy min <= avg <= max, got {min} / {avg} / {max}"));
+            return Err(format!(
+                "chunk sizes must satisfy min <= avg <= max, got {min} / {avg} / {max}"
+            ));
         }
         if min % 2 != 0 || avg % 2 != 0 || max % 2 != 0 {
-            return Err(format!("chunk sizes must be even, got {min} / {avg} / {max}"));
+            return Err(format!(
+                "chunk sizes must be even, got {min} / {avg} / {max}"
+            ));
         }
         Ok(())
     }
@@ -109,7 +117,9 @@ pub struct Chunker<R: Read> {
 impl<R: Read> Chunker<R> {
     /// A chunker over `source`. Fails only if `params` are invalid; nothing is read yet.
     pub fn new(source: R, params: ChunkerParams) -> Result<Chunker<R>, ChunkerError> {
-        params.validate().map_err(|reason| ChunkerError::InvalidParams { reason })?;
+        params
+            .validate()
+            .map_err(|reason| ChunkerError::InvalidParams { reason })?;
         Ok(Chunker {
             inner: StreamCDC::new(
                 RetryInterrupted(source),
@@ -134,7 +144,11 @@ impl<R: Read> Iterator for Chunker<R> {
             Ok(c) => {
                 self.next_offset = c.offset + c.length as u64;
                 let id = ChunkId::of(&c.data);
-                Some(Ok(Chunk { offset: c.offset, data: c.data, id }))
+                Some(Ok(Chunk {
+                    offset: c.offset,
+                    data: c.data,
+                    id,
+                }))
             }
             Err(e) => {
                 self.done = true;
@@ -181,7 +195,10 @@ mod tests {
     }
 
     fn chunk_all(data: &[u8], p: ChunkerParams) -> Vec<Chunk> {
-        Chunker::new(data, p).unwrap().collect::<io::Result<Vec<_>>>().unwrap()
+        Chunker::new(data, p)
+            .unwrap()
+            .collect::<io::Result<Vec<_>>>()
+            .unwrap()
     }
 
     #[test]
@@ -192,22 +209,70 @@ mod tests {
     #[test]
     fn validate_rejects_out_of_range_odd_and_unordered() {
         let bad = [
-            ChunkerParams { min: 62, avg: 256, max: 1024 },
-            ChunkerParams { min: 64, avg: 254, max: 1024 },
-            ChunkerParams { min: 64, avg: 256, max: 1022 },
-            ChunkerParams { min: 64, avg: 256, max: (16 << 20) + 2 },
-            ChunkerParams { min: (1 << 20) + 2, avg: 2 << 20, max: 4 << 20 },
-            ChunkerParams { min: 64, avg: (4 << 20) + 2, max: 8 << 20 },
-            ChunkerParams { min: 65, avg: 256, max: 1024 },
-            ChunkerParams { min: 4096, avg: 2048, max: 8192 },
-            ChunkerParams { min: 1024, avg: 8192, max: 4096 },
+            ChunkerParams {
+                min: 62,
+                avg: 256,
+                max: 1024,
+            },
+            ChunkerParams {
+                min: 64,
+                avg: 254,
+                max: 1024,
+            },
+            ChunkerParams {
+                min: 64,
+                avg: 256,
+                max: 1022,
+            },
+            ChunkerParams {
+                min: 64,
+                avg: 256,
+                max: (16 << 20) + 2,
+            },
+            ChunkerParams {
+                min: (1 << 20) + 2,
+                avg: 2 << 20,
+                max: 4 << 20,
+            },
+            ChunkerParams {
+                min: 64,
+                avg: (4 << 20) + 2,
+                max: 8 << 20,
+            },
+            ChunkerParams {
+                min: 65,
+                avg: 256,
+                max: 1024,
+            },
+            ChunkerParams {
+                min: 4096,
+                avg: 2048,
+                max: 8192,
+            },
+            ChunkerParams {
+                min: 1024,
+                avg: 8192,
+                max: 4096,
+            },
         ];
         for p in bad {
             assert!(p.validate().is_err(), "{p:?} should be rejected");
             assert!(Chunker::new(&[][..], p).is_err());
         }
-        ChunkerParams { min: 64, avg: 256, max: 1024 }.validate().unwrap();
-        ChunkerParams { min: 1 << 20, avg: 4 << 20, max: 16 << 20 }.validate().unwrap();
+        ChunkerParams {
+            min: 64,
+            avg: 256,
+            max: 1024,
+        }
+        .validate()
+        .unwrap();
+        ChunkerParams {
+            min: 1 << 20,
+            avg: 4 << 20,
+            max: 16 << 20,
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]
@@ -287,7 +352,12 @@ mod tests {
     #[test]
     fn interrupted_is_retried_and_errors_end_the_stream_with_context() {
         let data = random_bytes(1 << 20, 4);
-        let r = Flaky { data: data.clone(), pos: 0, calls: 0, fail_at: data.len() / 2 };
+        let r = Flaky {
+            data: data.clone(),
+            pos: 0,
+            calls: 0,
+            fail_at: data.len() / 2,
+        };
         let mut it = Chunker::new(r, ChunkerParams::default()).unwrap();
         let mut got = Vec::new();
         let err = loop {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::ChunkerParams;
 use crate::error::Error;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub chunking: Chunking,
@@ -67,22 +67,13 @@ pub struct Batch {
     pub max_bytes: u64,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            chunking: Chunking::default(),
-            compression: Compression::default(),
-            packs: Packs::default(),
-            log: Log::default(),
-            leases: Leases::default(),
-            two_phase: TwoPhase::default(),
-            batch: Batch::default(),
-        }
-    }
-}
 impl Default for Chunking {
     fn default() -> Self {
-        Chunking { min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10 }
+        Chunking {
+            min_size: 16 << 10,
+            avg_size: 64 << 10,
+            max_size: 256 << 10,
+        }
     }
 }
 impl Default for Compression {
@@ -92,17 +83,25 @@ impl Default for Compression {
 }
 impl Default for Packs {
     fn default() -> Self {
-        Packs { target_size: 64 << 20 }
+        Packs {
+            target_size: 64 << 20,
+        }
     }
 }
 impl Default for Log {
     fn default() -> Self {
-        Log { segment_size: 64 << 20, checkpoint_every: 20_000 }
+        Log {
+            segment_size: 64 << 20,
+            checkpoint_every: 20_000,
+        }
     }
 }
 impl Default for Leases {
     fn default() -> Self {
-        Leases { timeout_ms: 10_000, heartbeat_ms: 1_000 }
+        Leases {
+            timeout_ms: 10_000,
+            heartbeat_ms: 1_000,
+        }
     }
 }
 impl Default for TwoPhase {
@@ -112,7 +111,10 @@ impl Default for TwoPhase {
 }
 impl Default for Batch {
     fn default() -> Self {
-        Batch { max_files: 1024, max_bytes: 64 << 20 }
+        Batch {
+            max_files: 1024,
+            max_bytes: 64 << 20,
+        }
     }
 }
 
@@ -166,18 +168,31 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(source) => return Err(Error::Io { path: path.into(), source }),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: path.into(),
+                    source,
+                })
+            }
         };
-        let cfg: Config =
-            toml::from_str(&text).map_err(|e| Error::Config { path: path.into(), reason: toml_reason(&text, &e) })?;
-        cfg.validate().map_err(|reason| Error::Config { path: path.into(), reason })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.into(),
+            reason: toml_reason(&text, &e),
+        })?;
+        cfg.validate().map_err(|reason| Error::Config {
+            path: path.into(),
+            reason,
+        })?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<(), String> {
         self.chunker().validate()?;
         if !(1..=22).contains(&self.compression.zstd_level) {
-            return Err(format!("compression.zstd_level {} is not in 1..=22", self.compression.zstd_level));
+            return Err(format!(
+                "compression.zstd_level {} is not in 1..=22",
+                self.compression.zstd_level
+            ));
         }
         if self.packs.target_size < 1 << 20 {
             return Err("packs.target_size must be at least 1 MiB".into());
@@ -186,7 +201,10 @@ impl Config {
             return Err("log.segment_size must be at least 4096".into());
         }
         if self.leases.heartbeat_ms == 0 || self.leases.timeout_ms < 3 * self.leases.heartbeat_ms {
-            return Err("leases.timeout_ms must be at least 3 x leases.heartbeat_ms (and heartbeat_ms > 0)".into());
+            return Err(
+                "leases.timeout_ms must be at least 3 x leases.heartbeat_ms (and heartbeat_ms > 0)"
+                    .into(),
+            );
         }
         if self.batch.max_files == 0 {
             return Err("batch.max_files must be at least 1".into());
@@ -195,7 +213,11 @@ impl Config {
     }
 
     pub fn chunker(&self) -> ChunkerParams {
-        ChunkerParams { min: self.chunking.min_size, avg: self.chunking.avg_size, max: self.chunking.max_size }
+        ChunkerParams {
+            min: self.chunking.min_size,
+            avg: self.chunking.avg_size,
+            max: self.chunking.max_size,
+        }
     }
 
     pub fn lease_timeout(&self) -> Duration {
@@ -210,7 +232,13 @@ impl Config {
 /// A TOML error on one line: `line L, [table]: message` (the toml crate's own rendering spans
 /// several lines with a source excerpt, which breaks one-line error messages).
 fn toml_reason(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    let msg = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
     let Some(span) = e.span() else { return msg };
     let before = text.get(..span.start).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -226,6 +254,7 @@ fn toml_reason(text: &str, e: &toml::de::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -238,7 +267,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = toml::from_str::<Config>("[chunking]\nmin_sise = 4\n").unwrap_err().to_string();
+        let err = toml::from_str::<Config>("[chunking]\nmin_sise = 4\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("min_sise"), "{err}");
     }
 
@@ -246,9 +277,16 @@ mod tests {
     fn load_error_is_one_line_naming_key_and_table() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        std::fs::write(&p, "[compression]\nzstd_level = 3\n\n[batch]\nmax_filez = 4\n").unwrap();
+        std::fs::write(
+            &p,
+            "[compression]\nzstd_level = 3\n\n[batch]\nmax_filez = 4\n",
+        )
+        .unwrap();
         let msg = Config::load(&p).unwrap_err().to_string();
         assert!(!msg.contains('\n'), "{msg}");
-        assert!(msg.contains("max_filez") && msg.contains("[batch]") && msg.contains("line 5"), "{msg}");
+        assert!(
+            msg.contains("max_filez") && msg.contains("[batch]") && msg.contains("line 5"),
+            "{msg}"
+        );
     }
 }

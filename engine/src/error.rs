@@ -17,11 +17,19 @@ pub enum Error {
     #[error("{path}: not a verfs store: {reason}")]
     NotAStore { path: PathBuf, reason: String },
     #[error("{path}: store format version {found}, but this verfs reads version {supported}")]
-    WrongVersion { path: PathBuf, found: u32, supported: u32 },
+    WrongVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("{path}: invalid configuration: {reason}")]
     Config { path: PathBuf, reason: String },
     #[error("{path}: corrupt at byte {offset}: {reason}")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("{path}: No such file or directory")]
     NotFound { path: String },
     #[error("{path}: File exists")]
@@ -50,6 +58,11 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
+    /// Wrap an error of a coordination mechanism (lease, journal, manifest, two-phase commit).
+    pub fn coordination(e: impl std::fmt::Display) -> Error {
+        Error::Coordination(e.to_string())
+    }
+
     /// Is this a race with another process that a retry may resolve?
     pub fn is_retryable(&self) -> bool {
         false
@@ -72,11 +85,38 @@ impl Error {
     }
 }
 
+impl From<crate::pack::PackError> for Error {
+    fn from(e: crate::pack::PackError) -> Self {
+        use crate::pack::PackError;
+        match e {
+            PackError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                path,
+                offset,
+                reason,
+            },
+            PackError::Io { path, source } => Error::Io { path, source },
+            other => Error::Coordination(other.to_string()),
+        }
+    }
+}
+
 impl From<LogError> for Error {
     fn from(e: LogError) -> Self {
         match e {
             LogError::Io { path, source } => Error::Io { path, source },
-            LogError::Corrupt { path, offset, reason } => Error::Corrupt { path, offset, reason },
+            LogError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                path,
+                offset,
+                reason,
+            },
             LogError::Fenced(m) => Error::Fenced(m),
             other => Error::Coordination(other.to_string()),
         }

@@ -46,7 +46,10 @@ impl FsckReport {
         self.problems.is_empty()
     }
     fn problem(&mut self, location: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem { location: location.into(), message: message.into() });
+        self.problems.push(Problem {
+            location: location.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -59,7 +62,10 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
     let cfg = match Config::load(&layout.config()) {
         Ok(c) => c,
         Err(Error::Config { path, reason }) => {
-            r.problem(path.display().to_string(), format!("invalid configuration: {reason}"));
+            r.problem(
+                path.display().to_string(),
+                format!("invalid configuration: {reason}"),
+            );
             Config::default()
         }
         Err(e) => {
@@ -67,7 +73,10 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
             Config::default()
         }
     };
-    let lcfg = LeaseConfig { timeout: cfg.lease_timeout(), heartbeat_interval: cfg.heartbeat() };
+    let lcfg = LeaseConfig {
+        timeout: cfg.lease_timeout(),
+        heartbeat_interval: cfg.heartbeat(),
+    };
     let open_packs = check_leases(&layout, &lcfg, &mut r);
     check_log(&layout, &mut r);
     check_checkpoints(&layout, &mut r);
@@ -80,9 +89,15 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
     ) {
         Ok(log) => match log.read(|s, lsn| check_state(s, lsn, &pack_chunks, &mut r)) {
             Ok(()) => {}
-            Err(e) => r.problem(layout.log().display().to_string(), format!("cannot load metadata: {e}")),
+            Err(e) => r.problem(
+                layout.log().display().to_string(),
+                format!("cannot load metadata: {e}"),
+            ),
         },
-        Err(e) => r.problem(layout.log().display().to_string(), format!("cannot load metadata: {e}")),
+        Err(e) => r.problem(
+            layout.log().display().to_string(),
+            format!("cannot load metadata: {e}"),
+        ),
     }
     Ok(r)
 }
@@ -109,7 +124,10 @@ fn check_leases(layout: &Layout, cfg: &LeaseConfig, r: &mut FsckReport) -> HashS
         if live {
             if let Ok(p) = journal::read_pending(&e.path.join("journal")) {
                 for a in p.pending.iter().filter(|a| a.kind == ACTION_OPEN_PACK) {
-                    if let Some(id) = std::str::from_utf8(&a.payload).ok().and_then(|s| s.parse().ok()) {
+                    if let Some(id) = std::str::from_utf8(&a.payload)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
                         open.insert(id);
                     }
                 }
@@ -127,7 +145,10 @@ fn check_leases(layout: &Layout, cfg: &LeaseConfig, r: &mut FsckReport) -> HashS
                 continue;
             }
         }
-        r.problem(e.path.display().to_string(), format!("lease of a dead process ({why}); run `verfs recover`"));
+        r.problem(
+            e.path.display().to_string(),
+            format!("lease of a dead process ({why}); run `verfs recover`"),
+        );
     }
     open
 }
@@ -164,7 +185,10 @@ fn check_log(layout: &Layout, r: &mut FsckReport) {
         }
         if let Some(e) = expect {
             if first.0 != e {
-                r.problem(loc(0), format!("segment starts at lsn {first}, previous ended before {e}"));
+                r.problem(
+                    loc(0),
+                    format!("segment starts at lsn {first}, previous ended before {e}"),
+                );
             }
         }
         let mut off = txlog::SEGMENT_HEADER_LEN;
@@ -173,7 +197,12 @@ fn check_log(layout: &Layout, r: &mut FsckReport) {
         let mut ended = false;
         loop {
             match txlog::read_record_at(&f, off, len) {
-                Ok(RecordAt::Valid { kind: 1, lsn, len: n, .. }) => {
+                Ok(RecordAt::Valid {
+                    kind: 1,
+                    lsn,
+                    len: n,
+                    ..
+                }) => {
                     if lsn.0 != next {
                         r.problem(loc(off), format!("record lsn {lsn}, expected {next}"));
                     }
@@ -196,7 +225,9 @@ fn check_log(layout: &Layout, r: &mut FsckReport) {
                         // next lock holder writes it (crash L3). Harmless only if nothing follows.
                         let (nfirst, npath) = &segs[i + 1];
                         let next_empty = i + 2 == segs.len()
-                            && std::fs::metadata(npath).map(|m| m.len() <= txlog::SEGMENT_HEADER_LEN).unwrap_or(false);
+                            && std::fs::metadata(npath)
+                                .map(|m| m.len() <= txlog::SEGMENT_HEADER_LEN)
+                                .unwrap_or(false);
                         r.problem(
                             loc(off),
                             if next_empty {
@@ -231,7 +262,10 @@ fn check_log(layout: &Layout, r: &mut FsckReport) {
             }
         }
         if ended && last {
-            r.problem(loc(0), format!("segment-end record points at lsn {next}, but there is no later segment"));
+            r.problem(
+                loc(0),
+                format!("segment-end record points at lsn {next}, but there is no later segment"),
+            );
         }
         expect = Some(next);
     }
@@ -248,14 +282,27 @@ fn check_checkpoints(layout: &Layout, r: &mut FsckReport) {
             Ok(b) => match txlog::decode_checkpoint_file(&path, &b) {
                 Ok((l, body)) => {
                     if l != lsn {
-                        r.problem(format!("{} at byte 16", path.display()), format!("lsn {l} but named {lsn}"));
-                    } else if let Err(e) = <MetaState as txlog::StateMachine>::decode_checkpoint(&body) {
-                        r.problem(format!("{} at byte {}", path.display(), txlog::CHECKPOINT_HEADER_LEN), e);
+                        r.problem(
+                            format!("{} at byte 16", path.display()),
+                            format!("lsn {l} but named {lsn}"),
+                        );
+                    } else if let Err(e) =
+                        <MetaState as txlog::StateMachine>::decode_checkpoint(&body)
+                    {
+                        r.problem(
+                            format!(
+                                "{} at byte {}",
+                                path.display(),
+                                txlog::CHECKPOINT_HEADER_LEN
+                            ),
+                            e,
+                        );
                     }
                 }
-                Err(txlog::LogError::Corrupt { offset, reason, .. }) => {
-                    r.problem(format!("{} at byte {offset}", path.display()), format!("corrupt checkpoint: {reason}"))
-                }
+                Err(txlog::LogError::Corrupt { offset, reason, .. }) => r.problem(
+                    format!("{} at byte {offset}", path.display()),
+                    format!("corrupt checkpoint: {reason}"),
+                ),
                 Err(e) => r.problem(path.display().to_string(), e.to_string()),
             },
             Err(e) => r.problem(path.display().to_string(), e.to_string()),
@@ -264,7 +311,11 @@ fn check_checkpoints(layout: &Layout, r: &mut FsckReport) {
 }
 
 /// Scan every pack; returns chunk id -> packs holding a verified copy.
-fn check_packs(layout: &Layout, open: &HashSet<PackId>, r: &mut FsckReport) -> HashMap<ChunkId, Vec<PackId>> {
+fn check_packs(
+    layout: &Layout,
+    open: &HashSet<PackId>,
+    r: &mut FsckReport,
+) -> HashMap<ChunkId, Vec<PackId>> {
     let mut out: HashMap<ChunkId, Vec<PackId>> = HashMap::new();
     let listing = match pack::list_packs(&layout.packs()) {
         Ok(l) => l,
@@ -277,7 +328,10 @@ fn check_packs(layout: &Layout, open: &HashSet<PackId>, r: &mut FsckReport) -> H
         r.problem(u.display().to_string(), "unexpected file in packs/");
     }
     for id in &listing.orphan_indexes {
-        r.problem(pack::index_path(&layout.packs(), *id).display().to_string(), "index without its pack");
+        r.problem(
+            pack::index_path(&layout.packs(), *id).display().to_string(),
+            "index without its pack",
+        );
     }
     r.packs = listing.packs.len();
     for id in &listing.packs {
@@ -289,7 +343,10 @@ fn check_packs(layout: &Layout, open: &HashSet<PackId>, r: &mut FsckReport) -> H
                     if is_open && matches!(p.kind, ProblemKind::TornTail) {
                         continue;
                     }
-                    r.problem(format!("{} at byte {}", p.path.display(), p.offset), format!("{:?}: {}", p.kind, p.reason));
+                    r.problem(
+                        format!("{} at byte {}", p.path.display(), p.offset),
+                        format!("{:?}: {}", p.kind, p.reason),
+                    );
                 }
                 for rec in &rep.records {
                     out.entry(rec.chunk_id).or_default().push(*id);
@@ -304,8 +361,15 @@ fn check_packs(layout: &Layout, open: &HashSet<PackId>, r: &mut FsckReport) -> H
                     if is_open && p.kind == ProblemKind::IndexMissing {
                         continue;
                     }
-                    let hint = if p.kind == ProblemKind::IndexMissing { " (unsealed pack of a dead process; run `verfs recover`)" } else { "" };
-                    r.problem(format!("{} at byte {}", p.path.display(), p.offset), format!("{:?}: {}{hint}", p.kind, p.reason));
+                    let hint = if p.kind == ProblemKind::IndexMissing {
+                        " (unsealed pack of a dead process; run `verfs recover`)"
+                    } else {
+                        ""
+                    };
+                    r.problem(
+                        format!("{} at byte {}", p.path.display(), p.offset),
+                        format!("{:?}: {}{hint}", p.kind, p.reason),
+                    );
                 }
             }
             Err(e) => r.problem(path.display().to_string(), e.to_string()),
@@ -344,7 +408,10 @@ fn check_state(s: &MetaState, lsn: Lsn, packs: &HashMap<ChunkId, Vec<PackId>>, r
             if ci.kind == FileKind::Dir {
                 *subdirs.entry(dir).or_default() += 1;
                 if !seen_dirs.insert(*child) {
-                    r.problem(cpath, format!("directory inode {child} has more than one entry (not a tree)"));
+                    r.problem(
+                        cpath,
+                        format!("directory inode {child} has more than one entry (not a tree)"),
+                    );
                     continue;
                 }
                 stack.push((*child, cpath));
@@ -353,16 +420,27 @@ fn check_state(s: &MetaState, lsn: Lsn, packs: &HashMap<ChunkId, Vec<PackId>>, r
     }
     for (dir, _) in s.dirs.iter() {
         if !s.inodes.contains_key(dir) {
-            r.problem(format!("inode {dir}"), "entries of a directory that does not exist");
+            r.problem(
+                format!("inode {dir}"),
+                "entries of a directory that does not exist",
+            );
         }
     }
     let mut inos: Vec<_> = s.inodes.keys().copied().collect();
     inos.sort();
     for ino in inos {
-        let Some(i) = s.inodes.get(&ino) else { continue };
-        let p = path_of.get(&ino).cloned().unwrap_or_else(|| format!("inode {ino}"));
+        let Some(i) = s.inodes.get(&ino) else {
+            continue;
+        };
+        let p = path_of
+            .get(&ino)
+            .cloned()
+            .unwrap_or_else(|| format!("inode {ino}"));
         if i.ino != ino {
-            r.problem(p.clone(), format!("inode record says {} but is stored as {ino}", i.ino));
+            r.problem(
+                p.clone(),
+                format!("inode record says {} but is stored as {ino}", i.ino),
+            );
         }
         if ino != InodeNo::ROOT && !refs.contains_key(&ino) {
             r.problem(p.clone(), "inode not reachable from the root (orphan)");
@@ -374,7 +452,10 @@ fn check_state(s: &MetaState, lsn: Lsn, packs: &HashMap<ChunkId, Vec<PackId>>, r
             refs.get(&ino).copied().unwrap_or(0)
         };
         if i.nlink != want {
-            r.problem(p.clone(), format!("link count {} but {} links exist", i.nlink, want));
+            r.problem(
+                p.clone(),
+                format!("link count {} but {} links exist", i.nlink, want),
+            );
         }
         if i.kind != FileKind::Dir && s.dirs.contains_key(&ino) {
             r.problem(p.clone(), "non-directory has directory entries");
@@ -384,25 +465,50 @@ fn check_state(s: &MetaState, lsn: Lsn, packs: &HashMap<ChunkId, Vec<PackId>>, r
             r.problem(p.clone(), "non-regular file has data extents");
         }
         if i.kind == FileKind::Symlink && i.size != i.target.len() as u64 {
-            r.problem(p.clone(), format!("symlink size {} but target is {} bytes", i.size, i.target.len()));
+            r.problem(
+                p.clone(),
+                format!(
+                    "symlink size {} but target is {} bytes",
+                    i.size,
+                    i.target.len()
+                ),
+            );
         }
         let mut end = 0u64;
         for x in extents {
             if x.file_off < end {
-                r.problem(p.clone(), format!("extent at {} overlaps the previous one", x.file_off));
+                r.problem(
+                    p.clone(),
+                    format!("extent at {} overlaps the previous one", x.file_off),
+                );
             }
             end = x.file_off + x.len as u64;
             match s.chunks.get(&x.chunk) {
-                None => r.problem(p.clone(), format!("chunk {} at file offset {} is not in the chunk index", x.chunk, x.file_off)),
+                None => r.problem(
+                    p.clone(),
+                    format!(
+                        "chunk {} at file offset {} is not in the chunk index",
+                        x.chunk, x.file_off
+                    ),
+                ),
                 Some(c) => {
                     if x.chunk_off as u64 + x.len as u64 > c.raw_len as u64 {
-                        r.problem(p.clone(), format!("extent at {} reaches past the end of chunk {}", x.file_off, x.chunk));
+                        r.problem(
+                            p.clone(),
+                            format!(
+                                "extent at {} reaches past the end of chunk {}",
+                                x.file_off, x.chunk
+                            ),
+                        );
                     }
                 }
             }
         }
         if end > i.size {
-            r.problem(p.clone(), format!("size {} but extents reach {end}", i.size));
+            r.problem(
+                p.clone(),
+                format!("size {} but extents reach {end}", i.size),
+            );
         }
     }
     let mut ids: Vec<_> = s.chunks.iter().collect();
@@ -410,8 +516,20 @@ fn check_state(s: &MetaState, lsn: Lsn, packs: &HashMap<ChunkId, Vec<PackId>>, r
     for (id, c) in ids {
         match packs.get(id) {
             Some(in_packs) if in_packs.contains(&c.pack) => {}
-            Some(_) => r.problem(format!("chunk {id}"), format!("indexed in pack {} but only a valid copy exists elsewhere", c.pack)),
-            None => r.problem(format!("chunk {id}"), format!("indexed in pack {} but no valid copy exists (missing or damaged)", c.pack)),
+            Some(_) => r.problem(
+                format!("chunk {id}"),
+                format!(
+                    "indexed in pack {} but only a valid copy exists elsewhere",
+                    c.pack
+                ),
+            ),
+            None => r.problem(
+                format!("chunk {id}"),
+                format!(
+                    "indexed in pack {} but no valid copy exists (missing or damaged)",
+                    c.pack
+                ),
+            ),
         }
     }
 }

@@ -52,10 +52,16 @@ pub struct Timestamp {
 impl Timestamp {
     pub fn now() -> Timestamp {
         match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => Timestamp { secs: d.as_secs() as i64, nsecs: d.subsec_nanos() },
+            Ok(d) => Timestamp {
+                secs: d.as_secs() as i64,
+                nsecs: d.subsec_nanos(),
+            },
             Err(e) => {
                 let d = e.duration();
-                Timestamp { secs: -(d.as_secs() as i64), nsecs: 0 }
+                Timestamp {
+                    secs: -(d.as_secs() as i64),
+                    nsecs: 0,
+                }
             }
         }
     }
@@ -131,7 +137,11 @@ pub enum Op {
     /// Remove an inode and its extents.
     DeleteInode(InodeNo),
     /// Add or replace the entry `name` in directory `parent`.
-    Link { parent: InodeNo, name: Vec<u8>, ino: InodeNo },
+    Link {
+        parent: InodeNo,
+        name: Vec<u8>,
+        ino: InodeNo,
+    },
     /// Remove the entry `name` from `parent`.
     Unlink { parent: InodeNo, name: Vec<u8> },
     /// Replace a file's whole extent list.
@@ -168,7 +178,10 @@ impl MetaState {
                 self.extents.remove(ino);
             }
             Op::Link { parent, name, ino } => {
-                self.dirs.entry(*parent).or_default().insert(name.clone(), *ino);
+                self.dirs
+                    .entry(*parent)
+                    .or_default()
+                    .insert(name.clone(), *ino);
             }
             Op::Unlink { parent, name } => {
                 if let Some(d) = self.dirs.get_mut(parent) {
@@ -208,17 +221,27 @@ impl MetaState {
         for ino in &inos {
             if let Some(d) = self.dirs.get(ino) {
                 for (name, child) in d {
-                    ops.push(Op::Link { parent: *ino, name: name.clone(), ino: *child });
+                    ops.push(Op::Link {
+                        parent: *ino,
+                        name: name.clone(),
+                        ino: *child,
+                    });
                 }
             }
             if let Some(x) = self.extents.get(ino) {
-                ops.push(Op::SetExtents { ino: *ino, extents: x.clone() });
+                ops.push(Op::SetExtents {
+                    ino: *ino,
+                    extents: x.clone(),
+                });
             }
         }
         let mut chunks: Vec<_> = self.chunks.iter().collect();
         chunks.sort_by_key(|(id, _)| **id);
         for (id, entry) in chunks {
-            ops.push(Op::AddChunk { id: *id, entry: *entry });
+            ops.push(Op::AddChunk {
+                id: *id,
+                entry: *entry,
+            });
         }
         ops
     }
@@ -228,8 +251,15 @@ impl StateMachine for MetaState {
     fn empty() -> Self {
         // The root directory exists in every store from lsn 0 on; its attributes are replaced by
         // the first record `init` writes.
-        let mut s = MetaState { next_ino: 2, ..Default::default() };
-        s.apply_op(&Op::PutInode(Inode::new(InodeNo::ROOT, FileKind::Dir, 0o755)));
+        let mut s = MetaState {
+            next_ino: 2,
+            ..Default::default()
+        };
+        s.apply_op(&Op::PutInode(Inode::new(
+            InodeNo::ROOT,
+            FileKind::Dir,
+            0o755,
+        )));
         s
     }
 
@@ -252,7 +282,10 @@ impl StateMachine for MetaState {
             return Err("checkpoint body too short".into());
         }
         let (ops, tail) = bytes.split_at(bytes.len() - 8);
-        let mut s = MetaState { next_ino: 2, ..Default::default() };
+        let mut s = MetaState {
+            next_ino: 2,
+            ..Default::default()
+        };
         for op in enc::decode_ops(ops)? {
             s.apply_op(&op);
         }
@@ -290,7 +323,12 @@ pub fn components(path: &str) -> Result<Vec<&[u8]>, Error> {
     for c in path.split('/') {
         match c {
             "" | "." => continue,
-            ".." => return Err(Error::InvalidPath { path: path.into(), reason: "'..' is not allowed".into() }),
+            ".." => {
+                return Err(Error::InvalidPath {
+                    path: path.into(),
+                    reason: "'..' is not allowed".into(),
+                })
+            }
             c if c.len() > NAME_MAX => return Err(Error::NameTooLong { path: path.into() }),
             c => out.push(c.as_bytes()),
         }
@@ -386,11 +424,15 @@ impl<'a> Tx<'a> {
     pub fn resolve(&self, path: &str) -> Result<InodeNo, Error> {
         let mut cur = InodeNo::ROOT;
         for c in components(path)? {
-            let dir = self.inode(cur).ok_or_else(|| Error::NotFound { path: path.into() })?;
+            let dir = self
+                .inode(cur)
+                .ok_or_else(|| Error::NotFound { path: path.into() })?;
             if dir.kind != FileKind::Dir {
                 return Err(Error::NotADirectory { path: path.into() });
             }
-            cur = self.lookup(cur, c).ok_or_else(|| Error::NotFound { path: path.into() })?;
+            cur = self
+                .lookup(cur, c)
+                .ok_or_else(|| Error::NotFound { path: path.into() })?;
         }
         Ok(cur)
     }
@@ -399,17 +441,27 @@ impl<'a> Tx<'a> {
     pub fn entry(&self, path: &str) -> Result<Entry, Error> {
         let comps = components(path)?;
         let Some((last, dirs)) = comps.split_last() else {
-            return Err(Error::InvalidPath { path: path.into(), reason: "the root has no name".into() });
+            return Err(Error::InvalidPath {
+                path: path.into(),
+                reason: "the root has no name".into(),
+            });
         };
         let mut cur = InodeNo::ROOT;
         for c in dirs {
-            cur = self.lookup(cur, c).ok_or_else(|| Error::NotFound { path: path.into() })?;
-            let i = self.inode(cur).ok_or_else(|| Error::NotFound { path: path.into() })?;
+            cur = self
+                .lookup(cur, c)
+                .ok_or_else(|| Error::NotFound { path: path.into() })?;
+            let i = self
+                .inode(cur)
+                .ok_or_else(|| Error::NotFound { path: path.into() })?;
             if i.kind != FileKind::Dir {
                 return Err(Error::NotADirectory { path: path.into() });
             }
         }
-        Ok(Entry { parent: cur, name: last.to_vec() })
+        Ok(Entry {
+            parent: cur,
+            name: last.to_vec(),
+        })
     }
 
     fn alloc_ino(&mut self) -> InodeNo {
@@ -438,7 +490,11 @@ impl<'a> Tx<'a> {
         proto.nlink = if proto.kind == FileKind::Dir { 2 } else { 1 };
         let is_dir = proto.kind == FileKind::Dir;
         self.push(Op::PutInode(proto));
-        self.push(Op::Link { parent: at.parent, name: at.name.clone(), ino });
+        self.push(Op::Link {
+            parent: at.parent,
+            name: at.name.clone(),
+            ino,
+        });
         self.touch_dir(at.parent, if is_dir { 1 } else { 0 });
         Ok(ino)
     }
@@ -452,14 +508,21 @@ impl<'a> Tx<'a> {
             sofar.push_str(&String::from_utf8_lossy(c));
             cur = match self.lookup(cur, c) {
                 Some(ino) => {
-                    let i = self.inode(ino).ok_or_else(|| Error::NotFound { path: sofar.clone() })?;
+                    let i = self.inode(ino).ok_or_else(|| Error::NotFound {
+                        path: sofar.clone(),
+                    })?;
                     if i.kind != FileKind::Dir {
-                        return Err(Error::NotADirectory { path: sofar.clone() });
+                        return Err(Error::NotADirectory {
+                            path: sofar.clone(),
+                        });
                     }
                     ino
                 }
                 None => {
-                    let at = Entry { parent: cur, name: c.to_vec() };
+                    let at = Entry {
+                        parent: cur,
+                        name: c.to_vec(),
+                    };
                     self.create(&at, &sofar, Inode::new(InodeNo(0), FileKind::Dir, perm))?
                 }
             };
@@ -469,7 +532,9 @@ impl<'a> Tx<'a> {
 
     /// Drop one link to `ino`; the inode goes when its last link does.
     fn drop_link(&mut self, ino: InodeNo) {
-        let Some(mut i) = self.inode(ino).cloned() else { return };
+        let Some(mut i) = self.inode(ino).cloned() else {
+            return;
+        };
         if i.kind == FileKind::Dir || i.nlink <= 1 {
             self.push(Op::DeleteInode(ino));
         } else {
@@ -481,8 +546,13 @@ impl<'a> Tx<'a> {
 
     /// Remove the entry at `at` (`rm`, or `rmdir` when `allow_dir` and the directory is empty).
     pub fn remove(&mut self, at: &Entry, path: &str, allow_dir: bool) -> Result<(), Error> {
-        let ino = self.lookup(at.parent, &at.name).ok_or_else(|| Error::NotFound { path: path.into() })?;
-        let kind = self.inode(ino).map(|i| i.kind).ok_or_else(|| Error::NotFound { path: path.into() })?;
+        let ino = self
+            .lookup(at.parent, &at.name)
+            .ok_or_else(|| Error::NotFound { path: path.into() })?;
+        let kind = self
+            .inode(ino)
+            .map(|i| i.kind)
+            .ok_or_else(|| Error::NotFound { path: path.into() })?;
         if kind == FileKind::Dir {
             if !allow_dir {
                 return Err(Error::IsADirectory { path: path.into() });
@@ -491,7 +561,10 @@ impl<'a> Tx<'a> {
                 return Err(Error::NotEmpty { path: path.into() });
             }
         }
-        self.push(Op::Unlink { parent: at.parent, name: at.name.clone() });
+        self.push(Op::Unlink {
+            parent: at.parent,
+            name: at.name.clone(),
+        });
         self.drop_link(ino);
         self.touch_dir(at.parent, if kind == FileKind::Dir { -1 } else { 0 });
         Ok(())
@@ -499,10 +572,15 @@ impl<'a> Tx<'a> {
 
     /// Remove a whole subtree (`rm -r`), deepest entries first.
     pub fn remove_tree(&mut self, at: &Entry, path: &str) -> Result<(), Error> {
-        let ino = self.lookup(at.parent, &at.name).ok_or_else(|| Error::NotFound { path: path.into() })?;
+        let ino = self
+            .lookup(at.parent, &at.name)
+            .ok_or_else(|| Error::NotFound { path: path.into() })?;
         if self.inode(ino).map(|i| i.kind) == Some(FileKind::Dir) {
             for (name, _) in self.children(ino) {
-                let child = Entry { parent: ino, name: name.clone() };
+                let child = Entry {
+                    parent: ino,
+                    name: name.clone(),
+                };
                 let cpath = format!("{path}/{}", String::from_utf8_lossy(&name));
                 self.remove_tree(&child, &cpath)?;
             }
@@ -531,9 +609,24 @@ impl<'a> Tx<'a> {
     }
 
     /// `rename(2)`: move the entry `from` to `to`, replacing a compatible target.
-    pub fn rename(&mut self, from: &Entry, from_path: &str, to: &Entry, to_path: &str) -> Result<(), Error> {
-        let ino = self.lookup(from.parent, &from.name).ok_or_else(|| Error::NotFound { path: from_path.into() })?;
-        let kind = self.inode(ino).map(|i| i.kind).ok_or_else(|| Error::NotFound { path: from_path.into() })?;
+    pub fn rename(
+        &mut self,
+        from: &Entry,
+        from_path: &str,
+        to: &Entry,
+        to_path: &str,
+    ) -> Result<(), Error> {
+        let ino = self
+            .lookup(from.parent, &from.name)
+            .ok_or_else(|| Error::NotFound {
+                path: from_path.into(),
+            })?;
+        let kind = self
+            .inode(ino)
+            .map(|i| i.kind)
+            .ok_or_else(|| Error::NotFound {
+                path: from_path.into(),
+            })?;
         if from.parent == to.parent && from.name == to.name {
             return Ok(());
         }
@@ -551,11 +644,21 @@ impl<'a> Tx<'a> {
             }
             let ek = self.inode(existing).map(|i| i.kind);
             match (kind == FileKind::Dir, ek == Some(FileKind::Dir)) {
-                (true, false) => return Err(Error::NotADirectory { path: to_path.into() }),
-                (false, true) => return Err(Error::IsADirectory { path: to_path.into() }),
+                (true, false) => {
+                    return Err(Error::NotADirectory {
+                        path: to_path.into(),
+                    })
+                }
+                (false, true) => {
+                    return Err(Error::IsADirectory {
+                        path: to_path.into(),
+                    })
+                }
                 (true, true) => {
                     if !self.children(existing).is_empty() {
-                        return Err(Error::NotEmpty { path: to_path.into() });
+                        return Err(Error::NotEmpty {
+                            path: to_path.into(),
+                        });
                     }
                     dir_delta_to -= 1;
                 }
@@ -563,8 +666,15 @@ impl<'a> Tx<'a> {
             }
             self.drop_link(existing);
         }
-        self.push(Op::Unlink { parent: from.parent, name: from.name.clone() });
-        self.push(Op::Link { parent: to.parent, name: to.name.clone(), ino });
+        self.push(Op::Unlink {
+            parent: from.parent,
+            name: from.name.clone(),
+        });
+        self.push(Op::Link {
+            parent: to.parent,
+            name: to.name.clone(),
+            ino,
+        });
         let is_dir = kind == FileKind::Dir;
         if from.parent == to.parent {
             self.touch_dir(from.parent, dir_delta_to);
@@ -580,18 +690,34 @@ impl<'a> Tx<'a> {
     }
 
     /// `link(2)`: a new name for an existing non-directory inode.
-    pub fn link(&mut self, ino: InodeNo, src_path: &str, to: &Entry, to_path: &str) -> Result<(), Error> {
-        let mut i = self.inode(ino).cloned().ok_or_else(|| Error::NotFound { path: src_path.into() })?;
+    pub fn link(
+        &mut self,
+        ino: InodeNo,
+        src_path: &str,
+        to: &Entry,
+        to_path: &str,
+    ) -> Result<(), Error> {
+        let mut i = self.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+            path: src_path.into(),
+        })?;
         if i.kind == FileKind::Dir {
-            return Err(Error::IsADirectory { path: src_path.into() });
+            return Err(Error::IsADirectory {
+                path: src_path.into(),
+            });
         }
         if self.lookup(to.parent, &to.name).is_some() {
-            return Err(Error::Exists { path: to_path.into() });
+            return Err(Error::Exists {
+                path: to_path.into(),
+            });
         }
         i.nlink += 1;
         i.ctime = Timestamp::now();
         self.push(Op::PutInode(i));
-        self.push(Op::Link { parent: to.parent, name: to.name.clone(), ino });
+        self.push(Op::Link {
+            parent: to.parent,
+            name: to.name.clone(),
+            ino,
+        });
         self.touch_dir(to.parent, 0);
         Ok(())
     }
@@ -614,12 +740,21 @@ impl<'a> Tx<'a> {
 
     /// Write a regular file at `at`: a new inode with these extents. An existing regular file there
     /// is replaced atomically (the old inode loses that link); anything else there is an error.
-    pub fn write_file(&mut self, at: &Entry, path: &str, proto: Inode, extents: Vec<Extent>) -> Result<InodeNo, Error> {
+    pub fn write_file(
+        &mut self,
+        at: &Entry,
+        path: &str,
+        proto: Inode,
+        extents: Vec<Extent>,
+    ) -> Result<InodeNo, Error> {
         if let Some(old) = self.lookup(at.parent, &at.name) {
             match self.inode(old).map(|i| i.kind) {
                 Some(FileKind::Dir) => return Err(Error::IsADirectory { path: path.into() }),
                 _ => {
-                    self.push(Op::Unlink { parent: at.parent, name: at.name.clone() });
+                    self.push(Op::Unlink {
+                        parent: at.parent,
+                        name: at.name.clone(),
+                    });
                     self.drop_link(old);
                 }
             }
@@ -631,16 +766,20 @@ impl<'a> Tx<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    fn commit(s: &mut MetaState, f: impl FnOnce(&mut Tx<'_>) -> Result<(), Error>) -> Result<(), Error> {
+    fn commit(
+        s: &mut MetaState,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let payload = {
             let mut tx = Tx::new(s);
             f(&mut tx)?;
             tx.finish()
         };
-        s.apply(Lsn(1), &payload).map_err(|e| Error::Internal(e))?;
+        s.apply(Lsn(1), &payload).map_err(Error::Internal)?;
         Ok(())
     }
 
@@ -652,7 +791,13 @@ mod tests {
         assert_eq!(root.nlink, 3);
         commit(&mut s, |tx| {
             let at = tx.entry("/a/f")?;
-            tx.write_file(&at, "/a/f", Inode::new(InodeNo(0), FileKind::File, 0o644), vec![]).map(|_| ())
+            tx.write_file(
+                &at,
+                "/a/f",
+                Inode::new(InodeNo(0), FileKind::File, 0o644),
+                vec![],
+            )
+            .map(|_| ())
         })
         .unwrap();
         commit(&mut s, |tx| {
@@ -661,7 +806,9 @@ mod tests {
             tx.link(ino, "/a/f", &to, "/a/b/g")
         })
         .unwrap();
-        let f = s.lookup(s.lookup(InodeNo::ROOT, b"a").unwrap(), b"f").unwrap();
+        let f = s
+            .lookup(s.lookup(InodeNo::ROOT, b"a").unwrap(), b"f")
+            .unwrap();
         assert_eq!(s.inodes[&f].nlink, 2);
         // rmdir of a non-empty dir fails, mkdir of an existing name fails.
         let err = commit(&mut s, |tx| {
@@ -671,7 +818,8 @@ mod tests {
         assert!(matches!(err, Err(Error::NotEmpty { .. })));
         let err = commit(&mut s, |tx| {
             let at = tx.entry("/a")?;
-            tx.create(&at, "/a", Inode::new(InodeNo(0), FileKind::Dir, 0o755)).map(|_| ())
+            tx.create(&at, "/a", Inode::new(InodeNo(0), FileKind::Dir, 0o755))
+                .map(|_| ())
         });
         assert!(matches!(err, Err(Error::Exists { .. })));
         // Moving a directory into itself fails.
@@ -697,12 +845,23 @@ mod tests {
             tx.mkdir_p("/x/y", 0o700)?;
             let at = tx.entry("/x/y/z")?;
             let id = ChunkId(42);
-            tx.add_chunk(id, ChunkEntry { pack: PackId(7), raw_len: 10 });
+            tx.add_chunk(
+                id,
+                ChunkEntry {
+                    pack: PackId(7),
+                    raw_len: 10,
+                },
+            );
             tx.write_file(
                 &at,
                 "/x/y/z",
                 Inode::new(InodeNo(0), FileKind::File, 0o600),
-                vec![Extent { file_off: 0, chunk: id, chunk_off: 0, len: 10 }],
+                vec![Extent {
+                    file_off: 0,
+                    chunk: id,
+                    chunk_off: 0,
+                    len: 10,
+                }],
             )
             .map(|_| ())
         })

@@ -35,21 +35,20 @@ pub struct RecoverReport {
     pub problems: Vec<String>,
 }
 
-fn coord<E: std::fmt::Display>(e: E) -> Error {
-    Error::Coordination(e.to_string())
-}
-
 /// Clean up after every dead process. Errors only if the store cannot be read at all; anything
 /// that cannot be settled is listed in `problems` and left as it was.
 pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
     let layout = store.layout().clone();
     let cfg = store.config().clone();
-    let lcfg = LeaseConfig { timeout: cfg.lease_timeout(), heartbeat_interval: cfg.heartbeat() };
+    let lcfg = LeaseConfig {
+        timeout: cfg.lease_timeout(),
+        heartbeat_interval: cfg.heartbeat(),
+    };
     let me = store.lease().id().clone();
     let mut report = RecoverReport::default();
     let now = SystemTime::now();
 
-    for entry in lease::list(&layout.leases()).map_err(coord)? {
+    for entry in lease::list(&layout.leases()).map_err(Error::coordination)? {
         if entry.id == me {
             continue;
         }
@@ -61,10 +60,14 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
                 }
                 // Claim under the log lock: every commit of the dead process either happened
                 // before this point or is refused by the fence check ([FENCE-1]).
-                let res = store.log().exclusive(|_| lease::claim(&layout.leases(), &entry.id, &me))?;
-                match res.map_err(coord)? {
+                let res = store
+                    .log()
+                    .exclusive(|_| lease::claim(&layout.leases(), &entry.id, &me))?;
+                match res.map_err(Error::coordination)? {
                     Some(c) => {
-                        report.leases_cleaned.push((entry.id.to_string(), format!("{l:?}")));
+                        report
+                            .leases_cleaned
+                            .push((entry.id.to_string(), format!("{l:?}")));
                         c
                     }
                     None => continue,
@@ -76,7 +79,10 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
                 }
                 match lease::reclaim_abandoned(&layout.leases(), &entry.id, cleaner, &me) {
                     Ok(Some(c)) => {
-                        report.leases_cleaned.push((entry.id.to_string(), format!("abandoned by cleaner {cleaner}")));
+                        report.leases_cleaned.push((
+                            entry.id.to_string(),
+                            format!("abandoned by cleaner {cleaner}"),
+                        ));
                         c
                     }
                     Ok(None) => continue,
@@ -90,7 +96,9 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
                 if !entry.liveness(&lcfg, now).is_dead() {
                     continue;
                 }
-                match lease::claim_partial(&layout.leases(), &entry.id, &me).map_err(coord)? {
+                match lease::claim_partial(&layout.leases(), &entry.id, &me)
+                    .map_err(Error::coordination)?
+                {
                     Some(c) => c,
                     None => continue,
                 }
@@ -100,31 +108,44 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
     }
 
     let is_dead = |id: &LeaseId| !lease::is_live_lease(&layout.leases(), id);
-    let m = manifest::recover(&layout.manifests(), &is_dead).map_err(coord)?;
+    let m = manifest::recover(&layout.manifests(), &is_dead).map_err(Error::coordination)?;
     report.manifests_rolled_forward += m.rolled_forward.len();
     report.manifests_rolled_back += m.rolled_back.len();
     for p in m.problems {
-        report.problems.push(format!("manifest {}: {}", p.id.as_str(), p.reason));
+        report
+            .problems
+            .push(format!("manifest {}: {}", p.id.as_str(), p.reason));
     }
 
-    for t in two_phase::recover(&layout.twopc(), &is_dead).map_err(coord)? {
+    for t in two_phase::recover(&layout.twopc(), &is_dead).map_err(Error::coordination)? {
         let Ok(decision) = &t.decision else {
-            report.problems.push(format!("two-phase commit {}: {:?}", t.txn, t.decision));
+            report
+                .problems
+                .push(format!("two-phase commit {}: {:?}", t.txn, t.decision));
             continue;
         };
-        let kind = t.proposal.as_ref().map(|p| p.kind.clone()).unwrap_or_default();
+        let kind = t
+            .proposal
+            .as_ref()
+            .map(|p| p.kind.clone())
+            .unwrap_or_default();
         // A committed log truncation of a dead coordinator is finished here; it is idempotent.
         if let (Some(p), false, true) = (&t.proposal, t.done, decision.is_commit()) {
             if p.kind == PROPOSAL_LOG_TRUNCATE {
                 if let Some(lsn) = p.payload.get("lsn").and_then(|v| v.as_u64()) {
-                    for seg in store.log().segments_covered_by(verfs_coordination::txlog::Lsn(lsn))? {
+                    for seg in store
+                        .log()
+                        .segments_covered_by(verfs_coordination::txlog::Lsn(lsn))?
+                    {
                         let _ = fs::remove_file(seg);
                     }
                 }
             }
         }
-        report.two_phase_decided.push(format!("{} {kind} -> {decision:?}", t.txn));
-        two_phase::finish(&layout.twopc(), &t.txn).map_err(coord)?;
+        report
+            .two_phase_decided
+            .push(format!("{} {kind} -> {decision:?}", t.txn));
+        two_phase::finish(&layout.twopc(), &t.txn).map_err(Error::coordination)?;
     }
 
     // A dead writer's torn log tail: the next commit would cut it; do it now so fsck is clean.
@@ -138,9 +159,15 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
 /// cleaner got it first.
 pub fn clean_lease(store: &Store, id: &LeaseId) -> Result<bool, Error> {
     let cfg = store.config();
-    let lcfg = LeaseConfig { timeout: cfg.lease_timeout(), heartbeat_interval: cfg.heartbeat() };
+    let lcfg = LeaseConfig {
+        timeout: cfg.lease_timeout(),
+        heartbeat_interval: cfg.heartbeat(),
+    };
     let leases = store.layout().leases();
-    let Some(entry) = lease::list(&leases).map_err(coord)?.into_iter().find(|e| &e.id == id && e.state == LeaseState::Live)
+    let Some(entry) = lease::list(&leases)
+        .map_err(Error::coordination)?
+        .into_iter()
+        .find(|e| &e.id == id && e.state == LeaseState::Live)
     else {
         return Ok(false);
     };
@@ -148,7 +175,11 @@ pub fn clean_lease(store: &Store, id: &LeaseId) -> Result<bool, Error> {
         return Ok(false);
     }
     let me = store.lease().id().clone();
-    let Some(claimed) = store.log().exclusive(|_| lease::claim(&leases, id, &me))?.map_err(coord)? else {
+    let Some(claimed) = store
+        .log()
+        .exclusive(|_| lease::claim(&leases, id, &me))?
+        .map_err(Error::coordination)?
+    else {
         return Ok(false);
     };
     let mut report = RecoverReport::default();
@@ -172,9 +203,13 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
             for a in p.pending {
                 match a.kind.as_str() {
                     ACTION_OPEN_PACK => {
-                        let Some(id) = std::str::from_utf8(&a.payload).ok().and_then(|s| s.parse::<PackId>().ok())
+                        let Some(id) = std::str::from_utf8(&a.payload)
+                            .ok()
+                            .and_then(|s| s.parse::<PackId>().ok())
                         else {
-                            report.problems.push(format!("open-pack action with bad payload {:?}", a.payload));
+                            report
+                                .problems
+                                .push(format!("open-pack action with bad payload {:?}", a.payload));
                             continue;
                         };
                         seal_dead_pack(&packs, id, report)?;
@@ -190,7 +225,7 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
     }
     // Only a fully cleaned lease is removed; otherwise it stays claimed for a later attempt.
     if report.problems.len() == problems_before {
-        claimed.finish().map_err(coord)?;
+        claimed.finish().map_err(Error::coordination)?;
     }
     Ok(())
 }
@@ -221,14 +256,24 @@ fn seal_dead_pack(packs: &Path, id: PackId, report: &mut RecoverReport) -> Resul
 fn remove_dead_temps(store: &Store, cfg: &LeaseConfig, report: &mut RecoverReport) {
     let l = store.layout();
     let min_age = cfg.timeout.max(Duration::from_secs(1));
-    for dir in [l.root.clone(), l.checkpoints(), l.packs(), l.log(), l.leases(), l.twopc(), l.manifests()] {
+    for dir in [
+        l.root.clone(),
+        l.checkpoints(),
+        l.packs(),
+        l.log(),
+        l.leases(),
+        l.twopc(),
+        l.manifests(),
+    ] {
         let Ok(rd) = fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !fsutil::is_temp_name(&name) {
                 continue;
             }
-            let Some(pid) = fsutil::temp_name_pid(&name) else { continue };
+            let Some(pid) = fsutil::temp_name_pid(&name) else {
+                continue;
+            };
             let running = Path::new(&format!("/proc/{pid}")).exists();
             let old = e
                 .metadata()
@@ -238,7 +283,9 @@ fn remove_dead_temps(store: &Store, cfg: &LeaseConfig, report: &mut RecoverRepor
                 .map(|a| a >= min_age)
                 .unwrap_or(false);
             if !running && old && fs::remove_file(e.path()).is_ok() {
-                report.temp_files_removed.push(e.path().display().to_string());
+                report
+                    .temp_files_removed
+                    .push(e.path().display().to_string());
             }
         }
     }

@@ -50,7 +50,10 @@ pub struct OpenOptions {
 
 impl OpenOptions {
     pub fn new(kind: &str) -> OpenOptions {
-        OpenOptions { kind: kind.to_string(), on_fenced: None }
+        OpenOptions {
+            kind: kind.to_string(),
+            on_fenced: None,
+        }
     }
 }
 
@@ -62,7 +65,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &Path) -> Layout {
-        Layout { root: root.to_path_buf() }
+        Layout {
+            root: root.to_path_buf(),
+        }
     }
     pub fn format(&self) -> PathBuf {
         self.root.join(FORMAT_FILE)
@@ -94,14 +99,24 @@ impl Layout {
         let root = &self.root;
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(Error::NotAStore { path: root.clone(), reason: "not a directory".into() }),
+            Ok(_) => {
+                return Err(Error::NotAStore {
+                    path: root.clone(),
+                    reason: "not a directory".into(),
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotAStore {
                     path: root.clone(),
                     reason: "no such directory (create one with `verfs init`)".into(),
                 })
             }
-            Err(source) => return Err(Error::Io { path: root.clone(), source }),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: root.clone(),
+                    source,
+                })
+            }
         }
         let fpath = self.format();
         let bytes = match fs::read(&fpath) {
@@ -112,7 +127,12 @@ impl Layout {
                     reason: format!("no {FORMAT_FILE} file (create a store with `verfs init`)"),
                 })
             }
-            Err(source) => return Err(Error::Io { path: fpath, source }),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: fpath,
+                    source,
+                })
+            }
         };
         let ff = FormatFile::decode(&fpath, &bytes).map_err(|reason| Error::Corrupt {
             path: fpath.clone(),
@@ -120,7 +140,11 @@ impl Layout {
             reason,
         })?;
         if ff.version != FORMAT_VERSION {
-            return Err(Error::WrongVersion { path: root.clone(), found: ff.version, supported: FORMAT_VERSION });
+            return Err(Error::WrongVersion {
+                path: root.clone(),
+                found: ff.version,
+                supported: FORMAT_VERSION,
+            });
         }
         Ok(ff)
     }
@@ -168,7 +192,10 @@ pub struct Store {
 }
 
 fn lease_config(cfg: &Config) -> LeaseConfig {
-    LeaseConfig { timeout: cfg.lease_timeout(), heartbeat_interval: cfg.heartbeat() }
+    LeaseConfig {
+        timeout: cfg.lease_timeout(),
+        heartbeat_interval: cfg.heartbeat(),
+    }
 }
 
 fn commit_err(e: CommitError<Error>) -> Error {
@@ -188,13 +215,23 @@ impl Store {
     pub fn init(root: &Path) -> Result<FormatFile, Error> {
         let layout = Layout::new(root);
         if layout.format().exists() {
-            return Err(Error::Exists { path: format!("{} (already a verfs store)", root.display()) });
+            return Err(Error::Exists {
+                path: format!("{} (already a verfs store)", root.display()),
+            });
         }
         match fs::read_dir(root) {
             Ok(mut rd) => {
                 if let Some(Ok(e)) = rd.next() {
                     // A half-finished init (no FORMAT, our own folders) may be completed.
-                    let ours = [CONFIG_FILE, LOG_DIR, CHECKPOINT_DIR, PACK_DIR, LEASE_DIR, MANIFEST_DIR, TWOPC_DIR];
+                    let ours = [
+                        CONFIG_FILE,
+                        LOG_DIR,
+                        CHECKPOINT_DIR,
+                        PACK_DIR,
+                        LEASE_DIR,
+                        MANIFEST_DIR,
+                        TWOPC_DIR,
+                    ];
                     let all_ours = fs::read_dir(root)
                         .map_err(Error::io(root))?
                         .filter_map(|e| e.ok())
@@ -211,11 +248,24 @@ impl Store {
                 fs::create_dir_all(root).map_err(Error::io(root))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                return Err(Error::NotADirectory { path: root.display().to_string() })
+                return Err(Error::NotADirectory {
+                    path: root.display().to_string(),
+                })
             }
-            Err(source) => return Err(Error::Io { path: root.into(), source }),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: root.into(),
+                    source,
+                })
+            }
         }
-        for d in [layout.checkpoints(), layout.packs(), layout.leases(), layout.manifests(), layout.twopc()] {
+        for d in [
+            layout.checkpoints(),
+            layout.packs(),
+            layout.leases(),
+            layout.manifests(),
+            layout.twopc(),
+        ] {
             fs::create_dir_all(&d).map_err(Error::io(&d))?;
         }
         if !layout.log().join("LOCK").exists() {
@@ -228,19 +278,28 @@ impl Store {
         let now = std::time::SystemTime::now();
         let dead = |id: &verfs_coordination::lease::LeaseId| {
             verfs_coordination::lease::list(&leases)
-                .map(|v| v.iter().all(|e| &e.id != id || e.liveness(&lcfg, now).is_dead()))
+                .map(|v| {
+                    v.iter()
+                        .all(|e| &e.id != id || e.liveness(&lcfg, now).is_dead())
+                })
                 .unwrap_or(false)
         };
-        verfs_coordination::manifest::recover(&layout.manifests(), &dead).map_err(coord_err)?;
+        verfs_coordination::manifest::recover(&layout.manifests(), &dead)
+            .map_err(Error::coordination)?;
         // config.toml and FORMAT appear together or not at all: a manifest under an init lease
         // ([STORE-2]). FORMAT is what makes the directory a store.
-        let lease = Lease::acquire(&layout.leases(), "init", lcfg).map_err(coord_err)?;
-        let ff = FormatFile { version: FORMAT_VERSION, uuid: rand::random() };
+        let lease = Lease::acquire(&layout.leases(), "init", lcfg).map_err(Error::coordination)?;
+        let ff = FormatFile {
+            version: FORMAT_VERSION,
+            uuid: rand::random(),
+        };
         let mut m = verfs_coordination::manifest::Manifest::begin(&layout.manifests(), lease.id());
-        m.stage(&layout.config(), DEFAULT_TOML.as_bytes()).map_err(coord_err)?;
-        m.stage(&layout.format(), &ff.encode()).map_err(coord_err)?;
-        m.commit().map_err(coord_err)?;
-        lease.release().map_err(coord_err)?;
+        m.stage(&layout.config(), DEFAULT_TOML.as_bytes())
+            .map_err(Error::coordination)?;
+        m.stage(&layout.format(), &ff.encode())
+            .map_err(Error::coordination)?;
+        m.commit().map_err(Error::coordination)?;
+        lease.release().map_err(Error::coordination)?;
         Ok(ff)
     }
 
@@ -254,13 +313,15 @@ impl Store {
         let cfg = Config::load(&layout.config())?;
         let lease = Arc::new(
             Lease::acquire(&layout.leases(), &opts.kind, lease_config(&cfg))
-                .map_err(|e| Error::Coordination(e.to_string()))?,
+                .map_err(Error::coordination)?,
         );
         let fence_lease = lease.clone();
         let log = match TxLog::open(
             &layout.log(),
             &layout.checkpoints(),
-            LogConfig { segment_bytes: cfg.log.segment_size },
+            LogConfig {
+                segment_bytes: cfg.log.segment_size,
+            },
             Box::new(move || fence_lease.check_valid().map_err(|e| e.to_string())),
         ) {
             Ok(l) => Arc::new(l),
@@ -269,7 +330,7 @@ impl Store {
                 return Err(e.into());
             }
         };
-        let journal = Journal::open(lease.dir()).map_err(|e| Error::Coordination(e.to_string()))?;
+        let journal = Journal::open(lease.dir()).map_err(Error::coordination)?;
         let on_fenced = opts.on_fenced.unwrap_or_else(|| {
             Box::new(|| {
                 eprintln!(
@@ -283,7 +344,8 @@ impl Store {
         let tick_lease = lease.clone();
         let twopc = layout.twopc();
         let on_tick: Box<dyn Fn() + Send> = Box::new(move || {
-            let _ = two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| vote(&tick_log, p));
+            let _ =
+                two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| vote(&tick_log, p));
         });
         let keeper = Lease::start_keeper(lease.clone(), on_fenced, Some(on_tick))
             .map_err(|e| Error::Coordination(format!("starting the lease keeper: {e}")))?;
@@ -324,9 +386,16 @@ impl Store {
     /// Chunks this process appended and synced but has not indexed yet are indexed in the same
     /// record when `f` references them. With `durable`, returns only once the record is on disk.
     /// On error nothing was committed.
-    pub fn transact<T>(&self, durable: bool, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
-        let pending: HashMap<ChunkId, ChunkEntry> =
-            self.pending.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    pub fn transact<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let pending: HashMap<ChunkId, ChunkEntry> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let (lsn, (out, indexed)) = self
             .log
             .commit(|s| {
@@ -338,7 +407,9 @@ impl Store {
                         .ops()
                         .iter()
                         .filter_map(|op| match op {
-                            crate::meta::Op::SetExtents { extents, .. } => Some(extents.iter().map(|x| x.chunk)),
+                            crate::meta::Op::SetExtents { extents, .. } => {
+                                Some(extents.iter().map(|x| x.chunk))
+                            }
                             _ => None,
                         })
                         .flatten()
@@ -371,7 +442,10 @@ impl Store {
         Ok(self.log.sync_to(lsn)?)
     }
 
-    fn with_pack<R>(&self, f: impl FnOnce(&mut PackWriter) -> Result<R, Error>) -> Result<R, Error> {
+    fn with_pack<R>(
+        &self,
+        f: impl FnOnce(&mut PackWriter) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             // Journal first, then the file ([STORE-3]): a process killed in between leaves a
@@ -381,17 +455,23 @@ impl Store {
             let action = self
                 .journal
                 .begin(ACTION_OPEN_PACK, id.to_string().as_bytes())
-                .map_err(|e| Error::Coordination(e.to_string()))?;
-            let writer = match PackWriter::create_with_id(&self.layout.packs(), id, self.cfg.compression.zstd_level) {
+                .map_err(Error::coordination)?;
+            let writer = match PackWriter::create_with_id(
+                &self.layout.packs(),
+                id,
+                self.cfg.compression.zstd_level,
+            ) {
                 Ok(w) => w,
                 Err(e) => {
                     let _ = self.journal.end(action);
-                    return Err(pack_err(e));
+                    return Err(e.into());
                 }
             };
             *guard = Some(OpenPack { writer, action });
         }
-        let open = guard.as_mut().ok_or_else(|| Error::Internal("no open pack".into()))?;
+        let open = guard
+            .as_mut()
+            .ok_or_else(|| Error::Internal("no open pack".into()))?;
         f(&mut open.writer)
     }
 
@@ -399,7 +479,7 @@ impl Store {
     pub fn sync_pack(&self) -> Result<(), Error> {
         let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(open) = guard.as_mut() {
-            open.writer.sync().map_err(pack_err)?;
+            open.writer.sync().map_err(Error::from)?;
         }
         Ok(())
     }
@@ -407,7 +487,10 @@ impl Store {
     /// Seal the open pack if it grew past the target size (after a sync + commit).
     fn maybe_roll_pack(&self) -> Result<(), Error> {
         let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
-        let full = guard.as_ref().map(|o| o.writer.len() >= self.cfg.packs.target_size).unwrap_or(false);
+        let full = guard
+            .as_ref()
+            .map(|o| o.writer.len() >= self.cfg.packs.target_size)
+            .unwrap_or(false);
         if full {
             self.seal_locked(&mut guard)?;
         }
@@ -416,23 +499,32 @@ impl Store {
 
     fn seal_locked(&self, guard: &mut Option<OpenPack>) -> Result<(), Error> {
         if let Some(open) = guard.take() {
-            open.writer.seal().map_err(pack_err)?;
-            self.journal.end(open.action).map_err(|e| Error::Coordination(e.to_string()))?;
+            open.writer.seal().map_err(Error::from)?;
+            self.journal.end(open.action).map_err(Error::coordination)?;
         }
         Ok(())
     }
 
     /// Is this chunk stored (committed index, or appended by this process)?
     fn known_chunk(&self, id: ChunkId) -> Result<bool, Error> {
-        if self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id) {
+        if self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+        {
             return Ok(true);
         }
         self.read(|s| s.chunks.contains_key(&id))
     }
 
     /// Chunk, dedup and append a stream; returns its extents and size. Nothing is committed.
-    pub fn write_stream(&self, mut src: impl Read, report: &mut TransferReport) -> Result<(Vec<Extent>, u64), Error> {
-        let chunker = Chunker::new(&mut src, self.cfg.chunker()).map_err(|e| Error::Coordination(e.to_string()))?;
+    pub fn write_stream(
+        &self,
+        mut src: impl Read,
+        report: &mut TransferReport,
+    ) -> Result<(Vec<Extent>, u64), Error> {
+        let chunker = Chunker::new(&mut src, self.cfg.chunker()).map_err(Error::coordination)?;
         let mut extents = Vec::new();
         let mut size = 0u64;
         for chunk in chunker {
@@ -445,7 +537,7 @@ impl Store {
                 report.dedup_chunks += 1;
             } else {
                 let pack = self.with_pack(|w| {
-                    w.append(chunk.id, &chunk.data).map_err(pack_err)?;
+                    w.append(chunk.id, &chunk.data).map_err(Error::from)?;
                     Ok(w.id())
                 })?;
                 self.pending
@@ -455,7 +547,12 @@ impl Store {
                 report.new_chunks += 1;
                 report.new_chunk_bytes += len as u64;
             }
-            extents.push(Extent { file_off: chunk.offset, chunk: chunk.id, chunk_off: 0, len });
+            extents.push(Extent {
+                file_off: chunk.offset,
+                chunk: chunk.id,
+                chunk_off: 0,
+                len,
+            });
             size = chunk.offset + len as u64;
         }
         Ok((extents, size))
@@ -481,7 +578,7 @@ impl Store {
         {
             let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(open) = guard.as_mut().filter(|o| o.writer.id() == entry.pack) {
-                open.writer.flush().map_err(pack_err)?;
+                open.writer.flush().map_err(Error::from)?;
             }
         }
         let reader = self.reader(entry.pack)?;
@@ -491,9 +588,13 @@ impl Store {
             // (truncated, or its record unreadable), not "not written yet".
             Err(crate::pack::PackError::NotFound { .. }) => {
                 let (path, offset, why) = reader.missing_chunk_context();
-                Err(Error::Corrupt { path, offset, reason: format!("chunk {id} is committed in this pack but missing: {why}") })
+                Err(Error::Corrupt {
+                    path,
+                    offset,
+                    reason: format!("chunk {id} is committed in this pack but missing: {why}"),
+                })
             }
-            r => r.map_err(pack_err),
+            r => r.map_err(Error::from),
         }
     }
 
@@ -502,7 +603,7 @@ impl Store {
         if let Some(r) = readers.get(&pack) {
             return Ok(r.clone());
         }
-        let r = Arc::new(PackReader::open(&self.layout.packs(), pack).map_err(pack_err)?);
+        let r = Arc::new(PackReader::open(&self.layout.packs(), pack).map_err(Error::from)?);
         if readers.len() > 256 {
             readers.clear();
         }
@@ -511,7 +612,12 @@ impl Store {
     }
 
     /// Write a file's bytes (holes as zeros) to `out`.
-    pub fn read_extents(&self, inode: &Inode, extents: &[Extent], out: &mut dyn Write) -> Result<(), Error> {
+    pub fn read_extents(
+        &self,
+        inode: &Inode,
+        extents: &[Extent],
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
         let mut pos = 0u64;
         let zeros = vec![0u8; 64 << 10];
         let write = |out: &mut dyn Write, b: &[u8]| out.write_all(b).map_err(Error::io("<output>"));
@@ -537,7 +643,13 @@ impl Store {
             let slice = data.get(start..end).ok_or_else(|| Error::Corrupt {
                 path: self.layout.packs(),
                 offset: 0,
-                reason: format!("extent {}+{} beyond chunk {} of {} bytes", start, x.len, x.chunk, data.len()),
+                reason: format!(
+                    "extent {}+{} beyond chunk {} of {} bytes",
+                    start,
+                    x.len,
+                    x.chunk,
+                    data.len()
+                ),
             })?;
             let keep = (inode.size - x.file_off).min(slice.len() as u64) as usize;
             // Overlapping extents (never produced by verfs) would rewind: skip the overlap.
@@ -556,7 +668,11 @@ impl Store {
         self.read(|s| {
             let tx = Tx::new(s);
             let ino = tx.resolve(path)?;
-            let inode = s.inodes.get(&ino).cloned().ok_or_else(|| Error::NotFound { path: path.into() })?;
+            let inode = s
+                .inodes
+                .get(&ino)
+                .cloned()
+                .ok_or_else(|| Error::NotFound { path: path.into() })?;
             Ok((inode, s.extents.get(&ino).cloned().unwrap_or_default()))
         })?
     }
@@ -570,9 +686,15 @@ impl Store {
         self.read(|s| {
             let tx = Tx::new(s);
             let ino = tx.resolve(path)?;
-            let inode = s.inodes.get(&ino).ok_or_else(|| Error::NotFound { path: path.into() })?;
+            let inode = s
+                .inodes
+                .get(&ino)
+                .ok_or_else(|| Error::NotFound { path: path.into() })?;
             if inode.kind != FileKind::Dir {
-                let name = components(path)?.last().map(|c| c.to_vec()).unwrap_or_default();
+                let name = components(path)?
+                    .last()
+                    .map(|c| c.to_vec())
+                    .unwrap_or_default();
                 return Ok(vec![(name, inode.clone())]);
             }
             let mut out = Vec::new();
@@ -591,7 +713,10 @@ impl Store {
         match inode.kind {
             FileKind::File => self.read_extents(&inode, &extents, out),
             FileKind::Dir => Err(Error::IsADirectory { path: path.into() }),
-            _ => Err(Error::InvalidPath { path: path.into(), reason: "not a regular file".into() }),
+            _ => Err(Error::InvalidPath {
+                path: path.into(),
+                reason: "not a regular file".into(),
+            }),
         }
     }
 
@@ -608,7 +733,8 @@ impl Store {
                 tx.mkdir_p(path, perm).map(|_| ())
             } else {
                 let at = tx.entry(path)?;
-                tx.create(&at, path, Inode::new(InodeNo(0), FileKind::Dir, perm)).map(|_| ())
+                tx.create(&at, path, Inode::new(InodeNo(0), FileKind::Dir, perm))
+                    .map(|_| ())
             }
         })
     }
@@ -629,7 +755,12 @@ impl Store {
     pub fn rmdir(&self, path: &str) -> Result<(), Error> {
         self.transact(true, |tx| {
             let at = tx.entry(path)?;
-            if tx.lookup(at.parent, &at.name).and_then(|i| tx.inode(i)).map(|i| i.kind) != Some(FileKind::Dir) {
+            if tx
+                .lookup(at.parent, &at.name)
+                .and_then(|i| tx.inode(i))
+                .map(|i| i.kind)
+                != Some(FileKind::Dir)
+            {
                 return Err(Error::NotADirectory { path: path.into() });
             }
             tx.remove(&at, path, true)
@@ -641,7 +772,8 @@ impl Store {
     pub fn rename(&self, src: &str, dst: &str) -> Result<(), Error> {
         self.transact(true, |tx| {
             let from = tx.entry(src)?;
-            tx.lookup(from.parent, &from.name).ok_or_else(|| Error::NotFound { path: src.into() })?;
+            tx.lookup(from.parent, &from.name)
+                .ok_or_else(|| Error::NotFound { path: src.into() })?;
             let (to, to_path) = into_dir_or_self(tx, dst, &from.name)?;
             tx.rename(&from, src, &to, &to_path)
         })
@@ -651,7 +783,12 @@ impl Store {
     pub fn link(&self, target: &str, link: &str, symbolic: bool) -> Result<(), Error> {
         self.transact(true, |tx| {
             if symbolic {
-                let base = target.rsplit('/').next().unwrap_or(target).as_bytes().to_vec();
+                let base = target
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(target)
+                    .as_bytes()
+                    .to_vec();
                 let (to, to_path) = into_dir_or_self(tx, link, &base)?;
                 let mut i = Inode::new(InodeNo(0), FileKind::Symlink, 0o777);
                 i.target = target.as_bytes().to_vec();
@@ -668,7 +805,12 @@ impl Store {
 
     /// Commit a batch of files written by [`Store::write_stream`] below `base` (directories
     /// created as needed, existing regular files replaced). The pack is synced first.
-    pub fn commit_files(&self, base: &[Vec<u8>], dirs: &[(Vec<Vec<u8>>, Inode)], files: Vec<PendingFile>) -> Result<(), Error> {
+    pub fn commit_files(
+        &self,
+        base: &[Vec<u8>],
+        dirs: &[(Vec<Vec<u8>>, Inode)],
+        files: Vec<PendingFile>,
+    ) -> Result<(), Error> {
         self.sync_pack()?;
         self.transact(false, |tx| {
             for (comps, proto) in dirs {
@@ -685,9 +827,14 @@ impl Store {
             }
             for f in files {
                 let full: Vec<Vec<u8>> = base.iter().chain(f.comps.iter()).cloned().collect();
-                let Some((name, parents)) = full.split_last() else { continue };
+                let Some((name, parents)) = full.split_last() else {
+                    continue;
+                };
                 let parent = mkdir_comps(tx, parents, 0o755)?;
-                let at = crate::meta::Entry { parent, name: name.clone() };
+                let at = crate::meta::Entry {
+                    parent,
+                    name: name.clone(),
+                };
                 let path = display(&full);
                 let kind = f.inode.kind;
                 let ino = tx.write_file(&at, &path, f.inode.clone(), f.extents)?;
@@ -726,14 +873,17 @@ impl Store {
         if let Some(k) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
             k.stop();
         }
-        self.lease.release_shared().map_err(|e| Error::Coordination(e.to_string()))
+        self.lease.release_shared().map_err(Error::coordination)
     }
 
     /// Write a checkpoint if the log grew by `log.checkpoint_every` records since the newest one,
     /// then propose (two-phase commit) to delete the segments it covers.
     pub fn maintain(&self) -> Result<Option<Lsn>, Error> {
         let head = self.log.refresh()?;
-        let newest = txlog::list_checkpoints(&self.layout.checkpoints())?.last().map(|c| c.0).unwrap_or(Lsn(0));
+        let newest = txlog::list_checkpoints(&self.layout.checkpoints())?
+            .last()
+            .map(|c| c.0)
+            .unwrap_or(Lsn(0));
         if head.0 < newest.0 + self.cfg.log.checkpoint_every {
             return Ok(None);
         }
@@ -765,18 +915,24 @@ impl Store {
                 let _ = crate::recover::clean_lease(self, dead);
             },
         )
-        .map_err(|e| Error::Coordination(e.to_string()))?;
+        .map_err(Error::coordination)?;
         if decision.decision.is_commit() {
             for p in covered.iter().chain(stale.iter()) {
                 match fs::remove_file(p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(Error::Io { path: p.clone(), source }),
+                    Err(source) => {
+                        return Err(Error::Io {
+                            path: p.clone(),
+                            source,
+                        })
+                    }
                 }
             }
-            verfs_coordination::fsutil::fsync_dir(&self.layout.log()).map_err(Error::io(self.layout.log()))?;
+            verfs_coordination::fsutil::fsync_dir(&self.layout.log())
+                .map_err(Error::io(self.layout.log()))?;
         }
-        two_phase::finish(&self.layout.twopc(), &decision.txn).map_err(|e| Error::Coordination(e.to_string()))?;
+        two_phase::finish(&self.layout.twopc(), &decision.txn).map_err(Error::coordination)?;
         Ok(lsn)
     }
 }
@@ -794,29 +950,25 @@ fn vote(log: &TxLog<MetaState>, p: &two_phase::Proposal) -> two_phase::Vote {
     match p.kind.as_str() {
         PROPOSAL_LOG_TRUNCATE => {
             let Some(lsn) = p.payload.get("lsn").and_then(|v| v.as_u64()) else {
-                return two_phase::Vote::Abort { reason: "log-truncate proposal without lsn".into() };
+                return two_phase::Vote::Abort {
+                    reason: "log-truncate proposal without lsn".into(),
+                };
             };
             // Moving past the checkpoint means reading up to the head: then no deleted segment
             // is ever needed by this process.
             match log.refresh() {
                 Ok(head) if head.0 >= lsn => two_phase::Vote::Commit,
-                Ok(head) => two_phase::Vote::Abort { reason: format!("at lsn {head}, behind {lsn}") },
-                Err(e) => two_phase::Vote::Abort { reason: e.to_string() },
+                Ok(head) => two_phase::Vote::Abort {
+                    reason: format!("at lsn {head}, behind {lsn}"),
+                },
+                Err(e) => two_phase::Vote::Abort {
+                    reason: e.to_string(),
+                },
             }
         }
-        other => two_phase::Vote::Abort { reason: format!("unknown proposal kind {other:?}") },
-    }
-}
-
-fn coord_err(e: impl std::fmt::Display) -> Error {
-    Error::Coordination(e.to_string())
-}
-
-fn pack_err(e: crate::pack::PackError) -> Error {
-    match e {
-        crate::pack::PackError::Corrupt { path, offset, reason } => Error::Corrupt { path, offset, reason },
-        crate::pack::PackError::Io { path, source } => Error::Io { path, source },
-        other => Error::Coordination(other.to_string()),
+        other => two_phase::Vote::Abort {
+            reason: format!("unknown proposal kind {other:?}"),
+        },
     }
 }
 
@@ -846,7 +998,10 @@ fn mkdir_comps(tx: &mut Tx<'_>, comps: &[Vec<u8>], perm: u32) -> Result<InodeNo,
                 ino
             }
             None => {
-                let at = crate::meta::Entry { parent: cur, name: c.clone() };
+                let at = crate::meta::Entry {
+                    parent: cur,
+                    name: c.clone(),
+                };
                 tx.create(&at, &path, Inode::new(InodeNo(0), FileKind::Dir, perm))?
             }
         };
@@ -855,11 +1010,25 @@ fn mkdir_comps(tx: &mut Tx<'_>, comps: &[Vec<u8>], perm: u32) -> Result<InodeNo,
 }
 
 /// `cp`/`mv` destination rule: an existing directory DST means DST/NAME, anything else DST itself.
-fn into_dir_or_self(tx: &Tx<'_>, dst: &str, name: &[u8]) -> Result<(crate::meta::Entry, String), Error> {
+fn into_dir_or_self(
+    tx: &Tx<'_>,
+    dst: &str,
+    name: &[u8],
+) -> Result<(crate::meta::Entry, String), Error> {
     if let Ok(ino) = tx.resolve(dst) {
         if tx.inode(ino).map(|i| i.kind) == Some(FileKind::Dir) {
-            let path = format!("{}/{}", dst.trim_end_matches('/'), String::from_utf8_lossy(name));
-            return Ok((crate::meta::Entry { parent: ino, name: name.to_vec() }, path));
+            let path = format!(
+                "{}/{}",
+                dst.trim_end_matches('/'),
+                String::from_utf8_lossy(name)
+            );
+            return Ok((
+                crate::meta::Entry {
+                    parent: ino,
+                    name: name.to_vec(),
+                },
+                path,
+            ));
         }
     }
     Ok((tx.entry(dst)?, dst.to_string()))
@@ -867,5 +1036,8 @@ fn into_dir_or_self(tx: &Tx<'_>, dst: &str, name: &[u8]) -> Result<(crate::meta:
 
 /// A timestamp from file metadata.
 pub fn ts_of(secs: i64, nsecs: i64) -> Timestamp {
-    Timestamp { secs, nsecs: nsecs.clamp(0, 999_999_999) as u32 }
+    Timestamp {
+        secs,
+        nsecs: nsecs.clamp(0, 999_999_999) as u32,
+    }
 }

@@ -26,11 +26,18 @@ fn comps_of(path: &str) -> Result<Vec<Vec<u8>>, Error> {
 
 fn base_name(p: &Path) -> Result<Vec<u8>, Error> {
     // `cp -r dir/ x` names the copy after `dir`, as does `cp -r dir/. x` in GNU cp.
-    let canon = if p.file_name().is_none() { fs::canonicalize(p).map_err(Error::io(p))? } else { p.to_path_buf() };
+    let canon = if p.file_name().is_none() {
+        fs::canonicalize(p).map_err(Error::io(p))?
+    } else {
+        p.to_path_buf()
+    };
     canon
         .file_name()
         .map(|n| n.as_bytes().to_vec())
-        .ok_or_else(|| Error::InvalidPath { path: p.display().to_string(), reason: "has no file name".into() })
+        .ok_or_else(|| Error::InvalidPath {
+            path: p.display().to_string(),
+            reason: "has no file name".into(),
+        })
 }
 
 fn inode_from_meta(kind: FileKind, m: &fs::Metadata) -> Inode {
@@ -57,7 +64,8 @@ impl Batch<'_> {
     fn push(&mut self, f: PendingFile) -> Result<(), Error> {
         self.bytes += f.inode.size;
         self.files.push(f);
-        if self.files.len() >= self.store.config().batch.max_files || self.bytes >= self.store.config().batch.max_bytes
+        if self.files.len() >= self.store.config().batch.max_files
+            || self.bytes >= self.store.config().batch.max_bytes
         {
             self.flush()?;
         }
@@ -66,7 +74,8 @@ impl Batch<'_> {
 
     fn flush(&mut self) -> Result<(), Error> {
         if !self.files.is_empty() {
-            self.store.commit_files(&self.base, &[], std::mem::take(&mut self.files))?;
+            self.store
+                .commit_files(&self.base, &[], std::mem::take(&mut self.files))?;
             self.bytes = 0;
         }
         Ok(())
@@ -77,14 +86,25 @@ impl Batch<'_> {
 ///
 /// Each batch is committed atomically; a failure leaves the batches before it in the store (as
 /// `cp -r` leaves the files it copied) and nothing of the failed batch.
-pub fn put(store: &Store, sources: &[PathBuf], dest: &str, progress: Progress<'_>) -> Result<TransferReport, Error> {
+pub fn put(
+    store: &Store,
+    sources: &[PathBuf],
+    dest: &str,
+    progress: Progress<'_>,
+) -> Result<TransferReport, Error> {
     let mut report = TransferReport::default();
     let dest_is_dir = store.read(|s| {
         let tx = Tx::new(s);
-        tx.resolve(dest).ok().and_then(|i| s.inodes.get(&i)).map(|i| i.kind == FileKind::Dir).unwrap_or(false)
+        tx.resolve(dest)
+            .ok()
+            .and_then(|i| s.inodes.get(&i))
+            .map(|i| i.kind == FileKind::Dir)
+            .unwrap_or(false)
     })?;
     if sources.len() > 1 && !dest_is_dir {
-        return Err(Error::NotADirectory { path: format!("{dest} (target of several sources)") });
+        return Err(Error::NotADirectory {
+            path: format!("{dest} (target of several sources)"),
+        });
     }
     for src in sources {
         let meta = fs::symlink_metadata(src).map_err(Error::io(src))?;
@@ -102,9 +122,23 @@ pub fn put(store: &Store, sources: &[PathBuf], dest: &str, progress: Progress<'_
         if target.is_empty() {
             return Err(Error::IsADirectory { path: "/".into() });
         }
-        let mut batch = Batch { store, base: target, files: Vec::new(), bytes: 0 };
+        let mut batch = Batch {
+            store,
+            base: target,
+            files: Vec::new(),
+            bytes: 0,
+        };
         let mut dirs = Vec::new();
-        put_entry(store, src, &meta, &mut Vec::new(), &mut batch, &mut dirs, &mut report, progress)?;
+        put_entry(
+            store,
+            src,
+            &meta,
+            &mut Vec::new(),
+            &mut batch,
+            &mut dirs,
+            &mut report,
+            progress,
+        )?;
         batch.flush()?;
         if !dirs.is_empty() {
             // Directory attributes last: creating their children changed their mtimes.
@@ -147,10 +181,15 @@ fn put_entry(
     let (kind, extents, size, target) = if ft.is_file() {
         let f = fs::File::open(src).map_err(Error::io(src))?;
         let mut counting = CountingReader { inner: f, progress };
-        let (extents, size) = store.write_stream(&mut counting, report).map_err(|e| match e {
-            Error::Io { path, source } if path == Path::new("<input>") => Error::Io { path: src.into(), source },
-            other => other,
-        })?;
+        let (extents, size) = store
+            .write_stream(&mut counting, report)
+            .map_err(|e| match e {
+                Error::Io { path, source } if path == Path::new("<input>") => Error::Io {
+                    path: src.into(),
+                    source,
+                },
+                other => other,
+            })?;
         report.files += 1;
         report.bytes += size;
         (FileKind::File, extents, size, Vec::new())
@@ -171,7 +210,11 @@ fn put_entry(
     let mut inode = inode_from_meta(kind, meta);
     inode.size = size;
     inode.target = target;
-    batch.push(PendingFile { comps: rel.clone(), inode, extents })
+    batch.push(PendingFile {
+        comps: rel.clone(),
+        inode,
+        extents,
+    })
 }
 
 struct CountingReader<'a, 'p, R> {
@@ -199,8 +242,15 @@ fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
     store.read(|s| {
         let tx = Tx::new(s);
         let ino = tx.resolve(path)?;
-        fn build(s: &crate::meta::MetaState, name: Vec<u8>, ino: InodeNo, depth: usize) -> Result<TreeNode, Error> {
-            let inode = s.inodes.get(&ino).cloned().ok_or_else(|| Error::NotFound { path: format!("inode {ino}") })?;
+        fn build(
+            s: &crate::meta::MetaState,
+            name: Vec<u8>,
+            ino: InodeNo,
+            depth: usize,
+        ) -> Result<TreeNode, Error> {
+            let inode = s.inodes.get(&ino).cloned().ok_or_else(|| Error::NotFound {
+                path: format!("inode {ino}"),
+            })?;
             let mut children = Vec::new();
             if inode.kind == FileKind::Dir && depth < 4096 {
                 for (n, c) in s.dirs.get(&ino).into_iter().flatten() {
@@ -208,7 +258,12 @@ fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
                 }
             }
             let extents = s.extents.get(&ino).cloned().unwrap_or_default();
-            Ok(TreeNode { name, inode, extents, children })
+            Ok(TreeNode {
+                name,
+                inode,
+                extents,
+                children,
+            })
         }
         let name = comps_of(path)?.pop().unwrap_or_default();
         build(s, name, ino, 0)
@@ -219,7 +274,12 @@ fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
 ///
 /// Files are written in place as they are read; a failure leaves what was written so far (as
 /// `cp -r` does) and reports the path that failed. Nothing in the store changes.
-pub fn get(store: &Store, path: &str, local: &Path, progress: Progress<'_>) -> Result<TransferReport, Error> {
+pub fn get(
+    store: &Store,
+    path: &str,
+    local: &Path,
+    progress: Progress<'_>,
+) -> Result<TransferReport, Error> {
     let tree = snapshot_tree(store, path)?;
     let target = match fs::metadata(local) {
         Ok(m) if m.is_dir() => {
@@ -227,7 +287,14 @@ pub fn get(store: &Store, path: &str, local: &Path, progress: Progress<'_>) -> R
                 // `get / DIR`: the root's contents go into DIR.
                 let mut report = TransferReport::default();
                 for c in &tree.children {
-                    get_entry(store, c, &local.join(OsStr::from_bytes(&c.name)), &mut report, progress, path)?;
+                    get_entry(
+                        store,
+                        c,
+                        &local.join(OsStr::from_bytes(&c.name)),
+                        &mut report,
+                        progress,
+                        path,
+                    )?;
                 }
                 set_times(local, &tree.inode)?;
                 return Ok(report);
@@ -255,24 +322,51 @@ fn get_entry(
             match fs::create_dir(dst) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dst.is_dir() => {}
-                Err(source) => return Err(Error::Io { path: dst.into(), source }),
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: dst.into(),
+                        source,
+                    })
+                }
             }
             report.dirs += 1;
             for c in &node.children {
-                let sp = format!("{}/{}", store_path.trim_end_matches('/'), String::from_utf8_lossy(&c.name));
-                get_entry(store, c, &dst.join(OsStr::from_bytes(&c.name)), report, progress, &sp)?;
+                let sp = format!(
+                    "{}/{}",
+                    store_path.trim_end_matches('/'),
+                    String::from_utf8_lossy(&c.name)
+                );
+                get_entry(
+                    store,
+                    c,
+                    &dst.join(OsStr::from_bytes(&c.name)),
+                    report,
+                    progress,
+                    &sp,
+                )?;
             }
             set_mode(dst, i.perm)?;
         }
         FileKind::File => {
             let f = fs::File::create(dst).map_err(Error::io(dst))?;
-            let mut w = ProgressWriter { inner: BufWriter::with_capacity(1 << 20, f), progress };
-            store.read_extents(i, &node.extents, &mut w).map_err(|e| match e {
-                Error::Io { path, source } if path == Path::new("<output>") => Error::Io { path: dst.into(), source },
-                other => other,
-            })?;
+            let mut w = ProgressWriter {
+                inner: BufWriter::with_capacity(1 << 20, f),
+                progress,
+            };
+            store
+                .read_extents(i, &node.extents, &mut w)
+                .map_err(|e| match e {
+                    Error::Io { path, source } if path == Path::new("<output>") => Error::Io {
+                        path: dst.into(),
+                        source,
+                    },
+                    other => other,
+                })?;
             // Like cp, no fsync per file: the copy out is not part of the store's durability.
-            w.inner.into_inner().map_err(|e| Error::Io { path: dst.into(), source: e.into_error() })?;
+            w.inner.into_inner().map_err(|e| Error::Io {
+                path: dst.into(),
+                source: e.into_error(),
+            })?;
             set_mode(dst, i.perm)?;
             report.files += 1;
             report.bytes += i.size;
@@ -281,7 +375,8 @@ fn get_entry(
             if fs::symlink_metadata(dst).is_ok() {
                 fs::remove_file(dst).map_err(Error::io(dst))?;
             }
-            std::os::unix::fs::symlink(OsStr::from_bytes(&i.target), dst).map_err(Error::io(dst))?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(&i.target), dst)
+                .map_err(Error::io(dst))?;
             report.symlinks += 1;
         }
         FileKind::Fifo | FileKind::Socket | FileKind::CharDev | FileKind::BlockDev => {
@@ -293,9 +388,18 @@ fn get_entry(
             };
             let c = cstr(dst)?;
             // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-            let rc = unsafe { libc::mknod(c.as_ptr(), fmt | (i.perm as libc::mode_t), i.rdev as libc::dev_t) };
+            let rc = unsafe {
+                libc::mknod(
+                    c.as_ptr(),
+                    fmt | (i.perm as libc::mode_t),
+                    i.rdev as libc::dev_t,
+                )
+            };
             if rc != 0 {
-                return Err(Error::Io { path: dst.into(), source: std::io::Error::last_os_error() });
+                return Err(Error::Io {
+                    path: dst.into(),
+                    source: std::io::Error::last_os_error(),
+                });
             }
         }
     }
@@ -320,8 +424,10 @@ impl<W: Write> Write for ProgressWriter<'_, '_, W> {
 }
 
 fn cstr(p: &Path) -> Result<CString, Error> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| Error::InvalidPath { path: p.display().to_string(), reason: "contains a NUL byte".into() })
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath {
+        path: p.display().to_string(),
+        reason: "contains a NUL byte".into(),
+    })
 }
 
 fn set_mode(p: &Path, perm: u32) -> Result<(), Error> {
@@ -339,12 +445,25 @@ fn chown(p: &Path, i: &Inode) -> Result<(), Error> {
 
 fn set_times(p: &Path, i: &Inode) -> Result<(), Error> {
     let c = cstr(p)?;
-    let t = |ts: Timestamp| libc::timespec { tv_sec: ts.secs as libc::time_t, tv_nsec: ts.nsecs as libc::c_long };
+    let t = |ts: Timestamp| libc::timespec {
+        tv_sec: ts.secs as libc::time_t,
+        tv_nsec: ts.nsecs as libc::c_long,
+    };
     let times = [t(i.atime), t(i.mtime)];
     // SAFETY: `c` is a valid path and `times` two valid timespecs for the duration of the call.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if rc != 0 {
-        return Err(Error::Io { path: p.into(), source: std::io::Error::last_os_error() });
+        return Err(Error::Io {
+            path: p.into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

@@ -49,7 +49,9 @@ fn text(n: usize) -> Vec<u8> {
     let mut v = Vec::new();
     let mut i = 0;
     while v.len() < n {
-        v.extend_from_slice(format!("line {i}: the quick brown fox jumps over the lazy dog\n").as_bytes());
+        v.extend_from_slice(
+            format!("line {i}: the quick brown fox jumps over the lazy dog\n").as_bytes(),
+        );
         i += 1;
     }
     v.truncate(n);
@@ -67,18 +69,24 @@ fn build_store(dir: &Path) -> PathBuf {
     fs::write(src.join("text.txt"), text(3000)).unwrap(); // compresses: zstd records
     fs::write(src.join("random.bin"), noise(7, 1500)).unwrap(); // does not: raw records
     fs::write(src.join("sub/copy.txt"), text(3000)).unwrap(); // dedup against text.txt
-    fs::write(src.join("sub/deeper/mixed.bin"), [text(700), noise(9, 500)].concat()).unwrap();
+    fs::write(
+        src.join("sub/deeper/mixed.bin"),
+        [text(700), noise(9, 500)].concat(),
+    )
+    .unwrap();
     fs::write(src.join("empty"), b"").unwrap();
     std::os::unix::fs::symlink("text.txt", src.join("link")).unwrap();
 
     let store = Store::open(&root, OpenOptions::new("fsck_flips build")).unwrap();
     let mut tick = |_n: u64| {};
-    transfer::put(&store, &[src.clone()], "/tree", &mut tick).unwrap();
+    transfer::put(&store, std::slice::from_ref(&src), "/tree", &mut tick).unwrap();
     store.mkdir("/dirs/a/b", 0o755, true).unwrap();
     store.link("/tree/text.txt", "/hard", false).unwrap();
     store.link("../tree/random.bin", "/dirs/sym", true).unwrap();
     for i in 0..12 {
-        store.mkdir(&format!("/dirs/a/d{i:02}"), 0o700, false).unwrap();
+        store
+            .mkdir(&format!("/dirs/a/d{i:02}"), 0o700, false)
+            .unwrap();
     }
     store.close().unwrap();
 
@@ -88,7 +96,9 @@ fn build_store(dir: &Path) -> PathBuf {
     store.checkpoint_and_truncate().unwrap();
     // ... and records after it, across more than one segment ([LOG-2], [LOG-3]).
     for i in 0..14 {
-        store.mkdir(&format!("/after/d{i:02}"), 0o755, true).unwrap();
+        store
+            .mkdir(&format!("/after/d{i:02}"), 0o755, true)
+            .unwrap();
     }
     store.rename("/dirs/a/d00", "/after/moved").unwrap();
     store.rmdir("/dirs/a/d01").unwrap();
@@ -139,8 +149,19 @@ fn detected(root: &Path, is_format: bool) -> Result<bool, String> {
 }
 
 /// Flip `mask` into each byte `offset` in `offsets` of `path`, run fsck, restore the byte.
-fn flip_pass(root: &Path, path: &Path, is_format: bool, mask: u8, offsets: impl Iterator<Item = u64>, missed: &mut Vec<String>) -> u64 {
-    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+fn flip_pass(
+    root: &Path,
+    path: &Path,
+    is_format: bool,
+    mask: u8,
+    offsets: impl Iterator<Item = u64>,
+    missed: &mut Vec<String>,
+) -> u64 {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut n = 0;
     for off in offsets {
         let orig = read_byte(&f, off);
@@ -150,7 +171,10 @@ fn flip_pass(root: &Path, path: &Path, is_format: bool, mask: u8, offsets: impl 
         n += 1;
         match res {
             Ok(true) => {}
-            Ok(false) => missed.push(format!("{} byte {off} ^ {mask:#04x}: fsck clean", path.display())),
+            Ok(false) => missed.push(format!(
+                "{} byte {off} ^ {mask:#04x}: fsck clean",
+                path.display()
+            )),
             Err(e) => missed.push(format!("{} byte {off} ^ {mask:#04x}: {e}", path.display())),
         }
     }
@@ -170,8 +194,15 @@ fn fsck_detects_every_single_flipped_byte() {
     let count = |k: &str| files.iter().filter(|(_, kind)| *kind == k).count();
     // The store must hold every kind of file, or the test proves less than it claims.
     assert!(count("pack") >= 2, "{files:?}");
-    assert_eq!(count("pack index"), count("pack"), "every pack sealed: {files:?}");
-    assert!(count("log segment") >= 2, "the log rolled after the checkpoint: {files:?}");
+    assert_eq!(
+        count("pack index"),
+        count("pack"),
+        "every pack sealed: {files:?}"
+    );
+    assert!(
+        count("log segment") >= 2,
+        "the log rolled after the checkpoint: {files:?}"
+    );
     assert_eq!(count("checkpoint"), 1, "{files:?}");
     let ckpt_lsn: u64 = files
         .iter()
@@ -183,11 +214,21 @@ fn fsck_detects_every_single_flipped_byte() {
         .find(|(_, k)| *k == "log segment")
         .and_then(|(p, _)| p.file_stem()?.to_str()?.parse().ok())
         .unwrap();
-    assert!(first_seg > 1, "segments covered by the checkpoint were deleted");
-    assert!(first_seg <= ckpt_lsn + 1, "records after the checkpoint are in the log");
+    assert!(
+        first_seg > 1,
+        "segments covered by the checkpoint were deleted"
+    );
+    assert!(
+        first_seg <= ckpt_lsn + 1,
+        "records after the checkpoint are in the log"
+    );
 
     let base = fsck(&root).unwrap();
-    assert!(base.is_clean(), "baseline store is not clean: {:?}", base.problems);
+    assert!(
+        base.is_clean(),
+        "baseline store is not clean: {:?}",
+        base.problems
+    );
     let before = snapshot(&files);
 
     let started = Instant::now();
@@ -200,16 +241,31 @@ fn fsck_detects_every_single_flipped_byte() {
         runs += flip_pass(&root, path, is_format, 0x01, 0..len, &mut missed);
         // Pass 2: the highest bit, on a stride (offset 0 and every 3rd byte from a different
         // phase per file) to keep the debug-build runtime down.
-        runs += flip_pass(&root, path, is_format, 0x80, (0..len).filter(|o| o % 3 == len % 3 || *o < 40), &mut missed);
+        runs += flip_pass(
+            &root,
+            path,
+            is_format,
+            0x80,
+            (0..len).filter(|o| o % 3 == len % 3 || *o < 40),
+            &mut missed,
+        );
     }
     let elapsed = started.elapsed();
-    eprintln!("fsck_flips: {runs} flips over {} files in {elapsed:?}", files.len());
+    eprintln!(
+        "fsck_flips: {runs} flips over {} files in {elapsed:?}",
+        files.len()
+    );
 
     // fsck is read-only and every byte was restored: the store is as built.
     assert_eq!(snapshot(&files), before, "store changed during the test");
     assert!(fsck(&root).unwrap().is_clean());
 
-    assert!(missed.is_empty(), "{} flips not detected by fsck:\n{}", missed.len(), missed.join("\n"));
+    assert!(
+        missed.is_empty(),
+        "{} flips not detected by fsck:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
 }
 
 /// Record boundaries of a log segment ([LOG-1]: a 24-byte header, then records of `24 + n` bytes).
@@ -248,7 +304,12 @@ fn fsck_detects_truncation() {
     let tmp = tempfile::tempdir().unwrap();
     let root = build_store(tmp.path());
     let files = damageable_files(&root);
-    let last_seg = files.iter().filter(|(_, k)| *k == "log segment").map(|(p, _)| p.clone()).next_back().unwrap();
+    let last_seg = files
+        .iter()
+        .filter(|(_, k)| *k == "log segment")
+        .map(|(p, _)| p.clone())
+        .next_back()
+        .unwrap();
     let mut missed = Vec::new();
     let mut runs = 0;
     let started = Instant::now();
@@ -263,8 +324,14 @@ fn fsck_detects_truncation() {
         };
         // Every record boundary, every length inside the headers, and a stride elsewhere.
         let stride = if *kind == "pack" { 17 } else { 5 };
-        let mut cuts: Vec<u64> = (0..bytes.len() as u64).filter(|c| c % stride == 0 || *c < 64).collect();
-        cuts.extend(boundaries.iter().flat_map(|b| [b.saturating_sub(1), *b, b + 1]));
+        let mut cuts: Vec<u64> = (0..bytes.len() as u64)
+            .filter(|c| c % stride == 0 || *c < 64)
+            .collect();
+        cuts.extend(
+            boundaries
+                .iter()
+                .flat_map(|b| [b.saturating_sub(1), *b, b + 1]),
+        );
         cuts.retain(|c| *c < bytes.len() as u64);
         cuts.sort();
         cuts.dedup();
@@ -278,14 +345,21 @@ fn fsck_detects_truncation() {
             match res {
                 Ok(true) => {}
                 Ok(false) if is_last && boundaries.contains(&cut) => {} // see above
-                Ok(false) => missed.push(format!("{} cut to {cut} bytes: fsck clean", path.display())),
+                Ok(false) => {
+                    missed.push(format!("{} cut to {cut} bytes: fsck clean", path.display()))
+                }
                 Err(e) => missed.push(format!("{} cut to {cut} bytes: {e}", path.display())),
             }
         }
     }
     eprintln!("fsck_flips: {runs} truncations in {:?}", started.elapsed());
     assert!(fsck(&root).unwrap().is_clean());
-    assert!(missed.is_empty(), "{} truncations not detected:\n{}", missed.len(), missed.join("\n"));
+    assert!(
+        missed.is_empty(),
+        "{} truncations not detected:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
 }
 
 /// A closed log segment cut inside a record is refused by the next commit, naming the segment and
@@ -295,17 +369,34 @@ fn fsck_detects_truncation() {
 fn commit_refuses_a_truncated_closed_segment() {
     let tmp = tempfile::tempdir().unwrap();
     let root = build_store(tmp.path());
-    let segs: Vec<PathBuf> = damageable_files(&root).into_iter().filter(|(_, k)| *k == "log segment").map(|(p, _)| p).collect();
+    let segs: Vec<PathBuf> = damageable_files(&root)
+        .into_iter()
+        .filter(|(_, k)| *k == "log segment")
+        .map(|(p, _)| p)
+        .collect();
     // The last closed segment: it holds records after the checkpoint.
     let closed = &segs[segs.len() - 2];
     let bytes = fs::read(closed).unwrap();
     let bounds = log_record_boundaries(&bytes);
     let cut = bounds[1] + 10; // inside the second record
-    fs::OpenOptions::new().write(true).open(closed).unwrap().set_len(cut).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(closed)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
     let store = Store::open(&root, OpenOptions::new("fsck_flips truncated")).unwrap();
     let err = store.mkdir("/new", 0o755, false).unwrap_err().to_string();
-    assert!(err.contains(closed.to_str().unwrap()) && err.contains(&format!("corrupt at byte {}", bounds[1])), "{err}");
+    assert!(
+        err.contains(closed.to_str().unwrap())
+            && err.contains(&format!("corrupt at byte {}", bounds[1])),
+        "{err}"
+    );
     drop(store);
-    assert_eq!(fs::metadata(closed).unwrap().len(), cut, "the closed segment was not cut further");
+    assert_eq!(
+        fs::metadata(closed).unwrap().len(),
+        cut,
+        "the closed segment was not cut further"
+    );
     assert!(!fsck(&root).unwrap().is_clean());
 }

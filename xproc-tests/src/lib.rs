@@ -64,7 +64,9 @@ macro_rules! agent_bin {
 /// `target/<profile>/`: the test executable lives in `target/<profile>/deps/`.
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test executable has a parent directory");
+    let deps = exe
+        .parent()
+        .expect("test executable has a parent directory");
     if deps.file_name() == Some(OsStr::new("deps")) {
         deps.parent().expect("deps has a parent").to_path_buf()
     } else {
@@ -83,7 +85,12 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 fn newest_source(bin: &Path) -> Option<(SystemTime, PathBuf)> {
     let mut files: Vec<PathBuf> = Vec::new();
     if let Ok(dep_info) = fs::read_to_string(bin.with_extension("d")) {
-        let deps = dep_info.lines().next().and_then(|l| l.split_once(": ")).map(|(_, d)| d).unwrap_or("");
+        let deps = dep_info
+            .lines()
+            .next()
+            .and_then(|l| l.split_once(": "))
+            .map(|(_, d)| d)
+            .unwrap_or("");
         // Paths are separated by spaces; a space inside a path is escaped as `\ `.
         let mut cur = String::new();
         let mut chars = deps.chars().peekable();
@@ -223,10 +230,20 @@ pub fn cmdline(cmd: &Command) -> String {
     s
 }
 
-fn spawn_piped(cmd: &mut Command) -> (Child, thread::JoinHandle<Vec<u8>>, thread::JoinHandle<Vec<u8>>) {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+fn spawn_piped(
+    cmd: &mut Command,
+) -> (
+    Child,
+    thread::JoinHandle<Vec<u8>>,
+    thread::JoinHandle<Vec<u8>>,
+) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     die_with_parent(cmd);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning `{}`: {e}", cmdline(cmd)));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning `{}`: {e}", cmdline(cmd)));
     let mut out = child.stdout.take().expect("piped stdout");
     let mut err = child.stderr.take().expect("piped stderr");
     let t_out = thread::spawn(move || {
@@ -300,7 +317,11 @@ pub fn run_killable(cmd: &mut Command, slot: &KillSlot, timeout: Duration) -> Ru
         elapsed: start.elapsed(),
     };
     if timed_out {
-        panic!("HANG: command ran longer than {:?} and was killed:\n{}", timeout, out.describe());
+        panic!(
+            "HANG: command ran longer than {:?} and was killed:\n{}",
+            timeout,
+            out.describe()
+        );
     }
     out
 }
@@ -324,7 +345,10 @@ impl Default for TestStore {
 impl TestStore {
     /// `verfs init` in a new temporary directory.
     pub fn new() -> TestStore {
-        let dir = tempfile::Builder::new().prefix("verfs-xproc-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("verfs-xproc-")
+            .tempdir()
+            .expect("tempdir");
         let root = dir.path().join("store");
         let st = TestStore { dir, root };
         let mut c = Command::new(verfs_bin());
@@ -397,7 +421,11 @@ impl TestStore {
 
     /// `verfs ls PATH` as a list of names.
     pub fn ls(&self, path: &str) -> Vec<String> {
-        self.ok(&["ls", path]).stdout_str().lines().map(str::to_owned).collect()
+        self.ok(&["ls", path])
+            .stdout_str()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `verfs cat PATH` bytes (must succeed).
@@ -504,7 +532,11 @@ impl Finished {
             self.status,
             String::from_utf8_lossy(&self.stdout[..self.stdout.len().min(2000)]),
             self.stderr,
-            self.results.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
+            self.results
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     }
 }
@@ -520,8 +552,16 @@ impl Pool {
     /// A pool whose control files live in a new folder under `scratch`; `agent` is the
     /// `xproc-agent` binary ([`agent_bin!`]).
     pub fn new(scratch: &Path, agent: PathBuf) -> Pool {
-        let dir = tempfile::Builder::new().prefix("pool-").tempdir_in(scratch).expect("pool dir").keep();
-        Pool { dir, agent, procs: Vec::new() }
+        let dir = tempfile::Builder::new()
+            .prefix("pool-")
+            .tempdir_in(scratch)
+            .expect("pool dir")
+            .keep();
+        Pool {
+            dir,
+            agent,
+            procs: Vec::new(),
+        }
     }
 
     /// The barrier file: processes started with [`Pool::spawn_at_go`] wait for it.
@@ -563,7 +603,9 @@ impl Pool {
             .env("XPROC_RESULT", &result);
         die_with_parent(&mut cmd);
         let line = cmdline(&cmd);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning `{line}`: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning `{line}`: {e}"));
         self.procs.push(Proc {
             name: name.to_owned(),
             pid: child.id() as i32,
@@ -586,9 +628,19 @@ impl Pool {
 
     /// Spawn a process that waits at the barrier, then `exec`s `program args...` (same pid, so
     /// signals by index reach the program itself).
-    pub fn spawn_at_go<S: AsRef<OsStr>>(&mut self, name: &str, program: &Path, args: &[S]) -> usize {
+    pub fn spawn_at_go<S: AsRef<OsStr>>(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[S],
+    ) -> usize {
         let mut c = Command::new(&self.agent);
-        c.arg("exec-after").arg("--go").arg(self.go_file()).arg("--").arg(program).args(args);
+        c.arg("exec-after")
+            .arg("--go")
+            .arg(self.go_file())
+            .arg("--")
+            .arg(program)
+            .args(args);
         self.spawn(name, c)
     }
 
@@ -670,7 +722,10 @@ impl Pool {
                 let _ = p.child.kill();
                 p.status = p.child.wait().ok();
                 let f = self.finished(i);
-                panic!("HANG: process ran longer than {timeout:?} and was killed:\n{}", f.describe());
+                panic!(
+                    "HANG: process ran longer than {timeout:?} and was killed:\n{}",
+                    f.describe()
+                );
             }
             thread::sleep(Duration::from_millis(2));
         }
@@ -713,7 +768,9 @@ impl Drop for Pool {
 pub fn is_zombie_or_gone(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
-            let state = s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
             matches!(state, Some("Z" | "X"))
         }
         Err(_) => true,
@@ -724,14 +781,22 @@ pub fn is_zombie_or_gone(pid: i32) -> bool {
 pub fn is_stopped(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).map(|st| st == "T"))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next())
+                .map(|st| st == "T")
+        })
         .unwrap_or(false)
 }
 
 /// Every complete JSON line of `path` (missing file: none).
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    let Ok(text) = fs::read_to_string(path) else { return Vec::new() };
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    let Ok(text) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Append one JSON line to `path` with a single `write` (O_APPEND), so concurrent writers and a
@@ -739,7 +804,10 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
 pub fn append_jsonl(path: &Path, v: &serde_json::Value) -> std::io::Result<()> {
     let mut line = v.to_string();
     line.push('\n');
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     f.write_all(line.as_bytes())
 }
 
@@ -756,7 +824,9 @@ pub fn sha256_file(path: &Path) -> String {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let n = f
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if n == 0 {
             break;
         }
@@ -824,9 +894,15 @@ pub fn describe_tags(data: &[u8]) -> String {
 
 /// A deterministic per-test seed, overridable with `XPROC_SEED` to replay a failure.
 pub fn seed() -> u64 {
-    std::env::var("XPROC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    })
+    std::env::var("XPROC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
 }
 
 /// Serializes the CPU-heavy tests: on a small machine, eight writers of two tests at once only

@@ -26,7 +26,11 @@ pub fn fsck(cli: &Cli) -> Result<ExitCode> {
             if r.is_clean() { "clean".to_string() } else { format!("{} problems", r.problems.len()) }
         );
     }
-    Ok(if r.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if r.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub fn recover(cli: &Cli) -> Result<ExitCode> {
@@ -46,7 +50,10 @@ pub fn recover(cli: &Cli) -> Result<ExitCode> {
             }
         }
         if r.manifests_rolled_forward + r.manifests_rolled_back > 0 {
-            println!("manifests: {} rolled forward, {} rolled back", r.manifests_rolled_forward, r.manifests_rolled_back);
+            println!(
+                "manifests: {} rolled forward, {} rolled back",
+                r.manifests_rolled_forward, r.manifests_rolled_back
+            );
         }
         for t in &r.two_phase_decided {
             println!("two-phase commit settled: {t}");
@@ -61,7 +68,11 @@ pub fn recover(cli: &Cli) -> Result<ExitCode> {
             eprintln!("verfs recover: nothing to do");
         }
     }
-    Ok(if r.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if r.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub fn checkpoint(cli: &Cli) -> Result<ExitCode> {

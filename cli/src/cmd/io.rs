@@ -26,9 +26,13 @@ fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
 }
 
 fn local_size(p: &Path) -> u64 {
-    let Ok(m) = std::fs::symlink_metadata(p) else { return 0 };
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
     if m.is_dir() {
-        std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| local_size(&e.path())).sum()).unwrap_or(0)
+        std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| local_size(&e.path())).sum())
+            .unwrap_or(0)
     } else if m.is_file() {
         m.len()
     } else {
@@ -37,7 +41,9 @@ fn local_size(p: &Path) -> u64 {
 }
 
 pub fn put(cli: &Cli, paths: &[String]) -> Result<ExitCode> {
-    let (dest, sources) = paths.split_last().ok_or_else(|| anyhow::anyhow!("put needs LOCAL... DEST"))?;
+    let (dest, sources) = paths
+        .split_last()
+        .ok_or_else(|| anyhow::anyhow!("put needs LOCAL... DEST"))?;
     let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
     for s in &sources {
         // Fail before taking a lease: a clear message for the common mistake.
@@ -92,7 +98,9 @@ pub fn cat(cli: &Cli, path: &str) -> Result<ExitCode> {
     match store.cat(path, &mut out) {
         Ok(()) => {}
         // `verfs cat f | head` closes the pipe early: not an error.
-        Err(verfs_engine::error::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+        Err(verfs_engine::error::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
             return Ok(ExitCode::SUCCESS)
         }
         Err(e) => return Err(e.into()),

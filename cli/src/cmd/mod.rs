@@ -22,9 +22,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let dir = dir.clone().unwrap_or_else(|| cli.store.clone());
             let ff = verfs_engine::store::Store::init(&dir)?;
             if cli.json {
-                println!("{}", serde_json::json!({ "store": dir, "version": ff.version }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "store": dir, "version": ff.version })
+                );
             } else {
-                eprintln!("verfs: created store {} (format version {})", dir.display(), ff.version);
+                eprintln!(
+                    "verfs: created store {} (format version {})",
+                    dir.display(),
+                    ff.version
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -33,10 +40,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cat { path } => io::cat(&cli, path),
         Command::Ls { path, long } => namespace::ls(&cli, path, *long),
         Command::Stat { path } => namespace::stat(&cli, path),
-        Command::Mkdir { path, parents, mode } => namespace::mkdir(&cli, path, *parents, mode),
+        Command::Mkdir {
+            path,
+            parents,
+            mode,
+        } => namespace::mkdir(&cli, path, *parents, mode),
         Command::Rm { path, recursive } => namespace::rm(&cli, path, *recursive),
         Command::Mv { src, dst } => namespace::mv(&cli, src, dst),
-        Command::Ln { target, link, symbolic } => namespace::ln(&cli, target, link, *symbolic),
+        Command::Ln {
+            target,
+            link,
+            symbolic,
+        } => namespace::ln(&cli, target, link, *symbolic),
         Command::Status => status::status(&cli),
         Command::Recover => fsck::recover(&cli),
         Command::Fsck => fsck::fsck(&cli),

@@ -46,7 +46,10 @@ pub fn ls(cli: &Cli, path: &str, long: bool) -> Result<ExitCode> {
     let entries = store.list(path)?;
     let mut out = std::io::stdout().lock();
     if cli.json {
-        let v: Vec<_> = entries.iter().map(|(n, i)| inode_json(&String::from_utf8_lossy(n), i)).collect();
+        let v: Vec<_> = entries
+            .iter()
+            .map(|(n, i)| inode_json(&String::from_utf8_lossy(n), i))
+            .collect();
         writeln!(out, "{}", serde_json::Value::Array(v))?;
     } else {
         for (name, i) in &entries {
@@ -57,7 +60,16 @@ pub fn ls(cli: &Cli, path: &str, long: bool) -> Result<ExitCode> {
                 } else {
                     String::new()
                 };
-                writeln!(out, "{} {:>3} {:>5} {:>5} {:>12} {:>10} {name}{link}", mode_string(i), i.nlink, i.uid, i.gid, i.size, i.mtime.secs)?;
+                writeln!(
+                    out,
+                    "{} {:>3} {:>5} {:>5} {:>12} {:>10} {name}{link}",
+                    mode_string(i),
+                    i.nlink,
+                    i.uid,
+                    i.gid,
+                    i.size,
+                    i.mtime.secs
+                )?;
             } else {
                 writeln!(out, "{name}")?;
             }
@@ -75,8 +87,17 @@ pub fn stat(cli: &Cli, path: &str) -> Result<ExitCode> {
         println!("{}", inode_json(path, &i));
     } else {
         println!("  File: {path}");
-        println!("  Size: {}  Links: {}  Inode: {}  Type: {:?}", i.size, i.nlink, i.ino, i.kind);
-        println!("Access: ({:04o}/{})  Uid: {}  Gid: {}", i.perm, mode_string(&i), i.uid, i.gid);
+        println!(
+            "  Size: {}  Links: {}  Inode: {}  Type: {:?}",
+            i.size, i.nlink, i.ino, i.kind
+        );
+        println!(
+            "Access: ({:04o}/{})  Uid: {}  Gid: {}",
+            i.perm,
+            mode_string(&i),
+            i.uid,
+            i.gid
+        );
         println!("Modify: {}.{:09}", i.mtime.secs, i.mtime.nsecs);
         println!("Change: {}.{:09}", i.ctime.secs, i.ctime.nsecs);
         if i.kind == FileKind::Symlink {
@@ -88,7 +109,8 @@ pub fn stat(cli: &Cli, path: &str) -> Result<ExitCode> {
 }
 
 pub fn mkdir(cli: &Cli, path: &str, parents: bool, mode: &str) -> Result<ExitCode> {
-    let perm = u32::from_str_radix(mode, 8).with_context(|| format!("mode {mode:?} is not octal"))?;
+    let perm =
+        u32::from_str_radix(mode, 8).with_context(|| format!("mode {mode:?} is not octal"))?;
     let store = super::open(cli, "cli mkdir")?;
     store.mkdir(path, perm, parents)?;
     super::finish(store)?;

@@ -13,7 +13,10 @@ use crate::Cli;
 pub fn status(cli: &Cli) -> Result<ExitCode> {
     let store = super::open(cli, "cli status")?;
     let cfg = store.config().clone();
-    let lcfg = LeaseConfig { timeout: cfg.lease_timeout(), heartbeat_interval: cfg.heartbeat() };
+    let lcfg = LeaseConfig {
+        timeout: cfg.lease_timeout(),
+        heartbeat_interval: cfg.heartbeat(),
+    };
     let (files, dirs, logical, unique, chunks, lsn) = store.read(|s| {
         let mut logical = 0u64;
         let mut files = 0u64;
@@ -34,8 +37,19 @@ pub fn status(cli: &Cli) -> Result<ExitCode> {
                 referenced.insert(x.chunk);
             }
         }
-        let unique: u64 = referenced.iter().filter_map(|c| s.chunks.get(c)).map(|c| c.raw_len as u64).sum();
-        (files, dirs, logical, unique, s.chunks.len(), store.log().applied_lsn())
+        let unique: u64 = referenced
+            .iter()
+            .filter_map(|c| s.chunks.get(c))
+            .map(|c| c.raw_len as u64)
+            .sum();
+        (
+            files,
+            dirs,
+            logical,
+            unique,
+            s.chunks.len(),
+            store.log().applied_lsn(),
+        )
     })?;
     let mut stored = 0u64;
     for e in std::fs::read_dir(store.layout().packs())?.flatten() {
@@ -74,8 +88,14 @@ pub fn status(cli: &Cli) -> Result<ExitCode> {
         println!("log head:     lsn {}", lsn.0);
         println!("files:        {files} in {dirs} directories");
         println!("logical:      {logical} bytes");
-        println!("unique:       {unique} bytes in {chunks} chunks (dedup ratio {:.2})", ratio(logical, unique));
-        println!("stored:       {stored} bytes in packs (compression ratio {:.2})", ratio(unique, stored));
+        println!(
+            "unique:       {unique} bytes in {chunks} chunks (dedup ratio {:.2})",
+            ratio(logical, unique)
+        );
+        println!(
+            "stored:       {stored} bytes in packs (compression ratio {:.2})",
+            ratio(unique, stored)
+        );
         println!("processes:");
         for p in v["processes"].as_array().into_iter().flatten() {
             println!(
@@ -85,7 +105,11 @@ pub fn status(cli: &Cli) -> Result<ExitCode> {
                 p["host"].as_str().unwrap_or(""),
                 p["kind"].as_str().unwrap_or(""),
                 p["state"].as_str().unwrap_or(""),
-                if p["self"].as_bool() == Some(true) { " (this command)" } else { "" }
+                if p["self"].as_bool() == Some(true) {
+                    " (this command)"
+                } else {
+                    ""
+                }
             );
         }
     }

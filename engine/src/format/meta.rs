@@ -126,7 +126,21 @@ fn decode_inode(d: &mut Dec<'_>) -> Result<Inode, String> {
         let v = d.bytes()?;
         xattrs.insert(k, v);
     }
-    Ok(Inode { ino, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, rdev, target, xattrs })
+    Ok(Inode {
+        ino,
+        kind,
+        perm,
+        uid,
+        gid,
+        nlink,
+        size,
+        atime,
+        mtime,
+        ctime,
+        rdev,
+        target,
+        xattrs,
+    })
 }
 
 pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, String> {
@@ -134,8 +148,15 @@ pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, String> {
     Ok(match tag {
         TAG_PUT_INODE => Op::PutInode(decode_inode(d)?),
         TAG_DELETE_INODE => Op::DeleteInode(InodeNo(d.u64()?)),
-        TAG_LINK => Op::Link { parent: InodeNo(d.u64()?), name: d.bytes()?, ino: InodeNo(d.u64()?) },
-        TAG_UNLINK => Op::Unlink { parent: InodeNo(d.u64()?), name: d.bytes()? },
+        TAG_LINK => Op::Link {
+            parent: InodeNo(d.u64()?),
+            name: d.bytes()?,
+            ino: InodeNo(d.u64()?),
+        },
+        TAG_UNLINK => Op::Unlink {
+            parent: InodeNo(d.u64()?),
+            name: d.bytes()?,
+        },
         TAG_SET_EXTENTS => {
             let ino = InodeNo(d.u64()?);
             let n = d.u32()? as usize;
@@ -156,9 +177,14 @@ pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, String> {
         }
         TAG_ADD_CHUNK => Op::AddChunk {
             id: ChunkId(d.u128()?),
-            entry: ChunkEntry { pack: PackId(d.u64()?), raw_len: d.u32()? },
+            entry: ChunkEntry {
+                pack: PackId(d.u64()?),
+                raw_len: d.u32()?,
+            },
         },
-        TAG_REMOVE_CHUNK => Op::RemoveChunk { id: ChunkId(d.u128()?) },
+        TAG_REMOVE_CHUNK => Op::RemoveChunk {
+            id: ChunkId(d.u128()?),
+        },
         t => return Err(format!("unknown op tag {t} at byte {}", d.pos - 1)),
     })
 }
@@ -175,12 +201,16 @@ pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, String> {
         ops.push(decode_op(&mut d)?);
     }
     if !d.done() {
-        return Err(format!("{} trailing bytes after {n} ops", d.buf.len() - d.pos));
+        return Err(format!(
+            "{} trailing bytes after {n} ops",
+            d.buf.len() - d.pos
+        ));
     }
     Ok(ops)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -201,42 +231,73 @@ mod tests {
                 0..3,
             ),
         )
-            .prop_map(|(ino, kind, perm, nlink, size, secs, nsecs, target, xattrs)| Inode {
-                ino: InodeNo(ino),
-                kind: FileKind::from_u8(kind).unwrap_or(FileKind::File),
-                perm,
-                uid: perm ^ 1,
-                gid: nlink,
-                nlink,
-                size,
-                atime: Timestamp { secs, nsecs },
-                mtime: Timestamp { secs: -secs / 2, nsecs },
-                ctime: Timestamp { secs, nsecs: 0 },
-                rdev: size ^ 3,
-                target,
-                xattrs,
-            })
+            .prop_map(
+                |(ino, kind, perm, nlink, size, secs, nsecs, target, xattrs)| Inode {
+                    ino: InodeNo(ino),
+                    kind: FileKind::from_u8(kind).unwrap_or(FileKind::File),
+                    perm,
+                    uid: perm ^ 1,
+                    gid: nlink,
+                    nlink,
+                    size,
+                    atime: Timestamp { secs, nsecs },
+                    mtime: Timestamp {
+                        secs: -secs / 2,
+                        nsecs,
+                    },
+                    ctime: Timestamp { secs, nsecs: 0 },
+                    rdev: size ^ 3,
+                    target,
+                    xattrs,
+                },
+            )
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
         prop_oneof![
             arb_inode().prop_map(Op::PutInode),
             any::<u64>().prop_map(|i| Op::DeleteInode(InodeNo(i))),
-            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300), any::<u64>())
-                .prop_map(|(p, name, i)| Op::Link { parent: InodeNo(p), name, ino: InodeNo(i) }),
-            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..30))
-                .prop_map(|(p, name)| Op::Unlink { parent: InodeNo(p), name }),
-            (any::<u64>(), proptest::collection::vec((any::<u64>(), any::<u128>(), any::<u32>(), any::<u32>()), 0..5))
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..300),
+                any::<u64>()
+            )
+                .prop_map(|(p, name, i)| Op::Link {
+                    parent: InodeNo(p),
+                    name,
+                    ino: InodeNo(i)
+                }),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..30)).prop_map(|(p, name)| {
+                Op::Unlink {
+                    parent: InodeNo(p),
+                    name,
+                }
+            }),
+            (
+                any::<u64>(),
+                proptest::collection::vec(
+                    (any::<u64>(), any::<u128>(), any::<u32>(), any::<u32>()),
+                    0..5
+                )
+            )
                 .prop_map(|(i, xs)| Op::SetExtents {
                     ino: InodeNo(i),
                     extents: xs
                         .into_iter()
-                        .map(|(file_off, c, chunk_off, len)| Extent { file_off, chunk: ChunkId(c), chunk_off, len })
+                        .map(|(file_off, c, chunk_off, len)| Extent {
+                            file_off,
+                            chunk: ChunkId(c),
+                            chunk_off,
+                            len
+                        })
                         .collect()
                 }),
             (any::<u128>(), any::<u64>(), any::<u32>()).prop_map(|(c, p, l)| Op::AddChunk {
                 id: ChunkId(c),
-                entry: ChunkEntry { pack: PackId(p), raw_len: l }
+                entry: ChunkEntry {
+                    pack: PackId(p),
+                    raw_len: l
+                }
             }),
             any::<u128>().prop_map(|c| Op::RemoveChunk { id: ChunkId(c) }),
         ]
@@ -257,7 +318,13 @@ mod tests {
 
     #[test]
     fn golden_add_chunk() {
-        let op = Op::AddChunk { id: ChunkId(0x0102), entry: ChunkEntry { pack: PackId(0xaa), raw_len: 5 } };
+        let op = Op::AddChunk {
+            id: ChunkId(0x0102),
+            entry: ChunkEntry {
+                pack: PackId(0xaa),
+                raw_len: 5,
+            },
+        };
         let b = encode_ops(&[op]);
         let mut want = vec![1, 0, 0, 0]; // op count 1
         want.push(6); // tag AddChunk

@@ -39,7 +39,10 @@ impl FormatFile {
             return Err("not a verfs format file (bad magic)".into());
         }
         if b.len() != FORMAT_FILE_LEN {
-            return Err(format!("format file is {} bytes, expected {FORMAT_FILE_LEN}", b.len()));
+            return Err(format!(
+                "format file is {} bytes, expected {FORMAT_FILE_LEN}",
+                b.len()
+            ));
         }
         let crc = u32::from_le_bytes([b[32], b[33], b[34], b[35]]);
         if crc32fast::hash(&b[0..32]) != crc {
@@ -47,7 +50,10 @@ impl FormatFile {
         }
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[16..32]);
-        Ok(FormatFile { version: u32::from_le_bytes([b[8], b[9], b[10], b[11]]), uuid })
+        Ok(FormatFile {
+            version: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            uuid,
+        })
     }
 }
 
@@ -126,12 +132,16 @@ impl<'a> Dec<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn format_file_golden_bytes() {
-        let f = FormatFile { version: 1, uuid: [0xab; 16] };
+        let f = FormatFile {
+            version: 1,
+            uuid: [0xab; 16],
+        };
         let b = f.encode();
         assert_eq!(&b[0..8], b"VERFSTOR"); // magic
         assert_eq!(&b[8..12], &[1, 0, 0, 0]); // version 1, LE
@@ -142,7 +152,10 @@ mod tests {
         for i in 0..b.len() {
             let mut bad = b;
             bad[i] ^= 1;
-            assert!(FormatFile::decode(Path::new("F"), &bad).is_err(), "flip at {i}");
+            assert!(
+                FormatFile::decode(Path::new("F"), &bad).is_err(),
+                "flip at {i}"
+            );
         }
     }
 

@@ -58,7 +58,11 @@ impl fmt::Display for DecodeError {
 }
 
 fn err(at: u64, kind: DecodeErrorKind, reason: impl Into<String>) -> DecodeError {
-    DecodeError { at, kind, reason: reason.into() }
+    DecodeError {
+        at,
+        kind,
+        reason: reason.into(),
+    }
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -111,11 +115,18 @@ impl PackHeader {
             return Err(err(
                 b.len() as u64,
                 DecodeErrorKind::Short,
-                format!("pack header needs {PACK_HEADER_LEN} bytes, have {}", b.len()),
+                format!(
+                    "pack header needs {PACK_HEADER_LEN} bytes, have {}",
+                    b.len()
+                ),
             ));
         }
         if b[0..8] != PACK_MAGIC {
-            return Err(err(0, DecodeErrorKind::BadMagic, "pack magic is not VERFSPK1"));
+            return Err(err(
+                0,
+                DecodeErrorKind::BadMagic,
+                "pack magic is not VERFSPK1",
+            ));
         }
         let stored = u32_at(b, 20);
         let computed = crc32(&[&b[0..20]]);
@@ -129,9 +140,15 @@ impl PackHeader {
         }
         let version = u32_at(b, 8);
         if version != PACK_VERSION {
-            return Err(err(8, DecodeErrorKind::BadField, format!("unknown pack format version {version}")));
+            return Err(err(
+                8,
+                DecodeErrorKind::BadField,
+                format!("unknown pack format version {version}"),
+            ));
         }
-        Ok(PackHeader { pack_id: PackId(u64_at(b, 12)) })
+        Ok(PackHeader {
+            pack_id: PackId(u64_at(b, 12)),
+        })
     }
 
     /// Is `b` (shorter than a header) a prefix of this header? Used to tell a header torn by a
@@ -188,9 +205,9 @@ pub fn check_lengths(encoding: Encoding, raw_len: u32, stored_len: u32) -> Resul
         return Err(format!("raw_len {raw_len} exceeds {MAX_RAW_LEN}"));
     }
     match encoding {
-        Encoding::Raw if stored_len != raw_len => {
-            Err(format!("raw record with stored_len {stored_len} != raw_len {raw_len}"))
-        }
+        Encoding::Raw if stored_len != raw_len => Err(format!(
+            "raw record with stored_len {stored_len} != raw_len {raw_len}"
+        )),
         Encoding::Zstd if stored_len == 0 || stored_len >= raw_len => Err(format!(
             "zstd record with stored_len {stored_len} not in 1..raw_len ({raw_len})"
         )),
@@ -226,23 +243,43 @@ impl RecordHeader {
             return Err(err(
                 b.len() as u64,
                 DecodeErrorKind::Short,
-                format!("record header needs {RECORD_HEADER_LEN} bytes, have {}", b.len()),
+                format!(
+                    "record header needs {RECORD_HEADER_LEN} bytes, have {}",
+                    b.len()
+                ),
             ));
         }
         if b[0..4] != RECORD_MAGIC {
-            return Err(err(0, DecodeErrorKind::BadMagic, "record magic is not VREC"));
+            return Err(err(
+                0,
+                DecodeErrorKind::BadMagic,
+                "record magic is not VREC",
+            ));
         }
         let encoding = Encoding::from_flags(b[4]).ok_or_else(|| {
-            err(4, DecodeErrorKind::BadField, format!("unknown record flags {:#04x}", b[4]))
+            err(
+                4,
+                DecodeErrorKind::BadField,
+                format!("unknown record flags {:#04x}", b[4]),
+            )
         })?;
         if b[5..8] != [0, 0, 0] {
-            return Err(err(5, DecodeErrorKind::BadField, "reserved record bytes are not zero"));
+            return Err(err(
+                5,
+                DecodeErrorKind::BadField,
+                "reserved record bytes are not zero",
+            ));
         }
         let raw_len = u32_at(b, 24);
         let stored_len = u32_at(b, 28);
         check_lengths(encoding, raw_len, stored_len)
             .map_err(|r| err(24, DecodeErrorKind::BadField, r))?;
-        Ok(RecordHeader { encoding, chunk_id: id_at(b, 8), raw_len, stored_len })
+        Ok(RecordHeader {
+            encoding,
+            chunk_id: id_at(b, 8),
+            raw_len,
+            stored_len,
+        })
     }
 }
 
@@ -253,7 +290,8 @@ fn stored_record_crc(header: &[u8]) -> u32 {
 
 /// Does the crc in `header` (36 bytes) match header bytes 0..32 followed by `payload`?
 pub fn check_record_crc(header: &[u8], payload: &[u8]) -> bool {
-    header.len() >= RECORD_HEADER_LEN && stored_record_crc(header) == crc32(&[&header[0..32], payload])
+    header.len() >= RECORD_HEADER_LEN
+        && stored_record_crc(header) == crc32(&[&header[0..32], payload])
 }
 
 /// Would the crc in `header` match if its stored_len field said `payload.len()`? Used only to
@@ -263,7 +301,9 @@ pub fn record_crc_matches_with_len(header: &[u8], payload: &[u8]) -> bool {
     if header.len() < RECORD_HEADER_LEN {
         return false;
     }
-    let Ok(len) = u32::try_from(payload.len()) else { return false };
+    let Ok(len) = u32::try_from(payload.len()) else {
+        return false;
+    };
     let mut h = [0u8; 32];
     h.copy_from_slice(&header[0..32]);
     h[28..32].copy_from_slice(&len.to_le_bytes());
@@ -331,7 +371,11 @@ impl PackIndex {
             ));
         }
         if b[0..8] != INDEX_MAGIC {
-            return Err(err(0, DecodeErrorKind::BadMagic, "index magic is not VERFSIX1"));
+            return Err(err(
+                0,
+                DecodeErrorKind::BadMagic,
+                "index magic is not VERFSIX1",
+            ));
         }
         let body = b.len() - INDEX_TRAILER_LEN;
         let stored = u32_at(b, body);
@@ -346,19 +390,32 @@ impl PackIndex {
         }
         let version = u32_at(b, 8);
         if version != INDEX_VERSION {
-            return Err(err(8, DecodeErrorKind::BadField, format!("unknown index version {version}")));
+            return Err(err(
+                8,
+                DecodeErrorKind::BadField,
+                format!("unknown index version {version}"),
+            ));
         }
         let pack_id = PackId(u64_at(b, 12));
         let count = u32_at(b, 20) as usize;
         let expect = count
             .checked_mul(INDEX_ENTRY_LEN)
             .and_then(|x| x.checked_add(min))
-            .ok_or_else(|| err(20, DecodeErrorKind::BadField, format!("index count {count} overflows")))?;
+            .ok_or_else(|| {
+                err(
+                    20,
+                    DecodeErrorKind::BadField,
+                    format!("index count {count} overflows"),
+                )
+            })?;
         if expect != b.len() {
             return Err(err(
                 20,
                 DecodeErrorKind::BadField,
-                format!("index count {count} needs {expect} bytes, file has {}", b.len()),
+                format!(
+                    "index count {count} needs {expect} bytes, file has {}",
+                    b.len()
+                ),
             ));
         }
         let mut entries = Vec::with_capacity(count);
@@ -375,7 +432,10 @@ impl PackIndex {
                     return Err(err(
                         at as u64,
                         DecodeErrorKind::BadField,
-                        format!("index entry {i} is not sorted strictly after entry {}", i - 1),
+                        format!(
+                            "index entry {i} is not sorted strictly after entry {}",
+                            i - 1
+                        ),
                     ));
                 }
             }
@@ -394,7 +454,9 @@ mod tests {
     /// Golden bytes of a pack header, field by field ([PACK-1]).
     #[test]
     fn golden_pack_header() {
-        let h = PackHeader { pack_id: PackId(0x0123_4567_89ab_cdef) };
+        let h = PackHeader {
+            pack_id: PackId(0x0123_4567_89ab_cdef),
+        };
         let b = h.encode();
         #[rustfmt::skip]
         let expect_prefix: [u8; 20] = [
@@ -446,7 +508,12 @@ mod tests {
     fn golden_index() {
         let idx = PackIndex::new(
             PackId(7),
-            vec![IndexEntry { chunk_id: ChunkId(1), offset: 24, raw_len: 10, stored_len: 10 }],
+            vec![IndexEntry {
+                chunk_id: ChunkId(1),
+                offset: 24,
+                raw_len: 10,
+                stored_len: 10,
+            }],
         );
         let b = idx.encode();
         #[rustfmt::skip]
@@ -468,7 +535,10 @@ mod tests {
 
     #[test]
     fn header_rejects_bad_version_magic_and_every_flip() {
-        let b = PackHeader { pack_id: PackId(42) }.encode();
+        let b = PackHeader {
+            pack_id: PackId(42),
+        }
+        .encode();
         for i in 0..b.len() {
             for bit in 0..8 {
                 let mut c = b;
@@ -476,12 +546,20 @@ mod tests {
                 assert!(PackHeader::decode(&c).is_err(), "flip byte {i} bit {bit}");
             }
         }
-        assert_eq!(PackHeader::decode(&b[..23]).unwrap_err().kind, DecodeErrorKind::Short);
-        let h = PackHeader { pack_id: PackId(42) };
+        assert_eq!(
+            PackHeader::decode(&b[..23]).unwrap_err().kind,
+            DecodeErrorKind::Short
+        );
+        let h = PackHeader {
+            pack_id: PackId(42),
+        };
         assert!(h.is_torn_prefix(&b[..0]));
         assert!(h.is_torn_prefix(&b[..23]));
         assert!(!h.is_torn_prefix(&b[..]));
-        assert!(!PackHeader { pack_id: PackId(43) }.is_torn_prefix(&b[..15]));
+        assert!(!PackHeader {
+            pack_id: PackId(43)
+        }
+        .is_torn_prefix(&b[..15]));
     }
 
     #[test]
@@ -512,17 +590,29 @@ mod tests {
     }
 
     fn arb_header() -> impl Strategy<Value = (RecordHeader, Vec<u8>)> {
-        (any::<bool>(), any::<u128>(), proptest::collection::vec(any::<u8>(), 0..300), 0u32..1000).prop_map(
-            |(zstd, id, payload, extra)| {
+        (
+            any::<bool>(),
+            any::<u128>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            0u32..1000,
+        )
+            .prop_map(|(zstd, id, payload, extra)| {
                 let stored_len = payload.len() as u32;
                 let (encoding, raw_len) = if zstd && stored_len > 0 {
                     (Encoding::Zstd, stored_len + 1 + extra)
                 } else {
                     (Encoding::Raw, stored_len)
                 };
-                (RecordHeader { encoding, chunk_id: ChunkId(id), raw_len, stored_len }, payload)
-            },
-        )
+                (
+                    RecordHeader {
+                        encoding,
+                        chunk_id: ChunkId(id),
+                        raw_len,
+                        stored_len,
+                    },
+                    payload,
+                )
+            })
     }
 
     proptest! {

@@ -38,7 +38,9 @@ use std::path::{Path, PathBuf};
 
 pub use reader::{IndexSource, PackReader};
 pub use scan::{check_index, scan, Problem, ProblemKind, ScanReport, ScannedRecord};
-pub use writer::{ChunkCompressor, CompressedChunk, PackWriter, RecordLoc, SealedPack, WriterStats};
+pub use writer::{
+    ChunkCompressor, CompressedChunk, PackWriter, RecordLoc, SealedPack, WriterStats,
+};
 
 use crate::format::pack::{IndexEntry, PackHeader, PackIndex, PACK_HEADER_LEN};
 use crate::ids::{ChunkId, PackId};
@@ -53,7 +55,11 @@ pub enum PackError {
     Io { path: PathBuf, source: io::Error },
     /// Bytes on disk break a rule of `docs/layout/pack.md`; `offset` is where in `path`.
     #[error("corrupt {path} at byte {offset}: {reason}")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("chunk {id} is not in {path}")]
     NotFound { path: PathBuf, id: ChunkId },
     /// The pack ends in an incomplete record ([PACK-7]); [`truncate_torn_tail`] must cut it first.
@@ -72,7 +78,10 @@ pub enum PackError {
 
 impl PackError {
     fn io(path: &Path, source: io::Error) -> PackError {
-        PackError::Io { path: path.to_path_buf(), source }
+        PackError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -89,7 +98,11 @@ pub fn index_path(packs_dir: &Path, id: PackId) -> PathBuf {
 /// Parse a pack id from a canonical name stem: exactly 16 lowercase hex digits, so that two
 /// spellings of one id ("1" and "0000000000000001") can never name two files.
 fn parse_stem(stem: &str) -> Option<PackId> {
-    if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if stem.len() != 16
+        || !stem
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     stem.parse().ok()
@@ -98,7 +111,9 @@ fn parse_stem(stem: &str) -> Option<PackId> {
 /// The pack id named by a `.pack` or `.idx` path, if the name is canonical.
 pub fn pack_id_of_path(path: &Path) -> Option<PackId> {
     let name = path.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".pack").or_else(|| name.strip_suffix(".idx"))?;
+    let stem = name
+        .strip_suffix(".pack")
+        .or_else(|| name.strip_suffix(".idx"))?;
     parse_stem(stem)
 }
 
@@ -139,7 +154,10 @@ pub fn list_packs(packs_dir: &Path) -> Result<PackListing, PackError> {
     }
     out.packs.sort();
     idx.sort();
-    out.orphan_indexes = idx.into_iter().filter(|i| out.packs.binary_search(i).is_err()).collect();
+    out.orphan_indexes = idx
+        .into_iter()
+        .filter(|i| out.packs.binary_search(i).is_err())
+        .collect();
     out.temp_files.sort();
     out.unknown.sort();
     Ok(out)
@@ -161,7 +179,11 @@ pub fn seal_existing(packs_dir: &Path, id: PackId) -> Result<SealedPack, PackErr
     let file = fs::File::open(&path).map_err(|e| PackError::io(&path, e))?;
     let report = scan::scan_file(&file, &path, Some(id), true)?;
     if let Some(p) = report.problems.iter().find(|p| p.kind.is_header()) {
-        return Err(PackError::Corrupt { path, offset: p.offset, reason: p.reason.clone() });
+        return Err(PackError::Corrupt {
+            path,
+            offset: p.offset,
+            reason: p.reason.clone(),
+        });
     }
     if let Some(offset) = report.torn_tail() {
         return Err(PackError::TornTail { path, offset });
@@ -169,7 +191,11 @@ pub fn seal_existing(packs_dir: &Path, id: PackId) -> Result<SealedPack, PackErr
     // The dead writer may never have synced its last records; they become durable before the
     // .idx that lists them.
     file.sync_all().map_err(|e| PackError::io(&path, e))?;
-    let entries: Vec<IndexEntry> = report.records.iter().map(ScannedRecord::index_entry).collect();
+    let entries: Vec<IndexEntry> = report
+        .records
+        .iter()
+        .map(ScannedRecord::index_entry)
+        .collect();
     let index = PackIndex::new(id, entries);
     let ipath = index_path(packs_dir, id);
     verfs_coordination::fsutil::write_atomic(&ipath, &index.encode())
@@ -210,7 +236,8 @@ pub fn truncate_torn_tail(path: &Path) -> Result<Option<u64>, PackError> {
     let len = file.metadata().map_err(|e| PackError::io(path, e))?.len();
     if len <= PACK_HEADER_LEN as u64 {
         let mut b = vec![0u8; len as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut b, 0).map_err(|e| PackError::io(path, e))?;
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut b, 0)
+            .map_err(|e| PackError::io(path, e))?;
         let id = pack_id_of_path(path);
         let header = id.map(|pack_id| PackHeader { pack_id });
         // Torn inside `create` (a prefix), or zero-filled by a power cut before the header's data
@@ -226,15 +253,23 @@ pub fn truncate_torn_tail(path: &Path) -> Result<Option<u64>, PackError> {
             return Err(PackError::Corrupt {
                 path: path.to_path_buf(),
                 offset: 0,
-                reason: format!("pack is {len} bytes, shorter than its header, and not a torn prefix of it"),
+                reason: format!(
+                    "pack is {len} bytes, shorter than its header, and not a torn prefix of it"
+                ),
             });
         }
     }
     let report = scan::scan_file(&file, path, pack_id_of_path(path), false)?;
     if let Some(p) = report.problems.iter().find(|p| p.kind.is_header()) {
-        return Err(PackError::Corrupt { path: path.to_path_buf(), offset: p.offset, reason: p.reason.clone() });
+        return Err(PackError::Corrupt {
+            path: path.to_path_buf(),
+            offset: p.offset,
+            reason: p.reason.clone(),
+        });
     }
-    let Some(cut) = report.torn_tail() else { return Ok(None) };
+    let Some(cut) = report.torn_tail() else {
+        return Ok(None);
+    };
     file.set_len(cut)
         .and_then(|()| file.sync_all())
         .map_err(|e| PackError::io(path, e))?;

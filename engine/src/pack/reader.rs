@@ -10,7 +10,9 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::scan::{Walk, Walker};
 use super::{index_path, pack_path, PackError};
-use crate::format::pack::{self as fmt, Encoding, PackHeader, PackIndex, RecordHeader, PACK_HEADER_LEN, RECORD_HEADER_LEN};
+use crate::format::pack::{
+    self as fmt, Encoding, PackHeader, PackIndex, RecordHeader, PACK_HEADER_LEN, RECORD_HEADER_LEN,
+};
 use crate::ids::{ChunkId, PackId};
 
 /// Where a reader's index came from.
@@ -49,7 +51,10 @@ pub struct PackReader {
 
 impl std::fmt::Debug for PackReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackReader").field("id", &self.id).field("path", &self.path).finish()
+        f.debug_struct("PackReader")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -64,15 +69,26 @@ impl PackReader {
         let path = pack_path(packs_dir, id);
         let file = File::open(&path).map_err(|e| PackError::io(&path, e))?;
         let len = file.metadata().map_err(|e| PackError::io(&path, e))?.len();
-        let corrupt = |offset, reason: String| PackError::Corrupt { path: path.clone(), offset, reason };
+        let corrupt = |offset, reason: String| PackError::Corrupt {
+            path: path.clone(),
+            offset,
+            reason,
+        };
         if len < PACK_HEADER_LEN as u64 {
-            return Err(corrupt(0, format!("pack is {len} bytes, shorter than its header")));
+            return Err(corrupt(
+                0,
+                format!("pack is {len} bytes, shorter than its header"),
+            ));
         }
         let mut hb = [0u8; PACK_HEADER_LEN];
-        file.read_exact_at(&mut hb, 0).map_err(|e| PackError::io(&path, e))?;
+        file.read_exact_at(&mut hb, 0)
+            .map_err(|e| PackError::io(&path, e))?;
         let h = PackHeader::decode(&hb).map_err(|e| corrupt(e.at, e.reason))?;
         if h.pack_id != id {
-            return Err(corrupt(12, format!("header names pack {} but the file is {id}", h.pack_id)));
+            return Err(corrupt(
+                12,
+                format!("header names pack {} but the file is {id}", h.pack_id),
+            ));
         }
         let reader = PackReader {
             id,
@@ -81,7 +97,9 @@ impl PackReader {
             file,
             state: RwLock::new(State {
                 map: HashMap::new(),
-                source: IndexSource::Scanned { reason: String::new() },
+                source: IndexSource::Scanned {
+                    reason: String::new(),
+                },
                 scanned_to: PACK_HEADER_LEN as u64,
             }),
         };
@@ -126,7 +144,11 @@ impl PackReader {
         let st = self.read_state();
         match &st.source {
             IndexSource::Scanned { reason } => {
-                let len = self.file.metadata().map(|m| m.len()).unwrap_or(st.scanned_to);
+                let len = self
+                    .file
+                    .metadata()
+                    .map(|m| m.len())
+                    .unwrap_or(st.scanned_to);
                 let why = if st.scanned_to < len {
                     format!("the pack has no valid record from here on ({reason})")
                 } else {
@@ -134,7 +156,11 @@ impl PackReader {
                 };
                 (self.path.clone(), st.scanned_to, why)
             }
-            IndexSource::Idx => (index_path(&self.packs_dir, self.id), 0, "the pack's valid .idx does not list it".into()),
+            IndexSource::Idx => (
+                index_path(&self.packs_dir, self.id),
+                0,
+                "the pack's valid .idx does not list it".into(),
+            ),
         }
     }
 
@@ -154,15 +180,24 @@ impl PackReader {
     /// Read-only. Errors: `NotFound`, `Corrupt { offset }` (offset of the record), `Io`.
     pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>, PackError> {
         let Some(loc) = self.locate(id)? else {
-            return Err(PackError::NotFound { path: self.path.clone(), id });
+            return Err(PackError::NotFound {
+                path: self.path.clone(),
+                id,
+            });
         };
-        let corrupt = |reason: String| PackError::Corrupt { path: self.path.clone(), offset: loc.offset, reason };
+        let corrupt = |reason: String| PackError::Corrupt {
+            path: self.path.clone(),
+            offset: loc.offset,
+            reason,
+        };
         let total = RECORD_HEADER_LEN + loc.stored_len as usize;
         let mut buf = vec![0u8; total];
         match self.file.read_exact_at(&mut buf, loc.offset) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(corrupt(format!("record of {total} bytes extends past the end of the pack")))
+                return Err(corrupt(format!(
+                    "record of {total} bytes extends past the end of the pack"
+                )))
             }
             Err(e) => return Err(PackError::io(&self.path, e)),
         }
@@ -197,7 +232,11 @@ impl PackReader {
         if st.source == IndexSource::Idx {
             return Ok(None);
         }
-        let len = self.file.metadata().map_err(|e| PackError::io(&self.path, e))?.len();
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| PackError::io(&self.path, e))?
+            .len();
         match self.load_idx(len) {
             Ok(map) => {
                 st.map = map;
@@ -218,17 +257,30 @@ impl PackReader {
             }
             Err(e) => return Err(format!("cannot read {}: {e}", ipath.display())),
         };
-        let idx = PackIndex::decode(&bytes).map_err(|e| format!("{} is damaged: {e}", ipath.display()))?;
+        let idx = PackIndex::decode(&bytes)
+            .map_err(|e| format!("{} is damaged: {e}", ipath.display()))?;
         if idx.pack_id != self.id {
             return Err(format!("{} names pack {}", ipath.display(), idx.pack_id));
         }
         let mut map = HashMap::with_capacity(idx.entries.len());
         for e in &idx.entries {
-            let end = e.offset.checked_add(RECORD_HEADER_LEN as u64 + u64::from(e.stored_len));
+            let end = e
+                .offset
+                .checked_add(RECORD_HEADER_LEN as u64 + u64::from(e.stored_len));
             if e.offset < PACK_HEADER_LEN as u64 || end.is_none_or(|end| end > len) {
-                return Err(format!("{} has an entry outside the pack: {e:?}", ipath.display()));
+                return Err(format!(
+                    "{} has an entry outside the pack: {e:?}",
+                    ipath.display()
+                ));
             }
-            map.insert(e.chunk_id, Loc { offset: e.offset, raw_len: e.raw_len, stored_len: e.stored_len });
+            map.insert(
+                e.chunk_id,
+                Loc {
+                    offset: e.offset,
+                    raw_len: e.raw_len,
+                    stored_len: e.stored_len,
+                },
+            );
         }
         Ok(map)
     }
@@ -236,17 +288,34 @@ impl PackReader {
     /// Scan from `scanned_to` to the current end, adding valid records (crc checked; the hash is
     /// checked when a chunk is read).
     fn rescan(&self, st: &mut State) -> Result<(), PackError> {
-        let len = self.file.metadata().map_err(|e| PackError::io(&self.path, e))?.len();
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| PackError::io(&self.path, e))?
+            .len();
         if len <= st.scanned_to {
             return Ok(());
         }
-        let mut walk = Walk { records: Vec::new(), problems: Vec::new(), torn_at: None, first_bad: None };
-        let mut w = Walker { file: &self.file, path: &self.path, len, verify_hash: false };
-        w.walk(st.scanned_to, &mut walk).map_err(|e| PackError::io(&self.path, e))?;
+        let mut walk = Walk {
+            records: Vec::new(),
+            problems: Vec::new(),
+            torn_at: None,
+            first_bad: None,
+        };
+        let mut w = Walker {
+            file: &self.file,
+            path: &self.path,
+            len,
+            verify_hash: false,
+        };
+        w.walk(st.scanned_to, &mut walk)
+            .map_err(|e| PackError::io(&self.path, e))?;
         for r in &walk.records {
-            st.map
-                .entry(r.chunk_id)
-                .or_insert(Loc { offset: r.offset, raw_len: r.raw_len, stored_len: r.stored_len });
+            st.map.entry(r.chunk_id).or_insert(Loc {
+                offset: r.offset,
+                raw_len: r.raw_len,
+                stored_len: r.stored_len,
+            });
         }
         st.scanned_to = walk.first_bad.unwrap_or(len);
         Ok(())
@@ -275,7 +344,8 @@ pub(crate) fn decode_payload(h: &RecordHeader, payload: &[u8]) -> Result<Vec<u8>
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
                 *slot = Some(
-                    zstd::bulk::Decompressor::new().map_err(|e| format!("cannot create a zstd context: {e}"))?,
+                    zstd::bulk::Decompressor::new()
+                        .map_err(|e| format!("cannot create a zstd context: {e}"))?,
                 );
             }
             let d = slot.as_mut().ok_or("zstd context missing")?;
@@ -287,7 +357,11 @@ pub(crate) fn decode_payload(h: &RecordHeader, payload: &[u8]) -> Result<Vec<u8>
         })?,
     };
     if data.len() != h.raw_len as usize {
-        return Err(format!("payload decodes to {} bytes, header says {}", data.len(), h.raw_len));
+        return Err(format!(
+            "payload decodes to {} bytes, header says {}",
+            data.len(),
+            h.raw_len
+        ));
     }
     let got = ChunkId::of(&data);
     if got != h.chunk_id {

@@ -60,7 +60,14 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} at byte {}: {:?}: {}", self.path.display(), self.offset, self.kind, self.reason)
+        write!(
+            f,
+            "{} at byte {}: {:?}: {}",
+            self.path.display(),
+            self.offset,
+            self.kind,
+            self.reason
+        )
     }
 }
 
@@ -109,7 +116,10 @@ impl ScanReport {
     }
     /// Offset where the torn tail starts, if the pack ends in one. Always the last problem.
     pub fn torn_tail(&self) -> Option<u64> {
-        self.problems.last().filter(|p| p.kind == ProblemKind::TornTail).map(|p| p.offset)
+        self.problems
+            .last()
+            .filter(|p| p.kind == ProblemKind::TornTail)
+            .map(|p| p.offset)
     }
 }
 
@@ -152,7 +162,10 @@ pub fn check_index(packs_dir: &Path, id: PackId) -> Result<Vec<Problem>, PackErr
         Err(e) => return Ok(vec![corrupt(e.at, e.reason)]),
     };
     if index.pack_id != id {
-        return Ok(vec![corrupt(12, format!("index names pack {} instead of {id}", index.pack_id))]);
+        return Ok(vec![corrupt(
+            12,
+            format!("index names pack {} instead of {id}", index.pack_id),
+        )]);
     }
     let file = File::open(&ppath).map_err(|e| PackError::io(&ppath, e))?;
     let report = scan_file(&file, &ppath, Some(id), false)?;
@@ -175,7 +188,10 @@ pub fn check_index(packs_dir: &Path, id: PackId) -> Result<Vec<Problem>, PackErr
                 path: ipath.clone(),
                 offset: at,
                 kind: ProblemKind::IndexMismatch,
-                reason: format!("entry for {} at pack byte {} has no valid record", e.chunk_id, e.offset),
+                reason: format!(
+                    "entry for {} at pack byte {} has no valid record",
+                    e.chunk_id, e.offset
+                ),
             }),
         }
     }
@@ -204,8 +220,14 @@ pub(crate) fn scan_file(
     let mut header_id = None;
     let hlen = len.min(PACK_HEADER_LEN as u64) as usize;
     let mut hb = vec![0u8; hlen];
-    file.read_exact_at(&mut hb, 0).map_err(|e| PackError::io(path, e))?;
-    let problem = |offset, kind, reason: String| Problem { path: path.to_path_buf(), offset, kind, reason };
+    file.read_exact_at(&mut hb, 0)
+        .map_err(|e| PackError::io(path, e))?;
+    let problem = |offset, kind, reason: String| Problem {
+        path: path.to_path_buf(),
+        offset,
+        kind,
+        reason,
+    };
     if hlen < PACK_HEADER_LEN {
         let torn = match expect {
             Some(id) => PackHeader { pack_id: id }.is_torn_prefix(&hb),
@@ -230,10 +252,21 @@ pub(crate) fn scan_file(
             Err(e) => problems.push(problem(e.at, ProblemKind::HeaderCorrupt, e.reason)),
         }
     }
-    let mut walk = Walk { records: Vec::new(), problems, torn_at: None, first_bad: None };
+    let mut walk = Walk {
+        records: Vec::new(),
+        problems,
+        torn_at: None,
+        first_bad: None,
+    };
     if len > PACK_HEADER_LEN as u64 {
-        let mut w = Walker { file, path, len, verify_hash };
-        w.walk(PACK_HEADER_LEN as u64, &mut walk).map_err(|e| PackError::io(path, e))?;
+        let mut w = Walker {
+            file,
+            path,
+            len,
+            verify_hash,
+        };
+        w.walk(PACK_HEADER_LEN as u64, &mut walk)
+            .map_err(|e| PackError::io(path, e))?;
     }
     Ok(ScanReport {
         path: path.to_path_buf(),
@@ -283,7 +316,12 @@ impl Walker<'_> {
         if kind == ProblemKind::TornTail {
             w.torn_at = Some(offset);
         }
-        w.problems.push(Problem { path: self.path.to_path_buf(), offset, kind, reason });
+        w.problems.push(Problem {
+            path: self.path.to_path_buf(),
+            offset,
+            kind,
+            reason,
+        });
     }
 
     /// Walk records from `start` (a record boundary) to `self.len` ([PACK-2]).
@@ -293,28 +331,56 @@ impl Walker<'_> {
         while off < self.len {
             let rem = self.len - off;
             if rem < hl {
-                let Some(tail) = self.read(off, rem)? else { return Ok(()) };
+                let Some(tail) = self.read(off, rem)? else {
+                    return Ok(());
+                };
                 let m = tail.len().min(RECORD_MAGIC.len());
                 if tail[..m] == RECORD_MAGIC[..m] || is_zero(&tail) {
-                    self.problem(w, off, off, ProblemKind::TornTail, format!("partial record header ({rem} bytes)"));
+                    self.problem(
+                        w,
+                        off,
+                        off,
+                        ProblemKind::TornTail,
+                        format!("partial record header ({rem} bytes)"),
+                    );
                 } else {
-                    self.problem(w, off, off, ProblemKind::TrailingGarbage, format!("{rem} bytes that are not a record"));
+                    self.problem(
+                        w,
+                        off,
+                        off,
+                        ProblemKind::TrailingGarbage,
+                        format!("{rem} bytes that are not a record"),
+                    );
                 }
                 return Ok(());
             }
-            let Some(hb) = self.read(off, hl)? else { return Ok(()) };
+            let Some(hb) = self.read(off, hl)? else {
+                return Ok(());
+            };
             let h = match RecordHeader::decode(&hb) {
                 Ok(h) => h,
                 Err(e) => {
                     if e.kind == DecodeErrorKind::BadMagic && self.zero_to_end(off)? {
                         // A crash before the filesystem wrote the data blocks of an extended file
                         // leaves zeros; a record never starts with zeros (its magic).
-                        self.problem(w, off, off, ProblemKind::TornTail, format!("zero-filled tail of {rem} bytes"));
+                        self.problem(
+                            w,
+                            off,
+                            off,
+                            ProblemKind::TornTail,
+                            format!("zero-filled tail of {rem} bytes"),
+                        );
                         return Ok(());
                     }
                     // Report the record, not the field: a length that breaks the rules may be the rotten
                     // byte or the victim of a rotten flags byte.
-                    self.problem(w, off, off, ProblemKind::RecordCorrupt, format!("record header: {e}"));
+                    self.problem(
+                        w,
+                        off,
+                        off,
+                        ProblemKind::RecordCorrupt,
+                        format!("record header: {e}"),
+                    );
                     match self.find_next_valid(off + 1)? {
                         Some(p) => {
                             off = p;
@@ -326,7 +392,9 @@ impl Walker<'_> {
             };
             let end = off + h.record_len();
             if end > self.len {
-                let Some(rest) = self.read(off + hl, self.len - off - hl)? else { return Ok(()) };
+                let Some(rest) = self.read(off + hl, self.len - off - hl)? else {
+                    return Ok(());
+                };
                 if fmt::record_crc_matches_with_len(&hb, &rest) {
                     self.problem(
                         w,
@@ -353,13 +421,24 @@ impl Walker<'_> {
                     off,
                     off,
                     ProblemKind::TornTail,
-                    format!("record of {} bytes cut after {rem} bytes by the end of file", h.record_len()),
+                    format!(
+                        "record of {} bytes cut after {rem} bytes by the end of file",
+                        h.record_len()
+                    ),
                 );
                 return Ok(());
             }
-            let Some(payload) = self.read(off + hl, u64::from(h.stored_len))? else { return Ok(()) };
+            let Some(payload) = self.read(off + hl, u64::from(h.stored_len))? else {
+                return Ok(());
+            };
             if !fmt::check_record_crc(&hb, &payload) {
-                self.problem(w, off, off, ProblemKind::CrcMismatch, format!("record crc mismatch (chunk {})", h.chunk_id));
+                self.problem(
+                    w,
+                    off,
+                    off,
+                    ProblemKind::CrcMismatch,
+                    format!("record crc mismatch (chunk {})", h.chunk_id),
+                );
                 // Usually the payload rotted and `end` is right; but the length may be what rotted,
                 // so look for the next record that proves itself with its crc. Failing that, go on
                 // at `end` so that a torn tail after the damage is still recognised.
@@ -392,7 +471,9 @@ impl Walker<'_> {
         let mut pos = from;
         while pos < self.len {
             let n = SEARCH_WINDOW.min(self.len - pos);
-            let Some(b) = self.read(pos, n)? else { return Ok(false) };
+            let Some(b) = self.read(pos, n)? else {
+                return Ok(false);
+            };
             if !is_zero(&b) {
                 return Ok(false);
             }
@@ -407,12 +488,18 @@ impl Walker<'_> {
         if p + hl > self.len {
             return Ok(false);
         }
-        let Some(hb) = self.read(p, hl)? else { return Ok(false) };
-        let Ok(h) = RecordHeader::decode(&hb) else { return Ok(false) };
+        let Some(hb) = self.read(p, hl)? else {
+            return Ok(false);
+        };
+        let Ok(h) = RecordHeader::decode(&hb) else {
+            return Ok(false);
+        };
         if p + h.record_len() > self.len {
             return Ok(false);
         }
-        let Some(payload) = self.read(p + hl, u64::from(h.stored_len))? else { return Ok(false) };
+        let Some(payload) = self.read(p + hl, u64::from(h.stored_len))? else {
+            return Ok(false);
+        };
         Ok(fmt::check_record_crc(&hb, &payload))
     }
 
@@ -422,7 +509,9 @@ impl Walker<'_> {
         let mut pos = from;
         while pos + hl <= self.len {
             let n = SEARCH_WINDOW.min(self.len - pos);
-            let Some(b) = self.read(pos, n)? else { return Ok(None) };
+            let Some(b) = self.read(pos, n)? else {
+                return Ok(None);
+            };
             let mut i = 0usize;
             while let Some(j) = find_magic(&b[i..]) {
                 let p = pos + (i + j) as u64;
@@ -439,7 +528,8 @@ impl Walker<'_> {
 }
 
 fn find_magic(b: &[u8]) -> Option<usize> {
-    b.windows(RECORD_MAGIC.len()).position(|w| w == RECORD_MAGIC)
+    b.windows(RECORD_MAGIC.len())
+        .position(|w| w == RECORD_MAGIC)
 }
 
 fn is_zero(b: &[u8]) -> bool {

@@ -22,8 +22,8 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 /// Text-like, compressible bytes.
 fn text_bytes(n: usize, seed: u64) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "pack", "chunk", "record", "the", "of", "verfs", "store", "index", "lease", "journal", "seal", "and",
-        "process", "crash", "durable", "a", "is", "to", "zstd", "hash",
+        "pack", "chunk", "record", "the", "of", "verfs", "store", "index", "lease", "journal",
+        "seal", "and", "process", "crash", "durable", "a", "is", "to", "zstd", "hash",
     ];
     let mut r = rng(seed);
     let mut v = Vec::with_capacity(n + 16);
@@ -92,7 +92,9 @@ fn create_with_id_refuses_an_existing_pack() {
     let w = PackWriter::create_with_id(d.path(), id, 3).unwrap();
     assert_eq!(w.path(), pack_path(d.path(), id));
     match PackWriter::create_with_id(d.path(), id, 3) {
-        Err(PackError::Io { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists),
+        Err(PackError::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists)
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(fs::metadata(w.path()).unwrap().len(), 24);
@@ -104,13 +106,18 @@ fn round_trip_with_and_without_idx() {
     let chunks = sample_chunks(40, 70_000, 10);
     let (id, locs) = write_pack(d.path(), &chunks, true);
     assert!(locs.iter().any(|(_, l)| l.encoding == Encoding::Zstd));
-    assert!(locs.iter().any(|(_, l)| l.encoding == Encoding::Raw && l.raw_len > 1000));
+    assert!(locs
+        .iter()
+        .any(|(_, l)| l.encoding == Encoding::Raw && l.raw_len > 1000));
 
     let check = |r: &PackReader| {
         for c in &chunks {
             assert_eq!(&r.read_chunk(ChunkId::of(c)).unwrap(), c);
         }
-        assert!(matches!(r.read_chunk(ChunkId(12345)), Err(PackError::NotFound { .. })));
+        assert!(matches!(
+            r.read_chunk(ChunkId(12345)),
+            Err(PackError::NotFound { .. })
+        ));
         assert!(!r.contains(ChunkId(12345)).unwrap());
     };
     let r = PackReader::open(d.path(), id).unwrap();
@@ -124,14 +131,19 @@ fn round_trip_with_and_without_idx() {
     idx[30] ^= 0x10;
     fs::write(&ipath, &idx).unwrap();
     let r = PackReader::open(d.path(), id).unwrap();
-    assert!(matches!(r.index_source(), IndexSource::Scanned { reason } if reason.contains("damaged")));
+    assert!(
+        matches!(r.index_source(), IndexSource::Scanned { reason } if reason.contains("damaged"))
+    );
     check(&r);
 
     fs::remove_file(&ipath).unwrap();
     let r = PackReader::open(d.path(), id).unwrap();
     assert!(matches!(r.index_source(), IndexSource::Scanned { .. }));
     check(&r);
-    assert_eq!(check_index(d.path(), id).unwrap()[0].kind, ProblemKind::IndexMissing);
+    assert_eq!(
+        check_index(d.path(), id).unwrap()[0].kind,
+        ProblemKind::IndexMissing
+    );
 
     // seal_existing rebuilds the same .idx.
     let sealed = seal_existing(d.path(), id).unwrap();
@@ -165,18 +177,28 @@ fn append_compressed_matches_append_and_checks_lengths() {
     let d = tempfile::tempdir().unwrap();
     let mut c = ChunkCompressor::new(3).unwrap();
     let chunks = sample_chunks(8, 20_000, 3);
-    let pre: Vec<CompressedChunk> = chunks.iter().map(|x| c.compress_chunk(x).unwrap()).collect();
+    let pre: Vec<CompressedChunk> = chunks
+        .iter()
+        .map(|x| c.compress_chunk(x).unwrap())
+        .collect();
     let mut w = PackWriter::create(d.path(), 3).unwrap();
     for p in &pre {
-        w.append_compressed(p.id, p.raw_len, p.encoding, &p.stored).unwrap();
+        w.append_compressed(p.id, p.raw_len, p.encoding, &p.stored)
+            .unwrap();
     }
     // [PACK-3]: lengths the format forbids are refused, and the writer stays usable.
     let bad = w.append_compressed(ChunkId(1), 10, Encoding::Zstd, &[0u8; 10]);
-    assert!(matches!(bad, Err(PackError::InvalidInput { .. })), "{bad:?}");
+    assert!(
+        matches!(bad, Err(PackError::InvalidInput { .. })),
+        "{bad:?}"
+    );
     let bad = w.append_compressed(ChunkId(1), 10, Encoding::Raw, &[0u8; 9]);
     assert!(matches!(bad, Err(PackError::InvalidInput { .. })));
     let huge = vec![0u8; (16 << 20) + 1];
-    assert!(matches!(w.append(ChunkId::of(&huge), &huge), Err(PackError::InvalidInput { .. })));
+    assert!(matches!(
+        w.append(ChunkId::of(&huge), &huge),
+        Err(PackError::InvalidInput { .. })
+    ));
     let s = w.seal().unwrap();
     let r = PackReader::open(d.path(), s.id).unwrap();
     for x in &chunks {
@@ -224,13 +246,24 @@ fn every_flipped_byte_is_detected() {
             b[i] ^= mask;
             fs::write(&copy, &b).unwrap();
             let rep = scan(&copy).unwrap();
-            assert!(!rep.problems.is_empty(), "flip {mask:#x} at byte {i} not detected");
+            assert!(
+                !rep.problems.is_empty(),
+                "flip {mask:#x} at byte {i} not detected"
+            );
             let p = &rep.problems[0];
             // The reported offset is at or before the flipped byte, inside the damaged structure.
-            assert!(p.offset <= i as u64, "flip at {i} reported at {}: {p}", p.offset);
+            assert!(
+                p.offset <= i as u64,
+                "flip at {i} reported at {}: {p}",
+                p.offset
+            );
             assert_eq!(p.path, copy);
             // At most the damaged record is lost ([PACK-2]: resync on the next valid record).
-            assert!(rep.records.len() + 1 >= orig_records.len(), "flip at {i}: {:?}", rep.problems);
+            assert!(
+                rep.records.len() + 1 >= orig_records.len(),
+                "flip at {i}: {:?}",
+                rep.problems
+            );
             for r in &rep.records {
                 assert!(orig_records.contains(r));
             }
@@ -276,7 +309,12 @@ fn every_flipped_idx_byte_is_detected() {
     idx.entries[0].offset += 1;
     fs::write(&ipath, idx.encode()).unwrap();
     let problems = check_index(d.path(), id).unwrap();
-    assert!(problems.iter().any(|p| p.kind == ProblemKind::IndexMismatch), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::IndexMismatch),
+        "{problems:?}"
+    );
 }
 
 /// Cut at every length: nothing panics, and `truncate_torn_tail` leaves a valid prefix of the
@@ -296,7 +334,10 @@ fn truncation_at_every_length() {
         assert_eq!(rep.is_clean(), boundary, "len {len}: {:?}", rep.problems);
         if !boundary {
             let kind = rep.problems.last().unwrap().kind;
-            assert!(matches!(kind, ProblemKind::TornTail | ProblemKind::HeaderTorn), "len {len}: {kind:?}");
+            assert!(
+                matches!(kind, ProblemKind::TornTail | ProblemKind::HeaderTorn),
+                "len {len}: {kind:?}"
+            );
         }
         if let Ok(r) = PackReader::open(d.path(), id) {
             for c in &chunks {
@@ -312,9 +353,17 @@ fn truncation_at_every_length() {
             assert_eq!(c, new_len);
         }
         let after = scan(&copy).unwrap();
-        assert!(after.is_clean(), "len {len} after cut: {:?}", after.problems);
+        assert!(
+            after.is_clean(),
+            "len {len} after cut: {:?}",
+            after.problems
+        );
         assert!(new_len <= len.max(24) as u64);
-        assert_eq!(after.records[..], orig_records[..after.records.len()], "len {len}");
+        assert_eq!(
+            after.records[..],
+            orig_records[..after.records.len()],
+            "len {len}"
+        );
         let sealed = seal_existing(d.path(), id).unwrap();
         assert_eq!(sealed.records as usize, after.records.len());
         fs::remove_file(index_path(d.path(), id)).unwrap();
@@ -392,7 +441,10 @@ fn torn_header_is_completed() {
     let full = crate::format::pack::PackHeader { pack_id: id }.encode();
     for n in 0..24 {
         fs::write(&path, &full[..n]).unwrap();
-        assert_eq!(scan(&path).unwrap().problems[0].kind, ProblemKind::HeaderTorn);
+        assert_eq!(
+            scan(&path).unwrap().problems[0].kind,
+            ProblemKind::HeaderTorn
+        );
         assert!(PackReader::open(d.path(), id).is_err());
         assert_eq!(truncate_torn_tail(&path).unwrap(), Some(24));
         assert_eq!(fs::read(&path).unwrap(), full);
@@ -400,13 +452,32 @@ fn torn_header_is_completed() {
     fs::write(&path, [0u8; 24]).unwrap();
     assert_eq!(truncate_torn_tail(&path).unwrap(), Some(24));
     fs::write(&path, b"VERFSPX").unwrap();
-    assert!(matches!(truncate_torn_tail(&path), Err(PackError::Corrupt { .. })));
+    assert!(matches!(
+        truncate_torn_tail(&path),
+        Err(PackError::Corrupt { .. })
+    ));
     assert_eq!(fs::read(&path).unwrap(), b"VERFSPX");
     // A full header naming another pack.
-    fs::write(&path, crate::format::pack::PackHeader { pack_id: PackId(99) }.encode()).unwrap();
-    assert!(matches!(PackReader::open(d.path(), id), Err(PackError::Corrupt { offset: 12, .. })));
-    assert_eq!(scan(&path).unwrap().problems[0].kind, ProblemKind::HeaderCorrupt);
-    assert!(matches!(seal_existing(d.path(), id), Err(PackError::Corrupt { .. })));
+    fs::write(
+        &path,
+        crate::format::pack::PackHeader {
+            pack_id: PackId(99),
+        }
+        .encode(),
+    )
+    .unwrap();
+    assert!(matches!(
+        PackReader::open(d.path(), id),
+        Err(PackError::Corrupt { offset: 12, .. })
+    ));
+    assert_eq!(
+        scan(&path).unwrap().problems[0].kind,
+        ProblemKind::HeaderCorrupt
+    );
+    assert!(matches!(
+        seal_existing(d.path(), id),
+        Err(PackError::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -418,7 +489,9 @@ fn seal_existing_refuses_a_torn_tail() {
     let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(n - 3).unwrap();
     let last = locs.last().unwrap().1.offset;
-    assert!(matches!(seal_existing(d.path(), id), Err(PackError::TornTail { offset, .. }) if offset == last));
+    assert!(
+        matches!(seal_existing(d.path(), id), Err(PackError::TornTail { offset, .. }) if offset == last)
+    );
     assert!(!index_path(d.path(), id).exists());
     assert_eq!(truncate_torn_tail(&path).unwrap(), Some(last));
     assert_eq!(seal_existing(d.path(), id).unwrap().records, 3);
@@ -472,7 +545,11 @@ fn reader_sees_chunks_appended_by_a_concurrent_writer() {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let writer = std::thread::spawn(move || {
         for i in 0..200u64 {
-            let c = if i % 2 == 0 { text_bytes(3000 + i as usize, i) } else { random_bytes(2000, i) };
+            let c = if i % 2 == 0 {
+                text_bytes(3000 + i as usize, i)
+            } else {
+                random_bytes(2000, i)
+            };
             w.append(ChunkId::of(&c), &c).unwrap();
             if i % 3 == 0 {
                 w.sync().unwrap();
@@ -527,7 +604,10 @@ fn reader_stops_cleanly_at_an_incomplete_tail() {
     for c in &chunks {
         assert_eq!(&r.read_chunk(ChunkId::of(c)).unwrap(), c);
     }
-    assert!(matches!(r.read_chunk(ChunkId(5)), Err(PackError::NotFound { .. })));
+    assert!(matches!(
+        r.read_chunk(ChunkId(5)),
+        Err(PackError::NotFound { .. })
+    ));
     let _ = RECORD_HEADER_LEN;
 }
 
@@ -561,7 +641,13 @@ fn bench_append_and_read() {
     let d = tempfile::tempdir_in("/var/tmp").unwrap();
     // Mixed data: half text-like (compressible ~3-4x), half random (stored raw).
     let chunks: Vec<Vec<u8>> = (0..TOTAL / CHUNK)
-        .map(|i| if i % 2 == 0 { text_bytes(CHUNK, i as u64) } else { random_bytes(CHUNK, i as u64) })
+        .map(|i| {
+            if i % 2 == 0 {
+                text_bytes(CHUNK, i as u64)
+            } else {
+                random_bytes(CHUNK, i as u64)
+            }
+        })
         .collect();
     let ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
 
@@ -572,7 +658,9 @@ fn bench_append_and_read() {
     for (id, c) in ids.iter().zip(&chunks) {
         w.append(*id, c).unwrap();
         if w.len() >= ROLL {
-            let s = std::mem::replace(&mut w, PackWriter::create(d.path(), 3).unwrap()).seal().unwrap();
+            let s = std::mem::replace(&mut w, PackWriter::create(d.path(), 3).unwrap())
+                .seal()
+                .unwrap();
             stored += s.len;
             packs.push(s.id);
         }
@@ -611,7 +699,10 @@ fn bench_append_and_read() {
         let _ = w.seal();
     }
 
-    let readers: Vec<PackReader> = packs.iter().map(|p| PackReader::open(d.path(), *p).unwrap()).collect();
+    let readers: Vec<PackReader> = packs
+        .iter()
+        .map(|p| PackReader::open(d.path(), *p).unwrap())
+        .collect();
     let t = Instant::now();
     let mut n = 0usize;
     for id in &ids {
@@ -619,14 +710,20 @@ fn bench_append_and_read() {
         n += r.read_chunk(*id).unwrap().len();
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("read_chunk (page cache, crc + zstd + xxh3): {:.0} MB/s", n as f64 / secs / 1e6);
+    println!(
+        "read_chunk (page cache, crc + zstd + xxh3): {:.0} MB/s",
+        n as f64 / secs / 1e6
+    );
 
     let t = Instant::now();
     for p in &packs {
         let rep = scan(&pack_path(d.path(), *p)).unwrap();
         assert!(rep.is_clean());
     }
-    println!("scan (fsck, full verify): {:.0} MB/s raw", TOTAL as f64 / t.elapsed().as_secs_f64() / 1e6);
+    println!(
+        "scan (fsck, full verify): {:.0} MB/s raw",
+        TOTAL as f64 / t.elapsed().as_secs_f64() / 1e6
+    );
 
     for p in &packs {
         fs::remove_file(index_path(d.path(), *p)).unwrap();
@@ -636,6 +733,8 @@ fn bench_append_and_read() {
         let r = PackReader::open(d.path(), *p).unwrap();
         assert!(matches!(r.index_source(), IndexSource::Scanned { .. }));
     }
-    println!("open without .idx (scan, crc only): {:.0} MB/s of pack", stored as f64 / t.elapsed().as_secs_f64() / 1e6);
+    println!(
+        "open without .idx (scan, crc only): {:.0} MB/s of pack",
+        stored as f64 / t.elapsed().as_secs_f64() / 1e6
+    );
 }
-

@@ -11,7 +11,8 @@ use verfs_coordination::fsutil;
 use super::scan::Problem;
 use super::{index_path, pack_path, PackError};
 use crate::format::pack::{
-    check_lengths, Encoding, IndexEntry, PackHeader, PackIndex, RecordHeader, MAX_RAW_LEN, PACK_HEADER_LEN,
+    check_lengths, Encoding, IndexEntry, PackHeader, PackIndex, RecordHeader, MAX_RAW_LEN,
+    PACK_HEADER_LEN,
 };
 use crate::ids::{ChunkId, PackId};
 
@@ -84,7 +85,10 @@ impl ChunkCompressor {
         let inner = zstd::bulk::Compressor::new(level).map_err(|e| PackError::Compress {
             reason: format!("cannot create a zstd context at level {level}: {e}"),
         })?;
-        Ok(ChunkCompressor { inner, scratch: Vec::new() })
+        Ok(ChunkCompressor {
+            inner,
+            scratch: Vec::new(),
+        })
     }
 
     /// Compress `raw` into the internal buffer; returns the encoding and the payload to store
@@ -92,14 +96,19 @@ impl ChunkCompressor {
     pub fn compress<'a>(&'a mut self, raw: &'a [u8]) -> Result<(Encoding, &'a [u8]), PackError> {
         if raw.len() > MAX_RAW_LEN as usize {
             return Err(PackError::InvalidInput {
-                reason: format!("chunk of {} bytes exceeds the {MAX_RAW_LEN}-byte limit", raw.len()),
+                reason: format!(
+                    "chunk of {} bytes exceeds the {MAX_RAW_LEN}-byte limit",
+                    raw.len()
+                ),
             });
         }
         self.scratch.clear();
         self.scratch.reserve(zstd::compress_bound(raw.len()));
         self.inner
             .compress_to_buffer(raw, &mut self.scratch)
-            .map_err(|e| PackError::Compress { reason: e.to_string() })?;
+            .map_err(|e| PackError::Compress {
+                reason: e.to_string(),
+            })?;
         if !self.scratch.is_empty() && self.scratch.len() < raw.len() {
             Ok((Encoding::Zstd, &self.scratch))
         } else {
@@ -111,7 +120,12 @@ impl ChunkCompressor {
     pub fn compress_chunk(&mut self, raw: &[u8]) -> Result<CompressedChunk, PackError> {
         let id = ChunkId::of(raw);
         let (encoding, stored) = self.compress(raw)?;
-        Ok(CompressedChunk { id, raw_len: raw.len() as u32, encoding, stored: stored.to_vec() })
+        Ok(CompressedChunk {
+            id,
+            raw_len: raw.len() as u32,
+            encoding,
+            stored: stored.to_vec(),
+        })
     }
 }
 
@@ -178,7 +192,11 @@ impl PackWriter {
     /// naming the pack can be made durable *before* the file exists (a cleaner that finds no file
     /// for a journalled id has nothing to do). Fails with `Io` of kind `AlreadyExists` if
     /// `<id>.pack` exists; nothing is touched then.
-    pub fn create_with_id(packs_dir: &Path, id: PackId, level: i32) -> Result<PackWriter, PackError> {
+    pub fn create_with_id(
+        packs_dir: &Path,
+        id: PackId,
+        level: i32,
+    ) -> Result<PackWriter, PackError> {
         let compressor = ChunkCompressor::new(level)?;
         let path = pack_path(packs_dir, id);
         let file = OpenOptions::new()
@@ -247,7 +265,12 @@ impl PackWriter {
             return Ok(*loc);
         }
         let (encoding, payload) = self.compressor.compress(raw)?;
-        let h = RecordHeader { encoding, chunk_id: id, raw_len: raw.len() as u32, stored_len: payload.len() as u32 };
+        let h = RecordHeader {
+            encoding,
+            chunk_id: id,
+            raw_len: raw.len() as u32,
+            stored_len: payload.len() as u32,
+        };
         // Encode into the buffer here rather than via a method: `payload` borrows the compressor.
         let offset = self.written + self.buf.len() as u64;
         self.buf.extend_from_slice(&h.encode(payload));
@@ -274,8 +297,14 @@ impl PackWriter {
         let stored_len = u32::try_from(stored.len()).map_err(|_| PackError::InvalidInput {
             reason: format!("payload of {} bytes is too large", stored.len()),
         })?;
-        check_lengths(encoding, raw_len, stored_len).map_err(|reason| PackError::InvalidInput { reason })?;
-        let h = RecordHeader { encoding, chunk_id: id, raw_len, stored_len };
+        check_lengths(encoding, raw_len, stored_len)
+            .map_err(|reason| PackError::InvalidInput { reason })?;
+        let h = RecordHeader {
+            encoding,
+            chunk_id: id,
+            raw_len,
+            stored_len,
+        };
         let offset = self.len();
         self.buf.extend_from_slice(&h.encode(stored));
         self.buf.extend_from_slice(stored);
@@ -349,7 +378,10 @@ impl PackWriter {
             self.written = keep;
             let id = self.id;
             self.seen.retain(|_, l| l.offset < keep);
-            let mut st = WriterStats { dedup_hits: self.stats.dedup_hits, ..WriterStats::default() };
+            let mut st = WriterStats {
+                dedup_hits: self.stats.dedup_hits,
+                ..WriterStats::default()
+            };
             for l in self.seen.values() {
                 st.records += 1;
                 st.bytes_raw += u64::from(l.raw_len);
@@ -363,7 +395,12 @@ impl PackWriter {
         let entries = self
             .seen
             .iter()
-            .map(|(id, l)| IndexEntry { chunk_id: *id, offset: l.offset, raw_len: l.raw_len, stored_len: l.stored_len })
+            .map(|(id, l)| IndexEntry {
+                chunk_id: *id,
+                offset: l.offset,
+                raw_len: l.raw_len,
+                stored_len: l.stored_len,
+            })
             .collect();
         let index = PackIndex::new(self.id, entries);
         let ipath = index_path(&self.packs_dir, self.id);
@@ -382,7 +419,10 @@ impl PackWriter {
 
     fn check_usable(&self) -> Result<(), PackError> {
         match &self.poisoned {
-            Some(cause) => Err(PackError::Poisoned { path: self.path.clone(), cause: cause.clone() }),
+            Some(cause) => Err(PackError::Poisoned {
+                path: self.path.clone(),
+                cause: cause.clone(),
+            }),
             None => Ok(()),
         }
     }

@@ -35,7 +35,10 @@ use verfs_engine::store::{OpenOptions, Store};
 use verfs_xproc_tests::{append_jsonl, sha256};
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 struct Args {
@@ -46,7 +49,11 @@ struct Args {
 
 /// `--flag`, `--key value`, positionals, and everything after `--`.
 fn parse(args: Vec<String>, flags: &[&str]) -> Args {
-    let mut a = Args { positional: Vec::new(), opts: Vec::new(), rest: Vec::new() };
+    let mut a = Args {
+        positional: Vec::new(),
+        opts: Vec::new(),
+        rest: Vec::new(),
+    };
     let mut it = args.into_iter();
     while let Some(s) = it.next() {
         if s == "--" {
@@ -69,16 +76,29 @@ fn parse(args: Vec<String>, flags: &[&str]) -> Args {
 
 impl Args {
     fn get(&self, k: &str) -> Option<&str> {
-        self.opts.iter().rev().find(|(n, _)| n == k).and_then(|(_, v)| v.as_deref())
+        self.opts
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.as_deref())
     }
     fn has(&self, k: &str) -> bool {
         self.opts.iter().any(|(n, _)| n == k)
     }
     fn num(&self, k: &str, default: u64) -> u64 {
-        self.get(k).map(|v| v.parse().unwrap_or_else(|_| usage(&format!("--{k} needs a number")))).unwrap_or(default)
+        self.get(k)
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| usage(&format!("--{k} needs a number")))
+            })
+            .unwrap_or(default)
     }
     fn store(&self) -> PathBuf {
-        PathBuf::from(self.positional.first().unwrap_or_else(|| usage("missing STORE")))
+        PathBuf::from(
+            self.positional
+                .first()
+                .unwrap_or_else(|| usage("missing STORE")),
+        )
     }
     fn result(&self) -> PathBuf {
         self.get("result")
@@ -142,8 +162,14 @@ fn main() -> ExitCode {
 
 fn exec_after(a: Args) -> ExitCode {
     let go = PathBuf::from(a.get("go").unwrap_or_else(|| usage("missing --go")));
-    let (prog, args) = a.rest.split_first().unwrap_or_else(|| usage("missing -- PROG"));
-    report(&a.result(), json!({"event": "at-barrier", "pid": std::process::id()}));
+    let (prog, args) = a
+        .rest
+        .split_first()
+        .unwrap_or_else(|| usage("missing -- PROG"));
+    report(
+        &a.result(),
+        json!({"event": "at-barrier", "pid": std::process::id()}),
+    );
     wait_for_file(&go);
     let err = Command::new(prog).args(args).exec();
     eprintln!("xproc-agent: exec {prog}: {err}");
@@ -154,9 +180,13 @@ fn seq(a: Args) -> ExitCode {
     let result = a.result();
     let script = a.get("script").unwrap_or_else(|| usage("missing --script"));
     let text = std::fs::read_to_string(script).unwrap_or_else(|e| usage(&format!("{script}: {e}")));
-    let cmds: Vec<Vec<String>> = serde_json::from_str(&text).unwrap_or_else(|e| usage(&format!("{script}: {e}")));
+    let cmds: Vec<Vec<String>> =
+        serde_json::from_str(&text).unwrap_or_else(|e| usage(&format!("{script}: {e}")));
     if let Some(go) = a.get("go") {
-        report(&result, json!({"event": "at-barrier", "pid": std::process::id()}));
+        report(
+            &result,
+            json!({"event": "at-barrier", "pid": std::process::id()}),
+        );
         wait_for_file(Path::new(go));
     }
     let stop = a.get("repeat-until").map(PathBuf::from);
@@ -166,7 +196,9 @@ fn seq(a: Args) -> ExitCode {
             break;
         }
         let i = n;
-        let Some((prog, args)) = argv.split_first() else { continue };
+        let Some((prog, args)) = argv.split_first() else {
+            continue;
+        };
         let start = now_ms();
         let mut cmd = Command::new(prog);
         cmd.args(args);
@@ -180,7 +212,10 @@ fn seq(a: Args) -> ExitCode {
         let out = match cmd.output() {
             Ok(o) => o,
             Err(e) => {
-                report(&result, json!({"event": "spawn-error", "i": i, "argv": argv, "error": e.to_string()}));
+                report(
+                    &result,
+                    json!({"event": "spawn-error", "i": i, "argv": argv, "error": e.to_string()}),
+                );
                 return ExitCode::from(1);
             }
         };
@@ -206,7 +241,10 @@ fn seq(a: Args) -> ExitCode {
 fn participant(a: Args) -> ExitCode {
     let store = a.store();
     let result = a.result();
-    let vote = a.get("vote").unwrap_or_else(|| usage("missing --vote")).to_owned();
+    let vote = a
+        .get("vote")
+        .unwrap_or_else(|| usage("missing --vote"))
+        .to_owned();
     if !["commit", "abort", "die"].contains(&vote.as_str()) {
         usage("--vote must be commit, abort or die");
     }
@@ -225,15 +263,26 @@ fn participant(a: Args) -> ExitCode {
         let r = two_phase::poll_participant(&twopc, &me, &mut |p| {
             match vote.as_str() {
                 "commit" => {
-                    report(&tick_result, json!({"event": "vote", "txn": p.txn.as_str(), "vote": "commit"}));
+                    report(
+                        &tick_result,
+                        json!({"event": "vote", "txn": p.txn.as_str(), "vote": "commit"}),
+                    );
                     Vote::Commit
                 }
                 "abort" => {
-                    report(&tick_result, json!({"event": "vote", "txn": p.txn.as_str(), "vote": "abort"}));
-                    Vote::Abort { reason: "xproc participant votes abort".into() }
+                    report(
+                        &tick_result,
+                        json!({"event": "vote", "txn": p.txn.as_str(), "vote": "abort"}),
+                    );
+                    Vote::Abort {
+                        reason: "xproc participant votes abort".into(),
+                    }
                 }
                 _ => {
-                    report(&tick_result, json!({"event": "dying", "txn": p.txn.as_str()}));
+                    report(
+                        &tick_result,
+                        json!({"event": "dying", "txn": p.txn.as_str()}),
+                    );
                     // Mid-vote: the proposal is read, no vote is written.
                     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
                     std::process::abort();
@@ -241,7 +290,10 @@ fn participant(a: Args) -> ExitCode {
             }
         });
         if let Err(e) = r {
-            report(&tick_result, json!({"event": "poll-error", "error": e.to_string()}));
+            report(
+                &tick_result,
+                json!({"event": "poll-error", "error": e.to_string()}),
+            );
         }
     });
     let on_fenced: Box<dyn Fn() + Send> = Box::new(move || {
@@ -255,7 +307,10 @@ fn participant(a: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    report(&result, json!({"event": "ready", "pid": std::process::id(), "lease": lease.id().as_str()}));
+    report(
+        &result,
+        json!({"event": "ready", "pid": std::process::id(), "lease": lease.id().as_str()}),
+    );
     loop {
         thread::sleep(Duration::from_secs(3600));
     }
@@ -305,7 +360,9 @@ fn propose(a: Args) -> ExitCode {
     let elapsed_ms = start.elapsed().as_millis() as u64;
     let code = match outcome {
         Ok(o) => {
-            let finished = two_phase::finish(&store.join("2pc"), &o.txn).map_err(|e| e.to_string()).err();
+            let finished = two_phase::finish(&store.join("2pc"), &o.txn)
+                .map_err(|e| e.to_string())
+                .err();
             println!(
                 "{}",
                 json!({"txn": o.txn.as_str(), "decision": o.decision, "elapsed_ms": elapsed_ms,
@@ -314,7 +371,10 @@ fn propose(a: Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("{}", json!({"error": e.to_string(), "elapsed_ms": elapsed_ms}));
+            println!(
+                "{}",
+                json!({"error": e.to_string(), "elapsed_ms": elapsed_ms})
+            );
             ExitCode::from(1)
         }
     };
@@ -334,7 +394,10 @@ fn hold(a: Args) -> ExitCode {
     let opts = OpenOptions {
         kind: "xproc hold".into(),
         on_fenced: Some(Box::new(move || {
-            report(&fenced_result, json!({"event": "fenced", "at_ms": now_ms()}));
+            report(
+                &fenced_result,
+                json!({"event": "fenced", "at_ms": now_ms()}),
+            );
             if !stay {
                 std::process::exit(75);
             }
@@ -347,8 +410,14 @@ fn hold(a: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    report(&result, json!({"event": "ready", "pid": std::process::id(), "lease": store.lease().id().as_str()}));
-    let go = store_dir.parent().map(|p| p.join("go-commit")).unwrap_or_else(|| PathBuf::from("go-commit"));
+    report(
+        &result,
+        json!({"event": "ready", "pid": std::process::id(), "lease": store.lease().id().as_str()}),
+    );
+    let go = store_dir
+        .parent()
+        .map(|p| p.join("go-commit"))
+        .unwrap_or_else(|| PathBuf::from("go-commit"));
     wait_for_file(&go);
     let res = store.mkdir(&probe, 0o755, false);
     report(
@@ -357,7 +426,10 @@ fn hold(a: Args) -> ExitCode {
                "error": res.as_ref().err().map(|e| e.to_string()), "at_ms": now_ms()}),
     );
     let closed = store.close();
-    report(&result, json!({"event": "closed", "error": closed.err().map(|e| e.to_string())}));
+    report(
+        &result,
+        json!({"event": "closed", "error": closed.err().map(|e| e.to_string())}),
+    );
     if res.is_ok() {
         ExitCode::SUCCESS
     } else {

@@ -36,17 +36,30 @@ fn stalled_and_claimed(extra: &[&str]) -> Stalled {
     assert!(is_stopped(pool.proc(hold).pid), "hold is not stopped");
     let rec = st.ok(&["recover"]);
     assert!(
-        rec.stdout_str().contains(&format!("cleaned up after dead process {lease}")),
+        rec.stdout_str()
+            .contains(&format!("cleaned up after dead process {lease}")),
         "recover did not claim the stalled lease:\n{}",
         rec.describe()
     );
-    assert!(!st.lease_folders().iter().any(|n| n.starts_with(&lease)), "{:?}", st.lease_folders());
-    Stalled { st, pool, hold, lease }
+    assert!(
+        !st.lease_folders().iter().any(|n| n.starts_with(&lease)),
+        "{:?}",
+        st.lease_folders()
+    );
+    Stalled {
+        st,
+        pool,
+        hold,
+        lease,
+    }
 }
 
 fn assert_probe_absent(st: &TestStore) {
     let names = st.ls("/");
-    assert!(!names.iter().any(|n| n == "fenced-probe"), "a fenced process changed the store: ls / = {names:?}");
+    assert!(
+        !names.iter().any(|n| n == "fenced-probe"),
+        "a fenced process changed the store: ls / = {names:?}"
+    );
     st.assert_fsck_clean();
 }
 
@@ -63,10 +76,17 @@ fn stalled_process_is_fenced_after_recover() {
     match (f.status.code(), probe) {
         (Some(75), _) => assert!(fenced, "exit 75 without a fenced report:\n{}", f.describe()),
         (Some(1), Some(p)) => assert_eq!(p["ok"], false, "{}", f.describe()),
-        _ => panic!("the fenced process neither exited 75 nor failed its probe:\n{}", f.describe()),
+        _ => panic!(
+            "the fenced process neither exited 75 nor failed its probe:\n{}",
+            f.describe()
+        ),
     }
     assert_probe_absent(&s.st);
-    eprintln!("fencing: lease {} fenced, exit {:?}", s.lease, f.status.code());
+    eprintln!(
+        "fencing: lease {} fenced, exit {:?}",
+        s.lease,
+        f.status.code()
+    );
 }
 
 /// The resumed process does not exit when its keeper reports the fencing, and its commit was
@@ -78,10 +98,22 @@ fn stalled_process_commit_is_refused_by_the_log() {
     fs::write(s.st.scratch().join("go-commit"), b"").unwrap();
     assert!(s.pool.sigcont(s.hold));
     let f = s.pool.wait(s.hold, Duration::from_secs(30));
-    let probe = f.results.iter().find(|r| r["event"] == "probe").unwrap_or_else(|| panic!("{}", f.describe()));
-    assert_eq!(probe["ok"], false, "the fenced commit succeeded:\n{}", f.describe());
+    let probe = f
+        .results
+        .iter()
+        .find(|r| r["event"] == "probe")
+        .unwrap_or_else(|| panic!("{}", f.describe()));
+    assert_eq!(
+        probe["ok"],
+        false,
+        "the fenced commit succeeded:\n{}",
+        f.describe()
+    );
     let err = probe["error"].as_str().unwrap_or("");
-    assert!(err.contains("fenced"), "probe failed, but not as fenced: {err}");
+    assert!(
+        err.contains("fenced"),
+        "probe failed, but not as fenced: {err}"
+    );
     assert_eq!(f.status.code(), Some(1), "{}", f.describe());
     assert_probe_absent(&s.st);
 }

@@ -31,12 +31,21 @@ fn harness_self_check() {
     st.short_leases();
     st.set_config("xproc_new_section", "key", "1");
     let cfg = std::fs::read_to_string(st.root().join("config.toml")).unwrap();
-    assert!(cfg.contains("timeout_ms = 1500\n") && cfg.contains("heartbeat_ms = 200\n"), "{cfg}");
+    assert!(
+        cfg.contains("timeout_ms = 1500\n") && cfg.contains("heartbeat_ms = 200\n"),
+        "{cfg}"
+    );
     assert!(cfg.ends_with("[xproc_new_section]\nkey = 1\n"), "{cfg}");
     // The store refuses unknown keys: proves the rewrite reached the file the binary reads.
     let bad = st.run(&["status"]);
-    assert!(!bad.success() && bad.stderr.contains("xproc_new_section"), "{}", bad.describe());
-    let fixed = std::fs::read_to_string(st.root().join("config.toml")).unwrap().replace("[xproc_new_section]\nkey = 1\n", "");
+    assert!(
+        !bad.success() && bad.stderr.contains("xproc_new_section"),
+        "{}",
+        bad.describe()
+    );
+    let fixed = std::fs::read_to_string(st.root().join("config.toml"))
+        .unwrap()
+        .replace("[xproc_new_section]\nkey = 1\n", "");
     std::fs::write(st.root().join("config.toml"), fixed).unwrap();
     assert_eq!(st.ok(&["status", "--json"]).code(), Some(0));
     let hang = std::panic::catch_unwind(|| {

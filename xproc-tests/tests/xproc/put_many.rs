@@ -56,23 +56,46 @@ fn eight_writers_put_1600_files_and_all_read_back() {
     for i in 0..WRITERS {
         let src = local.join(format!("w{i}"));
         let mut script: Vec<Vec<String>> = Vec::new();
-        let base = [verfs.to_str().unwrap().to_owned(), "-s".into(), root.clone()];
-        let cmd = |rest: &[String]| base.iter().cloned().chain(rest.iter().cloned()).collect::<Vec<_>>();
+        let base = [
+            verfs.to_str().unwrap().to_owned(),
+            "-s".into(),
+            root.clone(),
+        ];
+        let cmd = |rest: &[String]| {
+            base.iter()
+                .cloned()
+                .chain(rest.iter().cloned())
+                .collect::<Vec<_>>()
+        };
         if ONE_BY_ONE.contains(&i) {
             script.push(cmd(&["mkdir".into(), format!("/w{i}")]));
             for j in 0..FILES {
                 let f = src.join(format!("f{j:03}"));
-                script.push(cmd(&["put".into(), f.to_str().unwrap().into(), format!("/w{i}/f{j:03}")]));
+                script.push(cmd(&[
+                    "put".into(),
+                    f.to_str().unwrap().into(),
+                    format!("/w{i}/f{j:03}"),
+                ]));
             }
         } else {
-            script.push(cmd(&["put".into(), src.to_str().unwrap().into(), format!("/w{i}")]));
+            script.push(cmd(&[
+                "put".into(),
+                src.to_str().unwrap().into(),
+                format!("/w{i}"),
+            ]));
         }
         let script_path = pool.dir().join(format!("script-{i}.json"));
         fs::write(&script_path, serde_json::to_vec(&script).unwrap()).unwrap();
         let go = pool.go_file();
         waiting.push(pool.spawn_agent(
             &format!("writer{i}"),
-            &["seq".as_ref(), "--go".as_ref(), go.as_os_str(), "--script".as_ref(), script_path.as_os_str()],
+            &[
+                "seq".as_ref(),
+                "--go".as_ref(),
+                go.as_os_str(),
+                "--script".as_ref(),
+                script_path.as_os_str(),
+            ],
         ));
     }
     pool.go(&waiting);
@@ -91,11 +114,16 @@ fn eight_writers_put_1600_files_and_all_read_back() {
     for i in 0..WRITERS {
         let dst = out.join(format!("w{i}"));
         st.ok(&["get".as_ref(), format!("/w{i}").as_ref(), dst.as_os_str()]);
-        let names: Vec<PathBuf> = fs::read_dir(&dst).unwrap().map(|e| e.unwrap().path()).collect();
+        let names: Vec<PathBuf> = fs::read_dir(&dst)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert_eq!(names.len(), FILES, "/w{i} holds {} entries", names.len());
         for p in names {
             let key = format!("/w{i}/{}", p.file_name().unwrap().to_string_lossy());
-            let want = expect.get(&key).unwrap_or_else(|| panic!("unexpected file {key}"));
+            let want = expect
+                .get(&key)
+                .unwrap_or_else(|| panic!("unexpected file {key}"));
             assert_eq!(&sha256_file(&p), want, "content of {key}");
             got += 1;
         }

@@ -34,7 +34,11 @@ fn winners(outs: &[Finished], loser_msg: &str) -> Vec<usize> {
             won.push(i);
         } else {
             assert_eq!(f.status.code(), Some(1), "{}", f.describe());
-            assert!(f.stderr.contains(loser_msg), "loser without {loser_msg:?}:\n{}", f.describe());
+            assert!(
+                f.stderr.contains(loser_msg),
+                "loser without {loser_msg:?}:\n{}",
+                f.describe()
+            );
         }
     }
     won
@@ -48,7 +52,12 @@ fn mkdir_race_has_exactly_one_winner() {
         let name = format!("m{round}");
         let outs = race(&st, |_| vec!["mkdir".into(), format!("/{name}")]);
         let won = winners(&outs, "File exists");
-        assert_eq!(won.len(), 1, "round {round}: winners {won:?}\n{}", describe_all(&outs));
+        assert_eq!(
+            won.len(),
+            1,
+            "round {round}: winners {won:?}\n{}",
+            describe_all(&outs)
+        );
         let n = st.ls("/").iter().filter(|e| **e == name).count();
         assert_eq!(n, 1, "/{name} listed {n} times");
     }
@@ -65,16 +74,34 @@ fn rename_race_has_exactly_one_winner() {
         let dir = format!("/mv{round}");
         let sha = write_random_file(&local, round as u64, 100_000);
         st.ok(&["mkdir", &dir]);
-        st.ok(&["put".as_ref(), local.as_os_str(), format!("{dir}/src").as_ref()]);
-        let outs = race(&st, |i| vec!["mv".into(), format!("{dir}/src"), format!("{dir}/dst-{i}")]);
+        st.ok(&[
+            "put".as_ref(),
+            local.as_os_str(),
+            format!("{dir}/src").as_ref(),
+        ]);
+        let outs = race(&st, |i| {
+            vec!["mv".into(), format!("{dir}/src"), format!("{dir}/dst-{i}")]
+        });
         let won = winners(&outs, "No such file or directory");
-        assert_eq!(won.len(), 1, "round {round}: winners {won:?}\n{}", describe_all(&outs));
-        assert_eq!(st.ls(&dir), vec![format!("dst-{}", won[0])], "entries of {dir}");
+        assert_eq!(
+            won.len(),
+            1,
+            "round {round}: winners {won:?}\n{}",
+            describe_all(&outs)
+        );
+        assert_eq!(
+            st.ls(&dir),
+            vec![format!("dst-{}", won[0])],
+            "entries of {dir}"
+        );
         assert_eq!(sha256(&st.cat(&format!("{dir}/dst-{}", won[0]))), sha);
     }
     st.assert_fsck_clean();
 }
 
 fn describe_all(outs: &[Finished]) -> String {
-    outs.iter().map(Finished::describe).collect::<Vec<_>>().join("\n")
+    outs.iter()
+        .map(Finished::describe)
+        .collect::<Vec<_>>()
+        .join("\n")
 }

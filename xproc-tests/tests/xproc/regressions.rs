@@ -18,7 +18,11 @@ fn recover_cleans_half_created_lease_of_killed_process() {
     child.wait().unwrap();
     let dir = st.root().join("leases").join(".new-00000000deadbeef");
     fs::create_dir(&dir).unwrap();
-    fs::write(dir.join(format!(".info.tmp-{dead_pid}-0123456789abcdef")), b"partial").unwrap();
+    fs::write(
+        dir.join(format!(".info.tmp-{dead_pid}-0123456789abcdef")),
+        b"partial",
+    )
+    .unwrap();
     let rec = st.run(&["recover"]);
     let fsck = st.run(&["fsck"]);
     assert!(

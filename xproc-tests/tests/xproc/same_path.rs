@@ -42,7 +42,11 @@ fn concurrent_overwrites_of_one_path_are_never_mixed() {
     st.ok(&["put".as_ref(), initial.as_os_str(), "/same".as_ref()]);
 
     let mut pool = Pool::new(st.scratch(), agent());
-    let base = vec![verfs.to_str().unwrap().to_owned(), "-s".into(), root.clone()];
+    let base = vec![
+        verfs.to_str().unwrap().to_owned(),
+        "-s".into(),
+        root.clone(),
+    ];
     let mut waiting = Vec::new();
     for w in 0..WRITERS {
         let script: Vec<Vec<String>> = (0..ROUNDS)
@@ -58,7 +62,13 @@ fn concurrent_overwrites_of_one_path_are_never_mixed() {
         let go = pool.go_file();
         waiting.push(pool.spawn_agent(
             &format!("writer{w}"),
-            &["seq".as_ref(), "--go".as_ref(), go.as_os_str(), "--script".as_ref(), sp.as_os_str()],
+            &[
+                "seq".as_ref(),
+                "--go".as_ref(),
+                go.as_os_str(),
+                "--script".as_ref(),
+                sp.as_os_str(),
+            ],
         ));
     }
     let stop = pool.dir().join("stop-reader");
@@ -106,21 +116,46 @@ fn concurrent_overwrites_of_one_path_are_never_mixed() {
         let sha = c["stdout_sha256"].as_str().unwrap();
         let Some(&(w, r)) = versions.get(sha) else {
             let data = fs::read(kept.join(c["i"].to_string())).unwrap();
-            panic!("read {} is not one whole version: {}", c["i"], describe_tags(&data));
+            panic!(
+                "read {} is not one whole version: {}",
+                c["i"],
+                describe_tags(&data)
+            );
         };
         distinct.insert((w, r));
         let seen = newest_seen.entry(w).or_insert(r);
-        assert!(r >= *seen, "stale read {}: {} after having seen round {seen}", c["i"], tag(w, r));
+        assert!(
+            r >= *seen,
+            "stale read {}: {} after having seen round {seen}",
+            c["i"],
+            tag(w, r)
+        );
         *seen = r;
     }
-    eprintln!("same_path: {} reads saw {} distinct versions", reads.len(), distinct.len());
-    assert!(reads.len() >= 2, "the reader ran only {} times", reads.len());
+    eprintln!(
+        "same_path: {} reads saw {} distinct versions",
+        reads.len(),
+        distinct.len()
+    );
+    assert!(
+        reads.len() >= 2,
+        "the reader ran only {} times",
+        reads.len()
+    );
 
     let last = st.cat("/same");
     let Some(&(w, r)) = versions.get(&sha256(&last)) else {
-        panic!("final content is not one whole version: {}", describe_tags(&last));
+        panic!(
+            "final content is not one whole version: {}",
+            describe_tags(&last)
+        );
     };
-    assert_eq!(r, ROUNDS - 1, "final content {} is not a writer's last round", tag(w, r));
+    assert_eq!(
+        r,
+        ROUNDS - 1,
+        "final content {} is not a writer's last round",
+        tag(w, r)
+    );
     assert_ne!(w, 99);
     st.assert_fsck_clean();
 }

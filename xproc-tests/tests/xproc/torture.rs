@@ -34,9 +34,16 @@ enum Uncertain {
     /// Absent, or present with this content.
     File { path: String, sha: String },
     /// Absent, or a directory holding exactly these files.
-    Dir { path: String, files: BTreeMap<String, String> },
+    Dir {
+        path: String,
+        files: BTreeMap<String, String>,
+    },
     /// The entry at exactly one of the two names.
-    Moved { src: String, dst: String, sha: String },
+    Moved {
+        src: String,
+        dst: String,
+        sha: String,
+    },
 }
 
 #[derive(Default)]
@@ -74,7 +81,10 @@ fn run(sh: &Shared, slot: &KillSlot, args: &[&std::ffi::OsStr]) -> Option<RunOut
         return None;
     }
     if !out.success() {
-        sh.fail(format!("a verfs command failed without being killed:\n{}", out.describe()));
+        sh.fail(format!(
+            "a verfs command failed without being killed:\n{}",
+            out.describe()
+        ));
     }
     Some(out)
 }
@@ -92,7 +102,11 @@ fn worker(sh: &Shared, k: usize, slot: KillSlot, seed: u64) -> Ledger {
         if roll < 45 || names.is_empty() {
             // put one file: mostly small, sometimes several chunks.
             let path = format!("/w{k}/p{n:05}");
-            let len = if rng.gen_bool(0.2) { rng.gen_range(100_000..400_000) } else { rng.gen_range(0..30_000) };
+            let len = if rng.gen_bool(0.2) {
+                rng.gen_range(100_000..400_000)
+            } else {
+                rng.gen_range(0..30_000)
+            };
             let lp = local.join(format!("p{n:05}"));
             let sha = write_random_file(&lp, rng.gen(), len);
             match run(sh, &slot, &[&os("put"), lp.as_os_str(), &os(&path)]) {
@@ -112,7 +126,11 @@ fn worker(sh: &Shared, k: usize, slot: KillSlot, seed: u64) -> Ledger {
             fs::create_dir_all(&ld).unwrap();
             let mut files = BTreeMap::new();
             for j in 0..rng.gen_range(2..6) {
-                let sha = write_random_file(&ld.join(format!("f{j}")), rng.gen(), rng.gen_range(0..20_000));
+                let sha = write_random_file(
+                    &ld.join(format!("f{j}")),
+                    rng.gen(),
+                    rng.gen_range(0..20_000),
+                );
                 files.insert(format!("f{j}"), sha);
             }
             match run(sh, &slot, &[&os("put"), ld.as_os_str(), &os(&path)]) {
@@ -160,7 +178,9 @@ fn worker(sh: &Shared, k: usize, slot: KillSlot, seed: u64) -> Ledger {
             let path = &names[rng.gen_range(0..names.len())];
             if let Some(out) = run(sh, &slot, &[&os("cat"), &os(path)]) {
                 if out.success() && sha256(&out.stdout) != l.files[path] {
-                    sh.fail(format!("cat {path} during the torture returned other content"));
+                    sh.fail(format!(
+                        "cat {path} during the torture returned other content"
+                    ));
                 }
                 l.done += 1;
             }
@@ -173,10 +193,20 @@ fn worker(sh: &Shared, k: usize, slot: KillSlot, seed: u64) -> Ledger {
 fn verify(k: usize, l: &Ledger, tree: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     let mut actual: BTreeMap<String, String> = BTreeMap::new();
-    fn walk(base: &Path, p: &Path, out: &mut BTreeMap<String, String>, dirs: &mut BTreeSet<String>) {
+    fn walk(
+        base: &Path,
+        p: &Path,
+        out: &mut BTreeMap<String, String>,
+        dirs: &mut BTreeSet<String>,
+    ) {
         for e in fs::read_dir(p).unwrap() {
             let e = e.unwrap();
-            let rel = e.path().strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if e.file_type().unwrap().is_dir() {
                 dirs.insert(rel);
                 walk(base, &e.path(), out, dirs);
@@ -201,7 +231,9 @@ fn verify(k: usize, l: &Ledger, tree: &Path) -> Vec<String> {
     }
     for p in &l.gone {
         if actual.contains_key(&key(p)) {
-            problems.push(format!("{p}: removed or moved away (exit 0), but still there"));
+            problems.push(format!(
+                "{p}: removed or moved away (exit 0), but still there"
+            ));
         }
     }
     for u in &l.uncertain {
@@ -216,11 +248,15 @@ fn verify(k: usize, l: &Ledger, tree: &Path) -> Vec<String> {
             }
             Uncertain::Dir { path, files } => {
                 let d = key(path);
-                let present: BTreeMap<&String, &String> =
-                    actual.iter().filter(|(n, _)| n.starts_with(&format!("{d}/"))).collect();
+                let present: BTreeMap<&String, &String> = actual
+                    .iter()
+                    .filter(|(n, _)| n.starts_with(&format!("{d}/")))
+                    .collect();
                 if !present.is_empty() || dirs.contains(&d) {
-                    let want: BTreeMap<String, &String> = files.iter().map(|(f, s)| (format!("{d}/{f}"), s)).collect();
-                    let got: BTreeMap<String, &String> = present.iter().map(|(n, s)| ((*n).clone(), *s)).collect();
+                    let want: BTreeMap<String, &String> =
+                        files.iter().map(|(f, s)| (format!("{d}/{f}"), s)).collect();
+                    let got: BTreeMap<String, &String> =
+                        present.iter().map(|(n, s)| ((*n).clone(), *s)).collect();
                     if got != want {
                         problems.push(format!(
                             "{path}: killed put of a directory left part of its batch: {:?} of {:?}",
@@ -260,12 +296,19 @@ fn verify(k: usize, l: &Ledger, tree: &Path) -> Vec<String> {
 fn random_sigkills_never_break_the_store() {
     let _g = heavy();
     let seed = seed();
-    eprintln!("torture seed: {seed} (XPROC_SEED to replay the choices; kill timing is not replayable)");
+    eprintln!(
+        "torture seed: {seed} (XPROC_SEED to replay the choices; kill timing is not replayable)"
+    );
     let st = TestStore::new();
     for k in 0..WORKERS {
         st.ok(&["mkdir", &format!("/w{k}")]);
     }
-    let sh = Arc::new(Shared { st, stop: AtomicBool::new(false), failures: Mutex::new(Vec::new()), kills: AtomicUsize::new(0) });
+    let sh = Arc::new(Shared {
+        st,
+        stop: AtomicBool::new(false),
+        failures: Mutex::new(Vec::new()),
+        kills: AtomicUsize::new(0),
+    });
     let slots: Vec<KillSlot> = (0..=WORKERS).map(|_| KillSlot::default()).collect();
     let start = Instant::now();
 
@@ -295,21 +338,34 @@ fn random_sigkills_never_break_the_store() {
     loop {
         let kills = sh.kills.load(Ordering::SeqCst);
         let t = start.elapsed();
-        if sh.stop.load(Ordering::SeqCst) || t > MAX_RUN || (kills >= MIN_KILLS + 10 && t > MIN_RUN) {
+        if sh.stop.load(Ordering::SeqCst) || t > MAX_RUN || (kills >= MIN_KILLS + 10 && t > MIN_RUN)
+        {
             break;
         }
         thread::sleep(Duration::from_millis(rng.gen_range(10..200)));
         // Mostly workers; the recoverer now and then.
-        let i = if rng.gen_bool(0.1) { WORKERS } else { rng.gen_range(0..WORKERS) };
+        let i = if rng.gen_bool(0.1) {
+            WORKERS
+        } else {
+            rng.gen_range(0..WORKERS)
+        };
         if slots[i].kill(Signal::SIGKILL) {
             attempts += 1;
         }
     }
     sh.stop.store(true, Ordering::SeqCst);
-    let ledgers: Vec<Ledger> = workers.into_iter().map(|w| w.join().expect("worker panicked")).collect();
+    let ledgers: Vec<Ledger> = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker panicked"))
+        .collect();
     let recover_runs = recoverer.join().expect("recoverer panicked");
     let failures = sh.failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "{} failures, first:\n{}", failures.len(), failures[0]);
+    assert!(
+        failures.is_empty(),
+        "{} failures, first:\n{}",
+        failures.len(),
+        failures[0]
+    );
     let kills = sh.kills.load(Ordering::SeqCst);
     let done: usize = ledgers.iter().map(|l| l.done).sum();
     eprintln!(
@@ -317,7 +373,10 @@ fn random_sigkills_never_break_the_store() {
         start.elapsed().as_secs_f64(),
         ledgers.iter().map(|l| l.uncertain.len()).sum::<usize>(),
     );
-    assert!(kills >= MIN_KILLS, "only {kills} processes were killed (wanted {MIN_KILLS})");
+    assert!(
+        kills >= MIN_KILLS,
+        "only {kills} processes were killed (wanted {MIN_KILLS})"
+    );
     assert!(done >= 50, "only {done} operations completed");
 
     // Every check below runs even when an earlier one failed, so one run reports everything.
@@ -329,7 +388,10 @@ fn random_sigkills_never_break_the_store() {
     }
     let fsck = st.run(&["fsck"]);
     if !fsck.success() || !fsck.stdout.is_empty() {
-        bad.push(format!("fsck after recover is not clean:\n{}", fsck.describe()));
+        bad.push(format!(
+            "fsck after recover is not clean:\n{}",
+            fsck.describe()
+        ));
     }
     let leases = st.lease_folders();
     if !leases.is_empty() {
@@ -337,7 +399,9 @@ fn random_sigkills_never_break_the_store() {
     }
     let twopc = fs::read_dir(st.root().join("2pc")).unwrap().count();
     if twopc != 0 {
-        bad.push(format!("{twopc} two-phase-commit folders left after recover"));
+        bad.push(format!(
+            "{twopc} two-phase-commit folders left after recover"
+        ));
     }
 
     let out = st.scratch_dir("verify");
@@ -352,7 +416,10 @@ fn random_sigkills_never_break_the_store() {
     }
     let made = st.run(&["mkdir", "/after"]);
     if !made.success() {
-        bad.push(format!("the store no longer takes changes:\n{}", made.describe()));
+        bad.push(format!(
+            "the store no longer takes changes:\n{}",
+            made.describe()
+        ));
     }
     if !bad.is_empty() {
         // Diagnosis only: does waiting out the lease timeout (10 s) let recover finish the job?
@@ -367,10 +434,18 @@ fn random_sigkills_never_break_the_store() {
             rec2.stdout_str(),
             fsck2.stdout_str()
         ));
-        panic!("{} problems after the torture:\n{}", bad.len(), bad.join("\n"));
+        panic!(
+            "{} problems after the torture:\n{}",
+            bad.len(),
+            bad.join("\n")
+        );
     }
     // A second recover has nothing left to do.
     let again = st.ok(&["recover"]);
-    assert!(again.stdout.is_empty(), "second recover did something:\n{}", again.describe());
+    assert!(
+        again.stdout.is_empty(),
+        "second recover did something:\n{}",
+        again.describe()
+    );
     st.assert_fsck_clean();
 }

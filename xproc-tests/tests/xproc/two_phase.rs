@@ -30,14 +30,23 @@ fn participants(votes: &[&str]) -> Scenario {
         .map(|(i, v)| {
             pool.spawn_agent(
                 &format!("participant{i}-{v}"),
-                &["participant".as_ref(), root.as_os_str(), "--vote".as_ref(), v.as_ref()],
+                &[
+                    "participant".as_ref(),
+                    root.as_os_str(),
+                    "--vote".as_ref(),
+                    v.as_ref(),
+                ],
             )
         })
         .collect();
     for &p in &participants {
         pool.wait_event(p, "ready", Duration::from_secs(30));
     }
-    Scenario { st, pool, participants }
+    Scenario {
+        st,
+        pool,
+        participants,
+    }
 }
 
 /// Start `xproc-agent propose` in the pool (so a hang is caught and it is killed on failure).
@@ -57,9 +66,12 @@ fn start_propose(s: &mut Scenario, extra: &[&str]) -> usize {
 }
 
 fn outcome(s: &mut Scenario, coord: usize) -> Value {
-    let f = s.pool.wait(coord, Duration::from_millis(TIMEOUT_MS + 30_000));
+    let f = s
+        .pool
+        .wait(coord, Duration::from_millis(TIMEOUT_MS + 30_000));
     assert!(f.status.success(), "{}", f.describe());
-    let v: Value = serde_json::from_slice(&f.stdout).unwrap_or_else(|e| panic!("{e}: {}", f.describe()));
+    let v: Value =
+        serde_json::from_slice(&f.stdout).unwrap_or_else(|e| panic!("{e}: {}", f.describe()));
     assert!(v["finish_error"].is_null(), "{v}");
     v
 }
@@ -73,11 +85,20 @@ fn all_participants_commit() {
     let v = outcome(&mut s, c);
     assert_eq!(v["decision"]["decision"], "commit", "{v}");
     for &p in &s.participants {
-        let votes: Vec<_> = s.pool.results(p).into_iter().filter(|r| r["event"] == "vote").collect();
+        let votes: Vec<_> = s
+            .pool
+            .results(p)
+            .into_iter()
+            .filter(|r| r["event"] == "vote")
+            .collect();
         assert_eq!(votes.len(), 1, "participant {p} voted {votes:?}");
         assert_eq!(votes[0]["txn"], v["txn"]);
     }
-    assert_eq!(fs::read_dir(s.st.root().join("2pc")).unwrap().count(), 0, "2pc/ not empty after finish");
+    assert_eq!(
+        fs::read_dir(s.st.root().join("2pc")).unwrap().count(),
+        0,
+        "2pc/ not empty after finish"
+    );
 }
 
 /// Layout 2PC step 4: any Abort vote decides Abort at once, long before the timeout.
@@ -90,7 +111,10 @@ fn one_abort_vote_aborts_fast() {
     let reason = v["decision"]["reason"].as_str().unwrap();
     assert!(reason.contains("voted abort"), "{reason}");
     let ms = v["elapsed_ms"].as_u64().unwrap();
-    assert!(ms < TIMEOUT_MS / 4, "abort took {ms} ms: not failing fast (timeout {TIMEOUT_MS} ms)");
+    assert!(
+        ms < TIMEOUT_MS / 4,
+        "abort took {ms} ms: not failing fast (timeout {TIMEOUT_MS} ms)"
+    );
 }
 
 /// [2PC-4]: a participant SIGKILLed mid-vote does not block: the coordinator finds it dead,
@@ -99,7 +123,10 @@ fn one_abort_vote_aborts_fast() {
 fn participant_killed_mid_vote_is_cleaned_by_the_coordinator() {
     let mut s = participants(&["commit", "die", "commit"]);
     let dying = s.participants[1];
-    let dying_lease = s.pool.wait_event(dying, "ready", Duration::from_secs(1))["lease"].as_str().unwrap().to_owned();
+    let dying_lease = s.pool.wait_event(dying, "ready", Duration::from_secs(1))["lease"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let c = start_propose(&mut s, &[]);
     let v = outcome(&mut s, c);
     assert_eq!(v["decision"]["decision"], "commit", "{v}");
@@ -107,8 +134,18 @@ fn participant_killed_mid_vote_is_cleaned_by_the_coordinator() {
     assert_eq!(v["cleaned"], serde_json::json!([dying_lease]), "{v}");
     assert!(s.pool.results(dying).iter().any(|r| r["event"] == "dying"));
     let f = s.pool.wait(dying, Duration::from_secs(5));
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&f.status), Some(libc::SIGKILL));
-    assert!(!s.st.lease_folders().iter().any(|n| n.starts_with(&dying_lease)), "{:?}", s.st.lease_folders());
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&f.status),
+        Some(libc::SIGKILL)
+    );
+    assert!(
+        !s.st
+            .lease_folders()
+            .iter()
+            .any(|n| n.starts_with(&dying_lease)),
+        "{:?}",
+        s.st.lease_folders()
+    );
 }
 
 /// [2PC-4] with cleaning by `verfs recover` instead: a coordinator that does not clean dead
@@ -122,16 +159,30 @@ fn participant_killed_mid_vote_is_cleaned_by_recover() {
     s.pool.wait_event(dying, "dying", Duration::from_secs(30));
     let t0 = Instant::now();
     while !s.pool.has_exited(dying) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "participant did not die");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "participant did not die"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(!s.pool.has_exited(c), "coordinator decided although the dead lease was not cleaned");
+    assert!(
+        !s.pool.has_exited(c),
+        "coordinator decided although the dead lease was not cleaned"
+    );
     let rec = s.st.ok(&["recover"]);
-    assert!(rec.stdout_str().contains("cleaned up after dead process"), "{}", rec.describe());
+    assert!(
+        rec.stdout_str().contains("cleaned up after dead process"),
+        "{}",
+        rec.describe()
+    );
     let started = Instant::now();
     let v = outcome(&mut s, c);
     assert_eq!(v["decision"]["decision"], "commit", "{v}");
-    assert!(started.elapsed() < Duration::from_secs(5), "no decision {:?} after recover", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no decision {:?} after recover",
+        started.elapsed()
+    );
     assert!(v["elapsed_ms"].as_u64().unwrap() < TIMEOUT_MS, "{v}");
 }
 
@@ -153,7 +204,15 @@ fn store_with_segments() -> TestStore {
 
 fn hold(pool: &mut Pool, st: &TestStore, name: &str, probe: &str) -> usize {
     let root = st.root().to_path_buf();
-    let i = pool.spawn_agent(name, &["hold".as_ref(), root.as_os_str(), "--probe".as_ref(), probe.as_ref()]);
+    let i = pool.spawn_agent(
+        name,
+        &[
+            "hold".as_ref(),
+            root.as_os_str(),
+            "--probe".as_ref(),
+            probe.as_ref(),
+        ],
+    );
     pool.wait_event(i, "ready", Duration::from_secs(30));
     i
 }
@@ -169,11 +228,21 @@ fn checkpoint_truncates_the_log_with_live_voters() {
     let a = hold(&mut pool, &st, "hold-a", "/probe-a");
     let b = hold(&mut pool, &st, "hold-b", "/probe-b");
     let out = st.ok(&["checkpoint"]);
-    assert!(out.elapsed < Duration::from_millis(TIMEOUT_MS / 2), "checkpoint waited: {}", out.describe());
+    assert!(
+        out.elapsed < Duration::from_millis(TIMEOUT_MS / 2),
+        "checkpoint waited: {}",
+        out.describe()
+    );
     let after = st.log_segments();
-    assert!(after.len() <= 2, "segments left after truncation: {after:?} (before: {before:?})");
+    assert!(
+        after.len() <= 2,
+        "segments left after truncation: {after:?} (before: {before:?})"
+    );
     for old in &before[..before.len() - 1] {
-        assert!(!after.contains(old), "covered segment {old} survived: {after:?}");
+        assert!(
+            !after.contains(old),
+            "covered segment {old} survived: {after:?}"
+        );
     }
     assert!(fs::read_dir(st.root().join("checkpoints")).unwrap().count() >= 1);
     assert_eq!(fs::read_dir(st.root().join("2pc")).unwrap().count(), 0);
@@ -184,7 +253,10 @@ fn checkpoint_truncates_the_log_with_live_voters() {
         assert!(f.status.success(), "{}", f.describe());
     }
     let names = st.ls("/");
-    assert!(names.contains(&"probe-a".to_owned()) && names.contains(&"probe-b".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"probe-a".to_owned()) && names.contains(&"probe-b".to_owned()),
+        "{names:?}"
+    );
     assert_eq!(st.ls("/small").len(), 60);
     st.assert_fsck_clean();
 }
