@@ -250,12 +250,30 @@ fn seal_dead_pack(packs: &Path, id: PackId, report: &mut RecoverReport) -> Resul
     Ok(())
 }
 
-/// Temp files (`.NAME.tmp-PID-RAND`) whose writer is gone: the pid is not running on this host
-/// and the file is older than the lease timeout (so a writer on another host with the same pid
-/// would have finished long ago).
+/// Temp files (`.NAME.tmp-PID-RAND`) whose writer is gone: the pid is not running on this host.
+/// Temp names carry no host, so while a process of another host or boot holds a live lease, a
+/// temp file must also be older than the lease timeout (a writer elsewhere with the same pid
+/// would have finished long ago); on a single host the pid alone decides, so one `recover` leaves
+/// nothing for a second one to do.
 fn remove_dead_temps(store: &Store, cfg: &LeaseConfig, report: &mut RecoverReport) {
     let l = store.layout();
-    let min_age = cfg.timeout.max(Duration::from_secs(1));
+    let here = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let now = SystemTime::now();
+    let others_alive = lease::list(&l.leases())
+        .map(|entries| {
+            entries.iter().any(|e| match &e.info {
+                lease::EntryInfo::Valid(i) => {
+                    i.boot_id != here.trim() && !e.liveness(cfg, now).is_dead()
+                }
+                _ => false,
+            })
+        })
+        .unwrap_or(true);
+    let min_age = if others_alive {
+        cfg.timeout.max(Duration::from_secs(1))
+    } else {
+        Duration::ZERO
+    };
     for dir in [
         l.root.clone(),
         l.checkpoints(),
@@ -275,14 +293,14 @@ fn remove_dead_temps(store: &Store, cfg: &LeaseConfig, report: &mut RecoverRepor
                 continue;
             };
             let running = Path::new(&format!("/proc/{pid}")).exists();
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .map(|a| a >= min_age)
-                .unwrap_or(false);
-            if !running && old && fs::remove_file(e.path()).is_ok() {
+            let old_enough = min_age.is_zero()
+                || e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .map(|a| a >= min_age)
+                    .unwrap_or(false);
+            if !running && old_enough && fs::remove_file(e.path()).is_ok() {
                 report
                     .temp_files_removed
                     .push(e.path().display().to_string());

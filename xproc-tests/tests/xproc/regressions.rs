@@ -32,3 +32,32 @@ fn recover_cleans_half_created_lease_of_killed_process() {
         fsck.describe()
     );
 }
+
+/// A writer killed inside `write_atomic` (here: sealing its pack's `.idx`) leaves
+/// `.NAME.tmp-<pid>-<rand>`. On a single host the dead pid alone proves the writer gone, so the
+/// first `recover` must remove it and a second must find nothing to do ([REC-1]). Found by
+/// `torture` in a fresh-clone CI run: the first recover kept it until it was older than the lease
+/// timeout, so the second recover still "did something".
+#[test]
+fn recover_removes_fresh_temp_file_of_dead_writer_at_once() {
+    let st = TestStore::new();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let tmp = st.root().join("packs").join(format!(
+        ".0123456789abcdef.idx.tmp-{dead_pid}-00000000000000aa"
+    ));
+    fs::write(&tmp, b"half an index").unwrap();
+    let first = st.run(&["recover"]);
+    assert!(
+        first.success() && !tmp.exists(),
+        "first recover left the temp file:\n{}",
+        first.describe()
+    );
+    let second = st.run(&["recover"]);
+    assert!(
+        second.success() && second.stdout.is_empty(),
+        "second recover did something:\n{}",
+        second.describe()
+    );
+}
