@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
+use verfs_engine::error::Error;
+use verfs_engine::store::TransferReport;
 use verfs_engine::transfer;
 
 use crate::Cli;
@@ -55,13 +57,26 @@ pub fn put(cli: &Cli, paths: &[String]) -> Result<ExitCode> {
         eprintln!("verfs: created store {}", cli.store.display());
     }
     let store = super::open(cli, "cli put")?;
-    let pb = progress_bar(Some(sources.iter().map(|s| local_size(s)).sum()));
+    let total = sources.iter().map(|s| local_size(s)).sum();
+    with_progress(cli, store, Some(total), |store, tick| {
+        transfer::put(store, &sources, dest, tick)
+    })
+}
+
+/// Run a transfer with a progress bar on a terminal, close the store, print the report as JSON.
+fn with_progress(
+    cli: &Cli,
+    store: verfs_engine::store::Store,
+    total: Option<u64>,
+    run: impl FnOnce(&verfs_engine::store::Store, &mut dyn FnMut(u64)) -> Result<TransferReport, Error>,
+) -> Result<ExitCode> {
+    let pb = progress_bar(total);
     let mut tick = |n: u64| {
         if let Some(pb) = &pb {
             pb.inc(n)
         }
     };
-    let report = transfer::put(&store, &sources, dest, &mut tick)?;
+    let report = run(&store, &mut tick)?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -74,21 +89,9 @@ pub fn put(cli: &Cli, paths: &[String]) -> Result<ExitCode> {
 
 pub fn get(cli: &Cli, path: &str, local: &Path) -> Result<ExitCode> {
     let store = super::open(cli, "cli get")?;
-    let pb = progress_bar(None);
-    let mut tick = |n: u64| {
-        if let Some(pb) = &pb {
-            pb.inc(n)
-        }
-    };
-    let report = transfer::get(&store, path, local, &mut tick)?;
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
-    super::finish(store)?;
-    if cli.json {
-        println!("{}", serde_json::to_string(&report)?);
-    }
-    Ok(ExitCode::SUCCESS)
+    with_progress(cli, store, None, |store, tick| {
+        transfer::get(store, path, local, tick)
+    })
 }
 
 pub fn cat(cli: &Cli, path: &str) -> Result<ExitCode> {
