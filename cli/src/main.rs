@@ -84,6 +84,24 @@ pub enum Command {
     Fsck,
     /// Write a checkpoint and, once every live process agrees, delete the log it covers.
     Checkpoint,
+    /// Mount the store with FUSE (foreground until Ctrl-C / SIGTERM / `verfs umount`).
+    Mount {
+        mountpoint: PathBuf,
+        /// Detach: return once the mount is up, keep serving in the background.
+        #[arg(short = 'd', long)]
+        daemon: bool,
+        /// Mount options: ro, rw, allow_other, default_permissions, no_default_permissions,
+        /// threads=N (defaults from [mount] in config.toml).
+        #[arg(short = 'o', value_name = "OPTS")]
+        options: Vec<String>,
+    },
+    /// Unmount (also clears the dead endpoint of a killed mount); waits for the final flush.
+    Umount {
+        mountpoint: PathBuf,
+        /// Detach now even if files are open (finishes when they are closed).
+        #[arg(short = 'l', long)]
+        lazy: bool,
+    },
 }
 
 fn main() -> ExitCode {

@@ -18,6 +18,7 @@ pub struct Config {
     pub leases: Leases,
     pub two_phase: TwoPhase,
     pub batch: Batch,
+    pub mount: Mount,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -65,6 +66,24 @@ pub struct TwoPhase {
 pub struct Batch {
     pub max_files: usize,
     pub max_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mount {
+    pub default_permissions: bool,
+    pub allow_other: bool,
+    pub threads: usize,
+}
+
+impl Default for Mount {
+    fn default() -> Self {
+        Mount {
+            default_permissions: true,
+            allow_other: false,
+            threads: 4,
+        }
+    }
 }
 
 impl Default for Chunking {
@@ -160,6 +179,15 @@ timeout_ms = 30000
 # at this many files or bytes.
 max_files = 1024
 max_bytes = 67108864
+
+[mount]
+# Defaults of `verfs mount`; `-o` on the command line overrides them.
+# Let the kernel check permission bits and ownership (as for a local filesystem).
+default_permissions = true
+# Let users other than the one who mounted access the mount.
+allow_other = false
+# Threads serving FUSE requests.
+threads = 4
 "#;
 
 impl Config {

@@ -44,6 +44,8 @@ pub enum Error {
     NameTooLong { path: String },
     #[error("{path}: {reason}")]
     InvalidPath { path: String, reason: String },
+    #[error("{name}: No data available (no such extended attribute)")]
+    NoAttribute { name: String },
     #[error("fenced: this process was declared dead by another process and may not change the store any more ({0})")]
     Fenced(String),
     #[error("{0}")]
@@ -79,6 +81,7 @@ impl Error {
             Error::NotEmpty { .. } => libc::ENOTEMPTY,
             Error::NameTooLong { .. } => libc::ENAMETOOLONG,
             Error::InvalidPath { .. } => libc::EINVAL,
+            Error::NoAttribute { .. } => libc::ENODATA,
             Error::Fenced(_) => libc::EROFS,
             _ => libc::EIO,
         }

@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod fsck;
+pub mod fsops;
 pub mod ids;
 pub mod meta;
 pub mod pack;

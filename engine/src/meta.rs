@@ -376,6 +376,14 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// A file's extents, with this transaction's changes.
+    pub fn extents(&self, ino: InodeNo) -> Vec<Extent> {
+        match self.extents.get(&ino) {
+            Some(v) => v.clone(),
+            None => self.base.extents.get(&ino).cloned().unwrap_or_default(),
+        }
+    }
+
     pub fn has_chunk(&self, id: ChunkId) -> bool {
         self.added_chunks.contains(&id) || self.base.chunks.contains_key(&id)
     }
@@ -685,6 +693,65 @@ impl<'a> Tx<'a> {
         if let Some(mut i) = self.inode(ino).cloned() {
             i.ctime = Timestamp::now();
             self.push(Op::PutInode(i));
+        }
+        Ok(())
+    }
+
+    /// `renameat2(RENAME_EXCHANGE)`: swap two existing entries atomically.
+    pub fn exchange(
+        &mut self,
+        a: &Entry,
+        a_path: &str,
+        b: &Entry,
+        b_path: &str,
+    ) -> Result<(), Error> {
+        let ia = self
+            .lookup(a.parent, &a.name)
+            .ok_or_else(|| Error::NotFound {
+                path: a_path.into(),
+            })?;
+        let ib = self
+            .lookup(b.parent, &b.name)
+            .ok_or_else(|| Error::NotFound {
+                path: b_path.into(),
+            })?;
+        if ia == ib {
+            return Ok(());
+        }
+        let dir_a = self.inode(ia).map(|i| i.kind) == Some(FileKind::Dir);
+        let dir_b = self.inode(ib).map(|i| i.kind) == Some(FileKind::Dir);
+        if (dir_a && self.is_ancestor(ia, b.parent)) || (dir_b && self.is_ancestor(ib, a.parent)) {
+            return Err(Error::InvalidPath {
+                path: b_path.into(),
+                reason: "cannot exchange a directory with its own descendant".into(),
+            });
+        }
+        self.push(Op::Link {
+            parent: a.parent,
+            name: a.name.clone(),
+            ino: ib,
+        });
+        self.push(Op::Link {
+            parent: b.parent,
+            name: b.name.clone(),
+            ino: ia,
+        });
+        if a.parent != b.parent && dir_a != dir_b {
+            // The directory moved to the other parent: its `..` link moves with it.
+            let (to_a, to_b) = if dir_a { (-1, 1) } else { (1, -1) };
+            self.touch_dir(a.parent, to_a);
+            self.touch_dir(b.parent, to_b);
+        } else {
+            self.touch_dir(a.parent, 0);
+            if a.parent != b.parent {
+                self.touch_dir(b.parent, 0);
+            }
+        }
+        for ino in [ia, ib] {
+            if let Some(mut i) = self.inode(ino).cloned() {
+                i.ctime = Timestamp::now();
+                self.push(Op::PutInode(i));
+            }
         }
         Ok(())
     }

@@ -178,17 +178,21 @@ pub struct TransferReport {
 
 /// A handle on an open store. `Send + Sync`.
 pub struct Store {
-    layout: Layout,
-    cfg: Config,
-    lease: Arc<Lease>,
-    keeper: Mutex<Option<LeaseKeeper>>,
-    log: Arc<TxLog<MetaState>>,
-    journal: Journal,
+    pub(crate) layout: Layout,
+    pub(crate) cfg: Config,
+    pub(crate) lease: Arc<Lease>,
+    pub(crate) keeper: Mutex<Option<LeaseKeeper>>,
+    pub(crate) log: Arc<TxLog<MetaState>>,
+    pub(crate) journal: Journal,
     pack: Mutex<Option<OpenPack>>,
     /// Chunks appended to this process's packs and not yet indexed by a committed record.
-    pending: Mutex<HashMap<ChunkId, ChunkEntry>>,
-    readers: Mutex<HashMap<PackId, Arc<PackReader>>>,
-    closed: bool,
+    pub(crate) pending: Mutex<HashMap<ChunkId, ChunkEntry>>,
+    pub(crate) readers: Mutex<HashMap<PackId, Arc<PackReader>>>,
+    pub(crate) closed: bool,
+    /// Decoded chunks recently read (bounded; see `fsops`).
+    pub(crate) chunk_cache: Mutex<crate::fsops::ChunkCache>,
+    /// Files with unflushed writes in this process, by inode.
+    pub(crate) dirty: Mutex<HashMap<InodeNo, Arc<Mutex<crate::fsops::DirtyFile>>>>,
 }
 
 fn lease_config(cfg: &Config) -> LeaseConfig {
@@ -360,6 +364,8 @@ impl Store {
             pending: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             closed: false,
+            chunk_cache: Mutex::new(crate::fsops::ChunkCache::new(32 << 20)),
+            dirty: Mutex::new(HashMap::new()),
         })
     }
 

@@ -2,6 +2,7 @@
 
 mod fsck;
 mod io;
+mod mount;
 mod namespace;
 mod status;
 
@@ -56,6 +57,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Recover => fsck::recover(&cli),
         Command::Fsck => fsck::fsck(&cli),
         Command::Checkpoint => fsck::checkpoint(&cli),
+        Command::Mount {
+            mountpoint,
+            daemon,
+            options,
+        } => mount::mount(&cli, mountpoint, *daemon, options),
+        Command::Umount { mountpoint, lazy } => mount::umount(&cli, mountpoint, *lazy),
     }
 }
 

@@ -1,0 +1,775 @@
+//! Inode-level operations for a filesystem adapter (the FUSE mount): everything by inode number,
+//! with POSIX semantics, on top of the same transactions the CLI uses.
+//!
+//! Writes to an open file go into a per-inode [`DirtyFile`] overlay in this process (so every
+//! handle of this process sees them at once, as POSIX wants) and are committed by
+//! [`Store::flush_inode`] on `flush`/`close`/`fsync` (close-to-open consistency for other
+//! processes). A commit chunks only the written ranges, appends the new chunks to the process's
+//! pack, syncs it, and splices the new extents over the ranges in the *current* committed extent
+//! list inside one transaction, so a flush never loses another process's committed ranges.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::chunker::Chunker;
+use crate::error::Error;
+use crate::ids::{ChunkId, InodeNo};
+use crate::meta::{ChunkEntry, Entry, Extent, FileKind, Inode, Timestamp, Tx};
+use crate::store::{Store, TransferReport};
+
+/// Dirty bytes of one file above which a write commits early, so memory stays bounded.
+pub const DIRTY_LIMIT: usize = 64 << 20;
+
+/// A bounded cache of decoded chunks (sequential reads hit one chunk many times).
+pub struct ChunkCache {
+    cap: usize,
+    used: usize,
+    map: HashMap<ChunkId, Arc<Vec<u8>>>,
+    order: VecDeque<ChunkId>,
+}
+
+impl ChunkCache {
+    pub fn new(cap: usize) -> ChunkCache {
+        ChunkCache {
+            cap,
+            used: 0,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+    fn get(&self, id: ChunkId) -> Option<Arc<Vec<u8>>> {
+        self.map.get(&id).cloned()
+    }
+    fn put(&mut self, id: ChunkId, data: Arc<Vec<u8>>) {
+        if self.map.contains_key(&id) {
+            return;
+        }
+        self.used += data.len();
+        self.map.insert(id, data);
+        self.order.push_back(id);
+        while self.used > self.cap {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(d) = self.map.remove(&old) {
+                self.used -= d.len();
+            }
+        }
+    }
+}
+
+/// Unflushed writes to one file in this process.
+#[derive(Default)]
+pub struct DirtyFile {
+    /// The file's size as this process sees it.
+    pub size: u64,
+    /// Lowest size the file was truncated to since the last flush.
+    pub truncated: Option<u64>,
+    /// Written ranges, non-overlapping, keyed by offset.
+    pub ranges: BTreeMap<u64, Vec<u8>>,
+    pub bytes: usize,
+    pub mtime: Option<Timestamp>,
+}
+
+impl DirtyFile {
+    fn is_clean(&self) -> bool {
+        self.ranges.is_empty() && self.truncated.is_none() && self.mtime.is_none()
+    }
+
+    /// Put `data` at `off`, merging with overlapping or adjacent ranges (appends extend in place).
+    fn write(&mut self, off: u64, data: &[u8]) {
+        let end = off + data.len() as u64;
+        let start_key = self
+            .ranges
+            .range(..=off)
+            .next_back()
+            .filter(|(k, v)| **k + v.len() as u64 >= off)
+            .map(|(k, _)| *k);
+        let key = match start_key {
+            Some(k) => k,
+            None => {
+                self.ranges.insert(off, Vec::new());
+                off
+            }
+        };
+        // Absorb following ranges that the new bytes reach.
+        let followers: Vec<u64> = self.ranges.range(key + 1..=end).map(|(k, _)| *k).collect();
+        let mut absorbed = Vec::new();
+        for k in followers {
+            if let Some(v) = self.ranges.remove(&k) {
+                absorbed.push((k, v));
+            }
+        }
+        let Some(buf) = self.ranges.get_mut(&key) else {
+            return;
+        };
+        let before = buf.len();
+        let rel = (off - key) as usize;
+        if buf.len() < rel + data.len() {
+            buf.resize(rel + data.len(), 0);
+        }
+        for (k, v) in absorbed {
+            self.bytes -= v.len();
+            let r = (k - key) as usize;
+            // Bytes of the follower past the new write stay; the overlap is overwritten below.
+            if buf.len() < r + v.len() {
+                buf.resize(r + v.len(), 0);
+            }
+            buf[r..r + v.len()].copy_from_slice(&v);
+        }
+        buf[rel..rel + data.len()].copy_from_slice(data);
+        self.bytes += buf.len() - before;
+        self.size = self.size.max(end);
+    }
+
+    fn truncate(&mut self, size: u64) {
+        self.truncated = Some(self.truncated.map_or(size, |t| t.min(size)));
+        let keys: Vec<u64> = self.ranges.range(..).map(|(k, _)| *k).collect();
+        for k in keys {
+            if k >= size {
+                if let Some(v) = self.ranges.remove(&k) {
+                    self.bytes -= v.len();
+                }
+            } else if let Some(v) = self.ranges.get_mut(&k) {
+                let keep = (size - k) as usize;
+                if v.len() > keep {
+                    self.bytes -= v.len() - keep;
+                    v.truncate(keep);
+                }
+            }
+        }
+        self.size = size;
+    }
+}
+
+/// Remove the coverage of `[start, end)` from sorted extents, splitting the ones that cross.
+pub fn punch(exts: &[Extent], start: u64, end: u64) -> Vec<Extent> {
+    let mut out = Vec::with_capacity(exts.len() + 1);
+    for x in exts {
+        let x_end = x.file_off + x.len as u64;
+        if x_end <= start || x.file_off >= end {
+            out.push(*x);
+            continue;
+        }
+        if x.file_off < start {
+            out.push(Extent {
+                len: (start - x.file_off) as u32,
+                ..*x
+            });
+        }
+        if x_end > end {
+            let cut = end - x.file_off;
+            out.push(Extent {
+                file_off: end,
+                chunk_off: x.chunk_off + cut as u32,
+                len: (x_end - end) as u32,
+                chunk: x.chunk,
+            });
+        }
+    }
+    out
+}
+
+/// Attribute changes of `setattr`.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub perm: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+    pub ctime: Option<Timestamp>,
+}
+
+/// How `rename` treats an existing target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RenameMode {
+    #[default]
+    Replace,
+    NoReplace,
+    Exchange,
+}
+
+fn name_str(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+fn check_name(name: &[u8]) -> Result<(), Error> {
+    if name.len() > crate::meta::NAME_MAX {
+        return Err(Error::NameTooLong {
+            path: name_str(name),
+        });
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(Error::InvalidPath {
+            path: name_str(name),
+            reason: "invalid name".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Store {
+    /// A chunk's bytes through the decoded-chunk cache.
+    pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, Error> {
+        if let Some(d) = self
+            .chunk_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Ok(d);
+        }
+        let d = Arc::new(self.read_chunk(id)?);
+        self.chunk_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(id, d.clone());
+        Ok(d)
+    }
+
+    fn dirty_of(&self, ino: InodeNo) -> Option<Arc<Mutex<DirtyFile>>> {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ino)
+            .cloned()
+    }
+
+    /// An inode's attributes as this process sees them (its unflushed size and mtime included).
+    pub fn attr(&self, ino: InodeNo) -> Result<Inode, Error> {
+        let mut i = self
+            .read(|s| s.inodes.get(&ino).cloned())?
+            .ok_or_else(|| Error::NotFound {
+                path: format!("inode {ino}"),
+            })?;
+        if let Some(d) = self.dirty_of(ino) {
+            let d = d.lock().unwrap_or_else(|p| p.into_inner());
+            if !d.is_clean() {
+                i.size = d.size;
+                if let Some(m) = d.mtime {
+                    i.mtime = m;
+                    i.ctime = m;
+                }
+            }
+        }
+        Ok(i)
+    }
+
+    pub fn lookup_child(&self, parent: InodeNo, name: &[u8]) -> Result<Inode, Error> {
+        check_name(name).or_else(|e| {
+            if name.len() > crate::meta::NAME_MAX {
+                Err(e)
+            } else {
+                Ok(())
+            }
+        })?;
+        let ino = self.read(|s| {
+            let p = s.inodes.get(&parent).ok_or_else(|| Error::NotFound {
+                path: format!("inode {parent}"),
+            })?;
+            if p.kind != FileKind::Dir {
+                return Err(Error::NotADirectory {
+                    path: format!("inode {parent}"),
+                });
+            }
+            s.lookup(parent, name).ok_or_else(|| Error::NotFound {
+                path: name_str(name),
+            })
+        })??;
+        self.attr(ino)
+    }
+
+    /// Entries of a directory: name, inode, kind (without `.` and `..`).
+    pub fn read_dir(&self, ino: InodeNo) -> Result<Vec<(Vec<u8>, InodeNo, FileKind)>, Error> {
+        self.read(|s| {
+            let d = s.inodes.get(&ino).ok_or_else(|| Error::NotFound {
+                path: format!("inode {ino}"),
+            })?;
+            if d.kind != FileKind::Dir {
+                return Err(Error::NotADirectory {
+                    path: format!("inode {ino}"),
+                });
+            }
+            Ok(s.dirs
+                .get(&ino)
+                .into_iter()
+                .flatten()
+                .filter_map(|(n, c)| s.inodes.get(c).map(|i| (n.clone(), *c, i.kind)))
+                .collect())
+        })?
+    }
+
+    /// Create a file, directory, symlink or special file; the name must be free (`EEXIST`).
+    pub fn make_node(&self, parent: InodeNo, name: &[u8], proto: Inode) -> Result<Inode, Error> {
+        check_name(name)?;
+        let ino = self.transact(true, |tx| {
+            let p = tx.inode(parent).ok_or_else(|| Error::NotFound {
+                path: format!("inode {parent}"),
+            })?;
+            if p.kind != FileKind::Dir {
+                return Err(Error::NotADirectory {
+                    path: name_str(name),
+                });
+            }
+            let mut proto = proto.clone();
+            if proto.kind == FileKind::Symlink {
+                proto.size = proto.target.len() as u64;
+            }
+            tx.create(
+                &Entry {
+                    parent,
+                    name: name.to_vec(),
+                },
+                &name_str(name),
+                proto,
+            )
+        })?;
+        self.attr(ino)
+    }
+
+    /// `unlink(2)` (`rmdir` with `dir`).
+    pub fn unlink_at(&self, parent: InodeNo, name: &[u8], dir: bool) -> Result<(), Error> {
+        self.transact(true, |tx| {
+            let at = Entry {
+                parent,
+                name: name.to_vec(),
+            };
+            let ino = tx.lookup(parent, name).ok_or_else(|| Error::NotFound {
+                path: name_str(name),
+            })?;
+            let is_dir = tx.inode(ino).map(|i| i.kind) == Some(FileKind::Dir);
+            match (dir, is_dir) {
+                (true, false) => Err(Error::NotADirectory {
+                    path: name_str(name),
+                }),
+                (false, true) => Err(Error::IsADirectory {
+                    path: name_str(name),
+                }),
+                _ => tx.remove(&at, &name_str(name), dir),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// `renameat2` with its flags.
+    pub fn rename_at(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        newparent: InodeNo,
+        newname: &[u8],
+        mode: RenameMode,
+    ) -> Result<(), Error> {
+        check_name(newname)?;
+        self.transact(true, |tx| {
+            let from = Entry {
+                parent,
+                name: name.to_vec(),
+            };
+            let to = Entry {
+                parent: newparent,
+                name: newname.to_vec(),
+            };
+            if tx.inode(newparent).map(|i| i.kind) != Some(FileKind::Dir) {
+                return Err(Error::NotADirectory {
+                    path: name_str(newname),
+                });
+            }
+            match mode {
+                RenameMode::Exchange => {
+                    tx.exchange(&from, &name_str(name), &to, &name_str(newname))
+                }
+                RenameMode::NoReplace if tx.lookup(newparent, newname).is_some() => {
+                    Err(Error::Exists {
+                        path: name_str(newname),
+                    })
+                }
+                _ => tx.rename(&from, &name_str(name), &to, &name_str(newname)),
+            }
+        })
+    }
+
+    /// `link(2)`.
+    pub fn link_at(
+        &self,
+        ino: InodeNo,
+        newparent: InodeNo,
+        newname: &[u8],
+    ) -> Result<Inode, Error> {
+        check_name(newname)?;
+        self.transact(true, |tx| {
+            let to = Entry {
+                parent: newparent,
+                name: newname.to_vec(),
+            };
+            tx.link(ino, &format!("inode {ino}"), &to, &name_str(newname))
+        })?;
+        self.attr(ino)
+    }
+
+    /// `setattr`: mode, owner, times, size (a size change is committed at once, with any dirty
+    /// data of this process).
+    pub fn set_attr(&self, ino: InodeNo, a: &SetAttr) -> Result<Inode, Error> {
+        if let Some(size) = a.size {
+            let d = self.dirty_entry(ino)?;
+            {
+                let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+                d.truncate(size);
+                d.mtime = Some(Timestamp::now());
+            }
+            self.flush_inode(ino)?;
+        }
+        if a.perm.is_some()
+            || a.uid.is_some()
+            || a.gid.is_some()
+            || a.atime.is_some()
+            || a.mtime.is_some()
+        {
+            self.transact(true, |tx| {
+                let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+                    path: format!("inode {ino}"),
+                })?;
+                if let Some(p) = a.perm {
+                    i.perm = p & 0o7777;
+                }
+                if let Some(u) = a.uid {
+                    i.uid = u;
+                }
+                if let Some(g) = a.gid {
+                    i.gid = g;
+                }
+                if let Some(t) = a.atime {
+                    i.atime = t;
+                }
+                if let Some(t) = a.mtime {
+                    i.mtime = t;
+                }
+                i.ctime = a.ctime.unwrap_or_else(Timestamp::now);
+                tx.put_inode(i);
+                Ok(())
+            })?;
+            // A later flush must not overwrite an explicit mtime with the time of the last write.
+            if a.mtime.is_some() {
+                if let Some(d) = self.dirty_of(ino) {
+                    d.lock().unwrap_or_else(|p| p.into_inner()).mtime = None;
+                }
+            }
+        }
+        self.attr(ino)
+    }
+
+    /// `setxattr`: `create_only` fails with `EEXIST`, `replace_only` with `ENODATA` (as
+    /// `XATTR_CREATE` / `XATTR_REPLACE`).
+    pub fn set_xattr(
+        &self,
+        ino: InodeNo,
+        name: &[u8],
+        value: &[u8],
+        create_only: bool,
+        replace_only: bool,
+    ) -> Result<(), Error> {
+        self.transact(true, |tx| {
+            let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+                path: format!("inode {ino}"),
+            })?;
+            let exists = i.xattrs.contains_key(name);
+            if create_only && exists {
+                return Err(Error::Exists {
+                    path: name_str(name),
+                });
+            }
+            if replace_only && !exists {
+                return Err(Error::NoAttribute {
+                    name: name_str(name),
+                });
+            }
+            i.xattrs.insert(name.to_vec(), value.to_vec());
+            i.ctime = Timestamp::now();
+            tx.put_inode(i);
+            Ok(())
+        })
+    }
+
+    pub fn get_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>, Error> {
+        let i = self.attr(ino)?;
+        i.xattrs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoAttribute {
+                name: name_str(name),
+            })
+    }
+
+    pub fn list_xattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, Error> {
+        Ok(self.attr(ino)?.xattrs.keys().cloned().collect())
+    }
+
+    pub fn remove_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<(), Error> {
+        self.transact(true, |tx| {
+            let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+                path: format!("inode {ino}"),
+            })?;
+            if i.xattrs.remove(name).is_none() {
+                return Err(Error::NoAttribute {
+                    name: name_str(name),
+                });
+            }
+            i.ctime = Timestamp::now();
+            tx.put_inode(i);
+            Ok(())
+        })
+    }
+
+    /// Read up to `len` bytes at `off` (short at end of file; holes read as zeros).
+    pub fn read_at(&self, ino: InodeNo, off: u64, len: u32) -> Result<Vec<u8>, Error> {
+        let (inode, exts) = self
+            .read(|s| {
+                s.inodes
+                    .get(&ino)
+                    .cloned()
+                    .map(|i| (i, s.extents.get(&ino).cloned().unwrap_or_default()))
+            })?
+            .ok_or_else(|| Error::NotFound {
+                path: format!("inode {ino}"),
+            })?;
+        if inode.kind == FileKind::Dir {
+            return Err(Error::IsADirectory {
+                path: format!("inode {ino}"),
+            });
+        }
+        let dirty = self.dirty_of(ino);
+        let guard = dirty
+            .as_ref()
+            .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()));
+        let (size, base_limit) = match guard.as_deref() {
+            Some(d) if !d.is_clean() => (
+                d.size,
+                d.truncated.map_or(inode.size, |t| t.min(inode.size)),
+            ),
+            _ => (inode.size, inode.size),
+        };
+        if off >= size {
+            return Ok(Vec::new());
+        }
+        let end = size.min(off + len as u64);
+        let mut buf = vec![0u8; (end - off) as usize];
+        let base_end = end.min(base_limit);
+        if off < base_end {
+            // First extent that ends after `off` (extents are sorted and disjoint).
+            let first = exts.partition_point(|x| x.file_off + x.len as u64 <= off);
+            for x in &exts[first..] {
+                if x.file_off >= base_end {
+                    break;
+                }
+                let s = x.file_off.max(off);
+                let e = (x.file_off + x.len as u64).min(base_end);
+                if s >= e {
+                    continue;
+                }
+                let data = self.chunk(x.chunk)?;
+                let cs = (x.chunk_off as u64 + (s - x.file_off)) as usize;
+                let ce = cs + (e - s) as usize;
+                let src = data.get(cs..ce).ok_or_else(|| Error::Corrupt {
+                    path: self.layout().packs(),
+                    offset: 0,
+                    reason: format!("extent beyond chunk {} ({} bytes)", x.chunk, data.len()),
+                })?;
+                buf[(s - off) as usize..(e - off) as usize].copy_from_slice(src);
+            }
+        }
+        if let Some(d) = guard.as_deref() {
+            for (k, v) in d.ranges.range(..end) {
+                let ks = *k;
+                let ke = ks + v.len() as u64;
+                if ke <= off {
+                    continue;
+                }
+                let s = ks.max(off);
+                let e = ke.min(end);
+                buf[(s - off) as usize..(e - off) as usize]
+                    .copy_from_slice(&v[(s - ks) as usize..(e - ks) as usize]);
+            }
+        }
+        Ok(buf)
+    }
+
+    fn dirty_entry(&self, ino: InodeNo) -> Result<Arc<Mutex<DirtyFile>>, Error> {
+        if let Some(d) = self.dirty_of(ino) {
+            return Ok(d);
+        }
+        let size = self
+            .read(|s| s.inodes.get(&ino).map(|i| i.size))?
+            .ok_or_else(|| Error::NotFound {
+                path: format!("inode {ino}"),
+            })?;
+        let mut map = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(map
+            .entry(ino)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(DirtyFile {
+                    size,
+                    ..Default::default()
+                }))
+            })
+            .clone())
+    }
+
+    /// Write `data` at `off` into this process's overlay; commits early past [`DIRTY_LIMIT`].
+    pub fn write_at(&self, ino: InodeNo, off: u64, data: &[u8]) -> Result<(), Error> {
+        let d = self.dirty_entry(ino)?;
+        let over = {
+            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+            d.write(off, data);
+            d.mtime = Some(Timestamp::now());
+            d.bytes > DIRTY_LIMIT
+        };
+        if over {
+            self.flush_inode(ino)?;
+        }
+        Ok(())
+    }
+
+    /// Commit this process's unflushed writes to a file (visible to every process when it
+    /// returns; durable after [`Store::sync`]). On error the writes stay pending.
+    pub fn flush_inode(&self, ino: InodeNo) -> Result<(), Error> {
+        let Some(d) = self.dirty_of(ino) else {
+            return Ok(());
+        };
+        let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+        if d.is_clean() {
+            return Ok(());
+        }
+        // Chunk and store the written ranges first; nothing is visible until the commit.
+        let mut report = TransferReport::default();
+        let mut written: Vec<(u64, u64, Vec<Extent>)> = Vec::new();
+        for (off, bytes) in &d.ranges {
+            let (mut exts, _) = self.write_stream(&bytes[..], &mut report)?;
+            for x in &mut exts {
+                x.file_off += off;
+            }
+            written.push((*off, *off + bytes.len() as u64, exts));
+        }
+        self.sync_pack()?;
+        let size = d.size;
+        let truncated = d.truncated;
+        let mtime = d.mtime.unwrap_or_else(Timestamp::now);
+        let res = self.transact(false, |tx| {
+            let Some(mut inode) = tx.inode(ino).cloned() else {
+                // Deleted by another process meanwhile: its data goes with it.
+                return Ok(());
+            };
+            let mut exts = tx.extents(ino);
+            if let Some(t) = truncated {
+                exts = punch(&exts, t, u64::MAX);
+            }
+            for (s, e, new) in &written {
+                exts = punch(&exts, *s, *e);
+                exts.extend_from_slice(new);
+            }
+            exts.sort_by_key(|x| x.file_off);
+            exts = punch(&exts, size, u64::MAX);
+            inode.size = size;
+            inode.mtime = mtime;
+            inode.ctime = mtime;
+            tx.put_inode(inode);
+            tx.set_extents(ino, exts);
+            Ok(())
+        });
+        res?;
+        *d = DirtyFile {
+            size,
+            ..Default::default()
+        };
+        Ok(())
+    }
+
+    /// Flush every file with pending writes (unmount, snapshot barrier).
+    pub fn flush_all(&self) -> Result<(), Error> {
+        let inos: Vec<InodeNo> = self
+            .dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for ino in inos {
+            self.flush_inode(ino)?;
+        }
+        self.sync()
+    }
+
+    /// Forget the overlay of a file no longer open in this process (after its final flush).
+    pub fn forget_dirty(&self, ino: InodeNo) {
+        let mut map = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = map.get(&ino) {
+            if d.lock().unwrap_or_else(|p| p.into_inner()).is_clean() {
+                map.remove(&ino);
+            }
+        }
+    }
+
+    /// Chunks stored by [`Store::write_stream`] for a byte slice (used by tests of this module).
+    #[doc(hidden)]
+    pub fn chunk_ids_of(&self, data: &[u8]) -> Result<Vec<ChunkId>, Error> {
+        let chunker = Chunker::new(data, self.cfg.chunker()).map_err(Error::coordination)?;
+        chunker
+            .map(|c| c.map(|c| c.id).map_err(Error::io("<input>")))
+            .collect()
+    }
+
+    /// Known chunk entry (for tests and fsck-style checks).
+    #[doc(hidden)]
+    pub fn chunk_entry(&self, id: ChunkId) -> Result<Option<ChunkEntry>, Error> {
+        self.read(|s| s.chunks.get(&id).copied())
+    }
+
+    /// The up-to-date transaction view, for adapters that need several lookups at one lsn.
+    pub fn with_tx<R>(&self, f: impl FnOnce(&Tx<'_>) -> R) -> Result<R, Error> {
+        self.read(|s| f(&Tx::new(s)))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ids::ChunkId;
+
+    fn x(off: u64, len: u32) -> Extent {
+        Extent {
+            file_off: off,
+            chunk: ChunkId(off as u128),
+            chunk_off: 0,
+            len,
+        }
+    }
+
+    #[test]
+    fn punch_splits_crossing_extents() {
+        let e = vec![x(0, 10), x(10, 10), x(20, 10)];
+        let p = punch(&e, 5, 25);
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].file_off, p[0].len), (0, 5));
+        assert_eq!((p[1].file_off, p[1].len, p[1].chunk_off), (25, 5, 5));
+        assert_eq!(punch(&e, 100, 200), e);
+        assert!(punch(&e, 0, u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn dirty_ranges_merge_and_truncate() {
+        let mut d = DirtyFile::default();
+        d.write(0, b"aaaa");
+        d.write(4, b"bbbb"); // adjacent: extends in place
+        d.write(20, b"cc");
+        d.write(2, b"XXXXXXXXXXXXXXXXXXXXX"); // bridges both
+        assert_eq!(d.ranges.len(), 1);
+        assert_eq!(d.ranges[&0], b"aaXXXXXXXXXXXXXXXXXXXXX".to_vec());
+        assert_eq!(d.size, 23);
+        assert_eq!(d.bytes, 23);
+        d.truncate(5);
+        assert_eq!(d.ranges[&0], b"aaXXX".to_vec());
+        assert_eq!((d.size, d.bytes, d.truncated), (5, 5, Some(5)));
+    }
+}

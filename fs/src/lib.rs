@@ -1,0 +1,815 @@
+//! The verfs FUSE adapter: maps kernel requests onto the engine; it holds no storage logic.
+//!
+//! Overview: [`VerFs`] implements `fuser::Filesystem` over an open [`Store`]. Inode numbers are
+//! the store's inode numbers (the root is 1 in both). Every namespace request becomes one engine
+//! transaction, so a change is visible to every process sharing the store when the reply is sent.
+//! File writes go into the engine's per-inode overlay and are committed on `flush` (close) and
+//! `fsync` (close-to-open consistency). The kernel's entry and attribute caches are disabled
+//! (TTL 0), so a change made by another process is seen by the next lookup. Errors are mapped to
+//! errno values in exactly one place, [`errno`]. [`mount`] runs a mount in the foreground until
+//! SIGINT/SIGTERM or an external unmount, then flushes everything and releases the lease.
+//!
+//! Format and protocol: `data-layout.md`. Supported operations and their errors: README "Mount".
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use verfs_engine::error::Error;
+use verfs_engine::fsops::{RenameMode, SetAttr};
+use verfs_engine::ids::InodeNo as Ino;
+use verfs_engine::meta::{FileKind, Inode, Timestamp};
+use verfs_engine::store::Store;
+
+/// Entry and attribute cache lifetime given to the kernel. Zero: every lookup asks the store,
+/// so renames and unlinks by other processes are seen at once.
+const TTL: Duration = Duration::ZERO;
+
+/// The one place where engine errors become errno values.
+pub fn errno(e: &Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn to_system_time(t: Timestamp) -> SystemTime {
+    if t.secs >= 0 {
+        UNIX_EPOCH + Duration::new(t.secs as u64, t.nsecs)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
+            + Duration::from_nanos(t.nsecs as u64)
+    }
+}
+
+fn from_system_time(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp {
+            secs: d.as_secs() as i64,
+            nsecs: d.subsec_nanos(),
+        },
+        Err(e) => {
+            let d = e.duration();
+            let (secs, nsecs) = if d.subsec_nanos() == 0 {
+                (-(d.as_secs() as i64), 0)
+            } else {
+                (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+            };
+            Timestamp { secs, nsecs }
+        }
+    }
+}
+
+fn time_or_now(t: TimeOrNow) -> Timestamp {
+    match t {
+        TimeOrNow::SpecificTime(t) => from_system_time(t),
+        TimeOrNow::Now => Timestamp::now(),
+    }
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+fn kind_of_mode(mode: u32) -> Option<FileKind> {
+    Some(match mode & libc::S_IFMT {
+        libc::S_IFREG | 0 => FileKind::File,
+        libc::S_IFDIR => FileKind::Dir,
+        libc::S_IFLNK => FileKind::Symlink,
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFSOCK => FileKind::Socket,
+        libc::S_IFCHR => FileKind::CharDev,
+        libc::S_IFBLK => FileKind::BlockDev,
+        _ => return None,
+    })
+}
+
+/// The kernel's view of an inode.
+pub fn file_attr(i: &Inode) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(i.ino.0),
+        size: i.size,
+        blocks: i.size.div_ceil(512),
+        atime: to_system_time(i.atime),
+        mtime: to_system_time(i.mtime),
+        ctime: to_system_time(i.ctime),
+        crtime: to_system_time(i.ctime),
+        kind: file_type(i.kind),
+        perm: (i.perm & 0o7777) as u16,
+        nlink: i.nlink,
+        uid: i.uid,
+        gid: i.gid,
+        rdev: i.rdev as u32,
+        blksize: 64 << 10,
+        flags: 0,
+    }
+}
+
+/// What an open file handle refers to.
+struct Handle {
+    ino: Ino,
+}
+
+/// The filesystem a mount serves.
+pub struct VerFs {
+    store: Arc<Store>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    /// Open handles per inode in this process.
+    open: Mutex<HashMap<Ino, u32>>,
+    next_fh: AtomicU64,
+    read_only: bool,
+}
+
+impl VerFs {
+    pub fn new(store: Arc<Store>, read_only: bool) -> VerFs {
+        VerFs {
+            store,
+            handles: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            read_only,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn new_handle(&self, ino: Ino) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Handle { ino });
+        *self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(ino)
+            .or_default() += 1;
+        FileHandle(fh)
+    }
+
+    fn close_handle(&self, fh: FileHandle) -> Option<Ino> {
+        let h = self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0)?;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let last = match open.get_mut(&h.ino) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                open.remove(&h.ino);
+                true
+            }
+        };
+        last.then_some(h.ino)
+    }
+
+    fn check_writable(&self) -> Result<(), Errno> {
+        if self.read_only {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn new_inode(req: &Request, kind: FileKind, mode: u32, umask: u32) -> Inode {
+        let mut i = Inode::new(Ino(0), kind, mode & !umask & 0o7777);
+        i.uid = req.uid();
+        i.gid = req.gid();
+        i
+    }
+
+    fn reply_node(&self, parent: INodeNo, name: &OsStr, proto: Inode, reply: ReplyEntry) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        match self.store.make_node(Ino(parent.0), name.as_bytes(), proto) {
+            Ok(i) => reply.entry(&TTL, &file_attr(&i), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+impl Filesystem for VerFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.store.lookup_child(Ino(parent.0), name.as_bytes()) {
+            Ok(i) => reply.entry(&TTL, &file_attr(&i), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.store.attr(Ino(ino.0)) {
+            Ok(i) => reply.attr(&TTL, &file_attr(&i)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        let a = SetAttr {
+            perm: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_or_now),
+            mtime: mtime.map(time_or_now),
+            ctime: ctime.map(from_system_time),
+        };
+        match self.store.set_attr(Ino(ino.0), &a) {
+            Ok(i) => reply.attr(&TTL, &file_attr(&i)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.store.attr(Ino(ino.0)) {
+            Ok(i) if i.kind == FileKind::Symlink => reply.data(&i.target),
+            Ok(_) => reply.error(Errno::EINVAL),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let Some(kind) = kind_of_mode(mode) else {
+            return reply.error(Errno::EINVAL);
+        };
+        if kind == FileKind::Dir || kind == FileKind::Symlink {
+            return reply.error(Errno::EINVAL);
+        }
+        let mut i = Self::new_inode(req, kind, mode, umask);
+        i.rdev = rdev as u64;
+        self.reply_node(parent, name, i, reply)
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let i = Self::new_inode(req, FileKind::Dir, mode, umask);
+        self.reply_node(parent, name, i, reply)
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        match self.store.unlink_at(Ino(parent.0), name.as_bytes(), false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        match self.store.unlink_at(Ino(parent.0), name.as_bytes(), true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let mut i = Self::new_inode(req, FileKind::Symlink, 0o777, 0);
+        i.target = target.as_os_str().as_bytes().to_vec();
+        self.reply_node(parent, link_name, i, reply)
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else if flags.is_empty() {
+            RenameMode::Replace
+        } else {
+            // RENAME_WHITEOUT is for overlay filesystems.
+            return reply.error(Errno::EINVAL);
+        };
+        match self.store.rename_at(
+            Ino(parent.0),
+            name.as_bytes(),
+            Ino(newparent.0),
+            newname.as_bytes(),
+            mode,
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        match self
+            .store
+            .link_at(Ino(ino.0), Ino(newparent.0), newname.as_bytes())
+        {
+            Ok(i) => reply.entry(&TTL, &file_attr(&i), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let acc = flags.0 & libc::O_ACCMODE;
+        if self.read_only && acc != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.store.attr(Ino(ino.0)) {
+            Ok(i) if i.kind == FileKind::Dir => reply.error(Errno::EISDIR),
+            Ok(_) => reply.opened(self.new_handle(Ino(ino.0)), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.store.read_at(Ino(ino.0), offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        match self.store.write_at(Ino(ino.0), offset, data) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // close(2): commit, so a process that opens the file afterwards sees it whole.
+        match self.store.flush_inode(Ino(ino.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let res = self.store.flush_inode(Ino(ino.0));
+        if let Some(ino) = self.close_handle(fh) {
+            self.store.forget_dirty(ino);
+        }
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self
+            .store
+            .flush_inode(Ino(ino.0))
+            .and_then(|()| self.store.sync())
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.store.attr(Ino(ino.0)) {
+            Ok(i) if i.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.store.read_dir(Ino(ino.0)) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        // Offsets: 1 = ".", 2 = "..", 3.. = entries. The kernel resolves ".." itself.
+        let dots = [
+            (b".".to_vec(), Ino(ino.0), FileKind::Dir),
+            (b"..".to_vec(), Ino(ino.0), FileKind::Dir),
+        ];
+        for (i, (name, child, kind)) in dots
+            .into_iter()
+            .chain(entries)
+            .enumerate()
+            .skip(offset as usize)
+        {
+            if reply.add(
+                INodeNo(child.0),
+                (i + 1) as u64,
+                file_type(kind),
+                OsStr::from_bytes(&name),
+            ) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Namespace changes are log records: syncing the log makes them durable.
+        match self.store.sync() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Space is the host filesystem's under the store; inodes are unlimited.
+        let root = &self.store.layout().root;
+        let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid path and `st` a valid out-pointer for the duration of the call.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return reply.error(Errno::from(std::io::Error::last_os_error()));
+        }
+        let files = self.store.read(|s| s.inodes.len() as u64).unwrap_or(0);
+        reply.statfs(
+            st.f_blocks,
+            st.f_bfree,
+            st.f_bavail,
+            files + st.f_ffree,
+            st.f_ffree,
+            st.f_bsize as u32,
+            verfs_engine::meta::NAME_MAX as u32,
+            st.f_frsize as u32,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        let create = flags & libc::XATTR_CREATE != 0;
+        let replace = flags & libc::XATTR_REPLACE != 0;
+        match self
+            .store
+            .set_xattr(Ino(ino.0), name.as_bytes(), value, create, replace)
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.store.get_xattr(Ino(ino.0), name.as_bytes()) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.store.list_xattr(Ino(ino.0)) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32)
+                } else if buf.len() > size as usize {
+                    reply.error(Errno::ERANGE)
+                } else {
+                    reply.data(&buf)
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        match self.store.remove_xattr(Ino(ino.0), name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Permission bits are checked by the kernel (`default_permissions`); this answers F_OK.
+        match self.store.attr(Ino(ino.0)) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        let i = Self::new_inode(req, FileKind::File, mode, umask);
+        match self.store.make_node(Ino(parent.0), name.as_bytes(), i) {
+            Ok(i) => {
+                let fh = self.new_handle(i.ino);
+                reply.created(&TTL, &file_attr(&i), Generation(0), fh, FopenFlags::empty())
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+/// How to mount.
+#[derive(Clone, Debug, Default)]
+pub struct MountConfig {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub default_permissions: bool,
+    pub threads: usize,
+}
+
+/// Why a mount could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountError {
+    #[error("{path}: {reason}")]
+    Mountpoint { path: String, reason: String },
+    #[error("{path}: mount failed: {source}")]
+    Fuse {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] Error),
+}
+
+/// Check that `mp` is an empty directory that nothing is mounted on.
+pub fn check_mountpoint(mp: &Path) -> Result<(), MountError> {
+    let err = |reason: &str| MountError::Mountpoint {
+        path: mp.display().to_string(),
+        reason: reason.into(),
+    };
+    let meta = std::fs::metadata(mp).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => err("mountpoint does not exist"),
+        std::io::ErrorKind::NotConnected => {
+            err("mountpoint is a dead FUSE endpoint (run `verfs umount` on it)")
+        }
+        _ => err(&e.to_string()),
+    })?;
+    if !meta.is_dir() {
+        return Err(err("mountpoint is not a directory"));
+    }
+    if is_mountpoint(mp) {
+        return Err(err(
+            "mountpoint is busy (something is already mounted there)",
+        ));
+    }
+    let mut rd = std::fs::read_dir(mp).map_err(|e| err(&e.to_string()))?;
+    if rd.next().is_some() {
+        return Err(err("mountpoint is not empty"));
+    }
+    Ok(())
+}
+
+/// Is something mounted at `p` (per `/proc/self/mountinfo`)?
+pub fn is_mountpoint(p: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(p).or_else(|_| std::path::absolute(p)) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = canon.to_string_lossy().into_owned();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).map(unescape_mount_path).as_deref() == Some(want.as_str()))
+}
+
+fn unescape_mount_path(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mount `store` at `mp` and serve it until SIGINT/SIGTERM or an external unmount; then flush every
+/// dirty file, make everything durable, unmount and release the lease.
+///
+/// On a clean return every write that the kernel acknowledged is durable. If the process is killed
+/// instead, the kernel leaves a dead endpoint (`verfs umount` clears it) and `verfs recover`
+/// cleans up after the process; files closed or fsynced before the kill are intact.
+pub fn mount(
+    store: Store,
+    mp: &Path,
+    cfg: &MountConfig,
+    on_ready: impl FnOnce(),
+) -> Result<(), MountError> {
+    check_mountpoint(mp)?;
+    let store = Arc::new(store);
+    let fs = VerFs::new(store.clone(), cfg.read_only);
+    let mut options = vec![
+        fuser::MountOption::FSName("verfs".into()),
+        fuser::MountOption::Subtype("verfs".into()),
+    ];
+    if cfg.read_only {
+        options.push(fuser::MountOption::RO);
+    }
+    if cfg.default_permissions {
+        options.push(fuser::MountOption::DefaultPermissions);
+    }
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = options;
+    if cfg.allow_other {
+        fcfg.acl = fuser::SessionACL::All;
+    }
+    fcfg.n_threads = Some(cfg.threads.max(1));
+    fcfg.clone_fd = cfg.threads > 1;
+    let session = fuser::spawn_mount(fs, mp, &fcfg).map_err(|source| MountError::Fuse {
+        path: mp.display().to_string(),
+        source,
+    })?;
+    on_ready();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Flush before unmounting: every handle's writes become durable even if the kernel never
+    // sends their release (a lazy unmount).
+    let flushed = store.flush_all();
+    let _ = session.umount_and_join();
+    flushed?;
+    store.flush_all()?;
+    match Arc::try_unwrap(store) {
+        Ok(s) => s.close()?,
+        Err(s) => s.sync()?,
+    }
+    Ok(())
+}
