@@ -9,6 +9,7 @@
 //! - [`lease::Lease`]: one folder per live process; liveness, fencing, exactly-one cleaner.
 //! - [`journal::Journal`]: per-process recovery journal of multi-step actions in flight.
 //! - [`manifest::Manifest`]: atomic multi-file operations (prepare, commit record, apply).
+//! - [`lock::LockTable`]: DLM-mode lock manager (named resources, POSIX ranges) on OFD locks.
 //! - [`two_phase`]: file-voted two-phase commit among the live processes.
 //! - [`ctlfile`] and [`fsutil`]: the checksummed control-file envelope and durable file primitives.
 //!
@@ -18,6 +19,7 @@ pub mod ctlfile;
 pub mod fsutil;
 pub mod journal;
 pub mod lease;
+pub mod lock;
 pub mod manifest;
 pub mod two_phase;
 pub mod txlog;

@@ -24,6 +24,7 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use verfs_coordination::lock::{self, LockTable, Mode, Resource, Wait};
 use verfs_engine::error::Error;
 use verfs_engine::fsops::{RenameMode, SetAttr};
 use verfs_engine::ids::InodeNo as Ino;
@@ -132,17 +133,36 @@ pub struct VerFs {
     open: Mutex<HashMap<Ino, u32>>,
     next_fh: AtomicU64,
     read_only: bool,
+    /// POSIX and flock locks, shared by every process of the store (`STORE/locks/table`).
+    locks: LockTable,
+    /// One lock owner (an open file description on the table) per kernel lock owner.
+    owners: Mutex<HashMap<u64, Arc<lock::LockOwner>>>,
 }
 
 impl VerFs {
-    pub fn new(store: Arc<Store>, read_only: bool) -> VerFs {
-        VerFs {
+    /// A filesystem over `store`; opens (creating if needed) the store's lock table.
+    pub fn new(store: Arc<Store>, read_only: bool) -> Result<VerFs, Error> {
+        let locks =
+            LockTable::open(&store.layout().root.join("locks")).map_err(Error::coordination)?;
+        Ok(VerFs {
             store,
             handles: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             read_only,
+            locks,
+            owners: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock_owner(&self, owner: LockOwner) -> Result<Arc<lock::LockOwner>, Errno> {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = owners.get(&owner.0) {
+            return Ok(o.clone());
         }
+        let o = Arc::new(self.locks.owner().map_err(|_| Errno::ENOLCK)?);
+        owners.insert(owner.0, o.clone());
+        Ok(o)
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -210,7 +230,105 @@ impl VerFs {
     }
 }
 
+fn lock_mode(typ: i32) -> Option<Mode> {
+    match typ {
+        libc::F_RDLCK => Some(Mode::Pr),
+        libc::F_WRLCK => Some(Mode::Ex),
+        _ => None,
+    }
+}
+
 impl Filesystem for VerFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // POSIX (fcntl) and BSD (flock) locks go through getlk/setlk, so they hold across every
+        // mount of the store; 1 MiB writes keep the request count down.
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_POSIX_LOCKS | fuser::InitFlags::FUSE_FLOCK_LOCKS,
+        );
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        let Some(mode) = lock_mode(typ) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let owner = match self.lock_owner(lock_owner) {
+            Ok(o) => o,
+            Err(e) => return reply.error(e),
+        };
+        match owner.test(
+            &Resource::Range {
+                ino: ino.0,
+                start,
+                end,
+            },
+            mode,
+        ) {
+            // OFD locks carry no pid: the holder may be in another process or on another host.
+            Ok(Some(c)) => {
+                let t = if c.mode == Mode::Pr {
+                    libc::F_RDLCK
+                } else {
+                    libc::F_WRLCK
+                };
+                reply.locked(c.start, c.end, t, 0)
+            }
+            Ok(None) => reply.locked(start, end, libc::F_UNLCK, pid),
+            Err(_) => reply.error(Errno::ENOLCK),
+        }
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let owner = match self.lock_owner(lock_owner) {
+            Ok(o) => o,
+            Err(e) => return reply.error(e),
+        };
+        let res = Resource::Range {
+            ino: ino.0,
+            start,
+            end,
+        };
+        if typ == libc::F_UNLCK {
+            return match owner.release(&res) {
+                Ok(()) => reply.ok(),
+                Err(_) => reply.error(Errno::ENOLCK),
+            };
+        }
+        let Some(mode) = lock_mode(typ) else {
+            return reply.error(Errno::EINVAL);
+        };
+        match owner.acquire(&res, mode, if sleep { Wait::Forever } else { Wait::No }) {
+            Ok(()) => reply.ok(),
+            Err(lock::AcquireError::WouldBlock { .. })
+            | Err(lock::AcquireError::GateBusy { .. }) => reply.error(Errno::EAGAIN),
+            Err(_) => reply.error(Errno::ENOLCK),
+        }
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.store.lookup_child(Ino(parent.0), name.as_bytes()) {
             Ok(i) => reply.entry(&TTL, &file_attr(&i), Generation(0)),
@@ -462,10 +580,18 @@ impl Filesystem for VerFs {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // FUSE_RELEASE_FLOCK_UNLOCK: the last close of a file with flock locks. Closing the
+        // owner's open file description on the lock table drops every lock it holds.
+        if let Some(owner) = lock_owner {
+            self.owners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&owner.0);
+        }
         let res = self.store.flush_inode(Ino(ino.0));
         if let Some(ino) = self.close_handle(fh) {
             self.store.forget_dirty(ino);
@@ -771,7 +897,7 @@ pub fn mount(
 ) -> Result<(), MountError> {
     check_mountpoint(mp)?;
     let store = Arc::new(store);
-    let fs = VerFs::new(store.clone(), cfg.read_only);
+    let fs = VerFs::new(store.clone(), cfg.read_only)?;
     let mut options = vec![
         fuser::MountOption::FSName("verfs".into()),
         fuser::MountOption::Subtype("verfs".into()),

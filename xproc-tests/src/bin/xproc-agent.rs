@@ -19,6 +19,14 @@
 //!     Store::open, report ready, wait for STORE/../go-commit, then mkdir PATH (default
 //!     /fenced-probe) and report the result. When fenced: report it and exit 75 (or keep going
 //!     with --stay-when-fenced, so the mkdir meets the log's own fence check).
+//! xproc-agent lock STORE (--resource NAME | --range INO:START:END) --mode M [--wait no|forever|MS]
+//!         [--hold-ms N | --until-killed | --release-on FILE]
+//!     take one lock of STORE/locks/table (coordination::lock) and report `acquired` (or
+//!     `would-block` / `timed-out` / `error`, exit 1); hold it as told (default: release at
+//!     once), release and report `released`.
+//! xproc-agent lock-count STORE --resource NAME --counter FILE --iterations N [--go GO]
+//!     N times: acquire NAME in EX (waiting), check that nobody else is inside (FILE.inside,
+//!     O_EXCL), read FILE (a decimal number, missing = 0), write it + 1, leave, release.
 //! ```
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -30,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use verfs_coordination::lease::{self, Lease, LeaseConfig};
+use verfs_coordination::lock;
 use verfs_coordination::two_phase::{self, ProposeOptions, Vote};
 use verfs_engine::store::{OpenOptions, Store};
 use verfs_xproc_tests::{append_jsonl, sha256};
@@ -156,6 +165,8 @@ fn main() -> ExitCode {
         "participant" => participant(parse(argv, &[])),
         "propose" => propose(parse(argv, &["no-clean-dead"])),
         "hold" => hold(parse(argv, &["stay-when-fenced"])),
+        "lock" => lock(parse(argv, &["until-killed"])),
+        "lock-count" => lock_count(parse(argv, &[])),
         other => usage(&format!("unknown mode {other:?}")),
     }
 }
@@ -435,4 +446,159 @@ fn hold(a: Args) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn lock_owner(store: &Path, result: &Path) -> Option<lock::LockOwner> {
+    match lock::LockTable::open(&store.join("locks")).and_then(|t| t.owner()) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            report(result, json!({"event": "error", "error": e.to_string()}));
+            None
+        }
+    }
+}
+
+fn lock(a: Args) -> ExitCode {
+    let store = a.store();
+    let result = a.result();
+    let mode: lock::Mode = a
+        .get("mode")
+        .unwrap_or_else(|| usage("missing --mode"))
+        .parse()
+        .unwrap_or_else(|e: lock::ParseModeError| usage(&e.to_string()));
+    let res = match (a.get("resource"), a.get("range")) {
+        (Some(n), None) => lock::Resource::Named(n.to_owned()),
+        (None, Some(r)) => {
+            let p: Vec<u64> = r
+                .split(':')
+                .map(|x| x.parse().unwrap_or_else(|_| usage("--range INO:START:END")))
+                .collect();
+            if p.len() != 3 {
+                usage("--range INO:START:END");
+            }
+            lock::Resource::Range {
+                ino: p[0],
+                start: p[1],
+                end: p[2],
+            }
+        }
+        _ => usage("exactly one of --resource and --range"),
+    };
+    let wait = match a.get("wait").unwrap_or("no") {
+        "no" => lock::Wait::No,
+        "forever" => lock::Wait::Forever,
+        ms => lock::Wait::Timeout(Duration::from_millis(
+            ms.parse().unwrap_or_else(|_| usage("--wait no|forever|MS")),
+        )),
+    };
+    let Some(owner) = lock_owner(&store, &result) else {
+        return ExitCode::from(1);
+    };
+    report(
+        &result,
+        json!({"event": "trying", "pid": std::process::id(), "at_ms": now_ms()}),
+    );
+    match owner.acquire(&res, mode, wait) {
+        Ok(()) => {}
+        Err(lock::AcquireError::WouldBlock { held, .. }) => {
+            report(
+                &result,
+                json!({"event": "would-block", "held": held.to_string(), "at_ms": now_ms()}),
+            );
+            return ExitCode::from(1);
+        }
+        Err(e @ lock::AcquireError::TimedOut { .. }) => {
+            report(
+                &result,
+                json!({"event": "timed-out", "error": e.to_string(), "at_ms": now_ms()}),
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            report(&result, json!({"event": "error", "error": e.to_string()}));
+            return ExitCode::from(1);
+        }
+    }
+    report(
+        &result,
+        json!({"event": "acquired", "pid": std::process::id(), "at_ms": now_ms()}),
+    );
+    if a.has("until-killed") {
+        loop {
+            thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    if let Some(f) = a.get("release-on") {
+        wait_for_file(Path::new(f));
+    }
+    thread::sleep(Duration::from_millis(a.num("hold-ms", 0)));
+    // Stamp before releasing: anyone who acquires after our release sees a later time.
+    let at = now_ms();
+    if let Err(e) = owner.release(&res) {
+        report(&result, json!({"event": "error", "error": e.to_string()}));
+        return ExitCode::from(1);
+    }
+    report(&result, json!({"event": "released", "at_ms": at}));
+    ExitCode::SUCCESS
+}
+
+fn lock_count(a: Args) -> ExitCode {
+    let store = a.store();
+    let result = a.result();
+    let name = a
+        .get("resource")
+        .unwrap_or_else(|| usage("missing --resource"));
+    let counter = PathBuf::from(
+        a.get("counter")
+            .unwrap_or_else(|| usage("missing --counter")),
+    );
+    let inside = counter.with_extension("inside");
+    let n = a.num("iterations", 100);
+    let Some(owner) = lock_owner(&store, &result) else {
+        return ExitCode::from(1);
+    };
+    if let Some(go) = a.get("go") {
+        report(
+            &result,
+            json!({"event": "at-barrier", "pid": std::process::id()}),
+        );
+        wait_for_file(Path::new(go));
+    }
+    let res = lock::Resource::Named(name.to_owned());
+    let fail = |what: String| {
+        report(&result, json!({"event": "error", "error": what}));
+        ExitCode::from(1)
+    };
+    for i in 0..n {
+        if let Err(e) = owner.acquire(&res, lock::Mode::Ex, lock::Wait::Forever) {
+            return fail(e.to_string());
+        }
+        // Nobody else may be inside: O_EXCL create fails if a second holder is.
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&inside)
+        {
+            return fail(format!("iteration {i}: someone else is inside ({e})"));
+        }
+        let v: u64 = match std::fs::read_to_string(&counter) {
+            Ok(t) => t.trim().parse().unwrap_or(u64::MAX),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return fail(e.to_string()),
+        };
+        if v == u64::MAX {
+            return fail(format!("iteration {i}: counter file is garbled"));
+        }
+        if let Err(e) = std::fs::write(&counter, format!("{}\n", v + 1)) {
+            return fail(e.to_string());
+        }
+        if let Err(e) = std::fs::remove_file(&inside) {
+            return fail(e.to_string());
+        }
+        if let Err(e) = owner.release(&res) {
+            return fail(e.to_string());
+        }
+    }
+    report(&result, json!({"event": "done", "iterations": n}));
+    ExitCode::SUCCESS
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 
 mod fencing;
+mod locks;
 mod put_many;
 mod races;
 mod regressions;
