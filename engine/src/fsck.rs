@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::ids::{ChunkId, InodeNo, PackId};
 use crate::meta::{FileKind, MetaState};
 use crate::pack::{self, ProblemKind};
-use crate::store::{Layout, ACTION_OPEN_PACK};
+use crate::store::{Layout, ACTION_OPEN_PACK, ACTION_ORPHAN};
 
 /// One violated invariant: where, and what is wrong.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -77,7 +77,7 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
         timeout: cfg.lease_timeout(),
         heartbeat_interval: cfg.heartbeat(),
     };
-    let open_packs = check_leases(&layout, &lcfg, &mut r);
+    let (open_packs, live_orphans) = check_leases(&layout, &lcfg, &mut r);
     check_log(&layout, &mut r);
     check_checkpoints(&layout, &mut r);
     let pack_chunks = check_packs(&layout, &open_packs, &mut r);
@@ -87,13 +87,15 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
         LogConfig::default(),
         Box::new(|| Err("fsck is read-only".into())),
     ) {
-        Ok(log) => match log.read(|s, lsn| check_state(s, lsn, &pack_chunks, &mut r)) {
-            Ok(()) => {}
-            Err(e) => r.problem(
-                layout.log().display().to_string(),
-                format!("cannot load metadata: {e}"),
-            ),
-        },
+        Ok(log) => {
+            match log.read(|s, lsn| check_state(s, lsn, &pack_chunks, &live_orphans, &mut r)) {
+                Ok(()) => {}
+                Err(e) => r.problem(
+                    layout.log().display().to_string(),
+                    format!("cannot load metadata: {e}"),
+                ),
+            }
+        }
         Err(e) => r.problem(
             layout.log().display().to_string(),
             format!("cannot load metadata: {e}"),
@@ -104,13 +106,18 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
 
 /// Leases of dead processes that nobody cleaned are a violation; returns the packs that live
 /// processes have open (their unsealed tails are not damage).
-fn check_leases(layout: &Layout, cfg: &LeaseConfig, r: &mut FsckReport) -> HashSet<PackId> {
+fn check_leases(
+    layout: &Layout,
+    cfg: &LeaseConfig,
+    r: &mut FsckReport,
+) -> (HashSet<PackId>, HashSet<InodeNo>) {
     let mut open = HashSet::new();
+    let mut orphans = HashSet::new();
     let entries = match lease::list(&layout.leases()) {
         Ok(e) => e,
         Err(e) => {
             r.problem(layout.leases().display().to_string(), e.to_string());
-            return open;
+            return (open, orphans);
         }
     };
     let now = SystemTime::now();
@@ -129,6 +136,14 @@ fn check_leases(layout: &Layout, cfg: &LeaseConfig, r: &mut FsckReport) -> HashS
                         .and_then(|s| s.parse().ok())
                     {
                         open.insert(id);
+                    }
+                }
+                for a in p.pending.iter().filter(|a| a.kind == ACTION_ORPHAN) {
+                    if let Some(ino) = std::str::from_utf8(&a.payload)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
+                        orphans.insert(InodeNo(ino));
                     }
                 }
             }
@@ -150,7 +165,7 @@ fn check_leases(layout: &Layout, cfg: &LeaseConfig, r: &mut FsckReport) -> HashS
             format!("lease of a dead process ({why}); run `verfs recover`"),
         );
     }
-    open
+    (open, orphans)
 }
 
 fn check_log(layout: &Layout, r: &mut FsckReport) {
@@ -378,7 +393,13 @@ fn check_packs(
     out
 }
 
-fn check_state(s: &MetaState, lsn: Lsn, packs: &HashMap<ChunkId, Vec<PackId>>, r: &mut FsckReport) {
+fn check_state(
+    s: &MetaState,
+    lsn: Lsn,
+    packs: &HashMap<ChunkId, Vec<PackId>>,
+    live_orphans: &HashSet<InodeNo>,
+    r: &mut FsckReport,
+) {
     r.inodes = s.inodes.len();
     r.chunks = s.chunks.len();
     let at = format!("metadata at lsn {lsn}");
@@ -443,6 +464,10 @@ fn check_state(s: &MetaState, lsn: Lsn, packs: &HashMap<ChunkId, Vec<PackId>>, r
             );
         }
         if ino != InodeNo::ROOT && !refs.contains_key(&ino) {
+            // Unlinked but still open in a live process: kept until its last close.
+            if i.nlink == 0 && live_orphans.contains(&ino) {
+                continue;
+            }
             r.problem(p.clone(), "inode not reachable from the root (orphan)");
             continue;
         }

@@ -58,6 +58,21 @@ impl ChunkCache {
     }
 }
 
+/// Files open in this process: handle counts, and the journal action of each orphan (an
+/// unlinked inode kept until its last close).
+#[derive(Default)]
+pub struct OpenFiles {
+    pub open: HashMap<InodeNo, u32>,
+    pub orphans: HashMap<InodeNo, verfs_coordination::journal::ActionId>,
+}
+
+/// Where `lseek` looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seek {
+    Data,
+    Hole,
+}
+
 /// Unflushed writes to one file in this process.
 #[derive(Default)]
 pub struct DirtyFile {
@@ -708,6 +723,194 @@ impl Store {
                 map.remove(&ino);
             }
         }
+    }
+
+    /// A handle on `ino` was opened in this process.
+    pub fn open_inode(&self, ino: InodeNo) {
+        *self
+            .open_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .open
+            .entry(ino)
+            .or_default() += 1;
+    }
+
+    /// A handle on `ino` was closed. At the last close its writes are committed and, if it was
+    /// unlinked meanwhile (an orphan), the inode is deleted.
+    pub fn close_inode(&self, ino: InodeNo) -> Result<(), Error> {
+        let flushed = self.flush_inode(ino);
+        let orphan = {
+            let mut of = self.open_files.lock().unwrap_or_else(|p| p.into_inner());
+            let last = match of.open.get_mut(&ino) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    of.open.remove(&ino);
+                    true
+                }
+            };
+            if last {
+                of.orphans.remove(&ino)
+            } else {
+                None
+            }
+        };
+        if flushed.is_ok() {
+            self.forget_dirty(ino);
+        }
+        if let Some(action) = orphan {
+            self.transact(false, |tx| {
+                if tx.inode(ino).map(|i| i.nlink) == Some(0) {
+                    tx.delete_inode(ino);
+                }
+                Ok(())
+            })?;
+            self.journal.end(action).map_err(Error::coordination)?;
+        }
+        flushed
+    }
+
+    /// `fallocate`: `punch` removes the data of `[off, off+len)` (reads as zeros, the space goes
+    /// to GC); otherwise the range is allocated, i.e. the size grows to `off+len` unless
+    /// `keep_size` (verfs allocates on write, so there is nothing else to reserve).
+    pub fn fallocate(
+        &self,
+        ino: InodeNo,
+        off: u64,
+        len: u64,
+        punch_hole: bool,
+        keep_size: bool,
+    ) -> Result<(), Error> {
+        self.flush_inode(ino)?;
+        let end = off.saturating_add(len);
+        self.transact(true, |tx| {
+            let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+                path: format!("inode {ino}"),
+            })?;
+            if i.kind != FileKind::File {
+                return Err(Error::InvalidPath {
+                    path: format!("inode {ino}"),
+                    reason: "not a regular file".into(),
+                });
+            }
+            if punch_hole {
+                let exts = punch(&tx.extents(ino), off, end);
+                tx.set_extents(ino, exts);
+            }
+            if !keep_size && end > i.size {
+                i.size = end;
+            }
+            i.mtime = Timestamp::now();
+            i.ctime = i.mtime;
+            tx.put_inode(i);
+            Ok(())
+        })?;
+        if let Some(d) = self.dirty_of(ino) {
+            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+            if !keep_size && end > d.size {
+                d.size = end;
+            }
+        }
+        Ok(())
+    }
+
+    /// `copy_file_range`: the destination range refers to the source's chunks (no data is copied
+    /// or stored again). Returns the number of bytes copied (short at the source's end).
+    pub fn copy_range(
+        &self,
+        src: InodeNo,
+        off_in: u64,
+        dst: InodeNo,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u64, Error> {
+        self.flush_inode(src)?;
+        self.flush_inode(dst)?;
+        let copied = self.transact(true, |tx| {
+            let si = tx.inode(src).cloned().ok_or_else(|| Error::NotFound {
+                path: format!("inode {src}"),
+            })?;
+            let mut di = tx.inode(dst).cloned().ok_or_else(|| Error::NotFound {
+                path: format!("inode {dst}"),
+            })?;
+            if si.kind != FileKind::File || di.kind != FileKind::File {
+                return Err(Error::InvalidPath {
+                    path: format!("inode {src}"),
+                    reason: "not a regular file".into(),
+                });
+            }
+            let end_in = si.size.min(off_in.saturating_add(len));
+            if end_in <= off_in {
+                return Ok(0);
+            }
+            let n = end_in - off_in;
+            if src == dst && off_in < off_out + n && off_out < end_in {
+                return Err(Error::InvalidPath {
+                    path: format!("inode {src}"),
+                    reason: "overlapping ranges in one file".into(),
+                });
+            }
+            // The source's extents inside the range, moved to the destination offset.
+            let inside: Vec<Extent> = punch(&punch(&tx.extents(src), 0, off_in), end_in, u64::MAX)
+                .into_iter()
+                .map(|x| Extent {
+                    file_off: x.file_off - off_in + off_out,
+                    ..x
+                })
+                .collect();
+            let mut exts = punch(&tx.extents(dst), off_out, off_out + n);
+            exts.extend(inside);
+            exts.sort_by_key(|x| x.file_off);
+            di.size = di.size.max(off_out + n);
+            di.mtime = Timestamp::now();
+            di.ctime = di.mtime;
+            tx.put_inode(di);
+            tx.set_extents(dst, exts);
+            Ok(n)
+        })?;
+        if let Some(d) = self.dirty_of(dst) {
+            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+            d.size = d.size.max(off_out + copied);
+        }
+        Ok(copied)
+    }
+
+    /// `lseek(SEEK_DATA / SEEK_HOLE)` from `off`; `None` means ENXIO (no data past `off`, or `off`
+    /// at or past the end).
+    pub fn seek(&self, ino: InodeNo, off: u64, what: Seek) -> Result<Option<u64>, Error> {
+        self.flush_inode(ino)?;
+        let (size, exts) = self
+            .read(|s| {
+                s.inodes
+                    .get(&ino)
+                    .map(|i| (i.size, s.extents.get(&ino).cloned().unwrap_or_default()))
+            })?
+            .ok_or_else(|| Error::NotFound {
+                path: format!("inode {ino}"),
+            })?;
+        if off >= size {
+            return Ok(None);
+        }
+        let first = exts.partition_point(|x| x.file_off + x.len as u64 <= off);
+        Ok(match what {
+            Seek::Data => exts
+                .get(first)
+                .map(|x| x.file_off.max(off))
+                .filter(|&p| p < size),
+            Seek::Hole => {
+                let mut pos = off;
+                for x in &exts[first..] {
+                    if x.file_off > pos {
+                        break;
+                    }
+                    pos = pos.max(x.file_off + x.len as u64);
+                }
+                Some(pos.min(size))
+            }
+        })
     }
 
     /// Chunks stored by [`Store::write_stream`] for a byte slice (used by tests of this module).

@@ -305,6 +305,11 @@ pub struct Tx<'a> {
     added_chunks: HashSet<ChunkId>,
     next_ino: u64,
     ops: Vec<Op>,
+    /// Inodes open in the committing process: losing their last link keeps them as orphans
+    /// (nlink 0) until the last close, instead of deleting them.
+    pub keep_open: HashSet<InodeNo>,
+    /// Regular-file inodes this transaction turned into orphans.
+    pub orphaned: Vec<InodeNo>,
 }
 
 /// Which directory entry a path names: its parent and its last component.
@@ -346,6 +351,8 @@ impl<'a> Tx<'a> {
             added_chunks: HashSet::new(),
             next_ino: base.next_ino,
             ops: Vec::new(),
+            keep_open: HashSet::new(),
+            orphaned: Vec::new(),
         }
     }
 
@@ -543,7 +550,13 @@ impl<'a> Tx<'a> {
         let Some(mut i) = self.inode(ino).cloned() else {
             return;
         };
-        if i.kind == FileKind::Dir || i.nlink <= 1 {
+        if i.kind != FileKind::Dir && i.nlink <= 1 && self.keep_open.contains(&ino) {
+            // Unlinked but open: readable until the last close (data-layout.md, orphans).
+            i.nlink = 0;
+            i.ctime = Timestamp::now();
+            self.push(Op::PutInode(i));
+            self.orphaned.push(ino);
+        } else if i.kind == FileKind::Dir || i.nlink <= 1 {
             self.push(Op::DeleteInode(ino));
         } else {
             i.nlink -= 1;
@@ -792,6 +805,11 @@ impl<'a> Tx<'a> {
     /// Replace the attributes of an existing inode.
     pub fn put_inode(&mut self, inode: Inode) {
         self.push(Op::PutInode(inode));
+    }
+
+    /// Delete an inode (an orphan at its last close).
+    pub fn delete_inode(&mut self, ino: InodeNo) {
+        self.push(Op::DeleteInode(ino));
     }
 
     pub fn set_extents(&mut self, ino: InodeNo, extents: Vec<Extent>) {

@@ -16,9 +16,10 @@ use verfs_coordination::manifest;
 use verfs_coordination::two_phase;
 
 use crate::error::Error;
+use crate::ids::InodeNo;
 use crate::ids::PackId;
 use crate::pack;
-use crate::store::{Store, ACTION_OPEN_PACK, PROPOSAL_LOG_TRUNCATE};
+use crate::store::{Store, ACTION_OPEN_PACK, ACTION_ORPHAN, PROPOSAL_LOG_TRUNCATE};
 
 /// What recovery did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -31,6 +32,8 @@ pub struct RecoverReport {
     pub manifests_rolled_back: usize,
     pub two_phase_decided: Vec<String>,
     pub temp_files_removed: Vec<String>,
+    /// Unlinked-but-open inodes of dead processes that were deleted.
+    pub orphans_deleted: u64,
     /// Things recovery could not settle, with their location.
     pub problems: Vec<String>,
 }
@@ -213,6 +216,25 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
                             continue;
                         };
                         seal_dead_pack(&packs, id, report)?;
+                    }
+                    ACTION_ORPHAN => {
+                        let Some(ino) = std::str::from_utf8(&a.payload)
+                            .ok()
+                            .and_then(|s| s.parse::<u64>().ok())
+                        else {
+                            report
+                                .problems
+                                .push(format!("orphan action with bad payload {:?}", a.payload));
+                            continue;
+                        };
+                        // The dead process had it open after its last unlink: nobody can reach it.
+                        store.transact(true, |tx| {
+                            if tx.inode(InodeNo(ino)).map(|i| i.nlink) == Some(0) {
+                                tx.delete_inode(InodeNo(ino));
+                            }
+                            Ok(())
+                        })?;
+                        report.orphans_deleted += 1;
                     }
                     other => report.problems.push(format!(
                         "{}: unknown journal action {other:?} left as it is",

@@ -37,6 +37,9 @@ pub const TWOPC_DIR: &str = "2pc";
 
 /// Journal action kind for this process's open pack; payload: the pack id (16 hex chars).
 pub const ACTION_OPEN_PACK: &str = "open-pack";
+/// Journal action kind for an unlinked-but-open inode (nlink 0) this process must delete at its
+/// last close; payload: the inode number (decimal). The cleaner deletes it if this process dies.
+pub const ACTION_ORPHAN: &str = "orphan";
 /// Two-phase-commit kind for deleting log segments covered by a checkpoint; payload: the lsn.
 pub const PROPOSAL_LOG_TRUNCATE: &str = "log-truncate";
 
@@ -193,6 +196,8 @@ pub struct Store {
     pub(crate) chunk_cache: Mutex<crate::fsops::ChunkCache>,
     /// Files with unflushed writes in this process, by inode.
     pub(crate) dirty: Mutex<HashMap<InodeNo, Arc<Mutex<crate::fsops::DirtyFile>>>>,
+    /// Open handles per inode in this process, and the journal action of each orphan.
+    pub(crate) open_files: Mutex<crate::fsops::OpenFiles>,
 }
 
 fn lease_config(cfg: &Config) -> LeaseConfig {
@@ -366,6 +371,7 @@ impl Store {
             closed: false,
             chunk_cache: Mutex::new(crate::fsops::ChunkCache::new(32 << 20)),
             dirty: Mutex::new(HashMap::new()),
+            open_files: Mutex::new(Default::default()),
         })
     }
 
@@ -402,11 +408,21 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let (lsn, (out, indexed)) = self
+        let keep: std::collections::HashSet<InodeNo> = self
+            .open_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .open
+            .keys()
+            .copied()
+            .collect();
+        let (lsn, (out, indexed, orphaned)) = self
             .log
             .commit(|s| {
                 let mut tx = Tx::new(s);
+                tx.keep_open = keep;
                 let out = f(&mut tx)?;
+                let orphaned = std::mem::take(&mut tx.orphaned);
                 let mut indexed = Vec::new();
                 if !pending.is_empty() {
                     let referenced: Vec<ChunkId> = tx
@@ -427,9 +443,21 @@ impl Store {
                         }
                     }
                 }
-                Ok((tx.finish(), (out, indexed)))
+                Ok((tx.finish(), (out, indexed, orphaned)))
             })
             .map_err(commit_err)?;
+        for ino in orphaned {
+            // Durable before the call returns, so a crash of this process cannot leak the inode.
+            let action = self
+                .journal
+                .begin(ACTION_ORPHAN, ino.0.to_string().as_bytes())
+                .map_err(Error::coordination)?;
+            self.open_files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .orphans
+                .insert(ino, action);
+        }
         if !indexed.is_empty() {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             for id in indexed {

@@ -129,8 +129,6 @@ struct Handle {
 pub struct VerFs {
     store: Arc<Store>,
     handles: Mutex<HashMap<u64, Handle>>,
-    /// Open handles per inode in this process.
-    open: Mutex<HashMap<Ino, u32>>,
     next_fh: AtomicU64,
     read_only: bool,
     /// POSIX and flock locks, shared by every process of the store (`STORE/locks/table`).
@@ -147,7 +145,6 @@ impl VerFs {
         Ok(VerFs {
             store,
             handles: Mutex::new(HashMap::new()),
-            open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             read_only,
             locks,
@@ -175,33 +172,20 @@ impl VerFs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh, Handle { ino });
-        *self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(ino)
-            .or_default() += 1;
+        self.store.open_inode(ino);
         FileHandle(fh)
     }
 
-    fn close_handle(&self, fh: FileHandle) -> Option<Ino> {
+    fn close_handle(&self, fh: FileHandle) -> Result<(), Error> {
         let h = self
             .handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh.0)?;
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let last = match open.get_mut(&h.ino) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            _ => {
-                open.remove(&h.ino);
-                true
-            }
-        };
-        last.then_some(h.ino)
+            .remove(&fh.0);
+        match h {
+            Some(h) => self.store.close_inode(h.ino),
+            None => Ok(()),
+        }
     }
 
     fn check_writable(&self) -> Result<(), Errno> {
@@ -592,11 +576,8 @@ impl Filesystem for VerFs {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&owner.0);
         }
-        let res = self.store.flush_inode(Ino(ino.0));
-        if let Some(ino) = self.close_handle(fh) {
-            self.store.forget_dirty(ino);
-        }
-        match res {
+        let _ = ino;
+        match self.close_handle(fh) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -771,6 +752,180 @@ impl Filesystem for VerFs {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let entries = match self.store.read_dir(Ino(ino.0)) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let me = match self.store.attr(Ino(ino.0)) {
+            Ok(a) => a,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let dots = [(b".".to_vec(), me.clone()), (b"..".to_vec(), me)];
+        let rest = entries
+            .into_iter()
+            .filter_map(|(n, c, _)| self.store.attr(c).ok().map(|a| (n, a)));
+        for (i, (name, attr)) in dots
+            .into_iter()
+            .chain(rest)
+            .enumerate()
+            .skip(offset as usize)
+        {
+            if reply.add(
+                INodeNo(attr.ino.0),
+                (i + 1) as u64,
+                OsStr::from_bytes(&name),
+                &TTL,
+                &file_attr(&attr),
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let punch = mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0;
+        // Collapsing or inserting ranges would shift every later extent; not supported, as on
+        // many Linux filesystems.
+        let supported =
+            libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        if mode & !supported != 0 {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        if mode & libc::FALLOC_FL_PUNCH_HOLE != 0 && !keep_size {
+            return reply.error(Errno::EINVAL);
+        }
+        match self
+            .store
+            .fallocate(Ino(ino.0), offset, length, punch, keep_size)
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        let what = match whence {
+            libc::SEEK_DATA => verfs_engine::fsops::Seek::Data,
+            libc::SEEK_HOLE => verfs_engine::fsops::Seek::Hole,
+            // SEEK_SET/CUR/END are handled by the kernel and never reach a filesystem.
+            _ => return reply.error(Errno::EINVAL),
+        };
+        if offset < 0 {
+            return reply.error(Errno::ENXIO);
+        }
+        match self.store.seek(Ino(ino.0), offset as u64, what) {
+            Ok(Some(p)) => reply.offset(p as i64),
+            Ok(None) => reply.error(Errno::ENXIO),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        // The reply carries a u32: copy at most 1 GiB per call (the caller loops, as for write).
+        let len = len.min(1 << 30);
+        match self
+            .store
+            .copy_range(Ino(ino_in.0), offset_in, Ino(ino_out.0), offset_out, len)
+        {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn bmap(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _blocksize: u32,
+        _idx: u64,
+        reply: fuser::ReplyBmap,
+    ) {
+        // Files live in compressed, deduplicated chunks, not at fixed device blocks: there is no
+        // block number to give (the kernel only asks this of block-device-backed mounts).
+        reply.error(Errno::EINVAL)
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No verfs-specific ioctls exist; ENOTTY is what Linux filesystems answer for unknown ones.
+        reply.error(Errno::from_i32(libc::ENOTTY))
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        // Regular files are always ready for reading and writing, as on any disk filesystem.
+        reply.poll(
+            events
+                & (fuser::PollEvents::POLLIN
+                    | fuser::PollEvents::POLLOUT
+                    | fuser::PollEvents::POLLRDNORM
+                    | fuser::PollEvents::POLLWRNORM),
+        )
     }
 
     fn create(

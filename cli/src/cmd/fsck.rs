@@ -58,6 +58,12 @@ pub fn recover(cli: &Cli) -> Result<ExitCode> {
         for t in &r.two_phase_decided {
             println!("two-phase commit settled: {t}");
         }
+        if r.orphans_deleted > 0 {
+            println!(
+                "deleted {} unlinked-but-open files of dead processes",
+                r.orphans_deleted
+            );
+        }
         for t in &r.temp_files_removed {
             println!("removed temp file {t}");
         }
