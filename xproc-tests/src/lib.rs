@@ -668,6 +668,13 @@ impl Pool {
             }
             let p = &self.procs[i];
             let exited = p.status.is_some() || is_zombie_or_gone(p.pid);
+            // The process may have written the event and exited between the read above and
+            // this check: read once more before calling it missing.
+            if exited {
+                if let Some(v) = self.results(i).into_iter().find(|v| v["event"] == event) {
+                    return v;
+                }
+            }
             if exited || start.elapsed() > timeout {
                 panic!(
                     "[{}] `{}`: no {event:?} event after {:.1}s ({})\n--- stderr ---\n{}\n--- results ---\n{:?}",
