@@ -669,7 +669,8 @@ impl Store {
         self.sync_pack()?;
         let size = d.size;
         let truncated = d.truncated;
-        let mtime = d.mtime.unwrap_or_else(Timestamp::now);
+        // None: an explicit utimens after the last write set the mtime; a flush keeps it.
+        let mtime = d.mtime;
         let res = self.transact(false, |tx| {
             let Some(mut inode) = tx.inode(ino).cloned() else {
                 // Deleted by another process meanwhile: its data goes with it.
@@ -686,8 +687,10 @@ impl Store {
             exts.sort_by_key(|x| x.file_off);
             exts = punch(&exts, size, u64::MAX);
             inode.size = size;
-            inode.mtime = mtime;
-            inode.ctime = mtime;
+            if let Some(m) = mtime {
+                inode.mtime = m;
+                inode.ctime = m;
+            }
             tx.put_inode(inode);
             tx.set_extents(ino, exts);
             Ok(())

@@ -191,7 +191,7 @@ pub struct Store {
     /// Chunks appended to this process's packs and not yet indexed by a committed record.
     pub(crate) pending: Mutex<HashMap<ChunkId, ChunkEntry>>,
     pub(crate) readers: Mutex<HashMap<PackId, Arc<PackReader>>>,
-    pub(crate) closed: bool,
+    pub(crate) closed: std::sync::atomic::AtomicBool,
     /// Decoded chunks recently read (bounded; see `fsops`).
     pub(crate) chunk_cache: Mutex<crate::fsops::ChunkCache>,
     /// Files with unflushed writes in this process, by inode.
@@ -368,7 +368,7 @@ impl Store {
             pack: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
-            closed: false,
+            closed: std::sync::atomic::AtomicBool::new(false),
             chunk_cache: Mutex::new(crate::fsops::ChunkCache::new(32 << 20)),
             dirty: Mutex::new(HashMap::new()),
             open_files: Mutex::new(Default::default()),
@@ -890,15 +890,21 @@ impl Store {
 
     /// Seal the open pack, stop the keeper and release the lease. Everything committed is made
     /// durable first. On error the lease stays and `verfs recover` cleans up after this process.
-    pub fn close(mut self) -> Result<(), Error> {
+    pub fn close(self) -> Result<(), Error> {
         self.close_inner()
     }
 
-    fn close_inner(&mut self) -> Result<(), Error> {
-        if self.closed {
+    /// [`Store::close`] through a shared reference (a mount whose FUSE session still holds the
+    /// store): afterwards this handle can no longer commit, exactly as if it were fenced.
+    pub fn shutdown(&self) -> Result<(), Error> {
+        self.close_inner()
+    }
+
+    fn close_inner(&self) -> Result<(), Error> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
-        self.closed = true;
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.sync()?;
         {
             let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
@@ -973,7 +979,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if !self.closed {
+        if !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             let _ = self.close_inner();
         }
     }

@@ -696,6 +696,12 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
+        // POSIX ACLs are not supported: answering EOPNOTSUPP makes `cp -a`/`setfacl` fall back to
+        // chmod, as on a filesystem mounted without ACLs (storing them as plain xattrs would
+        // silently ignore their effect on the mode).
+        if name.as_bytes().starts_with(b"system.posix_acl_") {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
         let create = flags & libc::XATTR_CREATE != 0;
         let replace = flags & libc::XATTR_REPLACE != 0;
         match self
@@ -1083,14 +1089,32 @@ pub fn mount(
         std::thread::sleep(Duration::from_millis(50));
     }
     // Flush before unmounting: every handle's writes become durable even if the kernel never
-    // sends their release (a lazy unmount).
-    let flushed = store.flush_all();
-    let _ = session.umount_and_join();
-    flushed?;
+    // sends their release.
     store.flush_all()?;
-    match Arc::try_unwrap(store) {
-        Ok(s) => s.close()?,
-        Err(s) => s.sync()?,
+    if session.guard.is_finished() {
+        // Unmounted from outside (`verfs umount`, fusermount3 -u): the session has ended.
+        let _ = session.join();
+    } else {
+        // Detach lazily, like libfuse: a plain umount fails with EBUSY while a file is open.
+        // Processes still holding files open get ENOTCONN once this process exits.
+        detach(mp);
+        std::mem::forget(session);
     }
+    store.flush_all()?;
+    store.shutdown()?;
     Ok(())
+}
+
+/// Lazy unmount of `mp` (`MNT_DETACH` as root, else `fusermount3 -uz`).
+fn detach(mp: &Path) {
+    if let Ok(c) = std::ffi::CString::new(mp.as_os_str().as_bytes()) {
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return;
+        }
+    }
+    let _ = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(mp)
+        .status();
 }

@@ -918,3 +918,484 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: Mutex<()> = Mutex::new(());
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+// ---------------------------------------------------------------------------------------------
+// FUSE mounts and external tools
+// ---------------------------------------------------------------------------------------------
+
+/// Limit for one external command (rsync, cp, sha256sum, tar, ...) in the mount tests.
+pub const EXT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why FUSE tests cannot run here (`/dev/fuse` or `fusermount3` missing), or `None`.
+pub fn fuse_missing() -> Option<String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse does not exist (no FUSE in this kernel or container)".into());
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()))
+        .unwrap_or(false);
+    if !on_path {
+        return Some("fusermount3 is not installed (apt-get install fuse3)".into());
+    }
+    None
+}
+
+/// Return from the test, loudly, when FUSE is unavailable ([`fuse_missing`]).
+#[macro_export]
+macro_rules! require_fuse {
+    () => {
+        if let Some(why) = $crate::fuse_missing() {
+            eprintln!("\n*** SKIPPED: {why} ***\n");
+            return;
+        }
+    };
+}
+
+/// Run `program args...` under [`EXT_TIMEOUT`]; any exit status is returned. A run longer than
+/// that is killed and fails the test with the command line and stderr.
+pub fn ext<S: AsRef<OsStr>>(program: &str, args: &[S]) -> RunOutput {
+    let mut c = Command::new(program);
+    c.args(args);
+    run_with_timeout(c, EXT_TIMEOUT)
+}
+
+/// [`ext`] that must exit 0.
+pub fn ext_ok<S: AsRef<OsStr>>(program: &str, args: &[S]) -> RunOutput {
+    let out = ext(program, args);
+    assert!(out.success(), "command failed:\n{}", out.describe());
+    out
+}
+
+/// Run a bash script (`set -euo pipefail` first) under [`EXT_TIMEOUT`]; any exit status.
+pub fn sh(script: &str) -> RunOutput {
+    ext("bash", &["-c", &format!("set -euo pipefail\n{script}")])
+}
+
+/// [`sh`] that must exit 0.
+pub fn sh_ok(script: &str) -> RunOutput {
+    let out = sh(script);
+    assert!(out.success(), "script failed:\n{}", out.describe());
+    out
+}
+
+/// Quote `s` for a shell script.
+pub fn shq(s: impl AsRef<OsStr>) -> String {
+    let s = s.as_ref().to_string_lossy();
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Is something mounted at `p` (per `/proc/self/mountinfo`, which escapes space, tab, newline
+/// and backslash as `\ooo`)? Works on a dead endpoint too (no `stat` of `p`).
+pub fn is_mounted(p: &Path) -> bool {
+    let want = fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf());
+    let want = want.to_string_lossy().into_owned();
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        l.split(' ').nth(4).map(|f| {
+            let b = f.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'\\' && i + 3 < b.len() {
+                    let d = &b[i + 1..i + 4];
+                    if d.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                        out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                        i += 4;
+                        continue;
+                    }
+                }
+                out.push(b[i]);
+                i += 1;
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }) == Some(want.clone())
+    })
+}
+
+/// Is `pid` alive (not gone, not a zombie) and a `verfs ... mount` of `mp`? Guards every signal
+/// the [`Mount`] guard sends by pid against a reused pid.
+fn is_mount_process(pid: i32, mp: &Path) -> bool {
+    if is_zombie_or_gone(pid) {
+        return false;
+    }
+    let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+    let mp = mp.to_string_lossy();
+    args.iter().any(|a| *a == b"mount") && args.iter().any(|a| *a == mp.as_bytes())
+}
+
+/// A mount of a store on a fresh empty directory, by the real `verfs mount`.
+///
+/// [`Mount::new`] mounts with `-d` (returns once mounted); [`Mount::foreground`] runs `verfs
+/// mount` as a child of the test (for signals and the exit status). Dropping the guard ALWAYS
+/// leaves nothing mounted, even when the test panics: `verfs umount`, then `fusermount3 -uz`,
+/// then SIGKILL of the mount process (so a request it never answers, e.g. a blocked `F_SETLKW`,
+/// cannot keep a test process in `D` state), then `fusermount3 -uz` of the dead endpoint.
+/// Declare a [`Pool`] whose processes use the mount BEFORE the guard, so the mount goes first.
+pub struct Mount {
+    store: PathBuf,
+    mp: PathBuf,
+    opts: Vec<String>,
+    pid: Option<i32>,
+    child: Option<Child>,
+    child_status: Option<ExitStatus>,
+    stderr_file: Option<PathBuf>,
+}
+
+impl Mount {
+    /// Mount `st` with `verfs mount -d [-o opts]` on a new empty directory under its scratch.
+    pub fn new(st: &TestStore, opts: &[&str]) -> Mount {
+        let mp = tempfile::Builder::new()
+            .prefix("mnt-")
+            .tempdir_in(st.scratch())
+            .expect("mountpoint dir")
+            .keep();
+        let mp = fs::canonicalize(&mp).expect("canonical mountpoint");
+        let mut m = Mount {
+            store: fs::canonicalize(st.root()).expect("canonical store"),
+            mp,
+            opts: opts.iter().map(|s| s.to_string()).collect(),
+            pid: None,
+            child: None,
+            child_status: None,
+            stderr_file: None,
+        };
+        m.mount();
+        m
+    }
+
+    fn mount_args(&self) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec!["-s".into(), self.store.clone().into()];
+        a.push("mount".into());
+        a.push(self.mp.clone().into());
+        for o in &self.opts {
+            a.push("-o".into());
+            a.push(o.into());
+        }
+        a
+    }
+
+    /// (Re)mount with `-d` on the same directory; it must be unmounted now.
+    pub fn mount(&mut self) {
+        assert!(
+            !is_mounted(&self.mp),
+            "{} is still mounted",
+            self.mp.display()
+        );
+        let mut c = Command::new(verfs_bin());
+        c.args(self.mount_args())
+            .arg("-d")
+            .env_remove("VERFS_STORE");
+        let out = run_with_timeout(c, CMD_TIMEOUT);
+        assert!(out.success(), "mount failed:\n{}", out.describe());
+        // "verfs: mounted at MP (daemon pid N)"
+        let pid = out
+            .stderr
+            .rsplit_once("daemon pid ")
+            .and_then(|(_, r)| r.trim_end().trim_end_matches(')').parse::<i32>().ok());
+        assert!(
+            pid.is_some() && is_mounted(&self.mp),
+            "mount -d returned without a daemon pid or a mount:\n{}",
+            out.describe()
+        );
+        self.pid = pid;
+        self.child = None;
+        self.child_status = None;
+    }
+
+    /// `verfs mount` in the foreground as a child of the test (stderr to a scratch file);
+    /// returns once the mountpoint is in `/proc/self/mountinfo`.
+    pub fn foreground(st: &TestStore, opts: &[&str]) -> Mount {
+        let mp = tempfile::Builder::new()
+            .prefix("mnt-fg-")
+            .tempdir_in(st.scratch())
+            .expect("mountpoint dir")
+            .keep();
+        let mp = fs::canonicalize(&mp).expect("canonical mountpoint");
+        let stderr_file = mp.with_extension("stderr");
+        let mut m = Mount {
+            store: fs::canonicalize(st.root()).expect("canonical store"),
+            mp,
+            opts: opts.iter().map(|s| s.to_string()).collect(),
+            pid: None,
+            child: None,
+            child_status: None,
+            stderr_file: Some(stderr_file.clone()),
+        };
+        let mut c = Command::new(verfs_bin());
+        c.args(m.mount_args())
+            .env_remove("VERFS_STORE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr_file).expect("stderr file"));
+        die_with_parent(&mut c);
+        let line = cmdline(&c);
+        let mut child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning `{line}`: {e}"));
+        m.pid = Some(child.id() as i32);
+        let start = Instant::now();
+        while !is_mounted(&m.mp) {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                panic!(
+                    "`{line}` exited ({st}) before mounting:\n{}",
+                    fs::read_to_string(&stderr_file).unwrap_or_default()
+                );
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("HANG: `{line}` did not mount within 30 s");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        m.child = Some(child);
+        m
+    }
+
+    /// The mountpoint (canonical).
+    pub fn path(&self) -> &Path {
+        &self.mp
+    }
+
+    /// `MOUNTPOINT/rel`.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.mp.join(rel)
+    }
+
+    /// Pid of the process serving the mount.
+    pub fn pid(&self) -> i32 {
+        self.pid.expect("mount has a pid")
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        is_mounted(&self.mp)
+    }
+
+    /// Send `sig` to the mount process; false if it is gone (or, for a daemon, its pid no
+    /// longer names a mount of this directory).
+    pub fn signal(&self, sig: Signal) -> bool {
+        let Some(pid) = self.pid else { return false };
+        let ours = if self.child.is_some() {
+            self.child_status.is_none() // a child not yet reaped: the pid is ours
+        } else {
+            is_mount_process(pid, &self.mp)
+        };
+        ours && kill(Pid::from_raw(pid), sig).is_ok()
+    }
+
+    /// Wait for a foreground mount to exit (reaping it); fails the test after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self
+            .child
+            .as_mut()
+            .expect("wait_exit: not a foreground mount");
+        if let Some(s) = self.child_status {
+            return s;
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                self.child_status = Some(s);
+                return s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "HANG: mount process {} still running after {timeout:?}",
+                child.id()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Foreground mount's stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr_file
+            .as_ref()
+            .and_then(|p| fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// `verfs umount MOUNTPOINT`: must succeed, and afterwards nothing is mounted and the mount
+    /// process has finished (its final flush is done).
+    pub fn umount(&mut self) -> RunOutput {
+        let out = self.run_umount();
+        assert!(out.success(), "umount failed:\n{}", out.describe());
+        assert!(
+            !self.is_mounted(),
+            "still mounted after umount:\n{}",
+            out.describe()
+        );
+        if let Some(pid) = self.pid {
+            if self.child.is_some() {
+                self.wait_exit(CMD_TIMEOUT);
+            } else {
+                assert!(
+                    !is_mount_process(pid, &self.mp),
+                    "mount process {pid} still runs after `verfs umount` returned"
+                );
+            }
+        }
+        out
+    }
+
+    /// `verfs umount MOUNTPOINT` with any outcome.
+    pub fn run_umount(&self) -> RunOutput {
+        let mut c = Command::new(verfs_bin());
+        c.arg("-s")
+            .arg(&self.store)
+            .arg("umount")
+            .arg(&self.mp)
+            .env_remove("VERFS_STORE");
+        run_with_timeout(c, CMD_TIMEOUT)
+    }
+
+    /// Unmount ([`Mount::umount`]) and mount again (`-d`) on the same directory.
+    pub fn remount(&mut self) {
+        self.umount();
+        self.mount();
+    }
+
+    fn cleanup(&mut self) {
+        if self.is_mounted() {
+            let _ = self.run_umount();
+        }
+        if self.is_mounted() {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mp)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        // A lazily detached mount lives while files are open (or a request is stuck): give it
+        // a moment to finish, then kill it.
+        let start = Instant::now();
+        while self.process_alive() && start.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if self.process_alive() {
+            eprintln!(
+                "Mount guard: killing mount process {:?} of {}",
+                self.pid,
+                self.mp.display()
+            );
+            self.signal(Signal::SIGKILL);
+        }
+        if let Some(c) = self.child.as_mut() {
+            if self.child_status.is_none() {
+                self.child_status = c.wait().ok();
+            }
+        }
+        if self.is_mounted() {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mp)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    fn process_alive(&mut self) -> bool {
+        let Some(pid) = self.pid else { return false };
+        match self.child.as_mut() {
+            Some(c) => {
+                if self.child_status.is_none() {
+                    self.child_status = c.try_wait().ok().flatten();
+                }
+                self.child_status.is_none()
+            }
+            None => is_mount_process(pid, &self.mp),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.cleanup();
+        if self.is_mounted() {
+            eprintln!("Mount guard: {} is STILL mounted", self.mp.display());
+        }
+    }
+}
+
+/// One line per entry of the tree at `dir` (itself included), sorted by name, from the real
+/// `stat -c '%N %a %u %g %Y %h %s %F'` (`%N` shows a symlink's target). A directory's size is
+/// dropped: it is filesystem-specific.
+pub fn tree_stat(dir: &Path) -> Vec<String> {
+    let out = sh_ok(&format!(
+        "cd {} && find . -print0 | LC_ALL=C sort -z | xargs -0 stat -c '%N\t%a %u %g %Y %h %s %F'",
+        shq(dir)
+    ));
+    out.stdout_str()
+        .lines()
+        .map(|l| match l.strip_suffix(" directory") {
+            Some(rest) => {
+                // "... %h %s" -> drop the size
+                let cut = rest.rfind(' ').unwrap_or(rest.len());
+                format!("{} directory", &rest[..cut])
+            }
+            None => l.to_owned(),
+        })
+        .collect()
+}
+
+/// `sha256sum` of every regular file under `dir`, sorted by name (`./rel` paths).
+pub fn tree_sha256(dir: &Path) -> String {
+    sh_ok(&format!(
+        "cd {} && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum",
+        shq(dir)
+    ))
+    .stdout_str()
+}
+
+/// `getfattr -h -d -m -` of every entry under `dir` (symlinks not followed), sorted by name.
+pub fn tree_xattrs(dir: &Path) -> String {
+    sh_ok(&format!(
+        "cd {} && find . -print0 | LC_ALL=C sort -z | xargs -0 getfattr -h -d -m - 2>&1",
+        shq(dir)
+    ))
+    .stdout_str()
+}
+
+/// Assert two trees are equal by `stat` ([`tree_stat`]), content ([`tree_sha256`]) and
+/// extended attributes ([`tree_xattrs`]); the first differing line is named.
+pub fn assert_trees_equal(want: &Path, got: &Path, when: &str) {
+    let (a, b) = (tree_stat(want), tree_stat(got));
+    if a != b {
+        let first = a
+            .iter()
+            .zip(&b)
+            .find(|(x, y)| x != y)
+            .map(|(x, y)| format!("want {x:?}\n got {y:?}"))
+            .unwrap_or_else(|| format!("{} vs {} entries", a.len(), b.len()));
+        let only_a: Vec<_> = a.iter().filter(|l| !b.contains(l)).take(10).collect();
+        let only_b: Vec<_> = b.iter().filter(|l| !a.contains(l)).take(10).collect();
+        panic!(
+            "{when}: stat of {} and {} differ; first difference:\n{first}\nonly in want: {only_a:#?}\nonly in got: {only_b:#?}",
+            want.display(),
+            got.display()
+        );
+    }
+    let (a, b) = (tree_sha256(want), tree_sha256(got));
+    if a != b {
+        let diff: Vec<_> = a
+            .lines()
+            .zip(b.lines())
+            .filter(|(x, y)| x != y)
+            .take(10)
+            .collect();
+        panic!("{when}: file contents differ (want, got): {diff:#?}");
+    }
+    let (a, b) = (tree_xattrs(want), tree_xattrs(got));
+    assert_eq!(a, b, "{when}: xattrs differ (left: want, right: got)");
+}

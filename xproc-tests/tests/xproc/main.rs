@@ -9,6 +9,10 @@
 
 mod fencing;
 mod locks;
+mod mount_kill;
+mod mount_multi;
+mod mount_rsync;
+mod mount_shell;
 mod put_many;
 mod races;
 mod regressions;

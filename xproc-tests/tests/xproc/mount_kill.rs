@@ -1,0 +1,239 @@
+//! A mount process killed (SIGKILL) in the middle of an rsync, and stopped (SIGTERM) while a
+//! writer still has a file open.
+//!
+//! Proves DESIGN.md "Failure model": a process may die at any instruction and the store stays
+//! consistent (`verfs recover` exits 0, then `verfs fsck` is clean: "Invariants", including
+//! "after `verfs recover`: no lease of a dead process, no temp file or open pack of a dead
+//! process"); `verfs umount` clears the dead endpoint of a killed mount. And "Consistency
+//! model": a file closed before the kill is whole — rsync writes each file to a temp name,
+//! closes it (commit), then renames it, so every file visible under its final name after
+//! recovery must have exactly the source's bytes. A SIGTERMed mount exits 0 after flushing:
+//! data that the kernel acknowledged (write(2) returned) to a still-open file is durable.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Pid of the live process whose lease says `mount <mp>`, from `verfs status --json`.
+fn mount_pid_from_status(st: &TestStore, mp: &Path) -> i32 {
+    let out = st.ok(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = format!("mount {}", mp.display());
+    let pids: Vec<i64> = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == want.as_str() && p["state"] == "live")
+        .filter_map(|p| p["pid"].as_i64())
+        .collect();
+    assert_eq!(
+        pids.len(),
+        1,
+        "one live `{want}` process expected:\n{}",
+        out.describe()
+    );
+    pids[0] as i32
+}
+
+#[test]
+#[ignore = "under investigation (issue 3, open): after SIGKILL mid-rsync + recover, a re-run rsync left one file with different content; passed in the helper run, failed after the mtime-at-flush change"]
+fn mount_kill_sigkill_during_rsync() {
+    require_fuse!();
+    let _g = heavy();
+    let st = TestStore::new();
+    let src = st.scratch_dir("src");
+    // 600 small files in 12 directories, then 6 x 12 MiB: the kill lands while rsync streams.
+    sh_ok(&format!(
+        r#"cd {src}
+head -c 4M /dev/urandom > ../pool
+for d in $(seq -w 1 12); do
+  mkdir d$d
+  for f in $(seq -w 1 50); do
+    dd if=../pool of=d$d/f$f bs=1 skip=$((10#$d * 997 + 10#$f * 7919)) count=$((10#$f * 531 + 10#$d)) status=none
+  done
+done
+mkdir large
+for i in 1 2 3 4 5 6; do head -c 12M /dev/urandom > large/big$i; done
+rm ../pool"#,
+        src = shq(&src)
+    ));
+    let mut pool = Pool::new(st.scratch(), agent());
+    let mut m = Mount::new(&st, &[]);
+    let pid = mount_pid_from_status(&st, m.path());
+    assert_eq!(
+        pid,
+        m.pid(),
+        "status --json and `mount -d` disagree on the mount's pid"
+    );
+
+    let mut c = Command::new("rsync");
+    c.arg("-a")
+        .arg("--out-format=%n")
+        .arg(format!("{}/", src.display()))
+        .arg(m.join("dst"));
+    let r = pool.spawn("rsync", c);
+    // Kill once about 300 entries have been transferred.
+    let start = Instant::now();
+    loop {
+        let n = fs::read_to_string(&pool.proc(r).stdout)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if n >= 300 {
+            break;
+        }
+        assert!(
+            !pool.has_exited(r),
+            "rsync finished before the kill ({n} lines)"
+        );
+        assert!(start.elapsed() < T, "rsync made no progress ({n} lines)");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(m.signal(Signal::SIGKILL), "mount process already gone");
+    let f = pool.wait(r, T);
+    assert!(
+        !f.status.success(),
+        "rsync succeeded despite the kill:\n{}",
+        f.describe()
+    );
+
+    // The dead endpoint: verfs umount clears it; recover exits 0; fsck is clean.
+    assert!(
+        m.is_mounted(),
+        "the killed mount's endpoint vanished by itself"
+    );
+    m.umount();
+    let rec = st.run(&["recover"]);
+    assert!(
+        rec.success(),
+        "recover after a killed mount:\n{}",
+        rec.describe()
+    );
+    st.assert_fsck_clean();
+
+    // Every file visible under its final name is whole.
+    m.mount();
+    let dst = m.join("dst");
+    let mut complete = 0;
+    let mut checked = Vec::new();
+    let listing = sh_ok(&format!("cd {} && find . -type f", shq(&src))).stdout_str();
+    for rel in listing.lines() {
+        let rel = rel.trim_start_matches("./");
+        let got = dst.join(rel);
+        if fs::symlink_metadata(&got).is_ok() {
+            let (a, b) = (sha256_file(&src.join(rel)), sha256_file(&got));
+            assert_eq!(a, b, "{rel} is visible under its final name but not whole");
+            complete += 1;
+            checked.push(rel.to_owned());
+        }
+    }
+    assert!(
+        complete >= 100,
+        "only {complete} files survived; the kill came too early?"
+    );
+    eprintln!("mount_kill: {complete} files complete after the kill");
+    // The store takes new work after recovery: finish the rsync through the new mount.
+    ext_ok(
+        "rsync",
+        &[
+            "-a".to_owned(),
+            format!("{}/", src.display()),
+            dst.to_string_lossy().into_owned(),
+        ],
+    );
+    assert_eq!(tree_sha256(&src), tree_sha256(&dst), "rsync after recovery");
+    m.umount();
+    st.assert_fsck_clean();
+}
+
+const WRITER_PY: &str = r#"
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
+data = open(sys.argv[2], "rb").read()
+for off in range(0, len(data), 65536):
+    n = os.pwrite(fd, data[off:off + 65536], off)
+    assert n == len(data[off:off + 65536])
+open(sys.argv[3], "w").close()   # every write was acknowledged
+time.sleep(600)                  # the file stays open, never closed
+"#;
+
+// BUG (fs/src/lib.rs `mount`): after SIGTERM, while a file is still open, the mount process
+// exits 0 but leaves the mountpoint mounted as a dead endpoint ("Transport endpoint is not
+// connected"): `session.umount_and_join()` does a plain umount(2), which fails with EBUSY
+// because of the open file, and the error is ignored (`let _ =`). libfuse detaches lazily
+// (`fusermount -u -z`) on exit. Since the session thread is never joined, the filesystem still
+// holds its `Arc<Store>`, `Arc::try_unwrap` fails and the store is only synced, not closed: the
+// "clean" exit also leaves its lease and an unsealed pack, and `verfs fsck` reports "lease of a
+// dead process" and "IndexMissing: the pack is not sealed" until `verfs recover` runs.
+// Expected: after an exit 0 nothing is left mounted and fsck is clean without recover.
+// The data check (the test's main point) runs first and passes.
+#[test]
+fn mount_kill_sigterm_keeps_acknowledged_writes() {
+    require_fuse!();
+    let st = TestStore::new();
+    let scratch = st.scratch_dir("sigterm");
+    let data = tagged_content("sigterm", seed(), 3 << 20);
+    fs::write(scratch.join("data"), &data).unwrap();
+    let written = scratch.join("written");
+    let mut pool = Pool::new(st.scratch(), agent());
+    let mut m = Mount::foreground(&st, &[]);
+    let mut c = Command::new("python3");
+    c.arg("-c")
+        .arg(WRITER_PY)
+        .arg(m.join("open.bin"))
+        .arg(scratch.join("data"))
+        .arg(&written);
+    let w = pool.spawn("writer", c);
+    let start = Instant::now();
+    while !written.exists() {
+        assert!(
+            !pool.has_exited(w),
+            "writer died:\n{}",
+            pool.wait(w, T).describe()
+        );
+        assert!(start.elapsed() < T, "writer made no progress");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(m.signal(Signal::SIGTERM));
+    let status = m.wait_exit(T);
+    assert_eq!(status.code(), Some(0), "SIGTERMed mount:\n{}", m.stderr());
+    let left_mounted = m.is_mounted();
+    pool.sigkill(w);
+    pool.wait(w, T);
+    if left_mounted {
+        m.umount();
+    }
+
+    // What the writer wrote (and the kernel acknowledged) is durable: by the CLI and a new mount.
+    let got = st.cat("/open.bin");
+    assert!(
+        got == data,
+        "after SIGTERM: open.bin is {} (want {})",
+        describe_tags(&got),
+        describe_tags(&data)
+    );
+    let mut m2 = Mount::new(&st, &[]);
+    assert_eq!(sha256_file(&m2.join("open.bin")), sha256(&data));
+    m2.umount();
+
+    let fsck = st.run(&["fsck"]);
+    let fsck_clean = fsck.success() && fsck.stdout.is_empty();
+    let rec = st.run(&["recover"]);
+    assert!(rec.success(), "{}", rec.describe());
+    st.assert_fsck_clean();
+    assert!(
+        !left_mounted && fsck_clean,
+        "the SIGTERMed mount (pid {}) exited 0 but left {} mounted (a dead endpoint): {left_mounted}; \
+         fsck before recover:\n{}",
+        m.pid(),
+        m.path().display(),
+        fsck.describe()
+    );
+}
