@@ -217,6 +217,11 @@ struct LocalHost {
     pid_ns: String,
 }
 
+/// This machine's boot id, as recorded in every lease made here (empty if unknown).
+pub fn this_boot_id() -> &'static str {
+    &local_host().boot_id
+}
+
 fn local_host() -> &'static LocalHost {
     static LOCAL: OnceLock<LocalHost> = OnceLock::new();
     LOCAL.get_or_init(|| LocalHost {

@@ -1,7 +1,8 @@
 //! Errors of the engine.
 //!
 //! Rules: every variant names the path (store path or host path) it is about, and the cause;
-//! corruption carries the file and byte offset; contention is `is_retryable`. Only the `cli` crate
+//! corruption carries the file and byte offset. Commits are validated under the log lock, so no
+//! error is a retryable race. Only the `cli` crate
 //! turns these into messages and exit codes, only the `fs` crate into errno values.
 
 use std::io;
@@ -63,11 +64,6 @@ impl Error {
     /// Wrap an error of a coordination mechanism (lease, journal, manifest, two-phase commit).
     pub fn coordination(e: impl std::fmt::Display) -> Error {
         Error::Coordination(e.to_string())
-    }
-
-    /// Is this a race with another process that a retry may resolve?
-    pub fn is_retryable(&self) -> bool {
-        false
     }
 
     /// The errno a filesystem would return for this error.

@@ -11,10 +11,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::chunker::Chunker;
 use crate::error::Error;
 use crate::ids::{ChunkId, InodeNo};
-use crate::meta::{ChunkEntry, Entry, Extent, FileKind, Inode, Timestamp, Tx};
+use crate::meta::{Entry, Extent, FileKind, Inode, Timestamp};
 use crate::store::{Store, TransferReport};
 
 /// Dirty bytes of one file above which a write commits early, so memory stays bounded.
@@ -273,13 +272,12 @@ impl Store {
     }
 
     pub fn lookup_child(&self, parent: InodeNo, name: &[u8]) -> Result<Inode, Error> {
-        check_name(name).or_else(|e| {
-            if name.len() > crate::meta::NAME_MAX {
-                Err(e)
-            } else {
-                Ok(())
-            }
-        })?;
+        // Lookup of any other odd name simply finds nothing; only an over-long one is an error.
+        if name.len() > crate::meta::NAME_MAX {
+            return Err(Error::NameTooLong {
+                path: name_str(name),
+            });
+        }
         let ino = self.read(|s| {
             let p = s.inodes.get(&parent).ok_or_else(|| Error::NotFound {
                 path: format!("inode {parent}"),
@@ -914,26 +912,6 @@ impl Store {
                 Some(pos.min(size))
             }
         })
-    }
-
-    /// Chunks stored by [`Store::write_stream`] for a byte slice (used by tests of this module).
-    #[doc(hidden)]
-    pub fn chunk_ids_of(&self, data: &[u8]) -> Result<Vec<ChunkId>, Error> {
-        let chunker = Chunker::new(data, self.cfg.chunker()).map_err(Error::coordination)?;
-        chunker
-            .map(|c| c.map(|c| c.id).map_err(Error::io("<input>")))
-            .collect()
-    }
-
-    /// Known chunk entry (for tests and fsck-style checks).
-    #[doc(hidden)]
-    pub fn chunk_entry(&self, id: ChunkId) -> Result<Option<ChunkEntry>, Error> {
-        self.read(|s| s.chunks.get(&id).copied())
-    }
-
-    /// The up-to-date transaction view, for adapters that need several lookups at one lsn.
-    pub fn with_tx<R>(&self, f: impl FnOnce(&Tx<'_>) -> R) -> Result<R, Error> {
-        self.read(|s| f(&Tx::new(s)))
     }
 }
 

@@ -279,14 +279,12 @@ fn seal_dead_pack(packs: &Path, id: PackId, report: &mut RecoverReport) -> Resul
 /// nothing for a second one to do.
 fn remove_dead_temps(store: &Store, cfg: &LeaseConfig, report: &mut RecoverReport) {
     let l = store.layout();
-    let here = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let here = lease::this_boot_id();
     let now = SystemTime::now();
     let others_alive = lease::list(&l.leases())
         .map(|entries| {
             entries.iter().any(|e| match &e.info {
-                lease::EntryInfo::Valid(i) => {
-                    i.boot_id != here.trim() && !e.liveness(cfg, now).is_dead()
-                }
+                lease::EntryInfo::Valid(i) => i.boot_id != here && !e.liveness(cfg, now).is_dead(),
                 _ => false,
             })
         })

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::ids::InodeNo;
 use crate::meta::{components, Extent, FileKind, Inode, Timestamp, Tx};
-use crate::store::{display, ts_of, PendingFile, Store, TransferReport};
+use crate::store::{ts_of, PendingFile, Store, TransferReport};
 
 /// Called with the number of bytes just transferred.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
@@ -466,9 +466,4 @@ fn set_times(p: &Path, i: &Inode) -> Result<(), Error> {
         });
     }
     Ok(())
-}
-
-/// Human path of a store entry for messages.
-pub fn describe(comps: &[Vec<u8>]) -> String {
-    display(comps)
 }

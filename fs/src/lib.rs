@@ -40,6 +40,30 @@ pub fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// Answer an operation that returns nothing.
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Error>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Answer an operation that returns a directory entry.
+fn reply_entry(reply: ReplyEntry, r: Result<Inode, Error>) {
+    match r {
+        Ok(i) => reply.entry(&TTL, &file_attr(&i), Generation(0)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Answer an operation that returns attributes.
+fn reply_attr(reply: ReplyAttr, r: Result<Inode, Error>) {
+    match r {
+        Ok(i) => reply.attr(&TTL, &file_attr(&i)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn to_system_time(t: Timestamp) -> SystemTime {
     if t.secs >= 0 {
         UNIX_EPOCH + Duration::new(t.secs as u64, t.nsecs)
@@ -207,10 +231,10 @@ impl VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
-        match self.store.make_node(Ino(parent.0), name.as_bytes(), proto) {
-            Ok(i) => reply.entry(&TTL, &file_attr(&i), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_entry(
+            reply,
+            self.store.make_node(Ino(parent.0), name.as_bytes(), proto),
+        )
     }
 }
 
@@ -314,17 +338,14 @@ impl Filesystem for VerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.store.lookup_child(Ino(parent.0), name.as_bytes()) {
-            Ok(i) => reply.entry(&TTL, &file_attr(&i), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_entry(
+            reply,
+            self.store.lookup_child(Ino(parent.0), name.as_bytes()),
+        )
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.store.attr(Ino(ino.0)) {
-            Ok(i) => reply.attr(&TTL, &file_attr(&i)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_attr(reply, self.store.attr(Ino(ino.0)))
     }
 
     fn setattr(
@@ -357,10 +378,7 @@ impl Filesystem for VerFs {
             mtime: mtime.map(time_or_now),
             ctime: ctime.map(from_system_time),
         };
-        match self.store.set_attr(Ino(ino.0), &a) {
-            Ok(i) => reply.attr(&TTL, &file_attr(&i)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_attr(reply, self.store.set_attr(Ino(ino.0), &a))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -409,20 +427,20 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
-        match self.store.unlink_at(Ino(parent.0), name.as_bytes(), false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            reply,
+            self.store.unlink_at(Ino(parent.0), name.as_bytes(), false),
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
-        match self.store.unlink_at(Ino(parent.0), name.as_bytes(), true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            reply,
+            self.store.unlink_at(Ino(parent.0), name.as_bytes(), true),
+        )
     }
 
     fn symlink(
@@ -461,16 +479,16 @@ impl Filesystem for VerFs {
             // RENAME_WHITEOUT is for overlay filesystems.
             return reply.error(Errno::EINVAL);
         };
-        match self.store.rename_at(
-            Ino(parent.0),
-            name.as_bytes(),
-            Ino(newparent.0),
-            newname.as_bytes(),
-            mode,
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            reply,
+            self.store.rename_at(
+                Ino(parent.0),
+                name.as_bytes(),
+                Ino(newparent.0),
+                newname.as_bytes(),
+                mode,
+            ),
+        )
     }
 
     fn link(
@@ -484,13 +502,11 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
-        match self
-            .store
-            .link_at(Ino(ino.0), Ino(newparent.0), newname.as_bytes())
-        {
-            Ok(i) => reply.entry(&TTL, &file_attr(&i), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_entry(
+            reply,
+            self.store
+                .link_at(Ino(ino.0), Ino(newparent.0), newname.as_bytes()),
+        )
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -552,10 +568,7 @@ impl Filesystem for VerFs {
         reply: ReplyEmpty,
     ) {
         // close(2): commit, so a process that opens the file afterwards sees it whole.
-        match self.store.flush_inode(Ino(ino.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.store.flush_inode(Ino(ino.0)))
     }
 
     fn release(
@@ -577,10 +590,7 @@ impl Filesystem for VerFs {
                 .remove(&owner.0);
         }
         let _ = ino;
-        match self.close_handle(fh) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.close_handle(fh))
     }
 
     fn fsync(
@@ -591,14 +601,12 @@ impl Filesystem for VerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self
-            .store
-            .flush_inode(Ino(ino.0))
-            .and_then(|()| self.store.sync())
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            reply,
+            self.store
+                .flush_inode(Ino(ino.0))
+                .and_then(|()| self.store.sync()),
+        )
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -653,10 +661,7 @@ impl Filesystem for VerFs {
         reply: ReplyEmpty,
     ) {
         // Namespace changes are log records: syncing the log makes them durable.
-        match self.store.sync() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.store.sync())
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -704,13 +709,11 @@ impl Filesystem for VerFs {
         }
         let create = flags & libc::XATTR_CREATE != 0;
         let replace = flags & libc::XATTR_REPLACE != 0;
-        match self
-            .store
-            .set_xattr(Ino(ino.0), name.as_bytes(), value, create, replace)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            reply,
+            self.store
+                .set_xattr(Ino(ino.0), name.as_bytes(), value, create, replace),
+        )
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -746,10 +749,7 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
-        match self.store.remove_xattr(Ino(ino.0), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.store.remove_xattr(Ino(ino.0), name.as_bytes()))
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
@@ -825,13 +825,11 @@ impl Filesystem for VerFs {
         if mode & libc::FALLOC_FL_PUNCH_HOLE != 0 && !keep_size {
             return reply.error(Errno::EINVAL);
         }
-        match self
-            .store
-            .fallocate(Ino(ino.0), offset, length, punch, keep_size)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            reply,
+            self.store
+                .fallocate(Ino(ino.0), offset, length, punch, keep_size),
+        )
     }
 
     fn lseek(
