@@ -157,8 +157,16 @@ pub struct VerFs {
     read_only: bool,
     /// POSIX and flock locks, shared by every process of the store (`STORE/locks/table`).
     locks: LockTable,
-    /// One lock owner (an open file description on the table) per kernel lock owner.
-    owners: Mutex<HashMap<u64, Arc<lock::LockOwner>>>,
+    /// One lock owner (an open file description on the table) per kernel lock owner, with the
+    /// inodes it may hold range locks on. An owner is dropped (closing its description, which
+    /// frees whatever it still holds) once `flush` has released its last inode.
+    owners: Mutex<HashMap<u64, HeldLocks>>,
+}
+
+/// What one kernel lock owner holds through this mount.
+struct HeldLocks {
+    owner: Arc<lock::LockOwner>,
+    inos: std::collections::HashSet<u64>,
 }
 
 impl VerFs {
@@ -176,14 +184,50 @@ impl VerFs {
         })
     }
 
-    fn lock_owner(&self, owner: LockOwner) -> Result<Arc<lock::LockOwner>, Errno> {
+    /// The table owner for kernel lock owner `owner`, created on first use and recorded as
+    /// possibly holding locks on `ino`.
+    fn lock_owner(&self, owner: LockOwner, ino: u64) -> Result<Arc<lock::LockOwner>, Errno> {
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(o) = owners.get(&owner.0) {
-            return Ok(o.clone());
+        if let Some(h) = owners.get_mut(&owner.0) {
+            h.inos.insert(ino);
+            return Ok(h.owner.clone());
         }
         let o = Arc::new(self.locks.owner().map_err(|_| Errno::ENOLCK)?);
-        owners.insert(owner.0, o.clone());
+        owners.insert(
+            owner.0,
+            HeldLocks {
+                owner: o.clone(),
+                inos: [ino].into_iter().collect(),
+            },
+        );
         Ok(o)
+    }
+
+    /// close(2) by `owner` of a descriptor of `ino`: POSIX drops every fcntl lock the process
+    /// holds on the file. For server-side POSIX locks the kernel sends no unlock of its own (its
+    /// local lock list is empty); FUSE_FLUSH with the owner is the only notice, also for the
+    /// implicit closes of a dying process, SIGKILL included.
+    fn drop_posix_locks(&self, owner: LockOwner, ino: u64) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = owners.get_mut(&owner.0) else {
+            return;
+        };
+        if !h.inos.remove(&ino) {
+            return;
+        }
+        let all = Resource::Range {
+            ino,
+            start: 0,
+            end: lock::TO_EOF,
+        };
+        if let Err(e) = h.owner.release(&all) {
+            // Dropping the description below releases the lock all the same.
+            eprintln!("verfs mount: releasing fcntl locks on inode {ino}: {e}");
+            h.inos.clear();
+        }
+        if h.inos.is_empty() {
+            owners.remove(&owner.0);
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -238,6 +282,44 @@ impl VerFs {
     }
 }
 
+/// How long a waiting `setlk` sleeps between looks at the lock and at the caller's signals.
+const SETLKW_POLL: Duration = Duration::from_millis(50);
+
+/// Wait for `res` in `mode`, then answer the kernel: ok once acquired, EINTR as soon as the
+/// calling thread `pid` has a signal pending (or is gone).
+fn wait_for_lock(owner: &lock::LockOwner, res: &Resource, mode: Mode, pid: u32, reply: ReplyEmpty) {
+    loop {
+        match owner.acquire(res, mode, Wait::Timeout(SETLKW_POLL)) {
+            Ok(()) => return reply.ok(),
+            Err(lock::AcquireError::TimedOut { .. }) => {}
+            Err(_) => return reply.error(Errno::ENOLCK),
+        }
+        if caller_interrupted(pid) {
+            return reply.error(Errno::EINTR);
+        }
+    }
+}
+
+/// Does thread `pid` (as the kernel reports it in a request; 0 when outside our pid namespace)
+/// have an unblocked, non-ignored signal pending, or has it exited?
+fn caller_interrupted(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let pending = field("SigPnd:") | field("ShdPnd:");
+    pending & !field("SigBlk:") & !field("SigIgn:") != 0
+}
+
 fn lock_mode(typ: i32) -> Option<Mode> {
     match typ {
         libc::F_RDLCK => Some(Mode::Pr),
@@ -272,7 +354,7 @@ impl Filesystem for VerFs {
         let Some(mode) = lock_mode(typ) else {
             return reply.error(Errno::EINVAL);
         };
-        let owner = match self.lock_owner(lock_owner) {
+        let owner = match self.lock_owner(lock_owner, ino.0) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
         };
@@ -307,11 +389,11 @@ impl Filesystem for VerFs {
         start: u64,
         end: u64,
         typ: i32,
-        _pid: u32,
+        pid: u32,
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let owner = match self.lock_owner(lock_owner) {
+        let owner = match self.lock_owner(lock_owner, ino.0) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
         };
@@ -329,8 +411,23 @@ impl Filesystem for VerFs {
         let Some(mode) = lock_mode(typ) else {
             return reply.error(Errno::EINVAL);
         };
-        match owner.acquire(&res, mode, if sleep { Wait::Forever } else { Wait::No }) {
+        match owner.acquire(&res, mode, Wait::No) {
             Ok(()) => reply.ok(),
+            Err(lock::AcquireError::WouldBlock { .. })
+            | Err(lock::AcquireError::GateBusy { .. })
+                if sleep =>
+            {
+                // F_SETLKW: wait on a thread of its own, so waiters never take the FUSE workers
+                // (the holder's unlock must get through), and give up with EINTR once a signal
+                // is pending for the caller: the kernel waits uninterruptibly for this reply, and
+                // fuser drops FUSE_INTERRUPT.
+                let spawned = std::thread::Builder::new()
+                    .name("verfs-setlkw".into())
+                    .spawn(move || wait_for_lock(&owner, &res, mode, pid, reply));
+                if let Err(e) = spawned {
+                    eprintln!("verfs mount: cannot start a lock waiter: {e}");
+                }
+            }
             Err(lock::AcquireError::WouldBlock { .. })
             | Err(lock::AcquireError::GateBusy { .. }) => reply.error(Errno::EAGAIN),
             Err(_) => reply.error(Errno::ENOLCK),
@@ -564,10 +661,12 @@ impl Filesystem for VerFs {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // close(2): commit, so a process that opens the file afterwards sees it whole.
+        // close(2): drop the caller's fcntl locks on the file, and commit, so a process that
+        // opens the file afterwards sees it whole.
+        self.drop_posix_locks(lock_owner, ino.0);
         reply_empty(reply, self.store.flush_inode(Ino(ino.0)))
     }
 

@@ -305,7 +305,6 @@ fn probe(file: &Path, specs: &[&str]) -> String {
 
 // fcntl range locks (lockf) across mounts: overlapping ranges conflict, disjoint ones do not.
 #[test]
-#[ignore = "known bug (issue 3, open): same as mount_multi_lock_released_when_holder_is_killed (its last step checks release on close)"]
 fn mount_multi_lockf_ranges() {
     require_fuse!();
     let st = TestStore::new();
@@ -346,7 +345,6 @@ fn mount_multi_lockf_ranges() {
     let h = pool.wait(holder, T);
     assert!(h.status.success(), "{}", h.describe());
     // Released by the holder's close: the whole range is free.
-    // BUG: see mount_multi_lock_released_when_holder_is_killed.
     assert_eq!(
         probe(&m2.join("f"), &["0:0:ex"]),
         "0:0:ex ok\n",
@@ -362,18 +360,10 @@ open(sys.argv[2], "w").close()
 time.sleep(600)
 "#;
 
-// BUG (fs/src/lib.rs `flush`/`release`): POSIX (fcntl) locks taken through a mount are never
-// released when their owner closes the descriptor or dies. For POSIX locks the kernel does not
-// send FUSE_RELEASE_FLOCK_UNLOCK; it sends FUSE_FLUSH with the lock owner on every close
-// (including the implicit closes of a dying process), and the filesystem must drop that owner's
-// locks there (libfuse does: `fuse_flush` -> `lock_release`). `flush` ignores `lock_owner`, so the
-// owner's lock-table OFD stays open in the mount process forever. Repro: python holder
-// `lockf(fd, LOCK_EX)` via mount 1, SIGKILL it; `lockf(LOCK_EX|LOCK_NB)` via mount 2 keeps
-// failing with EAGAIN (expected: succeeds at once, [LOCK-3]). Worse, a later `F_SETLKW` on the
-// file blocks in the mount process (fuser ignores FUSE_INTERRUPT) and its caller sits in `D`
-// state, unkillable, until the mount is killed. The probes here are non-blocking for that reason.
+// For server-side POSIX locks the kernel sends no unlock on close: FUSE_FLUSH with the lock
+// owner is the only notice, on every close including the implicit ones of a dying process; the
+// mount drops that owner's locks on the file there ([LOCK-3] through a mount).
 #[test]
-#[ignore = "known bug (issue 3, open): fcntl locks taken through a mount are not released when the holder closes or dies; flush drops the owner range but the lock stays held"]
 fn mount_multi_lock_released_when_holder_is_killed() {
     require_fuse!();
     let st = TestStore::new();
@@ -412,4 +402,87 @@ fn mount_multi_lock_released_when_holder_is_killed() {
         last, "0:0:ex ok\n",
         "a SIGKILLed holder's POSIX lock (taken through mount 1) is still held 5 s later"
     );
+}
+
+const BLOCKING_WAITER_PY: &str = r#"
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+open(sys.argv[2], "w").close()
+fcntl.lockf(fd, fcntl.LOCK_EX, 0, 0)      # F_SETLKW on the whole file
+print(time.time_ns(), flush=True)
+os.close(fd)
+"#;
+
+// Blocking F_SETLKW through a mount: more waiters than the mount has FUSE worker threads all
+// wait without starving the holder's unlock, each gets the lock after the holder released it,
+// and a waiter killed while it waits dies at once instead of hanging in the kernel (the mount
+// answers EINTR when the caller has a signal pending; fuser drops FUSE_INTERRUPT).
+#[test]
+fn mount_multi_fcntl_blocking_waiters() {
+    require_fuse!();
+    let st = TestStore::new();
+    let scratch = st.scratch_dir("setlkw");
+    let mut pool = Pool::new(st.scratch(), agent());
+    let m1 = Mount::new(&st, &[]);
+    let m2 = Mount::new(&st, &["threads=2"]);
+    fs::write(m1.join("f"), b"data").unwrap();
+    let (ready, release) = (scratch.join("ready"), scratch.join("release"));
+    let holder = py(
+        &mut pool,
+        "holder",
+        LOCKF_HOLD_PY.replace("100, 100", "0, 0").as_str(),
+        &[&m1.join("f"), &ready, &release],
+    );
+    wait_file(&ready, T);
+    let mut waiters = Vec::new();
+    for k in 0..5 {
+        let started = scratch.join(format!("started-{k}"));
+        let via = if k % 2 == 0 { &m2 } else { &m1 };
+        waiters.push(py(
+            &mut pool,
+            &format!("waiter-{k}"),
+            BLOCKING_WAITER_PY,
+            &[&via.join("f"), &started],
+        ));
+        wait_file(&started, T);
+    }
+    let victim_started = scratch.join("started-victim");
+    let victim = py(
+        &mut pool,
+        "victim",
+        BLOCKING_WAITER_PY,
+        &[&m2.join("f"), &victim_started],
+    );
+    wait_file(&victim_started, T);
+    thread::sleep(Duration::from_millis(300));
+    for &w in waiters.iter().chain([&victim]) {
+        assert!(
+            !pool.has_exited(w),
+            "a waiter got the lock while it was held"
+        );
+    }
+    // Both mounts still serve other requests while every worker could be taken by a waiter.
+    // (`cat` runs under a timeout: a starved mount fails the test instead of hanging it.)
+    for m in [&m2, &m1] {
+        assert_eq!(ext_ok("cat", &[m.join("f")]).stdout, b"data");
+    }
+    // A killed waiter dies now, without waiting for the lock.
+    assert!(pool.sigkill(victim));
+    let v = pool.wait(victim, Duration::from_secs(10));
+    assert!(v.status.code().is_none(), "{}", v.describe());
+    let released_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    fs::write(&release, b"").unwrap();
+    let h = pool.wait(holder, T);
+    assert!(h.status.success(), "{}", h.describe());
+    for w in waiters {
+        let r = pool.wait(w, T);
+        assert!(r.status.success(), "{}", r.describe());
+        let t: u128 = String::from_utf8_lossy(&r.stdout).trim().parse().unwrap();
+        assert!(t >= released_at, "a waiter ran before the holder released");
+    }
+    // Free again once every waiter closed its descriptor.
+    assert_eq!(probe(&m2.join("f"), &["0:0:ex"]), "0:0:ex ok\n");
 }
