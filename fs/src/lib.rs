@@ -1179,9 +1179,7 @@ pub fn mount(
     })?;
     on_ready();
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(sig, stop.clone());
-    }
+    watch_stop_signals(&stop, mp);
     while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -1200,6 +1198,37 @@ pub fn mount(
     store.flush_all()?;
     store.shutdown()?;
     Ok(())
+}
+
+/// Set `stop` on the first SIGINT or SIGTERM. Later ones (a second Ctrl-C) do not cut the
+/// final flush short: they are answered with a note on stderr; SIGKILL is the way to abort, and
+/// even then every file closed or fsynced before is intact.
+fn watch_stop_signals(stop: &Arc<AtomicBool>, mp: &Path) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            // Without the handler the default action (exit without flushing) would apply.
+            eprintln!("verfs mount: cannot watch SIGINT/SIGTERM: {e}; stop it with `verfs umount`");
+            return;
+        }
+    };
+    let (stop, mp) = (stop.clone(), mp.display().to_string());
+    let spawned = std::thread::Builder::new()
+        .name("verfs-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if stop.swap(true, Ordering::SeqCst) {
+                    eprintln!(
+                        "verfs mount: still flushing {mp}; every acknowledged write is being made \
+                         durable before exit"
+                    );
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("verfs mount: cannot watch SIGINT/SIGTERM: {e}");
+    }
 }
 
 /// Lazy unmount of `mp` (`MNT_DETACH` as root, else `fusermount3 -uz`).

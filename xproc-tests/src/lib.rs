@@ -1367,6 +1367,17 @@ pub fn tree_xattrs(dir: &Path) -> String {
     .stdout_str()
 }
 
+/// Assert two trees hold the same regular files with the same bytes ([`tree_sha256`]); names
+/// the files that differ or exist on one side only.
+pub fn assert_same_contents(want: &Path, got: &Path, when: &str) {
+    let (a, b) = (tree_sha256(want), tree_sha256(got));
+    if a != b {
+        let only_a: Vec<_> = a.lines().filter(|l| !b.contains(l)).take(10).collect();
+        let only_b: Vec<_> = b.lines().filter(|l| !a.contains(l)).take(10).collect();
+        panic!("{when}: file contents differ\nonly in want: {only_a:#?}\nonly in got: {only_b:#?}");
+    }
+}
+
 /// Assert two trees are equal by `stat` ([`tree_stat`]), content ([`tree_sha256`]) and
 /// extended attributes ([`tree_xattrs`]); the first differing line is named.
 pub fn assert_trees_equal(want: &Path, got: &Path, when: &str) {
@@ -1386,16 +1397,7 @@ pub fn assert_trees_equal(want: &Path, got: &Path, when: &str) {
             got.display()
         );
     }
-    let (a, b) = (tree_sha256(want), tree_sha256(got));
-    if a != b {
-        let diff: Vec<_> = a
-            .lines()
-            .zip(b.lines())
-            .filter(|(x, y)| x != y)
-            .take(10)
-            .collect();
-        panic!("{when}: file contents differ (want, got): {diff:#?}");
-    }
+    assert_same_contents(want, got, when);
     let (a, b) = (tree_xattrs(want), tree_xattrs(got));
     assert_eq!(a, b, "{when}: xattrs differ (left: want, right: got)");
 }
