@@ -330,6 +330,14 @@ impl Store {
             if proto.kind == FileKind::Symlink {
                 proto.size = proto.target.len() as u64;
             }
+            // A set-group-ID directory gives new entries its group, and new directories the bit
+            // itself (BSD group semantics, as every Linux filesystem does).
+            if p.perm & 0o2000 != 0 {
+                proto.gid = p.gid;
+                if proto.kind == FileKind::Dir {
+                    proto.perm |= 0o2000;
+                }
+            }
             tx.create(
                 &Entry {
                     parent,

@@ -441,6 +441,24 @@ impl Filesystem for VerFs {
         )
     }
 
+    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
+        // Nothing to drop: no per-inode state lives in the mount beyond open handles, and an
+        // unlinked inode is kept for its open handles (`open_inode`/`close_inode`), not for the
+        // kernel's lookup count. `batch_forget` falls back to this.
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        // Directory handles carry no state: every readdir reads the committed directory.
+        reply.ok()
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         reply_attr(reply, self.store.attr(Ino(ino.0)))
     }

@@ -11,6 +11,7 @@ mod fencing;
 mod locks;
 mod mount_kill;
 mod mount_multi;
+mod mount_perms;
 mod mount_rsync;
 mod mount_shell;
 mod put_many;
