@@ -227,14 +227,18 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
                                 .push(format!("orphan action with bad payload {:?}", a.payload));
                             continue;
                         };
-                        // The dead process had it open after its last unlink: nobody can reach it.
-                        store.transact(true, |tx| {
-                            if tx.inode(InodeNo(ino)).map(|i| i.nlink) == Some(0) {
+                        // The dead process had it open after its last unlink: nobody can reach
+                        // it. Still linked: the unlink journaled first never committed.
+                        let deleted = store.transact(true, |tx| {
+                            let orphan = tx.inode(InodeNo(ino)).map(|i| i.nlink) == Some(0);
+                            if orphan {
                                 tx.delete_inode(InodeNo(ino));
                             }
-                            Ok(())
+                            Ok(orphan)
                         })?;
-                        report.orphans_deleted += 1;
+                        if deleted {
+                            report.orphans_deleted += 1;
+                        }
                     }
                     other => report.problems.push(format!(
                         "{}: unknown journal action {other:?} left as it is",

@@ -416,47 +416,56 @@ impl Store {
             .keys()
             .copied()
             .collect();
-        let (lsn, (out, indexed, orphaned)) = self
-            .log
-            .commit(|s| {
-                let mut tx = Tx::new(s);
-                tx.keep_open = keep;
-                let out = f(&mut tx)?;
-                let orphaned = std::mem::take(&mut tx.orphaned);
-                let mut indexed = Vec::new();
-                if !pending.is_empty() {
-                    let referenced: Vec<ChunkId> = tx
-                        .ops()
-                        .iter()
-                        .filter_map(|op| match op {
-                            crate::meta::Op::SetExtents { extents, .. } => {
-                                Some(extents.iter().map(|x| x.chunk))
-                            }
-                            _ => None,
-                        })
-                        .flatten()
-                        .collect();
-                    for id in referenced {
-                        if let Some(e) = pending.get(&id) {
-                            tx.add_chunk(id, *e);
-                            indexed.push(id);
+        // Orphan actions journaled inside the commit; ended again if the commit then fails.
+        let mut begun: Vec<(InodeNo, ActionId)> = Vec::new();
+        let committed = self.log.commit(|s| {
+            let mut tx = Tx::new(s);
+            tx.keep_open = keep;
+            let out = f(&mut tx)?;
+            // [ORPH-1]: the orphan is journaled before the record that unlinks it is appended,
+            // so no crash point leaks it; if the record never lands, the inode keeps its link
+            // and the cleaner leaves it alone.
+            for ino in std::mem::take(&mut tx.orphaned) {
+                let action = self
+                    .journal
+                    .begin(ACTION_ORPHAN, ino.0.to_string().as_bytes())
+                    .map_err(Error::coordination)?;
+                begun.push((ino, action));
+            }
+            let mut indexed = Vec::new();
+            if !pending.is_empty() {
+                let referenced: Vec<ChunkId> = tx
+                    .ops()
+                    .iter()
+                    .filter_map(|op| match op {
+                        crate::meta::Op::SetExtents { extents, .. } => {
+                            Some(extents.iter().map(|x| x.chunk))
                         }
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                for id in referenced {
+                    if let Some(e) = pending.get(&id) {
+                        tx.add_chunk(id, *e);
+                        indexed.push(id);
                     }
                 }
-                Ok((tx.finish(), (out, indexed, orphaned)))
-            })
-            .map_err(commit_err)?;
-        for ino in orphaned {
-            // Durable before the call returns, so a crash of this process cannot leak the inode.
-            let action = self
-                .journal
-                .begin(ACTION_ORPHAN, ino.0.to_string().as_bytes())
-                .map_err(Error::coordination)?;
-            self.open_files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .orphans
-                .insert(ino, action);
+            }
+            Ok((tx.finish(), (out, indexed)))
+        });
+        let (lsn, (out, indexed)) = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                for (_, action) in begun {
+                    let _ = self.journal.end(action);
+                }
+                return Err(commit_err(e));
+            }
+        };
+        if !begun.is_empty() {
+            let mut of = self.open_files.lock().unwrap_or_else(|p| p.into_inner());
+            of.orphans.extend(begun);
         }
         if !indexed.is_empty() {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
