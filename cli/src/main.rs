@@ -91,7 +91,8 @@ pub enum Command {
         #[arg(short = 'd', long)]
         daemon: bool,
         /// Mount options: ro, rw, allow_other, default_permissions, no_default_permissions,
-        /// threads=N (defaults from [mount] in config.toml).
+        /// dev (device nodes can be opened; off by default), suid (set-user-ID honoured; off by
+        /// default), threads=N (defaults from [mount] in config.toml).
         #[arg(short = 'o', value_name = "OPTS")]
         options: Vec<String>,
     },

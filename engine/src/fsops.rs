@@ -271,6 +271,25 @@ impl Store {
         Ok(i)
     }
 
+    /// Bytes of regular file `i` that hold data (its extents, plus what this process has
+    /// buffered), at most its size: holes and punched ranges take no space.
+    pub fn allocated(&self, i: &Inode) -> u64 {
+        let committed = self
+            .read(|s| {
+                s.extents
+                    .get(&i.ino)
+                    .map(|v| v.iter().map(|x| u64::from(x.len)).sum::<u64>())
+            })
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let buffered = self
+            .dirty_of(i.ino)
+            .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()).bytes as u64)
+            .unwrap_or(0);
+        (committed + buffered).min(i.size)
+    }
+
     pub fn lookup_child(&self, parent: InodeNo, name: &[u8]) -> Result<Inode, Error> {
         // Lookup of any other odd name simply finds nothing; only an over-long one is an error.
         if name.len() > crate::meta::NAME_MAX {

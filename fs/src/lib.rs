@@ -35,31 +35,21 @@ use verfs_engine::store::Store;
 /// so renames and unlinks by other processes are seen at once.
 const TTL: Duration = Duration::ZERO;
 
-/// The one place where engine errors become errno values.
+/// The one place where engine errors become errno values. An `EIO` (a damaged record, a failing
+/// disk) reaches the caller without its cause, so the cause, which names the file and the
+/// offset, goes to the mount's stderr (the log of a `mount -d`).
 pub fn errno(e: &Error) -> Errno {
-    Errno::from_i32(e.errno())
+    let n = e.errno();
+    if n == libc::EIO {
+        eprintln!("verfs mount: I/O error: {e}");
+    }
+    Errno::from_i32(n)
 }
 
 /// Answer an operation that returns nothing.
 fn reply_empty(reply: ReplyEmpty, r: Result<(), Error>) {
     match r {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(&e)),
-    }
-}
-
-/// Answer an operation that returns a directory entry.
-fn reply_entry(reply: ReplyEntry, r: Result<Inode, Error>) {
-    match r {
-        Ok(i) => reply.entry(&TTL, &file_attr(&i), Generation(0)),
-        Err(e) => reply.error(errno(&e)),
-    }
-}
-
-/// Answer an operation that returns attributes.
-fn reply_attr(reply: ReplyAttr, r: Result<Inode, Error>) {
-    match r {
-        Ok(i) => reply.attr(&TTL, &file_attr(&i)),
         Err(e) => reply.error(errno(&e)),
     }
 }
@@ -123,12 +113,13 @@ fn kind_of_mode(mode: u32) -> Option<FileKind> {
     })
 }
 
-/// The kernel's view of an inode.
-pub fn file_attr(i: &Inode) -> FileAttr {
+/// The kernel's view of an inode; `allocated` bytes hold data (holes excluded), which is what
+/// `st_blocks` reports (`du`, and `cp`'s sparse-file detection, rely on it).
+pub fn file_attr(i: &Inode, allocated: u64) -> FileAttr {
     FileAttr {
         ino: INodeNo(i.ino.0),
         size: i.size,
-        blocks: i.size.div_ceil(512),
+        blocks: allocated.div_ceil(512),
         atime: to_system_time(i.atime),
         mtime: to_system_time(i.mtime),
         ctime: to_system_time(i.ctime),
@@ -230,6 +221,31 @@ impl VerFs {
         }
     }
 
+    /// The kernel's view of `i`.
+    fn attr_of(&self, i: &Inode) -> FileAttr {
+        let allocated = match i.kind {
+            FileKind::File => self.store.allocated(i),
+            _ => i.size,
+        };
+        file_attr(i, allocated)
+    }
+
+    /// Answer an operation that returns a directory entry.
+    fn reply_entry(&self, reply: ReplyEntry, r: Result<Inode, Error>) {
+        match r {
+            Ok(i) => reply.entry(&TTL, &self.attr_of(&i), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// Answer an operation that returns attributes.
+    fn reply_attr(&self, reply: ReplyAttr, r: Result<Inode, Error>) {
+        match r {
+            Ok(i) => reply.attr(&TTL, &self.attr_of(&i)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
@@ -275,7 +291,7 @@ impl VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
-        reply_entry(
+        self.reply_entry(
             reply,
             self.store.make_node(Ino(parent.0), name.as_bytes(), proto),
         )
@@ -435,7 +451,7 @@ impl Filesystem for VerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(
+        self.reply_entry(
             reply,
             self.store.lookup_child(Ino(parent.0), name.as_bytes()),
         )
@@ -460,7 +476,7 @@ impl Filesystem for VerFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply_attr(reply, self.store.attr(Ino(ino.0)))
+        self.reply_attr(reply, self.store.attr(Ino(ino.0)))
     }
 
     fn setattr(
@@ -493,7 +509,7 @@ impl Filesystem for VerFs {
             mtime: mtime.map(time_or_now),
             ctime: ctime.map(from_system_time),
         };
-        reply_attr(reply, self.store.set_attr(Ino(ino.0), &a))
+        self.reply_attr(reply, self.store.set_attr(Ino(ino.0), &a))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -617,7 +633,7 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
-        reply_entry(
+        self.reply_entry(
             reply,
             self.store
                 .link_at(Ino(ino.0), Ino(newparent.0), newname.as_bytes()),
@@ -908,7 +924,7 @@ impl Filesystem for VerFs {
                 (i + 1) as u64,
                 OsStr::from_bytes(&name),
                 &TTL,
-                &file_attr(&attr),
+                &self.attr_of(&attr),
                 Generation(0),
             ) {
                 break;
@@ -1066,7 +1082,13 @@ impl Filesystem for VerFs {
         match self.store.make_node(Ino(parent.0), name.as_bytes(), i) {
             Ok(i) => {
                 let fh = self.new_handle(i.ino);
-                reply.created(&TTL, &file_attr(&i), Generation(0), fh, FopenFlags::empty())
+                reply.created(
+                    &TTL,
+                    &self.attr_of(&i),
+                    Generation(0),
+                    fh,
+                    FopenFlags::empty(),
+                )
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -1080,6 +1102,10 @@ pub struct MountConfig {
     pub allow_other: bool,
     pub default_permissions: bool,
     pub threads: usize,
+    /// Device nodes in the mount can be opened (`dev`); off by default, as for every FUSE mount.
+    pub dev: bool,
+    /// Set-user-ID and set-group-ID bits take effect on exec (`suid`); off by default.
+    pub suid: bool,
 }
 
 /// Why a mount could not start.
@@ -1184,6 +1210,16 @@ pub fn mount(
     if cfg.default_permissions {
         options.push(fuser::MountOption::DefaultPermissions);
     }
+    options.push(if cfg.dev {
+        fuser::MountOption::Dev
+    } else {
+        fuser::MountOption::NoDev
+    });
+    options.push(if cfg.suid {
+        fuser::MountOption::Suid
+    } else {
+        fuser::MountOption::NoSuid
+    });
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = options;
     if cfg.allow_other {

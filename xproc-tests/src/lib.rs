@@ -1046,6 +1046,8 @@ pub struct Mount {
     child: Option<Child>,
     child_status: Option<ExitStatus>,
     stderr_file: Option<PathBuf>,
+    /// The daemon's log (`mount -d` prints it).
+    log: Option<PathBuf>,
 }
 
 impl Mount {
@@ -1065,6 +1067,7 @@ impl Mount {
             child: None,
             child_status: None,
             stderr_file: None,
+            log: None,
         };
         m.mount();
         m
@@ -1094,11 +1097,19 @@ impl Mount {
             .env_remove("VERFS_STORE");
         let out = run_with_timeout(c, CMD_TIMEOUT);
         assert!(out.success(), "mount failed:\n{}", out.describe());
-        // "verfs: mounted at MP (daemon pid N)"
-        let pid = out
+        // "verfs: mounted at MP (daemon pid N, log PATH)"
+        let pid = out.stderr.rsplit_once("daemon pid ").and_then(|(_, r)| {
+            r.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse::<i32>().ok())
+        });
+        if let Some(old) = self.log.take() {
+            let _ = fs::remove_file(old);
+        }
+        self.log = out
             .stderr
-            .rsplit_once("daemon pid ")
-            .and_then(|(_, r)| r.trim_end().trim_end_matches(')').parse::<i32>().ok());
+            .rsplit_once(", log ")
+            .map(|(_, r)| PathBuf::from(r.trim_end().trim_end_matches(')')));
         assert!(
             pid.is_some() && is_mounted(&self.mp),
             "mount -d returned without a daemon pid or a mount:\n{}",
@@ -1127,6 +1138,7 @@ impl Mount {
             child: None,
             child_status: None,
             stderr_file: Some(stderr_file.clone()),
+            log: None,
         };
         let mut c = Command::new(verfs_bin());
         c.args(m.mount_args())
@@ -1215,9 +1227,11 @@ impl Mount {
     }
 
     /// Foreground mount's stderr so far.
+    /// What the mount process wrote to stderr: its stderr file (foreground) or its log (`-d`).
     pub fn stderr(&self) -> String {
         self.stderr_file
             .as_ref()
+            .or(self.log.as_ref())
             .and_then(|p| fs::read_to_string(p).ok())
             .unwrap_or_default()
     }
@@ -1324,6 +1338,9 @@ impl Drop for Mount {
         self.cleanup();
         if self.is_mounted() {
             eprintln!("Mount guard: {} is STILL mounted", self.mp.display());
+        }
+        if let Some(log) = self.log.take() {
+            let _ = fs::remove_file(log);
         }
     }
 }

@@ -17,6 +17,8 @@ fn mount_config(store_cfg: &verfs_engine::config::Config, opts: &[String]) -> Re
         allow_other: m.allow_other,
         default_permissions: m.default_permissions,
         threads: m.threads,
+        dev: false,
+        suid: false,
     };
     for o in opts
         .iter()
@@ -30,7 +32,11 @@ fn mount_config(store_cfg: &verfs_engine::config::Config, opts: &[String]) -> Re
                 "allow_other" => c.allow_other = true,
                 "default_permissions" => c.default_permissions = true,
                 "no_default_permissions" => c.default_permissions = false,
-                other => bail!("mount option {other:?} is not supported (ro, rw, allow_other, default_permissions, no_default_permissions, threads=N)"),
+                "dev" => c.dev = true,
+                "nodev" => c.dev = false,
+                "suid" => c.suid = true,
+                "nosuid" => c.suid = false,
+                other => bail!("mount option {other:?} is not supported (ro, rw, allow_other, default_permissions, no_default_permissions, dev, nodev, suid, nosuid, threads=N)"),
             },
             Some(("threads", n)) => c.threads = n.parse().with_context(|| format!("mount option threads={n}: not a number"))?,
             Some((k, _)) => bail!("mount option {k:?} is not supported"),
@@ -86,12 +92,13 @@ fn spawn_daemon(cli: &Cli, mountpoint: &Path, opts: &[String]) -> Result<ExitCod
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if is_mountpoint(mountpoint) {
+            // The log stays: the daemon reports damaged records and other trouble there.
             eprintln!(
-                "verfs: mounted at {} (daemon pid {})",
+                "verfs: mounted at {} (daemon pid {}, log {})",
                 mountpoint.display(),
-                child.id()
+                child.id(),
+                log.display()
             );
-            let _ = std::fs::remove_file(&log);
             return Ok(ExitCode::SUCCESS);
         }
         if let Some(status) = child.try_wait()? {

@@ -12,6 +12,7 @@ mod locks;
 mod mount_kill;
 mod mount_multi;
 mod mount_perms;
+mod mount_posix;
 mod mount_rsync;
 mod mount_shell;
 mod put_many;
