@@ -191,6 +191,9 @@ pub struct Store {
     /// Chunks appended to this process's packs and not yet indexed by a committed record.
     pub(crate) pending: Mutex<HashMap<ChunkId, ChunkEntry>>,
     pub(crate) readers: Mutex<HashMap<PackId, Arc<PackReader>>>,
+    /// Packs whose salvage after a failed write failed too, with their open-pack actions:
+    /// sealed again at close, else left to `verfs recover` (the lease is kept).
+    unsealed: Mutex<Vec<(PackId, ActionId)>>,
     pub(crate) closed: std::sync::atomic::AtomicBool,
     /// Decoded chunks recently read (bounded; see `fsops`).
     pub(crate) chunk_cache: Mutex<crate::fsops::ChunkCache>,
@@ -368,6 +371,7 @@ impl Store {
             pack: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            unsealed: Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
             chunk_cache: Mutex::new(crate::fsops::ChunkCache::new(32 << 20)),
             dirty: Mutex::new(HashMap::new()),
@@ -490,6 +494,7 @@ impl Store {
         f: impl FnOnce(&mut PackWriter) -> Result<R, Error>,
     ) -> Result<R, Error> {
         let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+        self.salvage_poisoned(&mut guard)?;
         if guard.is_none() {
             // Journal first, then the file ([STORE-3]): a process killed in between leaves a
             // journal entry naming a pack that does not exist (the cleaner skips it), never a pack
@@ -516,6 +521,41 @@ impl Store {
             .as_mut()
             .ok_or_else(|| Error::Internal("no open pack".into()))?;
         f(&mut open.writer)
+    }
+
+    /// A pack writer poisoned by a failed write or sync (ENOSPC, EIO) is sealed at its durable
+    /// length ([PACK-6]) and closed, so the process keeps working with a new pack once space is
+    /// back, and chunks committed earlier stay readable. Chunks appended after the last sync are
+    /// forgotten (`pending`), so a retry writes them again instead of committing references to
+    /// bytes that are not there. If even the salvage fails, the pack stays unsealed with its
+    /// journal action open: `verfs recover` seals it after this process is gone.
+    fn salvage_poisoned(&self, guard: &mut Option<OpenPack>) -> Result<(), Error> {
+        if !guard.as_ref().is_some_and(|o| o.writer.is_poisoned()) {
+            return Ok(());
+        }
+        let Some(open) = guard.take() else {
+            return Ok(());
+        };
+        let id = open.writer.id();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|chunk, e| e.pack != id || open.writer.is_durable(*chunk));
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match open.writer.seal() {
+            Ok(_) => self.journal.end(open.action).map_err(Error::coordination),
+            Err(e) => {
+                eprintln!("verfs: salvaging pack {id} after a failed write: {e}; `verfs recover` will seal it once this process has exited");
+                self.unsealed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((id, open.action));
+                Ok(())
+            }
+        }
     }
 
     /// Make the open pack's bytes durable: required before committing records that reference them.
@@ -620,6 +660,7 @@ impl Store {
         // A chunk still in this process's write buffer is not in the file yet.
         {
             let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+            self.salvage_poisoned(&mut guard)?;
             if let Some(open) = guard.as_mut().filter(|o| o.writer.id() == entry.pack) {
                 open.writer.flush().map_err(Error::from)?;
             }
@@ -917,7 +958,17 @@ impl Store {
         self.sync()?;
         {
             let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+            self.salvage_poisoned(&mut guard)?;
             self.seal_locked(&mut guard)?;
+        }
+        for (id, action) in
+            std::mem::take(&mut *self.unsealed.lock().unwrap_or_else(|p| p.into_inner()))
+        {
+            // What `verfs recover` would do; on failure the lease (and its journal) stays.
+            crate::pack::truncate_torn_tail(&crate::pack::pack_path(&self.layout.packs(), id))
+                .and_then(|_| crate::pack::seal_existing(&self.layout.packs(), id))
+                .map_err(Error::from)?;
+            self.journal.end(action).map_err(Error::coordination)?;
         }
         if let Some(k) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
             k.stop();

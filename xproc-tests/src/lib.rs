@@ -332,8 +332,19 @@ pub fn run_killable(cmd: &mut Command, slot: &KillSlot, timeout: Duration) -> Ru
 
 /// A fresh store in a temporary directory: `<tmp>/store`, with `<tmp>` free for scratch files.
 pub struct TestStore {
+    // Dropped first: a tmpfs under `dir` is unmounted before `dir` is removed.
+    _tmpfs: Option<TmpfsGuard>,
     dir: tempfile::TempDir,
     root: PathBuf,
+}
+
+/// Lazily unmounts a tmpfs when dropped.
+struct TmpfsGuard(PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 impl Default for TestStore {
@@ -350,7 +361,54 @@ impl TestStore {
             .tempdir()
             .expect("tempdir");
         let root = dir.path().join("store");
-        let st = TestStore { dir, root };
+        TestStore {
+            _tmpfs: None,
+            dir,
+            root,
+        }
+        .init()
+    }
+
+    /// A store on its own tmpfs of `mib` MiB (`<tmp>/fs/store`; scratch stays on the host), for
+    /// tests that fill the disk. `None`, after a loud SKIPPED line, if no tmpfs can be mounted
+    /// (not root).
+    pub fn on_tmpfs(mib: u32) -> Option<TestStore> {
+        let dir = tempfile::Builder::new()
+            .prefix("verfs-xproc-")
+            .tempdir()
+            .expect("tempdir");
+        let fs_dir = dir.path().join("fs");
+        fs::create_dir(&fs_dir).expect("tmpfs dir");
+        let out = ext(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "tmpfs".as_ref(),
+                "-o".as_ref(),
+                format!("size={mib}m").as_ref(),
+                "tmpfs".as_ref(),
+                fs_dir.as_os_str(),
+            ],
+        );
+        if !out.success() {
+            eprintln!(
+                "\n*** SKIPPED: cannot mount a tmpfs (needs root):\n{} ***\n",
+                out.describe()
+            );
+            return None;
+        }
+        Some(
+            TestStore {
+                _tmpfs: Some(TmpfsGuard(fs_dir.clone())),
+                dir,
+                root: fs_dir.join("store"),
+            }
+            .init(),
+        )
+    }
+
+    fn init(self) -> TestStore {
+        let st = self;
         let mut c = Command::new(verfs_bin());
         c.arg("init").arg(&st.root);
         let out = run_with_timeout(c, CMD_TIMEOUT);

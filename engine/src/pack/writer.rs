@@ -251,6 +251,16 @@ impl PackWriter {
         self.seen.contains_key(&id)
     }
 
+    /// Has a failed write or sync made this writer unusable ([`PackWriter::seal`] salvages it)?
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// Is `id` in this pack and known durable (before the last successful sync)?
+    pub fn is_durable(&self, id: ChunkId) -> bool {
+        self.seen.get(&id).is_some_and(|l| l.offset < self.synced)
+    }
+
     /// Append chunk `id` with bytes `raw` (`id` must be `ChunkId::of(raw)`), zstd-compressed at
     /// the writer's level unless that does not save space. A chunk already in this pack is not
     /// written again; its location is returned ([PACK-10]).

@@ -294,3 +294,47 @@ fn mount_posix_damaged_record_is_eio() {
         fsck.describe()
     );
 }
+
+// A full disk through the mount: the write or the close that cannot be stored fails with
+// ENOSPC (never a silent loss), the mount keeps serving, files stored before are intact, the
+// failed file's bytes are not kept, and after unmounting fsck is clean.
+#[test]
+fn mount_posix_enospc() {
+    require_fuse!();
+    let Some(st) = TestStore::on_tmpfs(12) else {
+        return;
+    };
+    let host = st.scratch_dir("host");
+    let keep = write_random_file(&host.join("keep"), seed(), 2 << 20);
+    write_random_file(&host.join("big"), seed() ^ 1, 24 << 20);
+    let mut m = Mount::new(&st, &[]);
+    ext_ok("cp", &[&host.join("keep"), &m.join("keep")]);
+    let out = ext("cp", &[&host.join("big"), &m.join("big")]);
+    assert!(
+        !out.success(),
+        "a 24 MiB copy fit into 12 MiB:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("No space left on device"),
+        "want ENOSPC:\n{}",
+        out.describe()
+    );
+    // Still serving; the earlier file is whole.
+    assert_eq!(sha256_file(&m.join("keep")), keep);
+    // What the failed file holds, if it exists, is a prefix of what was written; never garbage.
+    if let Ok(got) = fs::read(m.join("big")) {
+        let want = fs::read(host.join("big")).unwrap();
+        assert!(
+            got.len() <= want.len() && got[..] == want[..got.len()],
+            "the failed file holds bytes that were never written"
+        );
+    }
+    fs::remove_file(m.join("big")).ok();
+    // Space comes back: a small file can be written again.
+    fs::write(m.join("small"), b"after the full disk").unwrap();
+    m.umount();
+    st.assert_fsck_clean();
+    assert_eq!(sha256(&st.cat("/keep")), keep);
+    assert_eq!(st.cat("/small"), b"after the full disk");
+}
