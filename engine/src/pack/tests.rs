@@ -633,7 +633,7 @@ fn list_packs_sorts_and_reports_strays() {
 /// Throughput in release mode:
 /// `cargo test --release -p verfs-engine --lib pack::tests::bench -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "benchmark, not a test: run in release with --ignored (see the doc comment)"]
 fn bench_append_and_read() {
     const TOTAL: usize = 256 << 20;
     const CHUNK: usize = 64 << 10;
