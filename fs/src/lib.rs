@@ -1151,6 +1151,33 @@ pub fn check_mountpoint(mp: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
+/// The store a verfs mount at `mp` serves, from the source field of `/proc/self/mountinfo`
+/// (`None` for another filesystem, or a mount whose store path could not be recorded).
+pub fn mounted_store(mp: &Path) -> Option<std::path::PathBuf> {
+    let canon = std::fs::canonicalize(mp)
+        .or_else(|_| std::path::absolute(mp))
+        .ok()?;
+    let want = canon.to_string_lossy().into_owned();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // "36 35 0:45 / /mnt rw,nosuid shared:1 - fuse /srv/store rw,user_id=0,..."; the last
+    // mount on a path is the one visible.
+    info.lines()
+        .rfind(|l| l.split(' ').nth(4).map(unescape_mount_path).as_deref() == Some(want.as_str()))
+        .and_then(|l| {
+            let (_, tail) = l.split_once(" - ")?;
+            let mut f = tail.split(' ');
+            let (fstype, source) = (f.next()?, f.next()?);
+            let source = unescape_mount_path(source);
+            // The type is "fuse" when mounted directly as root ("fuse.verfs" through
+            // fusermount); the source must then be a verfs store.
+            let source = std::path::PathBuf::from(source);
+            ((fstype == "fuse" || fstype == "fuse.verfs")
+                && source.is_absolute()
+                && source.join("FORMAT").is_file())
+            .then_some(source)
+        })
+}
+
 /// Is something mounted at `p` (per `/proc/self/mountinfo`)?
 pub fn is_mountpoint(p: &Path) -> bool {
     let Ok(canon) = std::fs::canonicalize(p).or_else(|_| std::path::absolute(p)) else {
@@ -1200,8 +1227,17 @@ pub fn mount(
     check_mountpoint(mp)?;
     let store = Arc::new(store);
     let fs = VerFs::new(store.clone(), cfg.read_only)?;
+    // The source field of the mount names the store, so `verfs umount MP` finds the mount's
+    // process without `-s` (and `df`/`findmnt` show it). A path with a comma or a space cannot
+    // pass through the mount option string.
+    let root = store.layout().root.clone();
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let fsname = match root.to_str() {
+        Some(r) if !r.contains([',', ' ', '\t', '\n', '\\']) => r.to_owned(),
+        _ => "verfs".to_owned(),
+    };
     let mut options = vec![
-        fuser::MountOption::FSName("verfs".into()),
+        fuser::MountOption::FSName(fsname),
         fuser::MountOption::Subtype("verfs".into()),
     ];
     if cfg.read_only {

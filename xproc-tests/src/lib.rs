@@ -1319,11 +1319,12 @@ impl Mount {
 
     /// `verfs umount MOUNTPOINT` with any outcome.
     pub fn run_umount(&self) -> RunOutput {
+        // Without `-s`, from a directory that holds no store, as a user would type it: the
+        // mount names its store itself, and `umount` must still wait for its final flush.
         let mut c = Command::new(verfs_bin());
-        c.arg("-s")
-            .arg(&self.store)
-            .arg("umount")
+        c.arg("umount")
             .arg(&self.mp)
+            .current_dir("/")
             .env_remove("VERFS_STORE");
         run_with_timeout(c, CMD_TIMEOUT)
     }

@@ -143,7 +143,9 @@ pub fn umount(cli: &Cli, mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
     if !is_mountpoint(&canon) {
         bail!("{}: not mounted", mountpoint.display());
     }
-    let pids = mount_pids(&cli.store, &canon);
+    // The mount records its store; `-s` is needed only for mounts that could not record it.
+    let store = verfs_fs::mounted_store(&canon).unwrap_or_else(|| cli.store.clone());
+    let pids = mount_pids(&store, &canon);
     let mut cmd = std::process::Command::new("fusermount3");
     cmd.arg(if lazy { "-uz" } else { "-u" }).arg(&canon);
     let out = cmd
