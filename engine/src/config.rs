@@ -74,6 +74,7 @@ pub struct Mount {
     pub default_permissions: bool,
     pub allow_other: bool,
     pub threads: usize,
+    pub sync_interval_ms: u64,
 }
 
 impl Default for Mount {
@@ -82,6 +83,7 @@ impl Default for Mount {
             default_permissions: true,
             allow_other: false,
             threads: 4,
+            sync_interval_ms: 1000,
         }
     }
 }
@@ -188,6 +190,10 @@ default_permissions = true
 allow_other = false
 # Threads serving FUSE requests.
 threads = 4
+# Namespace changes and closed files are visible to every process at once and durable at the
+# next fsync/fsyncdir, unmount, or group commit, which runs this often (bounds what a power
+# loss can take; a killed process loses nothing).
+sync_interval_ms = 1000
 "#;
 
 impl Config {

@@ -336,7 +336,7 @@ impl Store {
     /// Create a file, directory, symlink or special file; the name must be free (`EEXIST`).
     pub fn make_node(&self, parent: InodeNo, name: &[u8], proto: Inode) -> Result<Inode, Error> {
         check_name(name)?;
-        let ino = self.transact(true, |tx| {
+        let ino = self.transact(false, |tx| {
             let p = tx.inode(parent).ok_or_else(|| Error::NotFound {
                 path: format!("inode {parent}"),
             })?;
@@ -371,7 +371,7 @@ impl Store {
 
     /// `unlink(2)` (`rmdir` with `dir`).
     pub fn unlink_at(&self, parent: InodeNo, name: &[u8], dir: bool) -> Result<(), Error> {
-        self.transact(true, |tx| {
+        self.transact(false, |tx| {
             let at = Entry {
                 parent,
                 name: name.to_vec(),
@@ -403,7 +403,7 @@ impl Store {
         mode: RenameMode,
     ) -> Result<(), Error> {
         check_name(newname)?;
-        self.transact(true, |tx| {
+        self.transact(false, |tx| {
             let from = Entry {
                 parent,
                 name: name.to_vec(),
@@ -439,7 +439,7 @@ impl Store {
         newname: &[u8],
     ) -> Result<Inode, Error> {
         check_name(newname)?;
-        self.transact(true, |tx| {
+        self.transact(false, |tx| {
             let to = Entry {
                 parent: newparent,
                 name: newname.to_vec(),
@@ -467,7 +467,7 @@ impl Store {
             || a.atime.is_some()
             || a.mtime.is_some()
         {
-            self.transact(true, |tx| {
+            self.transact(false, |tx| {
                 let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
                     path: format!("inode {ino}"),
                 })?;
@@ -510,7 +510,7 @@ impl Store {
         create_only: bool,
         replace_only: bool,
     ) -> Result<(), Error> {
-        self.transact(true, |tx| {
+        self.transact(false, |tx| {
             let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -547,7 +547,7 @@ impl Store {
     }
 
     pub fn remove_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<(), Error> {
-        self.transact(true, |tx| {
+        self.transact(false, |tx| {
             let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -814,7 +814,7 @@ impl Store {
     ) -> Result<(), Error> {
         self.flush_inode(ino)?;
         let end = off.saturating_add(len);
-        self.transact(true, |tx| {
+        self.transact(false, |tx| {
             let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -857,7 +857,7 @@ impl Store {
     ) -> Result<u64, Error> {
         self.flush_inode(src)?;
         self.flush_inode(dst)?;
-        let copied = self.transact(true, |tx| {
+        let copied = self.transact(false, |tx| {
             let si = tx.inode(src).cloned().ok_or_else(|| Error::NotFound {
                 path: format!("inode {src}"),
             })?;

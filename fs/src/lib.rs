@@ -1106,6 +1106,9 @@ pub struct MountConfig {
     pub dev: bool,
     /// Set-user-ID and set-group-ID bits take effect on exec (`suid`); off by default.
     pub suid: bool,
+    /// Group commit: how often the log is synced while mounted (changes are visible at once and
+    /// durable at the next fsync, fsyncdir, unmount, or this tick).
+    pub sync_interval: Duration,
 }
 
 /// Why a mount could not start.
@@ -1270,8 +1273,16 @@ pub fn mount(
     on_ready();
     let stop = Arc::new(AtomicBool::new(false));
     watch_stop_signals(&stop, mp);
+    let mut last_sync = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
         std::thread::sleep(Duration::from_millis(50));
+        if last_sync.elapsed() >= cfg.sync_interval {
+            // Cheap when nothing was committed since the last sync.
+            if let Err(e) = store.sync() {
+                eprintln!("verfs mount: group commit: {e}");
+            }
+            last_sync = std::time::Instant::now();
+        }
     }
     // Flush before unmounting: every handle's writes become durable even if the kernel never
     // sends their release.

@@ -19,6 +19,7 @@ fn mount_config(store_cfg: &verfs_engine::config::Config, opts: &[String]) -> Re
         threads: m.threads,
         dev: false,
         suid: false,
+        sync_interval: Duration::from_millis(m.sync_interval_ms.max(1)),
     };
     for o in opts
         .iter()
