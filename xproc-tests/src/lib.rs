@@ -1335,10 +1335,8 @@ impl Mount {
         self.mount();
     }
 
-    fn cleanup(&mut self) {
-        if self.is_mounted() {
-            let _ = self.run_umount();
-        }
+    /// `fusermount3 -uz` if something is still mounted here.
+    fn detach_if_mounted(&self) {
         if self.is_mounted() {
             let _ = Command::new("fusermount3")
                 .arg("-uz")
@@ -1348,6 +1346,13 @@ impl Mount {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+
+    fn cleanup(&mut self) {
+        if self.is_mounted() {
+            let _ = self.run_umount();
+        }
+        self.detach_if_mounted();
         // A lazily detached mount lives while files are open (or a request is stuck): give it
         // a moment to finish, then kill it.
         let start = Instant::now();
@@ -1367,15 +1372,7 @@ impl Mount {
                 self.child_status = c.wait().ok();
             }
         }
-        if self.is_mounted() {
-            let _ = Command::new("fusermount3")
-                .arg("-uz")
-                .arg(&self.mp)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.detach_if_mounted();
     }
 
     fn process_alive(&mut self) -> bool {
