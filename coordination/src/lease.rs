@@ -275,6 +275,17 @@ fn proc_stat(pid: u32) -> io::Result<Option<ProcStat>> {
     Ok(parse_proc_stat(&text))
 }
 
+/// The state letter of process `pid` (`R`, `S`, `T`, `Z`, ...) from `/proc/<pid>/stat`; `None`
+/// if there is no such process here.
+pub fn proc_state(pid: u32) -> Option<char> {
+    proc_stat(pid).ok().flatten().map(|s| s.state)
+}
+
+/// Has process `pid` exited: gone, or a zombie (`Z`/`X`) not yet reaped?
+pub fn has_exited(pid: u32) -> bool {
+    !matches!(proc_state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
 /// Is a lease alive?
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Liveness {
@@ -818,16 +829,21 @@ fn mtime_ms(path: &Path) -> Option<u64> {
         .map(unix_ms)
 }
 
-/// Read one lease folder; `None` when it vanished meanwhile (claimed or released).
-pub fn read_entry(path: &Path, id: LeaseId, state: LeaseState) -> Option<LeaseEntry> {
-    let folder_mtime = mtime_ms(path)?;
-    let info = match ctlfile::read::<LeaseInfo>(&path.join(INFO_FILE), INFO_KIND) {
+/// The info file of lease folder `dir`, as a lease listing reports it.
+fn read_entry_info(dir: &Path) -> EntryInfo {
+    match ctlfile::read::<LeaseInfo>(&dir.join(INFO_FILE), INFO_KIND) {
         Ok(info) => EntryInfo::Valid(info),
         Err(e) if e.is_not_found() => EntryInfo::Missing,
         Err(e) => EntryInfo::Corrupt {
             reason: e.to_string(),
         },
-    };
+    }
+}
+
+/// Read one lease folder; `None` when it vanished meanwhile (claimed or released).
+pub fn read_entry(path: &Path, id: LeaseId, state: LeaseState) -> Option<LeaseEntry> {
+    let folder_mtime = mtime_ms(path)?;
+    let info = read_entry_info(path);
     let hb_path = path.join(HEARTBEAT_FILE);
     let heartbeat = read_heartbeat(&hb_path).ok().flatten();
     let mut last = heartbeat
@@ -920,13 +936,7 @@ impl Claimed {
     }
 
     fn at(leases_dir: &Path, id: &LeaseId, path: PathBuf) -> Claimed {
-        let info = match ctlfile::read::<LeaseInfo>(&path.join(INFO_FILE), INFO_KIND) {
-            Ok(info) => EntryInfo::Valid(info),
-            Err(e) if e.is_not_found() => EntryInfo::Missing,
-            Err(e) => EntryInfo::Corrupt {
-                reason: e.to_string(),
-            },
-        };
+        let info = read_entry_info(&path);
         Claimed {
             id: id.clone(),
             path,

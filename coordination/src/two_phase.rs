@@ -320,9 +320,7 @@ pub fn propose(
     };
     let deadline = Instant::now() + opts.timeout;
     loop {
-        if let Some(d) =
-            read_opt::<Decision>(&dir.join(DECISION_FILE), DECISION_KIND).map_err(ctl)?
-        {
+        if let Some(d) = read_decision(twopc_dir, &txn).map_err(ctl)? {
             return Ok(Outcome { txn, decision: d });
         }
         let mut waiting = Vec::new();
@@ -434,7 +432,7 @@ pub fn wait_decision(
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     loop {
-        match read_opt::<Decision>(&dir.join(DECISION_FILE), DECISION_KIND) {
+        match read_decision(twopc_dir, txn) {
             Ok(Some(d)) => return Ok(Some(d)),
             Ok(None) => {}
             Err(source) => {
@@ -564,7 +562,7 @@ pub fn recover(
         let abort = Decision::Abort {
             reason: "coordinator died".into(),
         };
-        let decision = match read_opt::<Decision>(&dir.join(DECISION_FILE), DECISION_KIND) {
+        let decision = match read_decision(twopc_dir, &txn) {
             Ok(Some(d)) => Ok(d),
             Ok(None) => decide(&dir, &abort).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

@@ -254,6 +254,14 @@ impl Config {
         }
     }
 
+    /// The lease timing every process of the store uses.
+    pub fn lease_config(&self) -> verfs_coordination::lease::LeaseConfig {
+        verfs_coordination::lease::LeaseConfig {
+            timeout: self.lease_timeout(),
+            heartbeat_interval: self.heartbeat(),
+        }
+    }
+
     pub fn lease_timeout(&self) -> Duration {
         Duration::from_millis(self.leases.timeout_ms)
     }

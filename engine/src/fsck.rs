@@ -73,10 +73,7 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
             Config::default()
         }
     };
-    let lcfg = LeaseConfig {
-        timeout: cfg.lease_timeout(),
-        heartbeat_interval: cfg.heartbeat(),
-    };
+    let lcfg = cfg.lease_config();
     let (open_packs, live_orphans) = check_leases(&layout, &lcfg, &mut r);
     check_log(&layout, &mut r);
     check_checkpoints(&layout, &mut r);

@@ -43,10 +43,7 @@ pub struct RecoverReport {
 pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
     let layout = store.layout().clone();
     let cfg = store.config().clone();
-    let lcfg = LeaseConfig {
-        timeout: cfg.lease_timeout(),
-        heartbeat_interval: cfg.heartbeat(),
-    };
+    let lcfg = cfg.lease_config();
     let me = store.lease().id().clone();
     let mut report = RecoverReport::default();
     let now = SystemTime::now();
@@ -162,10 +159,7 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
 /// cleaner got it first.
 pub fn clean_lease(store: &Store, id: &LeaseId) -> Result<bool, Error> {
     let cfg = store.config();
-    let lcfg = LeaseConfig {
-        timeout: cfg.lease_timeout(),
-        heartbeat_interval: cfg.heartbeat(),
-    };
+    let lcfg = cfg.lease_config();
     let leases = store.layout().leases();
     let Some(entry) = lease::list(&leases)
         .map_err(Error::coordination)?
@@ -262,15 +256,8 @@ fn seal_dead_pack(packs: &Path, id: PackId, report: &mut RecoverReport) -> Resul
         // Died between the journal entry and creating the file, or already cleaned and removed.
         return Ok(());
     }
-    let cut = match pack::truncate_torn_tail(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            report.problems.push(e.to_string());
-            return Ok(());
-        }
-    };
-    match pack::seal_existing(packs, id) {
-        Ok(_) => report.packs_sealed.push((id.to_string(), cut)),
+    match pack::seal_abandoned(packs, id) {
+        Ok(cut) => report.packs_sealed.push((id.to_string(), cut)),
         Err(e) => report.problems.push(e.to_string()),
     }
     Ok(())

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use verfs_coordination::journal::{ActionId, Journal};
-use verfs_coordination::lease::{Lease, LeaseConfig, LeaseKeeper};
+use verfs_coordination::lease::{Lease, LeaseKeeper};
 use verfs_coordination::two_phase;
 use verfs_coordination::txlog::{self, CommitError, LogConfig, Lsn, TxLog};
 
@@ -203,13 +203,6 @@ pub struct Store {
     pub(crate) open_files: Mutex<crate::fsops::OpenFiles>,
 }
 
-fn lease_config(cfg: &Config) -> LeaseConfig {
-    LeaseConfig {
-        timeout: cfg.lease_timeout(),
-        heartbeat_interval: cfg.heartbeat(),
-    }
-}
-
 fn commit_err(e: CommitError<Error>) -> Error {
     match e {
         CommitError::Rejected(e) => e,
@@ -285,7 +278,7 @@ impl Store {
             txlog::create(&layout.log())?;
         }
         // A previous init that died: roll its manifest back (or forward) first.
-        let lcfg = lease_config(&Config::default());
+        let lcfg = Config::default().lease_config();
         let leases = layout.leases();
         let now = std::time::SystemTime::now();
         let dead = |id: &verfs_coordination::lease::LeaseId| {
@@ -324,7 +317,7 @@ impl Store {
         layout.check()?;
         let cfg = Config::load(&layout.config())?;
         let lease = Arc::new(
-            Lease::acquire(&layout.leases(), &opts.kind, lease_config(&cfg))
+            Lease::acquire(&layout.leases(), &opts.kind, cfg.lease_config())
                 .map_err(Error::coordination)?,
         );
         let fence_lease = lease.clone();
@@ -530,10 +523,7 @@ impl Store {
     /// bytes that are not there. If even the salvage fails, the pack stays unsealed with its
     /// journal action open: `verfs recover` seals it after this process is gone.
     fn salvage_poisoned(&self, guard: &mut Option<OpenPack>) -> Result<(), Error> {
-        if !guard.as_ref().is_some_and(|o| o.writer.is_poisoned()) {
-            return Ok(());
-        }
-        let Some(open) = guard.take() else {
+        let Some(open) = guard.take_if(|o| o.writer.is_poisoned()) else {
             return Ok(());
         };
         let id = open.writer.id();
@@ -965,9 +955,7 @@ impl Store {
             std::mem::take(&mut *self.unsealed.lock().unwrap_or_else(|p| p.into_inner()))
         {
             // What `verfs recover` would do; on failure the lease (and its journal) stays.
-            crate::pack::truncate_torn_tail(&crate::pack::pack_path(&self.layout.packs(), id))
-                .and_then(|_| crate::pack::seal_existing(&self.layout.packs(), id))
-                .map_err(Error::from)?;
+            crate::pack::seal_abandoned(&self.layout.packs(), id).map_err(Error::from)?;
             self.journal.end(action).map_err(Error::coordination)?;
         }
         if let Some(k) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -1007,7 +995,7 @@ impl Store {
             two_phase::ProposeOptions {
                 timeout: Duration::from_millis(self.cfg.two_phase.timeout_ms),
                 poll_interval: Duration::from_millis(20),
-                lease: lease_config(&self.cfg),
+                lease: self.cfg.lease_config(),
             },
             // A participant that died without voting is cleaned up here, so it never blocks the
             // decision ([2PC-4]).

@@ -221,6 +221,17 @@ impl VerFs {
         }
     }
 
+    /// Directory `ino` as readdir numbers it: offset 1 = ".", 2 = "..", 3.. = the entries (the
+    /// kernel resolves ".." itself, so both dots name `ino`).
+    fn listing(&self, ino: Ino) -> Result<Vec<(Vec<u8>, Ino, FileKind)>, Error> {
+        let entries = self.store.read_dir(ino)?;
+        let dots = [
+            (b".".to_vec(), ino, FileKind::Dir),
+            (b"..".to_vec(), ino, FileKind::Dir),
+        ];
+        Ok(dots.into_iter().chain(entries).collect())
+    }
+
     /// The kernel's view of `i`.
     fn attr_of(&self, i: &Inode) -> FileAttr {
         let allocated = match i.kind {
@@ -758,21 +769,11 @@ impl Filesystem for VerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.store.read_dir(Ino(ino.0)) {
+        let entries = match self.listing(Ino(ino.0)) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
-        // Offsets: 1 = ".", 2 = "..", 3.. = entries. The kernel resolves ".." itself.
-        let dots = [
-            (b".".to_vec(), Ino(ino.0), FileKind::Dir),
-            (b"..".to_vec(), Ino(ino.0), FileKind::Dir),
-        ];
-        for (i, (name, child, kind)) in dots
-            .into_iter()
-            .chain(entries)
-            .enumerate()
-            .skip(offset as usize)
-        {
+        for (i, (name, child, kind)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(
                 INodeNo(child.0),
                 (i + 1) as u64,
@@ -901,24 +902,15 @@ impl Filesystem for VerFs {
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
-        let entries = match self.store.read_dir(Ino(ino.0)) {
+        let entries = match self.listing(Ino(ino.0)) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
-        let me = match self.store.attr(Ino(ino.0)) {
-            Ok(a) => a,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        let dots = [(b".".to_vec(), me.clone()), (b"..".to_vec(), me)];
-        let rest = entries
-            .into_iter()
-            .filter_map(|(n, c, _)| self.store.attr(c).ok().map(|a| (n, a)));
-        for (i, (name, attr)) in dots
-            .into_iter()
-            .chain(rest)
-            .enumerate()
-            .skip(offset as usize)
-        {
+        // Attributes only for the entries this reply can carry, not for the ones skipped.
+        for (i, (name, child, _)) in entries.into_iter().enumerate().skip(offset as usize) {
+            let Ok(attr) = self.store.attr(child) else {
+                continue; // removed since the listing
+            };
             if reply.add(
                 INodeNo(attr.ino.0),
                 (i + 1) as u64,
@@ -1157,41 +1149,35 @@ pub fn check_mountpoint(mp: &Path) -> Result<(), MountError> {
 /// The store a verfs mount at `mp` serves, from the source field of `/proc/self/mountinfo`
 /// (`None` for another filesystem, or a mount whose store path could not be recorded).
 pub fn mounted_store(mp: &Path) -> Option<std::path::PathBuf> {
-    let canon = std::fs::canonicalize(mp)
-        .or_else(|_| std::path::absolute(mp))
-        .ok()?;
-    let want = canon.to_string_lossy().into_owned();
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // "36 35 0:45 / /mnt rw,nosuid shared:1 - fuse /srv/store rw,user_id=0,..."; the last
-    // mount on a path is the one visible.
-    info.lines()
-        .rfind(|l| l.split(' ').nth(4).map(unescape_mount_path).as_deref() == Some(want.as_str()))
-        .and_then(|l| {
-            let (_, tail) = l.split_once(" - ")?;
-            let mut f = tail.split(' ');
-            let (fstype, source) = (f.next()?, f.next()?);
-            let source = unescape_mount_path(source);
-            // The type is "fuse" when mounted directly as root ("fuse.verfs" through
-            // fusermount); the source must then be a verfs store.
-            let source = std::path::PathBuf::from(source);
-            ((fstype == "fuse" || fstype == "fuse.verfs")
-                && source.is_absolute()
-                && source.join("FORMAT").is_file())
-            .then_some(source)
-        })
+    // "36 35 0:45 / /mnt rw,nosuid shared:1 - fuse /srv/store rw,user_id=0,..."
+    let line = mountinfo_line(mp)?;
+    let (_, tail) = line.split_once(" - ")?;
+    let mut f = tail.split(' ');
+    let (fstype, source) = (f.next()?, f.next()?);
+    // The type is "fuse" when mounted directly as root ("fuse.verfs" through fusermount); the
+    // source must then be a verfs store.
+    let source = std::path::PathBuf::from(unescape_mount_path(source));
+    ((fstype == "fuse" || fstype == "fuse.verfs")
+        && source.is_absolute()
+        && source.join("FORMAT").is_file())
+    .then_some(source)
 }
 
 /// Is something mounted at `p` (per `/proc/self/mountinfo`)?
 pub fn is_mountpoint(p: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(p).or_else(|_| std::path::absolute(p)) else {
-        return false;
-    };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
+    mountinfo_line(p).is_some()
+}
+
+/// The line of `/proc/self/mountinfo` for the mount at `p` (the last one: the visible mount).
+fn mountinfo_line(p: &Path) -> Option<String> {
+    let canon = std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .ok()?;
     let want = canon.to_string_lossy().into_owned();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines()
-        .any(|l| l.split(' ').nth(4).map(unescape_mount_path).as_deref() == Some(want.as_str()))
+        .rfind(|l| l.split(' ').nth(4).map(unescape_mount_path).as_deref() == Some(want.as_str()))
+        .map(str::to_owned)
 }
 
 fn unescape_mount_path(s: &str) -> String {

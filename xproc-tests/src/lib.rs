@@ -281,9 +281,6 @@ impl KillSlot {
             None => false,
         }
     }
-    pub fn is_running(&self) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
-    }
 }
 
 /// Run `cmd`, publishing its pid in `slot` while it runs (see [`KillSlot`]).
@@ -770,6 +767,23 @@ impl Pool {
         p.status.is_some() || is_zombie_or_gone(p.pid)
     }
 
+    /// Wait until file `p` exists (the signal a process gives that it reached a point); fails the
+    /// test, with the process's output, if process `i` exits first or `timeout` passes.
+    pub fn wait_file(&mut self, i: usize, p: &Path, timeout: Duration) {
+        let start = Instant::now();
+        while !p.exists() {
+            if self.has_exited(i) {
+                panic!(
+                    "exited before {} appeared:\n{}",
+                    p.display(),
+                    self.wait(i, timeout).describe()
+                );
+            }
+            assert!(start.elapsed() < timeout, "{} did not appear", p.display());
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Wait for process `i` to exit (reaping it); a process still running after `timeout` is
     /// killed and fails the test.
     pub fn wait(&mut self, i: usize, timeout: Duration) -> Finished {
@@ -831,27 +845,12 @@ impl Drop for Pool {
 
 /// `/proc/<pid>/stat` says zombie, or the pid is gone.
 pub fn is_zombie_or_gone(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let state = s
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next());
-            matches!(state, Some("Z" | "X"))
-        }
-        Err(_) => true,
-    }
+    verfs_coordination::lease::has_exited(pid as u32)
 }
 
 /// `/proc/<pid>/stat` says stopped (`T`).
 pub fn is_stopped(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next())
-                .map(|st| st == "T")
-        })
-        .unwrap_or(false)
+    verfs_coordination::lease::proc_state(pid as u32) == Some('T')
 }
 
 /// Every complete JSON line of `path` (missing file: none).
@@ -1284,7 +1283,6 @@ impl Mount {
         }
     }
 
-    /// Foreground mount's stderr so far.
     /// What the mount process wrote to stderr: its stderr file (foreground) or its log (`-d`).
     pub fn stderr(&self) -> String {
         self.stderr_file

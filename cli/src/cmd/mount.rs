@@ -170,22 +170,9 @@ pub fn umount(cli: &Cli, mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
     // everything written through the mount is durable when this command returns.
     let deadline = Instant::now() + Duration::from_secs(60);
     for pid in pids {
-        while Path::new(&format!("/proc/{pid}")).exists()
-            && !is_zombie(pid)
-            && Instant::now() < deadline
-        {
+        while !verfs_coordination::lease::has_exited(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }

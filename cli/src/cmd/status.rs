@@ -5,18 +5,14 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Result;
-use verfs_coordination::lease::{self, EntryInfo, LeaseConfig, LeaseState};
+use verfs_coordination::lease::{self, EntryInfo, LeaseState};
 use verfs_engine::meta::FileKind;
 
 use crate::Cli;
 
 pub fn status(cli: &Cli) -> Result<ExitCode> {
     let store = super::open(cli, "cli status")?;
-    let cfg = store.config().clone();
-    let lcfg = LeaseConfig {
-        timeout: cfg.lease_timeout(),
-        heartbeat_interval: cfg.heartbeat(),
-    };
+    let lcfg = store.config().lease_config();
     let (files, dirs, logical, unique, chunks, lsn) = store.read(|s| {
         let mut logical = 0u64;
         let mut files = 0u64;

@@ -163,6 +163,15 @@ pub fn list_packs(packs_dir: &Path) -> Result<PackListing, PackError> {
     Ok(out)
 }
 
+/// Seal a pack whose writer is gone: cut its torn tail ([`truncate_torn_tail`]), then
+/// [`seal_existing`]. Returns the length the tail was cut to, if it was. Used by `verfs recover`
+/// for a dead process's pack and by a process whose own salvage of a poisoned writer failed.
+pub fn seal_abandoned(packs_dir: &Path, id: PackId) -> Result<Option<u64>, PackError> {
+    let cut = truncate_torn_tail(&pack_path(packs_dir, id))?;
+    seal_existing(packs_dir, id)?;
+    Ok(cut)
+}
+
 /// Seal a pack whose writer is gone (a dead process's open pack, after [`truncate_torn_tail`], or
 /// a pack whose own [`PackWriter::seal`] failed): fsync the pack, then write its `.idx` from a full
 /// scan ([PACK-9]). Idempotent: re-running it rewrites the same `.idx`.

@@ -212,16 +212,7 @@ fn stop_keeps_acknowledged_writes(signals: &[Signal]) {
         .arg(scratch.join("data"))
         .arg(&written);
     let w = pool.spawn("writer", c);
-    let start = Instant::now();
-    while !written.exists() {
-        assert!(
-            !pool.has_exited(w),
-            "writer died:\n{}",
-            pool.wait(w, T).describe()
-        );
-        assert!(start.elapsed() < T, "writer made no progress");
-        thread::sleep(Duration::from_millis(5));
-    }
+    pool.wait_file(w, &written, T);
     for &sig in signals {
         // Apart, so two signals of one kind are not merged into one pending signal.
         assert!(m.signal(sig));
@@ -309,7 +300,7 @@ fn mount_kill_orphans_are_never_leaked() {
         let mut c = Command::new("python3");
         c.arg("-c").arg(ORPHAN_CHURN_PY).arg(&dir).arg(&started);
         let w = pool.spawn(&format!("churn-{round}"), c);
-        wait_until(&started, &mut pool, w);
+        pool.wait_file(w, &started, T);
         thread::sleep(Duration::from_millis(50 + u64::from(*d)));
         assert!(m.signal(Signal::SIGKILL), "mount process already gone");
         let f = pool.wait(w, T);
@@ -339,13 +330,4 @@ fn mount_kill_orphans_are_never_leaked() {
         "recover deleted only {deleted} orphans in 12 rounds"
     );
     m.umount();
-}
-
-fn wait_until(p: &Path, pool: &mut Pool, w: usize) {
-    let start = Instant::now();
-    while !p.exists() {
-        assert!(!pool.has_exited(w), "{}", pool.wait(w, T).describe());
-        assert!(start.elapsed() < T, "{} did not appear", p.display());
-        thread::sleep(Duration::from_millis(5));
-    }
 }

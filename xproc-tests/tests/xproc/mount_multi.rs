@@ -24,14 +24,6 @@ fn py(pool: &mut Pool, name: &str, script: &str, args: &[&Path]) -> usize {
     pool.spawn(name, c)
 }
 
-fn wait_file(p: &Path, timeout: Duration) {
-    let start = Instant::now();
-    while !p.exists() {
-        assert!(start.elapsed() < timeout, "{} did not appear", p.display());
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn mount_multi_close_to_open_and_namespace() {
     require_fuse!();
@@ -137,7 +129,7 @@ fn mount_multi_mkdir_race() {
                     MKDIR_PY,
                     &[&m.join(&name), &go, &ready],
                 );
-                wait_file(&ready, T);
+                pool.wait_file(i, &ready, T);
                 i
             })
             .collect();
@@ -188,7 +180,7 @@ fn mount_multi_flock() {
         done = shq(&released)
     ));
     let holder = pool.spawn("holder", c);
-    wait_file(&ready, T);
+    pool.wait_file(holder, &ready, T);
 
     let nb = ext(
         "flock",
@@ -320,7 +312,7 @@ fn mount_multi_lockf_ranges() {
         LOCKF_HOLD_PY,
         &[&m1.join("f"), &ready, &release],
     );
-    wait_file(&ready, T);
+    pool.wait_file(holder, &ready, T);
     let specs = [
         "150:10:ex",
         "150:10:sh",
@@ -380,7 +372,7 @@ fn mount_multi_lock_released_when_holder_is_killed() {
         KILLED_HOLDER_PY,
         &[&m1.join("f"), &ready],
     );
-    wait_file(&ready, T);
+    pool.wait_file(holder, &ready, T);
     assert_eq!(
         probe(&m2.join("f"), &["0:0:ex"]),
         "0:0:ex EAGAIN\n",
@@ -433,18 +425,19 @@ fn mount_multi_fcntl_blocking_waiters() {
         LOCKF_HOLD_PY.replace("100, 100", "0, 0").as_str(),
         &[&m1.join("f"), &ready, &release],
     );
-    wait_file(&ready, T);
+    pool.wait_file(holder, &ready, T);
     let mut waiters = Vec::new();
     for k in 0..5 {
         let started = scratch.join(format!("started-{k}"));
         let via = if k % 2 == 0 { &m2 } else { &m1 };
-        waiters.push(py(
+        let w = py(
             &mut pool,
             &format!("waiter-{k}"),
             BLOCKING_WAITER_PY,
             &[&via.join("f"), &started],
-        ));
-        wait_file(&started, T);
+        );
+        waiters.push(w);
+        pool.wait_file(w, &started, T);
     }
     let victim_started = scratch.join("started-victim");
     let victim = py(
@@ -453,7 +446,7 @@ fn mount_multi_fcntl_blocking_waiters() {
         BLOCKING_WAITER_PY,
         &[&m2.join("f"), &victim_started],
     );
-    wait_file(&victim_started, T);
+    pool.wait_file(victim, &victim_started, T);
     thread::sleep(Duration::from_millis(300));
     for &w in waiters.iter().chain([&victim]) {
         assert!(
