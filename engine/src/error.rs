@@ -45,6 +45,12 @@ pub enum Error {
     NameTooLong { path: String },
     #[error("{path}: {reason}")]
     InvalidPath { path: String, reason: String },
+    #[error("{path}: the name is reserved ({reason})")]
+    Reserved { path: String, reason: String },
+    #[error("{path}: Read-only file system ({reason})")]
+    ReadOnly { path: String, reason: String },
+    #[error("snapshot {name}: {reason}")]
+    Snapshot { name: String, reason: String },
     #[error("{name}: No data available (no such extended attribute)")]
     NoAttribute { name: String },
     #[error("fenced: this process was declared dead by another process and may not change the store any more ({0})")]
@@ -78,6 +84,8 @@ impl Error {
             Error::NameTooLong { .. } => libc::ENAMETOOLONG,
             Error::InvalidPath { .. } => libc::EINVAL,
             Error::NoAttribute { .. } => libc::ENODATA,
+            Error::Reserved { .. } => libc::EEXIST,
+            Error::ReadOnly { .. } => libc::EROFS,
             Error::Fenced(_) => libc::EROFS,
             _ => libc::EIO,
         }

@@ -683,9 +683,10 @@ impl Store {
         }
         // Chunk and store the written ranges first; nothing is visible until the commit.
         let mut report = TransferReport::default();
+        let mut held = self.hold();
         let mut written: Vec<(u64, u64, Vec<Extent>)> = Vec::new();
         for (off, bytes) in &d.ranges {
-            let (mut exts, _) = self.write_stream(&bytes[..], &mut report)?;
+            let (mut exts, _) = self.write_stream(&bytes[..], &mut report, &mut held)?;
             for x in &mut exts {
                 x.file_off += off;
             }
@@ -696,7 +697,7 @@ impl Store {
         let truncated = d.truncated;
         // None: an explicit utimens after the last write set the mtime; a flush keeps it.
         let mtime = d.mtime;
-        let res = self.transact(false, |tx| {
+        let res = self.transact_held(false, Some(&held), |tx| {
             let Some(mut inode) = tx.inode(ino).cloned() else {
                 // Deleted by another process meanwhile: its data goes with it.
                 return Ok(());

@@ -31,5 +31,6 @@ pub mod ids;
 pub mod meta;
 pub mod pack;
 pub mod recover;
+pub mod snapshot;
 pub mod store;
 pub mod transfer;

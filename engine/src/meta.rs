@@ -150,6 +150,26 @@ pub enum Op {
     AddChunk { id: ChunkId, entry: ChunkEntry },
     /// Drop a chunk from the index (garbage collection).
     RemoveChunk { id: ChunkId },
+    /// A snapshot of the whole tree as it is just before this record; its file is being written.
+    SnapshotBegin {
+        id: u64,
+        name: Vec<u8>,
+        time: Timestamp,
+    },
+    /// The snapshot's file is durable: it can be listed, read and restored from.
+    SnapshotReady { id: u64 },
+    /// Forget a snapshot (deleted, or abandoned by a creator that died before it was ready).
+    SnapshotDrop { id: u64 },
+}
+
+/// A snapshot as the metadata knows it; its tree is in `snapshots/<id>.snap`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapInfo {
+    pub name: Vec<u8>,
+    pub time: Timestamp,
+    /// The file is complete and durable. A snapshot that is not ready blocks GC's stage 1 (its
+    /// references are not known yet) until it is ready or dropped.
+    pub ready: bool,
 }
 
 /// The whole metadata state at some lsn.
@@ -159,6 +179,8 @@ pub struct MetaState {
     pub dirs: HashMap<InodeNo, BTreeMap<Vec<u8>, InodeNo>>,
     pub extents: HashMap<InodeNo, Vec<Extent>>,
     pub chunks: HashMap<ChunkId, ChunkEntry>,
+    /// Snapshots by id.
+    pub snapshots: BTreeMap<u64, SnapInfo>,
     pub next_ino: u64,
 }
 
@@ -201,7 +223,33 @@ impl MetaState {
             Op::RemoveChunk { id } => {
                 self.chunks.remove(id);
             }
+            Op::SnapshotBegin { id, name, time } => {
+                self.snapshots.insert(
+                    *id,
+                    SnapInfo {
+                        name: name.clone(),
+                        time: *time,
+                        ready: false,
+                    },
+                );
+            }
+            Op::SnapshotReady { id } => {
+                if let Some(s) = self.snapshots.get_mut(id) {
+                    s.ready = true;
+                }
+            }
+            Op::SnapshotDrop { id } => {
+                self.snapshots.remove(id);
+            }
         }
+    }
+
+    /// The snapshot named `name`, ready or not.
+    pub fn snapshot_by_name(&self, name: &[u8]) -> Option<(u64, &SnapInfo)> {
+        self.snapshots
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .map(|(id, s)| (*id, s))
     }
 
     pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Option<InodeNo> {
@@ -242,6 +290,16 @@ impl MetaState {
                 id: *id,
                 entry: *entry,
             });
+        }
+        for (id, s) in &self.snapshots {
+            ops.push(Op::SnapshotBegin {
+                id: *id,
+                name: s.name.clone(),
+                time: s.time,
+            });
+            if s.ready {
+                ops.push(Op::SnapshotReady { id: *id });
+            }
         }
         ops
     }
@@ -321,6 +379,9 @@ pub struct Entry {
 
 pub const NAME_MAX: usize = 255;
 
+/// The root entry through which a mount shows snapshots (never stored).
+pub const SNAPSHOTS_DIR: &str = ".snapshots";
+
 /// Split a store path (`/a/b/c`, `a/b`, `/`) into its components, refusing `.`/`..` and empty
 /// names so that every path has exactly one meaning.
 pub fn components(path: &str) -> Result<Vec<&[u8]>, Error> {
@@ -391,6 +452,11 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Did this transaction add `id` to the index?
+    pub fn added(&self, id: ChunkId) -> bool {
+        self.added_chunks.contains(&id)
+    }
+
     pub fn has_chunk(&self, id: ChunkId) -> bool {
         self.added_chunks.contains(&id) || self.base.chunks.contains_key(&id)
     }
@@ -430,9 +496,43 @@ impl<'a> Tx<'a> {
             Op::AddChunk { id, .. } => {
                 self.added_chunks.insert(*id);
             }
-            Op::RemoveChunk { .. } => {}
+            Op::RemoveChunk { .. }
+            | Op::SnapshotBegin { .. }
+            | Op::SnapshotReady { .. }
+            | Op::SnapshotDrop { .. } => {}
         }
         self.ops.push(op);
+    }
+
+    /// The state this transaction builds on (the log head while the commit closure runs).
+    pub fn base(&self) -> &MetaState {
+        self.base
+    }
+
+    /// Drop a chunk from the index (GC stage 1; the caller checked nothing references it).
+    pub fn remove_chunk(&mut self, id: ChunkId) {
+        self.push(Op::RemoveChunk { id });
+    }
+
+    /// Record a snapshot op (`snapshot.rs` validates names and ids).
+    pub fn snapshot_op(&mut self, op: Op) {
+        debug_assert!(matches!(
+            op,
+            Op::SnapshotBegin { .. } | Op::SnapshotReady { .. } | Op::SnapshotDrop { .. }
+        ));
+        self.push(op);
+    }
+
+    /// [SNAP-5]: `/.snapshots` is the mount's read-only view of the snapshots; no entry of that
+    /// name may exist in the root directory.
+    fn check_reserved(at: &Entry, path: &str) -> Result<(), Error> {
+        if at.parent == InodeNo::ROOT && at.name == SNAPSHOTS_DIR.as_bytes() {
+            return Err(Error::Reserved {
+                path: path.into(),
+                reason: "/.snapshots is where a mount shows the snapshots".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Resolve a path to an inode (symlinks are not followed).
@@ -497,6 +597,7 @@ impl<'a> Tx<'a> {
 
     /// Create a new inode of `proto`'s kind and attributes at `at`, which must be free.
     pub fn create(&mut self, at: &Entry, path: &str, mut proto: Inode) -> Result<InodeNo, Error> {
+        Self::check_reserved(at, path)?;
         if self.lookup(at.parent, &at.name).is_some() {
             return Err(Error::Exists { path: path.into() });
         }
@@ -637,6 +738,7 @@ impl<'a> Tx<'a> {
         to: &Entry,
         to_path: &str,
     ) -> Result<(), Error> {
+        Self::check_reserved(to, to_path)?;
         let ino = self
             .lookup(from.parent, &from.name)
             .ok_or_else(|| Error::NotFound {
@@ -777,6 +879,7 @@ impl<'a> Tx<'a> {
         to: &Entry,
         to_path: &str,
     ) -> Result<(), Error> {
+        Self::check_reserved(to, to_path)?;
         let mut i = self.inode(ino).cloned().ok_or_else(|| Error::NotFound {
             path: src_path.into(),
         })?;

@@ -34,6 +34,7 @@ pub const PACK_DIR: &str = "packs";
 pub const LEASE_DIR: &str = "leases";
 pub const MANIFEST_DIR: &str = "manifests";
 pub const TWOPC_DIR: &str = "2pc";
+pub const SNAPSHOT_DIR: &str = "snapshots";
 
 /// Journal action kind for this process's open pack; payload: the pack id (16 hex chars).
 pub const ACTION_OPEN_PACK: &str = "open-pack";
@@ -42,6 +43,13 @@ pub const ACTION_OPEN_PACK: &str = "open-pack";
 pub const ACTION_ORPHAN: &str = "orphan";
 /// Two-phase-commit kind for deleting log segments covered by a checkpoint; payload: the lsn.
 pub const PROPOSAL_LOG_TRUNCATE: &str = "log-truncate";
+/// Two-phase-commit kind of the snapshot barrier: every participant commits its unflushed writes
+/// before voting ([SNAP-2]); payload: `{"name": NAME}`.
+pub const PROPOSAL_SNAPSHOT: &str = "snapshot-barrier";
+/// Two-phase-commit kind of a GC pack rewrite: a participant votes Commit only if it holds no
+/// in-flight reference to a discarded chunk of those packs ([GC-4]); payload:
+/// `{"packs": ["<16 hex>", ...]}`.
+pub const PROPOSAL_GC_REWRITE: &str = "gc-rewrite";
 
 /// How to open a store.
 pub struct OpenOptions {
@@ -95,6 +103,9 @@ impl Layout {
     }
     pub fn twopc(&self) -> PathBuf {
         self.root.join(TWOPC_DIR)
+    }
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join(SNAPSHOT_DIR)
     }
 
     /// Check that `root` is a store of this format version; returns its format file.
@@ -179,6 +190,43 @@ pub struct TransferReport {
     pub dedup_chunks: u64,
 }
 
+/// Chunks that operations of this process found in the index (dedup) and have not committed a
+/// reference to yet, with the pack the index named, and how many operations hold each.
+pub(crate) type InFlight = Arc<Mutex<HashMap<(ChunkId, PackId), u32>>>;
+
+/// One operation's in-flight dedup references ([GC-4]). While it exists, this process votes
+/// Abort on a GC rewrite of a pack that holds one of them and no longer indexes it; its commit
+/// re-indexes such a chunk in that pack (the bytes are still there, because of that vote).
+/// Dropping it releases the references.
+pub struct Held {
+    reg: InFlight,
+    ids: HashMap<ChunkId, ChunkEntry>,
+}
+
+impl Held {
+    pub(crate) fn get(&self, id: &ChunkId) -> Option<&ChunkEntry> {
+        self.ids.get(id)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, e) in self.ids.drain() {
+            if let std::collections::hash_map::Entry::Occupied(mut o) = reg.entry((id, e.pack)) {
+                *o.get_mut() -= 1;
+                if *o.get() == 0 {
+                    o.remove();
+                }
+            }
+        }
+    }
+}
+
+/// Runs when this process votes on a snapshot barrier: commits every unflushed write (a mount
+/// installs `flush_all`).
+pub type BarrierHook = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// A handle on an open store. `Send + Sync`.
 pub struct Store {
     pub(crate) layout: Layout,
@@ -190,7 +238,11 @@ pub struct Store {
     pack: Mutex<Option<OpenPack>>,
     /// Chunks appended to this process's packs and not yet indexed by a committed record.
     pub(crate) pending: Mutex<HashMap<ChunkId, ChunkEntry>>,
-    pub(crate) readers: Mutex<HashMap<PackId, Arc<PackReader>>>,
+    pub(crate) readers: Mutex<HashMap<PackId, CachedReader>>,
+    pub(crate) inflight: InFlight,
+    pub(crate) barrier_hook: Arc<Mutex<Option<BarrierHook>>>,
+    /// Snapshot trees loaded from `snapshots/<id>.snap` (immutable, so never stale).
+    pub(crate) snap_cache: Mutex<HashMap<u64, Arc<MetaState>>>,
     /// Packs whose salvage after a failed write failed too, with their open-pack actions:
     /// sealed again at close, else left to `verfs recover` (the lease is kept).
     unsealed: Mutex<Vec<(PackId, ActionId)>>,
@@ -236,6 +288,7 @@ impl Store {
                         LEASE_DIR,
                         MANIFEST_DIR,
                         TWOPC_DIR,
+                        SNAPSHOT_DIR,
                     ];
                     let all_ours = fs::read_dir(root)
                         .map_err(Error::io(root))?
@@ -270,6 +323,7 @@ impl Store {
             layout.leases(),
             layout.manifests(),
             layout.twopc(),
+            layout.snapshots(),
         ] {
             fs::create_dir_all(&d).map_err(Error::io(&d))?;
         }
@@ -345,12 +399,17 @@ impl Store {
                 std::process::exit(75);
             })
         });
-        let tick_log = log.clone();
+        let inflight: InFlight = Arc::new(Mutex::new(HashMap::new()));
+        let barrier_hook: Arc<Mutex<Option<BarrierHook>>> = Arc::new(Mutex::new(None));
+        let voter = Voter {
+            log: log.clone(),
+            inflight: inflight.clone(),
+            barrier_hook: barrier_hook.clone(),
+        };
         let tick_lease = lease.clone();
         let twopc = layout.twopc();
         let on_tick: Box<dyn Fn() + Send> = Box::new(move || {
-            let _ =
-                two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| vote(&tick_log, p));
+            let _ = two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| voter.vote(p));
         });
         let keeper = Lease::start_keeper(lease.clone(), on_fenced, Some(on_tick))
             .map_err(|e| Error::Coordination(format!("starting the lease keeper: {e}")))?;
@@ -364,6 +423,9 @@ impl Store {
             pack: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            inflight,
+            barrier_hook,
+            snap_cache: Mutex::new(HashMap::new()),
             unsealed: Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
             chunk_cache: Mutex::new(crate::fsops::ChunkCache::new(32 << 20)),
@@ -400,6 +462,19 @@ impl Store {
         durable: bool,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.transact_held(durable, None, f)
+    }
+
+    /// [`Store::transact`] for an operation that deduplicated against the index: a chunk in
+    /// `held` that GC dropped from the index meanwhile is indexed again in the pack it was found
+    /// in ([GC-4]). Every chunk the new extents reference must be indexed when the record is
+    /// appended, or nothing is committed ([GC-5]).
+    pub fn transact_held<T>(
+        &self,
+        durable: bool,
+        held: Option<&Held>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let pending: HashMap<ChunkId, ChunkEntry> = self
             .pending
             .lock()
@@ -430,22 +505,32 @@ impl Store {
                 begun.push((ino, action));
             }
             let mut indexed = Vec::new();
-            if !pending.is_empty() {
-                let referenced: Vec<ChunkId> = tx
-                    .ops()
-                    .iter()
-                    .filter_map(|op| match op {
-                        crate::meta::Op::SetExtents { extents, .. } => {
-                            Some(extents.iter().map(|x| x.chunk))
+            let referenced: Vec<ChunkId> = tx
+                .ops()
+                .iter()
+                .filter_map(|op| match op {
+                    crate::meta::Op::SetExtents { extents, .. } => {
+                        Some(extents.iter().map(|x| x.chunk))
+                    }
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            for id in referenced {
+                if tx.added(id) {
+                    continue;
+                }
+                if let Some(e) = pending.get(&id) {
+                    tx.add_chunk(id, *e);
+                    indexed.push(id);
+                } else if !tx.has_chunk(id) {
+                    match held.and_then(|h| h.get(&id)) {
+                        Some(e) => tx.add_chunk(id, *e),
+                        None => {
+                            return Err(Error::Internal(format!(
+                                "chunk {id} would be referenced but is not in the chunk index"
+                            )))
                         }
-                        _ => None,
-                    })
-                    .flatten()
-                    .collect();
-                for id in referenced {
-                    if let Some(e) = pending.get(&id) {
-                        tx.add_chunk(id, *e);
-                        indexed.push(id);
                     }
                 }
             }
@@ -578,24 +663,43 @@ impl Store {
         Ok(())
     }
 
-    /// Is this chunk stored (committed index, or appended by this process)?
-    fn known_chunk(&self, id: ChunkId) -> Result<bool, Error> {
-        if self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&id)
+    /// A fresh, empty set of in-flight dedup references for one operation.
+    pub fn hold(&self) -> Held {
+        Held {
+            reg: self.inflight.clone(),
+            ids: HashMap::new(),
+        }
+    }
+
+    /// Is this chunk stored (committed index, or appended by this process)? A hit in the
+    /// committed index is registered in `held` ([GC-4]): the lookup and the registration happen
+    /// under the in-flight mutex, which a GC vote also takes before it refreshes its view.
+    fn known_chunk(&self, id: ChunkId, held: &mut Held) -> Result<bool, Error> {
+        if held.ids.contains_key(&id)
+            || self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&id)
         {
             return Ok(true);
         }
-        self.read(|s| s.chunks.contains_key(&id))
+        let mut reg = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = self.read(|s| s.chunks.get(&id).copied())? else {
+            return Ok(false);
+        };
+        *reg.entry((id, entry.pack)).or_insert(0) += 1;
+        held.ids.insert(id, entry);
+        Ok(true)
     }
 
-    /// Chunk, dedup and append a stream; returns its extents and size. Nothing is committed.
+    /// Chunk, dedup and append a stream; returns its extents and size. Nothing is committed;
+    /// commit with [`Store::transact_held`] and the same `held`.
     pub fn write_stream(
         &self,
         mut src: impl Read,
         report: &mut TransferReport,
+        held: &mut Held,
     ) -> Result<(Vec<Extent>, u64), Error> {
         let chunker = Chunker::new(&mut src, self.cfg.chunker()).map_err(Error::coordination)?;
         let mut extents = Vec::new();
@@ -606,7 +710,7 @@ impl Store {
                 source: std::io::Error::other(e.to_string()),
             })?;
             let len = chunk.data.len() as u32;
-            if self.known_chunk(chunk.id)? {
+            if self.known_chunk(chunk.id, held)? {
                 report.dedup_chunks += 1;
             } else {
                 let pack = self.with_pack(|w| {
@@ -655,8 +759,23 @@ impl Store {
                 open.writer.flush().map_err(Error::from)?;
             }
         }
-        let reader = self.reader(entry.pack)?;
-        match reader.read_chunk(id) {
+        let mut reader = self.reader(entry.pack)?;
+        let mut res = reader.read_chunk(id);
+        for _ in 0..3 {
+            if res.is_ok() {
+                break;
+            }
+            // [GC-6]: GC may have replaced the pack between this reader opening its `.pack` and
+            // its `.idx`, or since it was cached: retry with the current files.
+            let current = fs::metadata(reader.path()).ok().map(|m| file_identity(&m));
+            if current == Some(reader.identity()) {
+                break;
+            }
+            self.drop_reader(entry.pack);
+            reader = self.reader(entry.pack)?;
+            res = reader.read_chunk(id);
+        }
+        match res {
             // The pack was synced before the record naming it was committed ([PACK-6]): a chunk
             // the index puts in this pack and that is not there means the pack is damaged
             // (truncated, or its record unreadable), not "not written yet".
@@ -672,17 +791,80 @@ impl Store {
         }
     }
 
+    /// A reader for `pack`, cached. A cached reader keeps the file it opened, which stays
+    /// consistent even after GC replaced the pack ([GC-6]); it is re-checked against the current
+    /// file at most once per second (one `stat`), so an old pack's space is not pinned for long.
     fn reader(&self, pack: PackId) -> Result<Arc<PackReader>, Error> {
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = readers.get(&pack) {
-            return Ok(r.clone());
+        if let Some(c) = readers.get_mut(&pack) {
+            if c.checked.elapsed() < READER_RECHECK {
+                return Ok(c.reader.clone());
+            }
+            let current = fs::metadata(c.reader.path()).ok().map(|m| file_identity(&m));
+            if current == Some(c.identity) {
+                c.checked = std::time::Instant::now();
+                return Ok(c.reader.clone());
+            }
+            readers.remove(&pack);
         }
         let r = Arc::new(PackReader::open(&self.layout.packs(), pack).map_err(Error::from)?);
         if readers.len() > 256 {
             readers.clear();
         }
-        readers.insert(pack, r.clone());
+        readers.insert(
+            pack,
+            CachedReader {
+                identity: r.identity(),
+                reader: r.clone(),
+                checked: std::time::Instant::now(),
+            },
+        );
         Ok(r)
+    }
+
+    pub(crate) fn pack_reader(&self, pack: PackId) -> Result<Arc<PackReader>, Error> {
+        self.reader(pack)
+    }
+
+    /// Forget the cached reader of `pack` (after a read failed: the pack may have been replaced
+    /// between opening its `.pack` and its `.idx`).
+    pub(crate) fn drop_reader(&self, pack: PackId) {
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pack);
+    }
+
+    /// Install the function a snapshot barrier runs in this process (a mount: flush every file).
+    pub fn set_barrier_hook(&self, hook: BarrierHook) {
+        *self.barrier_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// Propose `kind` to every live process (two-phase commit) and wait for the decision. The
+    /// caller applies a Commit, then calls [`two_phase::finish`].
+    pub fn propose(
+        &self,
+        kind: &str,
+        payload: serde_json::Value,
+    ) -> Result<two_phase::Outcome, Error> {
+        two_phase::propose(
+            &self.layout.twopc(),
+            &self.layout.leases(),
+            &self.lease,
+            kind,
+            payload,
+            two_phase::ProposeOptions {
+                timeout: Duration::from_millis(self.cfg.two_phase.timeout_ms),
+                poll_interval: Duration::from_millis(20),
+                lease: self.cfg.lease_config(),
+            },
+            // A participant that died without voting is cleaned up here, so it never blocks the
+            // decision ([2PC-4]).
+            &mut |dead| {
+                let _ = crate::recover::clean_lease(self, dead);
+            },
+        )
+        .map_err(Error::coordination)
     }
 
     /// Write a file's bytes (holes as zeros) to `out`.
@@ -738,8 +920,9 @@ impl Store {
     }
 
     /// Resolve a store path (no symlinks followed) to its inode and extents.
+    /// A path's inode and extents; `/.snapshots/NAME/...` paths are read from that snapshot.
     pub fn lookup(&self, path: &str) -> Result<(Inode, Vec<Extent>), Error> {
-        self.read(|s| {
+        self.view(path, |s, path| {
             let tx = Tx::new(s);
             let ino = tx.resolve(path)?;
             let inode = s
@@ -757,7 +940,24 @@ impl Store {
 
     /// A directory's entries with their inodes, sorted by name; a non-directory lists itself.
     pub fn list(&self, path: &str) -> Result<Vec<(Vec<u8>, Inode)>, Error> {
-        self.read(|s| {
+        if let Some((name, _)) = crate::snapshot::split_path(path) {
+            if name.is_empty() {
+                // `/.snapshots`: one read-only directory per ready snapshot.
+                return Ok(self
+                    .snapshots()?
+                    .into_iter()
+                    .filter(|(_, (_, i))| i.ready)
+                    .map(|(n, (_, i))| {
+                        let mut d = Inode::new(InodeNo(0), FileKind::Dir, 0o555);
+                        d.mtime = i.time;
+                        d.ctime = i.time;
+                        d.atime = i.time;
+                        (n.into_bytes(), d)
+                    })
+                    .collect());
+            }
+        }
+        self.view(path, |s, path| {
             let tx = Tx::new(s);
             let ino = tx.resolve(path)?;
             let inode = s
@@ -884,9 +1084,10 @@ impl Store {
         base: &[Vec<u8>],
         dirs: &[(Vec<Vec<u8>>, Inode)],
         files: Vec<PendingFile>,
+        held: Option<&Held>,
     ) -> Result<(), Error> {
         self.sync_pack()?;
-        self.transact(false, |tx| {
+        self.transact_held(false, held, |tx| {
             for (comps, proto) in dirs {
                 let full: Vec<Vec<u8>> = base.iter().chain(comps.iter()).cloned().collect();
                 let ino = mkdir_comps(tx, &full, proto.perm)?;
@@ -986,24 +1187,7 @@ impl Store {
         if covered.is_empty() && stale.is_empty() {
             return Ok(lsn);
         }
-        let decision = two_phase::propose(
-            &self.layout.twopc(),
-            &self.layout.leases(),
-            &self.lease,
-            PROPOSAL_LOG_TRUNCATE,
-            serde_json::json!({ "lsn": lsn.0 }),
-            two_phase::ProposeOptions {
-                timeout: Duration::from_millis(self.cfg.two_phase.timeout_ms),
-                poll_interval: Duration::from_millis(20),
-                lease: self.cfg.lease_config(),
-            },
-            // A participant that died without voting is cleaned up here, so it never blocks the
-            // decision ([2PC-4]).
-            &mut |dead| {
-                let _ = crate::recover::clean_lease(self, dead);
-            },
-        )
-        .map_err(Error::coordination)?;
+        let decision = self.propose(PROPOSAL_LOG_TRUNCATE, serde_json::json!({ "lsn": lsn.0 }))?;
         if decision.decision.is_commit() {
             for p in covered.iter().chain(stale.iter()) {
                 match fs::remove_file(p) {
@@ -1029,6 +1213,80 @@ impl Drop for Store {
     fn drop(&mut self) {
         if !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             let _ = self.close_inner();
+        }
+    }
+}
+
+/// How long a cached pack reader is trusted before its file is `stat`ed again.
+const READER_RECHECK: Duration = Duration::from_secs(1);
+
+/// A cached [`PackReader`] and the identity (device, inode) of the file it opened.
+pub(crate) struct CachedReader {
+    reader: Arc<PackReader>,
+    identity: (u64, u64),
+    checked: std::time::Instant,
+}
+
+pub(crate) fn file_identity(m: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+/// What the lease keeper needs to vote for this process.
+struct Voter {
+    log: Arc<TxLog<MetaState>>,
+    inflight: InFlight,
+    barrier_hook: Arc<Mutex<Option<BarrierHook>>>,
+}
+
+impl Voter {
+    fn vote(&self, p: &two_phase::Proposal) -> two_phase::Vote {
+        match p.kind.as_str() {
+            PROPOSAL_SNAPSHOT => {
+                let hook = self.barrier_hook.lock().unwrap_or_else(|p| p.into_inner());
+                match hook.as_ref().map(|h| h()) {
+                    Some(Err(reason)) => two_phase::Vote::Abort {
+                        reason: format!("flushing open files: {reason}"),
+                    },
+                    _ => two_phase::Vote::Commit,
+                }
+            }
+            PROPOSAL_GC_REWRITE => {
+                let packs: std::collections::HashSet<PackId> = p
+                    .payload
+                    .get("packs")
+                    .and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str()?.parse::<PackId>().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // [GC-4]: under the in-flight mutex, so no lookup of this process can register
+                // a reference between the check and the refreshed view: every later lookup sees
+                // at least this view, in which the discarded chunks are no longer indexed.
+                let reg = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                let res = self.log.read(|s, _| {
+                    reg.keys()
+                        .find(|(id, pack)| {
+                            packs.contains(pack)
+                                && s.chunks.get(id).map(|e| e.pack) != Some(*pack)
+                        })
+                        .copied()
+                });
+                match res {
+                    Ok(None) => two_phase::Vote::Commit,
+                    Ok(Some((id, pack))) => two_phase::Vote::Abort {
+                        reason: format!(
+                            "an operation in flight here references chunk {id} of pack {pack}"
+                        ),
+                    },
+                    Err(e) => two_phase::Vote::Abort {
+                        reason: e.to_string(),
+                    },
+                }
+            }
+            _ => vote(&self.log, p),
         }
     }
 }

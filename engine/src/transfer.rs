@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::ids::InodeNo;
 use crate::meta::{components, Extent, FileKind, Inode, Timestamp, Tx};
-use crate::store::{ts_of, PendingFile, Store, TransferReport};
+use crate::store::{ts_of, Held, PendingFile, Store, TransferReport};
 
 /// Called with the number of bytes just transferred.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
@@ -58,6 +58,8 @@ struct Batch<'s> {
     base: Vec<Vec<u8>>,
     files: Vec<PendingFile>,
     bytes: u64,
+    /// The batch's in-flight dedup references, released once it is committed.
+    held: Held,
 }
 
 impl Batch<'_> {
@@ -74,9 +76,14 @@ impl Batch<'_> {
 
     fn flush(&mut self) -> Result<(), Error> {
         if !self.files.is_empty() {
-            self.store
-                .commit_files(&self.base, &[], std::mem::take(&mut self.files))?;
+            self.store.commit_files(
+                &self.base,
+                &[],
+                std::mem::take(&mut self.files),
+                Some(&self.held),
+            )?;
             self.bytes = 0;
+            self.held = self.store.hold();
         }
         Ok(())
     }
@@ -127,6 +134,7 @@ pub fn put(
             base: target,
             files: Vec::new(),
             bytes: 0,
+            held: store.hold(),
         };
         let mut dirs = Vec::new();
         put_entry(
@@ -142,7 +150,7 @@ pub fn put(
         batch.flush()?;
         if !dirs.is_empty() {
             // Directory attributes last: creating their children changed their mtimes.
-            store.commit_files(&batch.base, &dirs, Vec::new())?;
+            store.commit_files(&batch.base, &dirs, Vec::new(), None)?;
         }
     }
     store.sync()?;
@@ -182,7 +190,7 @@ fn put_entry(
         let f = fs::File::open(src).map_err(Error::io(src))?;
         let mut counting = CountingReader { inner: f, progress };
         let (extents, size) = store
-            .write_stream(&mut counting, report)
+            .write_stream(&mut counting, report, &mut batch.held)
             .map_err(|e| match e {
                 Error::Io { path, source } if path == Path::new("<input>") => Error::Io {
                     path: src.into(),
@@ -239,7 +247,7 @@ struct TreeNode {
 }
 
 fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
-    store.read(|s| {
+    store.view(path, |s, path| {
         let tx = Tx::new(s);
         let ino = tx.resolve(path)?;
         fn build(

@@ -16,6 +16,9 @@ pub const TAG_UNLINK: u8 = 4;
 pub const TAG_SET_EXTENTS: u8 = 5;
 pub const TAG_ADD_CHUNK: u8 = 6;
 pub const TAG_REMOVE_CHUNK: u8 = 7;
+pub const TAG_SNAPSHOT_BEGIN: u8 = 8;
+pub const TAG_SNAPSHOT_READY: u8 = 9;
+pub const TAG_SNAPSHOT_DROP: u8 = 10;
 
 fn ts(e: &mut Enc, t: Timestamp) {
     e.i64(t.secs);
@@ -83,6 +86,20 @@ pub fn encode_op(e: &mut Enc, op: &Op) {
         Op::RemoveChunk { id } => {
             e.u8(TAG_REMOVE_CHUNK);
             e.u128(id.0);
+        }
+        Op::SnapshotBegin { id, name, time } => {
+            e.u8(TAG_SNAPSHOT_BEGIN);
+            e.u64(*id);
+            e.bytes(name);
+            ts(e, *time);
+        }
+        Op::SnapshotReady { id } => {
+            e.u8(TAG_SNAPSHOT_READY);
+            e.u64(*id);
+        }
+        Op::SnapshotDrop { id } => {
+            e.u8(TAG_SNAPSHOT_DROP);
+            e.u64(*id);
         }
     }
 }
@@ -185,6 +202,13 @@ pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, String> {
         TAG_REMOVE_CHUNK => Op::RemoveChunk {
             id: ChunkId(d.u128()?),
         },
+        TAG_SNAPSHOT_BEGIN => Op::SnapshotBegin {
+            id: d.u64()?,
+            name: d.bytes()?,
+            time: dts(d)?,
+        },
+        TAG_SNAPSHOT_READY => Op::SnapshotReady { id: d.u64()? },
+        TAG_SNAPSHOT_DROP => Op::SnapshotDrop { id: d.u64()? },
         t => return Err(format!("unknown op tag {t} at byte {}", d.pos - 1)),
     })
 }

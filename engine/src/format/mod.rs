@@ -10,7 +10,7 @@ use std::path::Path;
 /// Magic at offset 0 of `STORE/FORMAT`.
 pub const FORMAT_MAGIC: &[u8; 8] = b"VERFSTOR";
 /// The store format version this build reads and writes. Bump on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const FORMAT_FILE_LEN: usize = 36;
 
 /// Contents of the format file.

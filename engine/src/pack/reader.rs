@@ -125,6 +125,14 @@ impl PackReader {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// (device, inode) of the file this reader opened: tells whether GC replaced the pack since.
+    pub fn identity(&self) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        self.file
+            .metadata()
+            .map(|m| (m.dev(), m.ino()))
+            .unwrap_or((0, 0))
+    }
     pub fn index_source(&self) -> IndexSource {
         self.read_state().source.clone()
     }
@@ -162,6 +170,11 @@ impl PackReader {
                 "the pack's valid .idx does not list it".into(),
             ),
         }
+    }
+
+    /// Stored (payload) length of chunk `id`'s record, if the pack has it.
+    pub fn stored_len(&self, id: ChunkId) -> Result<Option<u32>, PackError> {
+        Ok(self.locate(id)?.map(|l| l.stored_len))
     }
 
     /// Is `id` in this pack? For a pack without a valid `.idx` a miss rescans first (see
@@ -281,6 +294,28 @@ impl PackReader {
                     stored_len: e.stored_len,
                 },
             );
+        }
+        // [GC-6]: GC replaces a pack and its index by two renames; a reader that opened the pack
+        // on one side of them and reads the index from the other must notice. The record the
+        // last entry points at must carry that entry's id and lengths.
+        if let Some(last) = idx.entries.iter().max_by_key(|e| e.offset) {
+            let mut hb = [0u8; RECORD_HEADER_LEN];
+            self.file
+                .read_exact_at(&mut hb, last.offset)
+                .map_err(|e| format!("reading the record at {}: {e}", last.offset))?;
+            match RecordHeader::decode(&hb) {
+                Ok(h)
+                    if h.chunk_id == last.chunk_id
+                        && h.raw_len == last.raw_len
+                        && h.stored_len == last.stored_len => {}
+                _ => {
+                    return Err(format!(
+                        "{} does not match the pack (its last entry, at byte {}, is not there)",
+                        ipath.display(),
+                        last.offset
+                    ))
+                }
+            }
         }
         Ok(map)
     }
