@@ -78,8 +78,22 @@ pub enum Command {
     },
     /// Live processes, logical vs stored bytes, dedup and compression ratios.
     Status,
-    /// Clean up after dead processes (leases, open packs, manifests, two-phase commits).
+    /// Clean up after dead processes (leases, open packs, manifests, two-phase commits,
+    /// unfinished snapshots and GC rewrites).
     Recover,
+    /// Copy-on-write snapshots of the whole tree (readable at /.snapshots/NAME in a mount and in
+    /// `ls`, `cat`, `get`).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
+    /// Garbage collection: drop unreferenced chunks, rewrite or delete packs that are mostly
+    /// garbage. One pass, or continuously with --worker.
+    Gc {
+        /// Run a pass every [gc] interval_ms until SIGTERM / Ctrl-C.
+        #[arg(long)]
+        worker: bool,
+    },
     /// Check every invariant and every checksum; exits 1 and lists each problem if any.
     Fsck,
     /// Write a checkpoint and, once every live process agrees, delete the log it covers.
@@ -102,6 +116,22 @@ pub enum Command {
         /// Detach now even if files are open (finishes when they are closed).
         #[arg(short = 'l', long)]
         lazy: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    /// Snapshot the whole tree as it is now, across every process using the store.
+    Create { name: String },
+    /// Name, time, files, logical bytes, and stored bytes only this snapshot holds.
+    List,
+    /// Delete a snapshot (its space is reclaimed by the next `verfs gc`).
+    Delete { name: String },
+    /// Copy PATH of snapshot NAME into the live tree at DEST, sharing data (no copy).
+    Restore {
+        name: String,
+        path: String,
+        dest: String,
     },
 }
 

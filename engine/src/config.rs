@@ -19,6 +19,23 @@ pub struct Config {
     pub two_phase: TwoPhase,
     pub batch: Batch,
     pub mount: Mount,
+    pub gc: Gc,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gc {
+    pub interval_ms: u64,
+    pub rewrite_threshold: f64,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc {
+            interval_ms: 60_000,
+            rewrite_threshold: 0.2,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -194,6 +211,13 @@ threads = 4
 # next fsync/fsyncdir, unmount, or group commit, which runs this often (bounds what a power
 # loss can take; a killed process loses nothing).
 sync_interval_ms = 1000
+
+[gc]
+# `verfs gc --worker` runs a pass this often (milliseconds).
+interval_ms = 60000
+# Stage 2 rewrites a sealed pack once at least this share of its bytes is garbage (0.0..=1.0);
+# a pack with no live chunk at all is always deleted.
+rewrite_threshold = 0.2
 "#;
 
 impl Config {
@@ -239,6 +263,15 @@ impl Config {
                 "leases.timeout_ms must be at least 3 x leases.heartbeat_ms (and heartbeat_ms > 0)"
                     .into(),
             );
+        }
+        if !(0.0..=1.0).contains(&self.gc.rewrite_threshold) {
+            return Err(format!(
+                "gc.rewrite_threshold {} is not in 0.0..=1.0",
+                self.gc.rewrite_threshold
+            ));
+        }
+        if self.gc.interval_ms == 0 {
+            return Err("gc.interval_ms must be at least 1".into());
         }
         if self.batch.max_files == 0 {
             return Err("batch.max_files must be at least 1".into());

@@ -85,7 +85,10 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
         Box::new(|| Err("fsck is read-only".into())),
     ) {
         Ok(log) => {
-            match log.read(|s, lsn| check_state(s, lsn, &pack_chunks, &live_orphans, &mut r)) {
+            match log.read(|s, lsn| {
+                check_state(s, lsn, &pack_chunks, &live_orphans, &mut r);
+                check_snapshots(&layout, s, &mut r);
+            }) {
                 Ok(()) => {}
                 Err(e) => r.problem(
                     layout.log().display().to_string(),
@@ -339,6 +342,30 @@ fn check_packs(
     for u in &listing.unknown {
         r.problem(u.display().to_string(), "unexpected file in packs/");
     }
+    for t in &listing.manifest_temps {
+        r.problem(
+            t.display().to_string(),
+            "file staged by an unfinished manifest (a GC rewrite; `verfs recover` settles it)",
+        );
+    }
+    for id in &listing.discards {
+        let path = crate::gc::discard_path(&layout.packs(), *id);
+        if listing.packs.binary_search(id).is_err() {
+            r.problem(path.display().to_string(), "discard file without its pack");
+            continue;
+        }
+        match crate::gc::read_discard(&layout.packs(), *id) {
+            Ok(d) => {
+                if let Some(at) = d.torn_at {
+                    r.problem(
+                        format!("{} at byte {at}", path.display()),
+                        "torn tail (a GC died appending; `verfs recover` cuts it)",
+                    );
+                }
+            }
+            Err(e) => r.problem(path.display().to_string(), e.to_string()),
+        }
+    }
     for id in &listing.orphan_indexes {
         r.problem(
             pack::index_path(&layout.packs(), *id).display().to_string(),
@@ -388,6 +415,58 @@ fn check_packs(
         }
     }
     out
+}
+
+/// Every snapshot the metadata lists is ready and its file valid; every chunk it references is
+/// indexed ([SNAP-4], [GC-2]); no snapshot file is left that no snapshot names.
+fn check_snapshots(layout: &Layout, s: &MetaState, r: &mut FsckReport) {
+    let dir = layout.snapshots();
+    for (id, info) in &s.snapshots {
+        let name = String::from_utf8_lossy(&info.name);
+        let at = format!(
+            "snapshot {name} ({})",
+            crate::snapshot::snap_path(&dir, *id).display()
+        );
+        if !info.ready {
+            r.problem(
+                at,
+                "not ready: being created, or its creator died (`verfs recover` drops it)",
+            );
+            continue;
+        }
+        match crate::snapshot::load(&dir, *id) {
+            Ok(tree) => {
+                let mut missing: Vec<_> = crate::snapshot::chunks_of(&tree)
+                    .into_iter()
+                    .filter(|c| !s.chunks.contains_key(c))
+                    .collect();
+                missing.sort();
+                for c in missing {
+                    r.problem(
+                        at.clone(),
+                        format!("references chunk {c}, which is not indexed"),
+                    );
+                }
+            }
+            Err(e) => r.problem(at, e.to_string()),
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            match crate::snapshot::id_of_name(&name) {
+                Some(id) if s.snapshots.contains_key(&id) => {}
+                Some(_) => r.problem(
+                    e.path().display().to_string(),
+                    "snapshot file that no snapshot names (GC or `verfs recover` removes it)",
+                ),
+                None => r.problem(
+                    e.path().display().to_string(),
+                    "unexpected file in snapshots/ (an unfinished manifest? `verfs recover`)",
+                ),
+            }
+        }
+    }
 }
 
 fn check_state(

@@ -27,6 +27,7 @@ pub mod error;
 pub mod format;
 pub mod fsck;
 pub mod fsops;
+pub mod gc;
 pub mod ids;
 pub mod meta;
 pub mod pack;

@@ -34,6 +34,14 @@ pub struct RecoverReport {
     pub temp_files_removed: Vec<String>,
     /// Unlinked-but-open inodes of dead processes that were deleted.
     pub orphans_deleted: u64,
+    /// Snapshots whose creator died before they were ready, dropped.
+    pub snapshots_dropped: Vec<String>,
+    /// Pack rewrites of dead GC processes (their manifests are settled with the others).
+    pub gc_rewrites_interrupted: Vec<String>,
+    /// `.discard` files whose torn tail (a GC died appending) was cut, with the offset.
+    pub discard_tails_cut: Vec<(String, u64)>,
+    /// Snapshot files no snapshot names any more, and other GC leftovers, removed.
+    pub stale_files_removed: u64,
     /// Things recovery could not settle, with their location.
     pub problems: Vec<String>,
 }
@@ -150,6 +158,7 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
 
     // A dead writer's torn log tail: the next commit would cut it; do it now so fsck is clean.
     store.log().exclusive(|_| ())?;
+    finish_gc(store, &mut report);
     remove_dead_temps(store, &lcfg, &mut report);
     Ok(report)
 }
@@ -234,6 +243,36 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
                             report.orphans_deleted += 1;
                         }
                     }
+                    crate::snapshot::ACTION_SNAPSHOT => {
+                        let Some(id) = std::str::from_utf8(&a.payload)
+                            .ok()
+                            .and_then(|s| u64::from_str_radix(s, 16).ok())
+                        else {
+                            report
+                                .problems
+                                .push(format!("snapshot action with bad payload {:?}", a.payload));
+                            continue;
+                        };
+                        // [SNAP-3]: not ready means its creator never finished: drop it. Its file
+                        // (if the manifest rolls forward) is removed as stale below.
+                        let dropped = store.transact(true, |tx| {
+                            let pending = tx.base().snapshots.get(&id).filter(|s| !s.ready);
+                            let name =
+                                pending.map(|s| String::from_utf8_lossy(&s.name).into_owned());
+                            if name.is_some() {
+                                tx.snapshot_op(crate::meta::Op::SnapshotDrop { id });
+                            }
+                            Ok(name)
+                        })?;
+                        if let Some(n) = dropped {
+                            report.snapshots_dropped.push(n);
+                        }
+                    }
+                    crate::gc::ACTION_GC_REWRITE => {
+                        report
+                            .gc_rewrites_interrupted
+                            .push(String::from_utf8_lossy(&a.payload).into_owned());
+                    }
                     other => report.problems.push(format!(
                         "{}: unknown journal action {other:?} left as it is",
                         claimed.journal_path().display()
@@ -261,6 +300,49 @@ fn seal_dead_pack(packs: &Path, id: PackId, report: &mut RecoverReport) -> Resul
         Err(e) => report.problems.push(e.to_string()),
     }
     Ok(())
+}
+
+/// What a GC that died leaves besides its manifests: snapshot files nothing names, and torn
+/// `.discard` tails. The tails are cut only under the `gc` lock in EX (a live GC appends under it),
+/// so while a GC runs they are left for it.
+fn finish_gc(store: &Store, report: &mut RecoverReport) {
+    let mut gc_report = crate::gc::GcReport::default();
+    crate::gc::remove_stale_snapshot_files(store, &mut gc_report);
+    report.stale_files_removed += gc_report.stale_files_removed;
+    let table = match verfs_coordination::lock::LockTable::open(&store.layout().root.join("locks"))
+        .and_then(|t| t.owner())
+    {
+        Ok(o) => o,
+        Err(e) => {
+            report.problems.push(format!("lock table: {e}"));
+            return;
+        }
+    };
+    let gc = verfs_coordination::lock::Resource::Named(crate::gc::LOCK_GC.into());
+    if table
+        .try_acquire(&gc, verfs_coordination::lock::Mode::Ex)
+        .is_err()
+    {
+        return;
+    }
+    let packs = store.layout().packs();
+    if let Ok(rd) = fs::read_dir(&packs) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_suffix(".discard")
+                .and_then(|h| h.parse::<PackId>().ok())
+            else {
+                continue;
+            };
+            match crate::gc::repair_discard(&packs, id) {
+                Ok(Some(at)) => report.discard_tails_cut.push((name, at)),
+                Ok(None) => {}
+                Err(e) => report.problems.push(e.to_string()),
+            }
+        }
+    }
+    let _ = table.release(&gc);
 }
 
 /// Temp files (`.NAME.tmp-PID-RAND`) whose writer is gone: the pid is not running on this host.

@@ -47,7 +47,11 @@ pub fn snap_path(dir: &Path, id: u64) -> PathBuf {
 /// The id in a snapshot file name, if it is one.
 pub fn id_of_name(name: &str) -> Option<u64> {
     let hex = name.strip_suffix(".snap")?;
-    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 16
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
@@ -65,7 +69,10 @@ fn reachable(s: &MetaState) -> Vec<InodeNo> {
             }
         }
     }
-    let mut v: Vec<InodeNo> = seen.into_iter().filter(|i| s.inodes.contains_key(i)).collect();
+    let mut v: Vec<InodeNo> = seen
+        .into_iter()
+        .filter(|i| s.inodes.contains_key(i))
+        .collect();
     v.sort();
     v
 }
@@ -131,7 +138,10 @@ pub fn decode(path: &Path, bytes: &[u8], id: u64) -> Result<MetaState, Error> {
     if bytes.len() < SNAP_HEADER_LEN {
         return Err(corrupt(
             0,
-            format!("{} bytes, shorter than the {SNAP_HEADER_LEN}-byte header", bytes.len()),
+            format!(
+                "{} bytes, shorter than the {SNAP_HEADER_LEN}-byte header",
+                bytes.len()
+            ),
         ));
     }
     let h = &bytes[..SNAP_HEADER_LEN];
@@ -185,10 +195,7 @@ pub fn decode(path: &Path, bytes: &[u8], id: u64) -> Result<MetaState, Error> {
         }
     }
     if s.inodes.get(&InodeNo::ROOT).map(|i| i.kind) != Some(FileKind::Dir) {
-        return Err(corrupt(
-            SNAP_HEADER_LEN as u64,
-            "no root directory".into(),
-        ));
+        return Err(corrupt(SNAP_HEADER_LEN as u64, "no root directory".into()));
     }
     s.next_ino = s.inodes.keys().map(|i| i.0 + 1).max().unwrap_or(2);
     Ok(s)
@@ -222,7 +229,9 @@ pub fn check_name(name: &str) -> Result<(), Error> {
         return Err(bad("the name is longer than 255 bytes"));
     }
     if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(bad("the name must be one path component (no '/', not '.' or '..')"));
+        return Err(bad(
+            "the name must be one path component (no '/', not '.' or '..')",
+        ));
     }
     Ok(())
 }
@@ -291,7 +300,12 @@ impl Store {
         self.read(|s| {
             s.snapshots
                 .iter()
-                .map(|(id, i)| (String::from_utf8_lossy(&i.name).into_owned(), (*id, i.clone())))
+                .map(|(id, i)| {
+                    (
+                        String::from_utf8_lossy(&i.name).into_owned(),
+                        (*id, i.clone()),
+                    )
+                })
                 .collect()
         })
     }
@@ -302,7 +316,10 @@ impl Store {
             name: name.into(),
             reason: "no such snapshot".into(),
         };
-        match self.read(|s| s.snapshot_by_name(name.as_bytes()).map(|(id, i)| (id, i.ready)))? {
+        match self.read(|s| {
+            s.snapshot_by_name(name.as_bytes())
+                .map(|(id, i)| (id, i.ready))
+        })? {
             Some((id, true)) => Ok(id),
             Some((_, false)) => Err(Error::Snapshot {
                 name: name.into(),
@@ -418,7 +435,9 @@ impl Store {
                 if !tx.base().snapshots.contains_key(&id) {
                     return Err(Error::Snapshot {
                         name: name.into(),
-                        reason: "dropped while it was being written (this process was presumed dead)".into(),
+                        reason:
+                            "dropped while it was being written (this process was presumed dead)"
+                                .into(),
                     });
                 }
                 tx.snapshot_op(Op::SnapshotReady { id });

@@ -237,7 +237,7 @@ pub struct Store {
     pub(crate) journal: Journal,
     pack: Mutex<Option<OpenPack>>,
     /// Chunks appended to this process's packs and not yet indexed by a committed record.
-    pub(crate) pending: Mutex<HashMap<ChunkId, ChunkEntry>>,
+    pub(crate) pending: Arc<Mutex<HashMap<ChunkId, ChunkEntry>>>,
     pub(crate) readers: Mutex<HashMap<PackId, CachedReader>>,
     pub(crate) inflight: InFlight,
     pub(crate) barrier_hook: Arc<Mutex<Option<BarrierHook>>>,
@@ -401,8 +401,10 @@ impl Store {
         });
         let inflight: InFlight = Arc::new(Mutex::new(HashMap::new()));
         let barrier_hook: Arc<Mutex<Option<BarrierHook>>> = Arc::new(Mutex::new(None));
+        let pending: Arc<Mutex<HashMap<ChunkId, ChunkEntry>>> = Arc::default();
         let voter = Voter {
             log: log.clone(),
+            pending: pending.clone(),
             inflight: inflight.clone(),
             barrier_hook: barrier_hook.clone(),
         };
@@ -421,7 +423,7 @@ impl Store {
             log,
             journal,
             pack: Mutex::new(None),
-            pending: Mutex::new(HashMap::new()),
+            pending,
             readers: Mutex::new(HashMap::new()),
             inflight,
             barrier_hook,
@@ -800,7 +802,9 @@ impl Store {
             if c.checked.elapsed() < READER_RECHECK {
                 return Ok(c.reader.clone());
             }
-            let current = fs::metadata(c.reader.path()).ok().map(|m| file_identity(&m));
+            let current = fs::metadata(c.reader.path())
+                .ok()
+                .map(|m| file_identity(&m));
             if current == Some(c.identity) {
                 c.checked = std::time::Instant::now();
                 return Ok(c.reader.clone());
@@ -1235,6 +1239,7 @@ pub(crate) fn file_identity(m: &fs::Metadata) -> (u64, u64) {
 /// What the lease keeper needs to vote for this process.
 struct Voter {
     log: Arc<TxLog<MetaState>>,
+    pending: Arc<Mutex<HashMap<ChunkId, ChunkEntry>>>,
     inflight: InFlight,
     barrier_hook: Arc<Mutex<Option<BarrierHook>>>,
 }
@@ -1266,11 +1271,24 @@ impl Voter {
                 // a reference between the check and the refreshed view: every later lookup sees
                 // at least this view, in which the discarded chunks are no longer indexed.
                 let reg = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                // A chunk this process appended and has not committed yet, in a pack that was
+                // sealed meanwhile (another thread rolled it), is garbage to the sweep.
+                let uncommitted = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|(_, e)| packs.contains(&e.pack))
+                    .map(|(id, e)| (*id, e.pack));
+                if let Some((id, pack)) = uncommitted {
+                    return two_phase::Vote::Abort {
+                        reason: format!("chunk {id} of pack {pack} is not committed yet here"),
+                    };
+                }
                 let res = self.log.read(|s, _| {
                     reg.keys()
                         .find(|(id, pack)| {
-                            packs.contains(pack)
-                                && s.chunks.get(id).map(|e| e.pack) != Some(*pack)
+                            packs.contains(pack) && s.chunks.get(id).map(|e| e.pack) != Some(*pack)
                         })
                         .copied()
                 });

@@ -64,13 +64,33 @@ pub fn recover(cli: &Cli) -> Result<ExitCode> {
                 r.orphans_deleted
             );
         }
+        for n in &r.snapshots_dropped {
+            println!("dropped snapshot {n} (its creator died before it was complete)");
+        }
+        for p in &r.gc_rewrites_interrupted {
+            println!("GC rewrite of pack {p} was interrupted (its manifest is settled above)");
+        }
+        for (f, at) in &r.discard_tails_cut {
+            println!("cut the torn tail of packs/{f} at byte {at}");
+        }
+        if r.stale_files_removed > 0 {
+            println!("removed {} stale snapshot/GC files", r.stale_files_removed);
+        }
         for t in &r.temp_files_removed {
             println!("removed temp file {t}");
         }
         for p in &r.problems {
             println!("problem: {p}");
         }
-        if r.leases_cleaned.is_empty() && r.problems.is_empty() && r.temp_files_removed.is_empty() {
+        if r.leases_cleaned.is_empty()
+            && r.problems.is_empty()
+            && r.temp_files_removed.is_empty()
+            && r.manifests_rolled_back + r.manifests_rolled_forward == 0
+            && r.two_phase_decided.is_empty()
+            && r.snapshots_dropped.is_empty()
+            && r.discard_tails_cut.is_empty()
+            && r.stale_files_removed == 0
+        {
             eprintln!("verfs recover: nothing to do");
         }
     }

@@ -4,6 +4,7 @@ mod fsck;
 mod io;
 mod mount;
 mod namespace;
+mod snapshot;
 mod status;
 
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => namespace::ln(&cli, target, link, *symbolic),
         Command::Status => status::status(&cli),
         Command::Recover => fsck::recover(&cli),
+        Command::Snapshot { cmd } => snapshot::snapshot(&cli, cmd),
+        Command::Gc { worker } => snapshot::gc(&cli, *worker),
         Command::Fsck => fsck::fsck(&cli),
         Command::Checkpoint => fsck::checkpoint(&cli),
         Command::Mount {

@@ -126,6 +126,10 @@ pub struct PackListing {
     pub orphan_indexes: Vec<PackId>,
     /// Temp files of `fsutil::write_atomic` (`.<name>.tmp-<pid>-<rand>`); not packs.
     pub temp_files: Vec<PathBuf>,
+    /// GC's `<id>.discard` files (`gc.rs`), sorted.
+    pub discards: Vec<PackId>,
+    /// Staged files of a manifest (`.<name>.mf-<manifest id>`), e.g. a GC rewrite in progress.
+    pub manifest_temps: Vec<PathBuf>,
     /// Anything else: names that do not parse. Reported, never touched.
     pub unknown: Vec<PathBuf>,
 }
@@ -148,6 +152,10 @@ pub fn list_packs(packs_dir: &Path) -> Result<PackListing, PackError> {
             out.packs.push(id);
         } else if let Some(id) = name.strip_suffix(".idx").and_then(parse_stem) {
             idx.push(id);
+        } else if let Some(id) = name.strip_suffix(".discard").and_then(parse_stem) {
+            out.discards.push(id);
+        } else if name.starts_with('.') && name.contains(".mf-") {
+            out.manifest_temps.push(path);
         } else {
             out.unknown.push(path);
         }
@@ -159,6 +167,8 @@ pub fn list_packs(packs_dir: &Path) -> Result<PackListing, PackError> {
         .filter(|i| out.packs.binary_search(i).is_err())
         .collect();
     out.temp_files.sort();
+    out.discards.sort();
+    out.manifest_temps.sort();
     out.unknown.sort();
     Ok(out)
 }

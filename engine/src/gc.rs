@@ -1,0 +1,743 @@
+//! Two-stage garbage collection (`data-layout.md`, 5.10 and 6.9).
+//!
+//! **Stage 1 (metadata)**, under the DLM lock `gc` in EX: chunks that no live inode and no
+//! snapshot references are removed from the index in one transaction that re-checks, under the
+//! log lock, that nothing references them at the log head ([GC-1], [GC-2]). Then every sealed
+//! pack's records are compared with the index: a record whose chunk the index does not place in
+//! that pack is garbage, and new garbage ids are appended to the pack's `.discard` file, followed
+//! by a checkpoint record. The index is the truth; the `.discard` file is the durable, resumable
+//! account of what stage 2 may drop.
+//!
+//! **Stage 2 (packs)**, under `gc` in PR and `gc-pack:<id>` in EX (two workers never touch one
+//! pack at once, [GC-3]): a sealed pack whose garbage share reaches `gc.rewrite_threshold` is
+//! proposed to every live process (two-phase commit `gc-rewrite`); each votes Commit only if it
+//! holds no in-flight reference to a dropped chunk of it ([GC-4]). Then the survivors (records
+//! the index places in the pack, read after the decision) are copied verbatim into a new pack
+//! that a manifest publishes under the same id, with its `.idx`, removing the `.discard` file.
+//! Metadata is not touched. A pack with no survivor is removed by the same kind of manifest.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use verfs_coordination::fsutil;
+use verfs_coordination::lock::{LockOwner, LockTable, Mode, Resource, Wait};
+use verfs_coordination::manifest::Manifest;
+use verfs_coordination::two_phase;
+
+use crate::error::Error;
+use crate::format::pack::{self as pfmt, IndexEntry, PackHeader, PackIndex, RECORD_HEADER_LEN};
+use crate::ids::{ChunkId, PackId};
+use crate::pack::{self, index_path, pack_path};
+use crate::snapshot;
+use crate::store::{Store, PROPOSAL_GC_REWRITE};
+
+pub const DISCARD_MAGIC: &[u8; 8] = b"VERFSDC1";
+pub const DISCARD_VERSION: u32 = 1;
+pub const DISCARD_HEADER_LEN: usize = 24;
+pub const DISCARD_RECORD_MAGIC: &[u8; 4] = b"VDCR";
+pub const DISCARD_RECORD_HEADER_LEN: usize = 16;
+pub const DISCARD_ENTRY_LEN: usize = 20;
+const TYPE_BATCH: u8 = 1;
+const TYPE_CHECKPOINT: u8 = 2;
+/// Largest payload a discard record may claim (a batch of ~800k ids).
+const MAX_DISCARD_PAYLOAD: u32 = 16 << 20;
+
+/// Journal action kind while this process rewrites a pack; payload: the pack id.
+pub const ACTION_GC_REWRITE: &str = "gc-rewrite";
+/// DLM resource: stage 1 holds it in EX, stage 2 in PR.
+pub const LOCK_GC: &str = "gc";
+
+/// `packs/<id>.discard`.
+pub fn discard_path(packs_dir: &Path, id: PackId) -> PathBuf {
+    packs_dir.join(format!("{id}.discard"))
+}
+
+fn pack_lock(id: PackId) -> Resource {
+    Resource::Named(format!("gc-pack:{id}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `.discard` file
+
+/// A parsed `.discard` file.
+#[derive(Clone, Debug, Default)]
+pub struct Discard {
+    /// Every id listed, with the stored length of its record.
+    pub ids: HashMap<ChunkId, u32>,
+    /// The lsn of the last checkpoint record: every batch before it was garbage at that lsn.
+    pub checkpoint_lsn: Option<u64>,
+    /// Length of the valid prefix; anything after it is a torn tail (or the file is absent: 0).
+    pub valid_len: u64,
+    /// Where a torn tail starts, if the file ends in one.
+    pub torn_at: Option<u64>,
+    /// Batches after the last checkpoint (the writer died before checkpointing them).
+    pub unconfirmed: usize,
+}
+
+fn encode_record(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DISCARD_RECORD_HEADER_LEN + payload.len());
+    out.extend_from_slice(DISCARD_RECORD_MAGIC);
+    out.push(kind);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out);
+    h.update(payload);
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn encode_header(id: PackId) -> Vec<u8> {
+    let mut h = Vec::with_capacity(DISCARD_HEADER_LEN);
+    h.extend_from_slice(DISCARD_MAGIC);
+    h.extend_from_slice(&DISCARD_VERSION.to_le_bytes());
+    h.extend_from_slice(&id.0.to_le_bytes());
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// Parse a `.discard` file's bytes ([GC-7]). A short or all-zero tail is torn (a writer died
+/// mid-append); anything else that fails its checks is corruption, reported with its offset.
+pub fn parse_discard(path: &Path, id: PackId, b: &[u8]) -> Result<Discard, Error> {
+    let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let mut d = Discard::default();
+    if b.len() < DISCARD_HEADER_LEN {
+        let expect = encode_header(id);
+        if expect.starts_with(b) || b.iter().all(|&x| x == 0) {
+            d.torn_at = Some(0);
+            return Ok(d);
+        }
+        return Err(corrupt(0, format!("{} bytes: not a discard file", b.len())));
+    }
+    if &b[..8] != DISCARD_MAGIC {
+        return Err(corrupt(0, "bad magic (not a discard file)".into()));
+    }
+    if crc32fast::hash(&b[..20]) != le_u32(&b[20..]) {
+        return Err(corrupt(20, "header crc mismatch".into()));
+    }
+    if le_u32(&b[8..]) != DISCARD_VERSION {
+        return Err(corrupt(8, format!("version {}", le_u32(&b[8..]))));
+    }
+    if le_u64(&b[12..]) != id.0 {
+        return Err(corrupt(
+            12,
+            format!("header names pack {}", PackId(le_u64(&b[12..]))),
+        ));
+    }
+    let mut pos = DISCARD_HEADER_LEN;
+    while pos < b.len() {
+        let rest = &b[pos..];
+        let torn = || rest.iter().all(|&x| x == 0);
+        if rest.len() < DISCARD_RECORD_HEADER_LEN {
+            if torn() || DISCARD_RECORD_MAGIC.starts_with(&rest[..rest.len().min(4)]) {
+                d.torn_at = Some(pos as u64);
+                break;
+            }
+            return Err(corrupt(pos, "garbage after the last record".into()));
+        }
+        if &rest[..4] != DISCARD_RECORD_MAGIC {
+            if torn() {
+                d.torn_at = Some(pos as u64);
+                break;
+            }
+            return Err(corrupt(pos, "bad record magic".into()));
+        }
+        let kind = rest[4];
+        let len = le_u32(&rest[8..]);
+        if len > MAX_DISCARD_PAYLOAD || rest[5..8] != [0, 0, 0] {
+            return Err(corrupt(pos, format!("bad record header (length {len})")));
+        }
+        let end = DISCARD_RECORD_HEADER_LEN + len as usize;
+        if rest.len() < end {
+            d.torn_at = Some(pos as u64);
+            break;
+        }
+        let payload = &rest[DISCARD_RECORD_HEADER_LEN..end];
+        let mut h = crc32fast::Hasher::new();
+        h.update(&rest[..12]);
+        h.update(payload);
+        if h.finalize() != le_u32(&rest[12..]) {
+            if end == rest.len() && payload.iter().all(|&x| x == 0) {
+                // Header written, payload not yet (delayed allocation): torn.
+                d.torn_at = Some(pos as u64);
+                break;
+            }
+            return Err(corrupt(pos, "record crc mismatch".into()));
+        }
+        match kind {
+            TYPE_BATCH if len as usize % DISCARD_ENTRY_LEN == 0 => {
+                for e in payload.chunks_exact(DISCARD_ENTRY_LEN) {
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(&e[..16]);
+                    d.ids
+                        .insert(ChunkId(u128::from_le_bytes(a)), le_u32(&e[16..]));
+                }
+                d.unconfirmed += 1;
+            }
+            TYPE_CHECKPOINT if len == 16 => {
+                d.checkpoint_lsn = Some(le_u64(payload));
+                d.unconfirmed = 0;
+            }
+            _ => {
+                return Err(corrupt(
+                    pos,
+                    format!("unknown record type {kind} or bad length {len}"),
+                ))
+            }
+        }
+        pos += end;
+        d.valid_len = pos as u64;
+    }
+    if d.torn_at.is_none() {
+        d.valid_len = b.len() as u64;
+    }
+    Ok(d)
+}
+
+/// Read `packs/<id>.discard` (absent: empty).
+pub fn read_discard(packs_dir: &Path, id: PackId) -> Result<Discard, Error> {
+    let path = discard_path(packs_dir, id);
+    match fs::read(&path) {
+        Ok(b) => parse_discard(&path, id, &b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Discard::default()),
+        Err(e) => Err(Error::io(&path)(e)),
+    }
+}
+
+/// Append a batch of newly found garbage and a checkpoint record to `packs/<id>.discard`,
+/// creating it, or cutting a torn tail first. Only under `gc` in EX ([GC-7]).
+fn append_discard(
+    packs_dir: &Path,
+    id: PackId,
+    existing: &Discard,
+    batch: &[(ChunkId, u32)],
+    lsn: u64,
+) -> Result<(), Error> {
+    let path = discard_path(packs_dir, id);
+    let io = Error::io(&path);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(Error::io(&path))?;
+    let len = f.metadata().map_err(Error::io(&path))?.len();
+    let mut start = existing.valid_len;
+    if start < DISCARD_HEADER_LEN as u64 {
+        f.set_len(0).map_err(Error::io(&path))?;
+        f.write_all_at(&encode_header(id), 0)
+            .map_err(Error::io(&path))?;
+        start = DISCARD_HEADER_LEN as u64;
+    } else if len != start {
+        f.set_len(start).map_err(Error::io(&path))?;
+    }
+    let mut payload = Vec::with_capacity(batch.len() * DISCARD_ENTRY_LEN);
+    for (c, stored) in batch {
+        payload.extend_from_slice(&c.0.to_le_bytes());
+        payload.extend_from_slice(&stored.to_le_bytes());
+    }
+    let mut out = Vec::new();
+    for part in
+        payload.chunks((MAX_DISCARD_PAYLOAD as usize / DISCARD_ENTRY_LEN) * DISCARD_ENTRY_LEN)
+    {
+        out.extend_from_slice(&encode_record(TYPE_BATCH, part));
+    }
+    let mut cp = Vec::with_capacity(16);
+    cp.extend_from_slice(&lsn.to_le_bytes());
+    cp.extend_from_slice(&(batch.len() as u64).to_le_bytes());
+    out.extend_from_slice(&encode_record(TYPE_CHECKPOINT, &cp));
+    f.write_all_at(&out, start).map_err(Error::io(&path))?;
+    f.sync_data().map_err(io)?;
+    if existing.valid_len == 0 {
+        fsutil::fsync_dir(packs_dir).map_err(Error::io(packs_dir))?;
+    }
+    let _ = f.flush();
+    Ok(())
+}
+
+/// Cut a torn tail of a `.discard` file left by a GC that died ([GC-7]); only under `gc` EX.
+pub fn repair_discard(packs_dir: &Path, id: PackId) -> Result<Option<u64>, Error> {
+    let d = read_discard(packs_dir, id)?;
+    let Some(at) = d.torn_at else { return Ok(None) };
+    let path = discard_path(packs_dir, id);
+    if at < DISCARD_HEADER_LEN as u64 {
+        fs::remove_file(&path).map_err(Error::io(&path))?;
+    } else {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        f.set_len(at).map_err(Error::io(&path))?;
+        f.sync_all().map_err(Error::io(&path))?;
+    }
+    Ok(Some(at))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A pass
+
+/// What one GC pass did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    /// Chunks dropped from the index by stage 1, and their uncompressed bytes.
+    pub chunks_removed: u64,
+    pub chunk_bytes_removed: u64,
+    /// Why stage 1 removed nothing this pass, if it was skipped.
+    pub stage1_skipped: Option<String>,
+    /// Garbage records newly listed in `.discard` files.
+    pub discarded_records: u64,
+    /// Sealed packs examined, and how many bytes of them are garbage now.
+    pub packs_examined: u64,
+    pub garbage_bytes: u64,
+    pub packs_rewritten: u64,
+    pub packs_deleted: u64,
+    /// Bytes of pack files freed on disk by stage 2.
+    pub bytes_reclaimed: u64,
+    /// Packs left alone because another worker was on them.
+    pub packs_busy: u64,
+    /// Why stage 2 did nothing this pass (the two-phase commit was refused), if so.
+    pub stage2_refused: Option<String>,
+    /// Snapshot files and orphaned `.idx`/`.discard` files removed.
+    pub stale_files_removed: u64,
+    pub millis: u64,
+    pub problems: Vec<String>,
+}
+
+/// Progress of a pass: (what, done, total).
+pub type GcProgress<'a> = &'a mut dyn FnMut(&str, u64, u64);
+
+/// Per sealed pack: its file length, index, and which of its records are garbage now.
+struct PackState {
+    id: PackId,
+    len: u64,
+    entries: Vec<IndexEntry>,
+    garbage: Vec<(ChunkId, u32)>,
+    garbage_bytes: u64,
+}
+
+fn lock_owner(store: &Store) -> Result<LockOwner, Error> {
+    let t = LockTable::open(&store.layout().root.join("locks")).map_err(Error::coordination)?;
+    t.owner().map_err(Error::coordination)
+}
+
+/// One full pass: stage 1 then stage 2. Safe beside any number of other processes, including
+/// other GC passes.
+pub fn run_pass(store: &Store, progress: GcProgress<'_>) -> Result<GcReport, Error> {
+    let t0 = Instant::now();
+    let mut report = GcReport::default();
+    let owner = lock_owner(store)?;
+    let gc = Resource::Named(LOCK_GC.into());
+    let packs = {
+        owner
+            .acquire(&gc, Mode::Ex, Wait::Forever)
+            .map_err(Error::coordination)?;
+        let r = stage1(store, &mut report, progress);
+        let _ = owner.release(&gc);
+        r?
+    };
+    owner
+        .acquire(&gc, Mode::Pr, Wait::Forever)
+        .map_err(Error::coordination)?;
+    let r = stage2(store, &owner, packs, &mut report, progress);
+    let _ = owner.release(&gc);
+    r?;
+    report.millis = t0.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Every chunk the live tree (all inodes, orphans included) references.
+fn live_chunks(s: &crate::meta::MetaState) -> HashSet<ChunkId> {
+    snapshot::chunks_of(s)
+}
+
+fn stage1(
+    store: &Store,
+    report: &mut GcReport,
+    progress: GcProgress<'_>,
+) -> Result<Vec<PackState>, Error> {
+    let layout = store.layout().clone();
+    // Snapshots: all must be ready ([GC-2]); a pending one's references are unknown.
+    let snaps = store.snapshots()?;
+    let pending: Vec<&String> = snaps
+        .iter()
+        .filter(|(_, (_, i))| !i.ready)
+        .map(|(n, _)| n)
+        .collect();
+    if let Some(n) = pending.first() {
+        report.stage1_skipped = Some(format!(
+            "snapshot {n} is being created (or its creator died: `verfs recover` drops it)"
+        ));
+    } else {
+        let mut snap_refs: HashSet<ChunkId> = HashSet::new();
+        let ids: Vec<u64> = snaps.values().map(|(id, _)| *id).collect();
+        for (i, id) in ids.iter().enumerate() {
+            progress("reading snapshots", i as u64, ids.len() as u64);
+            snap_refs.extend(snapshot::chunks_of(&*store.snapshot_tree(*id)?));
+        }
+        let candidates: HashSet<ChunkId> = store.read(|s| {
+            let live = live_chunks(s);
+            s.chunks
+                .keys()
+                .filter(|c| !live.contains(c) && !snap_refs.contains(c))
+                .copied()
+                .collect()
+        })?;
+        if !candidates.is_empty() {
+            progress("removing unreferenced chunks", 0, candidates.len() as u64);
+            let used: HashSet<u64> = ids.iter().copied().collect();
+            // [GC-1]: re-checked under the log lock against the head: a writer may have
+            // committed a reference (dedup) since the candidates were computed.
+            let res = store.transact(true, |tx| {
+                let base = tx.base();
+                let now: HashSet<u64> = base.snapshots.keys().copied().collect();
+                if now != used || base.snapshots.values().any(|s| !s.ready) {
+                    return Ok(None);
+                }
+                let mut left = candidates;
+                for x in base.extents.values().flatten() {
+                    left.remove(&x.chunk);
+                }
+                let mut bytes = 0u64;
+                let ids: Vec<ChunkId> = left
+                    .into_iter()
+                    .filter(|c| match base.chunks.get(c) {
+                        Some(e) => {
+                            bytes += u64::from(e.raw_len);
+                            true
+                        }
+                        None => false,
+                    })
+                    .collect();
+                for c in &ids {
+                    tx.remove_chunk(*c);
+                }
+                Ok(Some((ids.len() as u64, bytes)))
+            })?;
+            match res {
+                Some((n, b)) => {
+                    report.chunks_removed = n;
+                    report.chunk_bytes_removed = b;
+                }
+                None => {
+                    report.stage1_skipped =
+                        Some("snapshots changed during the pass; the next pass retries".into())
+                }
+            }
+        }
+    }
+    remove_stale_snapshot_files(store, report);
+
+    // The sweep: every sealed pack against the index.
+    let listing = pack::list_packs(&layout.packs()).map_err(Error::from)?;
+    for id in &listing.orphan_indexes {
+        if fs::remove_file(index_path(&layout.packs(), *id)).is_ok() {
+            report.stale_files_removed += 1;
+        }
+    }
+    let (index, lsn) = store.log().read(|s, lsn| {
+        (
+            s.chunks
+                .iter()
+                .map(|(c, e)| (*c, e.pack))
+                .collect::<HashMap<ChunkId, PackId>>(),
+            lsn.0,
+        )
+    })?;
+    let mut out = Vec::new();
+    let total = listing.packs.len() as u64;
+    let present: HashSet<PackId> = listing.packs.iter().copied().collect();
+    remove_orphan_discards(&layout.packs(), &present, report);
+    for (i, id) in listing.packs.iter().enumerate() {
+        progress("sweeping packs", i as u64, total);
+        let ipath = index_path(&layout.packs(), *id);
+        let bytes = match fs::read(&ipath) {
+            Ok(b) => b,
+            // Not sealed: an open pack of a live process (or of a dead one, for recover).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                report.problems.push(format!("{}: {e}", ipath.display()));
+                continue;
+            }
+        };
+        let idx = match PackIndex::decode(&bytes) {
+            Ok(x) if x.pack_id == *id => x,
+            Ok(_) | Err(_) => {
+                report.problems.push(format!(
+                    "{}: damaged index; pack left alone (`verfs fsck` reports it)",
+                    ipath.display()
+                ));
+                continue;
+            }
+        };
+        let len = match fs::metadata(pack_path(&layout.packs(), *id)) {
+            Ok(m) => m.len(),
+            Err(_) => continue,
+        };
+        let disc = match read_discard(&layout.packs(), *id) {
+            Ok(d) => d,
+            Err(e) => {
+                // Derived data: rebuild it from the index.
+                report.problems.push(format!("{e}; rebuilt"));
+                let _ = fs::remove_file(discard_path(&layout.packs(), *id));
+                Discard::default()
+            }
+        };
+        let mut garbage = Vec::new();
+        let mut garbage_bytes = 0u64;
+        let mut new = Vec::new();
+        for e in &idx.entries {
+            if index.get(&e.chunk_id) != Some(id) {
+                garbage.push((e.chunk_id, e.stored_len));
+                garbage_bytes += RECORD_HEADER_LEN as u64 + u64::from(e.stored_len);
+                if !disc.ids.contains_key(&e.chunk_id) {
+                    new.push((e.chunk_id, e.stored_len));
+                }
+            }
+        }
+        if !new.is_empty() || disc.torn_at.is_some() {
+            append_discard(&layout.packs(), *id, &disc, &new, lsn)?;
+            report.discarded_records += new.len() as u64;
+        }
+        report.packs_examined += 1;
+        report.garbage_bytes += garbage_bytes;
+        out.push(PackState {
+            id: *id,
+            len,
+            entries: idx.entries,
+            garbage,
+            garbage_bytes,
+        });
+    }
+    Ok(out)
+}
+
+/// Snapshot files whose id the metadata no longer lists (deleted, or dropped by recover).
+pub(crate) fn remove_stale_snapshot_files(store: &Store, report: &mut GcReport) {
+    let dir = store.layout().snapshots();
+    let Ok(rd) = fs::read_dir(&dir) else { return };
+    let files: Vec<(u64, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let id = snapshot::id_of_name(e.file_name().to_str()?)?;
+            Some((id, e.path()))
+        })
+        .collect();
+    // Read the state after listing: a file's SnapshotBegin is committed before the file exists.
+    let Ok(known) = store.read(|s| s.snapshots.keys().copied().collect::<HashSet<u64>>()) else {
+        return;
+    };
+    for (id, path) in files {
+        if !known.contains(&id) && fs::remove_file(&path).is_ok() {
+            report.stale_files_removed += 1;
+        }
+    }
+}
+
+fn remove_orphan_discards(packs_dir: &Path, present: &HashSet<PackId>, report: &mut GcReport) {
+    let Ok(rd) = fs::read_dir(packs_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name
+            .strip_suffix(".discard")
+            .and_then(|h| h.parse::<PackId>().ok())
+        {
+            if !present.contains(&id) && fs::remove_file(e.path()).is_ok() {
+                report.stale_files_removed += 1;
+            }
+        }
+    }
+}
+
+fn stage2(
+    store: &Store,
+    owner: &LockOwner,
+    packs: Vec<PackState>,
+    report: &mut GcReport,
+    progress: GcProgress<'_>,
+) -> Result<(), Error> {
+    let threshold = store.config().gc.rewrite_threshold;
+    let chosen: Vec<PackState> = packs
+        .into_iter()
+        .filter(|p| {
+            let all_garbage = p.garbage.len() == p.entries.len();
+            !p.garbage.is_empty()
+                && (all_garbage || p.garbage_bytes as f64 >= threshold * p.len as f64)
+        })
+        .collect();
+    let mut mine = Vec::new();
+    for p in chosen {
+        // [GC-3]: one worker per pack.
+        match owner.try_acquire(&pack_lock(p.id), Mode::Ex) {
+            Ok(()) => mine.push(p),
+            Err(_) => report.packs_busy += 1,
+        }
+    }
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = mine.iter().map(|p| p.id.to_string()).collect();
+    let outcome = store.propose(PROPOSAL_GC_REWRITE, serde_json::json!({ "packs": ids }));
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            release_all(owner, &mine);
+            return Err(e);
+        }
+    };
+    let mut result = Ok(());
+    if let two_phase::Decision::Abort { reason } = &outcome.decision {
+        report.stage2_refused = Some(reason.clone());
+    } else {
+        let total = mine.len() as u64;
+        for (i, p) in mine.iter().enumerate() {
+            progress("rewriting packs", i as u64, total);
+            if let Err(e) = rewrite(store, p, report) {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let fin = two_phase::finish(&store.layout().twopc(), &outcome.txn).map_err(Error::coordination);
+    release_all(owner, &mine);
+    result.and(fin)
+}
+
+fn release_all(owner: &LockOwner, packs: &[PackState]) {
+    for p in packs {
+        let _ = owner.release(&pack_lock(p.id));
+    }
+}
+
+/// Rewrite (or remove) one pack after the two-phase commit decided Commit.
+fn rewrite(store: &Store, p: &PackState, report: &mut GcReport) -> Result<(), Error> {
+    let packs_dir = store.layout().packs();
+    let path = pack_path(&packs_dir, p.id);
+    // Survivors by the index after the decision ([GC-4]): a chunk re-indexed in this pack by an
+    // operation that was in flight before stage 1 stays.
+    let keep: Vec<IndexEntry> = store.read(|s| {
+        p.entries
+            .iter()
+            .filter(|e| s.chunks.get(&e.chunk_id).map(|c| c.pack) == Some(p.id))
+            .copied()
+            .collect()
+    })?;
+    if keep.len() == p.entries.len() {
+        return Ok(());
+    }
+    let action = store
+        .journal
+        .begin(ACTION_GC_REWRITE, p.id.to_string().as_bytes())
+        .map_err(Error::coordination)?;
+    let res = (|| {
+        let file = File::open(&path).map_err(Error::io(&path))?;
+        let mut m = Manifest::begin(&store.layout().manifests(), store.lease().id());
+        let new_len;
+        if keep.is_empty() {
+            m.stage_remove(&path).map_err(Error::coordination)?;
+            m.stage_remove(&index_path(&packs_dir, p.id))
+                .map_err(Error::coordination)?;
+            new_len = 0;
+        } else {
+            let mut bytes = PackHeader { pack_id: p.id }.encode().to_vec();
+            let mut entries = Vec::with_capacity(keep.len());
+            let mut sorted = keep.clone();
+            sorted.sort_by_key(|e| e.offset);
+            for e in &sorted {
+                let n = RECORD_HEADER_LEN + e.stored_len as usize;
+                let mut rec = vec![0u8; n];
+                file.read_exact_at(&mut rec, e.offset)
+                    .map_err(Error::io(&path))?;
+                let (h, payload) = rec.split_at(RECORD_HEADER_LEN);
+                // A damaged live record is not copied: the pack stays as it is, for the
+                // scrubber and fsck to report, instead of moving the damage around.
+                let hdr = pfmt::RecordHeader::decode(h).ok();
+                if hdr.map(|h| h.chunk_id) != Some(e.chunk_id)
+                    || !pfmt::check_record_crc(h, payload)
+                {
+                    return Err(Error::Corrupt {
+                        path: path.clone(),
+                        offset: e.offset,
+                        reason: format!(
+                            "record of live chunk {} is damaged; pack not rewritten",
+                            e.chunk_id
+                        ),
+                    });
+                }
+                entries.push(IndexEntry {
+                    offset: bytes.len() as u64,
+                    ..*e
+                });
+                bytes.extend_from_slice(&rec);
+            }
+            let idx = PackIndex::new(p.id, entries).encode();
+            new_len = bytes.len() as u64;
+            m.stage(&path, &bytes).map_err(Error::coordination)?;
+            m.stage(&index_path(&packs_dir, p.id), &idx)
+                .map_err(Error::coordination)?;
+        }
+        m.stage_remove(&discard_path(&packs_dir, p.id))
+            .map_err(Error::coordination)?;
+        m.commit().map_err(Error::coordination)?;
+        Ok(new_len)
+    })();
+    store.journal.end(action).map_err(Error::coordination)?;
+    match res {
+        Ok(new_len) => {
+            report.bytes_reclaimed += p.len.saturating_sub(new_len);
+            if new_len == 0 {
+                report.packs_deleted += 1;
+            } else {
+                report.packs_rewritten += 1;
+            }
+            Ok(())
+        }
+        Err(e @ Error::Corrupt { .. }) => {
+            report.problems.push(e.to_string());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `verfs gc --worker`: a pass every `gc.interval_ms` until `stop` is set (checked every 100 ms
+/// and between the steps of a pass's caller). Each pass's report goes to `on_pass`.
+pub fn run_worker(
+    store: &Store,
+    stop: &AtomicBool,
+    on_pass: &mut dyn FnMut(Result<GcReport, Error>),
+) {
+    let interval = Duration::from_millis(store.config().gc.interval_ms);
+    while !stop.load(Ordering::SeqCst) {
+        let r = run_pass(store, &mut |_, _, _| {});
+        on_pass(r);
+        let until = Instant::now() + interval;
+        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+        }
+    }
+}
