@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 
 mod fencing;
+mod gc;
 mod locks;
 mod mount_kill;
 mod mount_multi;
@@ -19,6 +20,7 @@ mod put_many;
 mod races;
 mod regressions;
 mod same_path;
+mod snapshots;
 mod torture;
 mod two_phase;
 
