@@ -487,27 +487,31 @@ fn crc32(data: &[u8]) -> u32 {
 fn store_of_another_format_version() {
     let fx = Fixture::new();
     let fpath = fx.store.join("FORMAT");
-    let v1 = fs::read(&fpath).unwrap();
+    let v2 = fs::read(&fpath).unwrap();
     let mut uuid = [0u8; 16];
-    uuid.copy_from_slice(&v1[16..32]);
+    uuid.copy_from_slice(&v2[16..32]);
     assert_eq!(
-        format_file(1, uuid),
-        v1,
+        format_file(2, uuid),
+        v2,
         "test's FORMAT encoding matches the layout"
     );
-    fs::write(&fpath, format_file(2, uuid)).unwrap();
     let s = fx.store.to_str().unwrap();
-    for args in [
-        vec!["ls", "/"],
-        vec!["cat", "/text.txt"],
-        vec!["put", fx.path("src/text.txt").to_str().unwrap(), "/t2"],
-        vec!["fsck"],
-        vec!["recover"],
-    ] {
-        // proves [FMT-2]: refused with both version numbers.
-        let line = fails(&fx.store, &args, &[s], "format version 2");
-        assert!(line.contains("version 1"), "{line}");
+    // An older store (version 1: no snapshot ops) and a newer one are both refused.
+    for other in [1u32, 3] {
+        fs::write(&fpath, format_file(other, uuid)).unwrap();
+        for args in [
+            vec!["ls", "/"],
+            vec!["cat", "/text.txt"],
+            vec!["put", fx.path("src/text.txt").to_str().unwrap(), "/t2"],
+            vec!["fsck"],
+            vec!["recover"],
+        ] {
+            // proves [FMT-2]: refused with both version numbers.
+            let line = fails(&fx.store, &args, &[s], &format!("format version {other}"));
+            assert!(line.contains("reads version 2"), "{line}");
+        }
     }
+    let v1 = v2;
     // A FORMAT file that is damaged (not another version): corrupt, with where.
     fs::write(&fpath, &v1).unwrap();
     flip(&fpath, 20, 0x01);

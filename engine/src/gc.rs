@@ -358,6 +358,7 @@ pub fn run_pass(store: &Store, progress: GcProgress<'_>) -> Result<GcReport, Err
         let _ = owner.release(&gc);
         r?
     };
+    crate::crash_point("gc-after-stage1");
     owner
         .acquire(&gc, Mode::Pr, Wait::Forever)
         .map_err(Error::coordination)?;
@@ -601,7 +602,13 @@ fn stage2(
         return Ok(());
     }
     let ids: Vec<String> = mine.iter().map(|p| p.id.to_string()).collect();
-    let outcome = store.propose(PROPOSAL_GC_REWRITE, serde_json::json!({ "packs": ids }));
+    let payload = serde_json::json!({ "packs": ids });
+    if let two_phase::Vote::Abort { reason } = store.own_vote(PROPOSAL_GC_REWRITE, &payload) {
+        report.stage2_refused = Some(format!("this process: {reason}"));
+        release_all(owner, &mine);
+        return Ok(());
+    }
+    let outcome = store.propose(PROPOSAL_GC_REWRITE, payload);
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -702,7 +709,15 @@ fn rewrite(store: &Store, p: &PackState, report: &mut GcReport) -> Result<(), Er
         }
         m.stage_remove(&discard_path(&packs_dir, p.id))
             .map_err(Error::coordination)?;
+        crate::crash_point("gc-rewrite-staged");
+        if std::env::var("VERFS_CRASH_POINT").as_deref() == Ok("gc-rewrite-committed") {
+            // The commit record is durable, no target renamed yet: recovery rolls forward.
+            m.commit_without_apply().map_err(Error::coordination)?;
+            crate::crash_point("gc-rewrite-committed");
+            return Ok(new_len);
+        }
         m.commit().map_err(Error::coordination)?;
+        crate::crash_point("gc-rewrite-published");
         Ok(new_len)
     })();
     store.journal.end(action).map_err(Error::coordination)?;

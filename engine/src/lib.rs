@@ -35,3 +35,18 @@ pub mod recover;
 pub mod snapshot;
 pub mod store;
 pub mod transfer;
+
+/// Test hook for crash points: if the environment variable `VERFS_CRASH_POINT` names `point`,
+/// the process aborts here (no destructor runs: its lease, journal and files stay as a SIGKILL
+/// would leave them). Used by the crash tests of snapshots and GC; costs one cached lookup.
+pub fn crash_point(point: &str) {
+    static WANTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if WANTED
+        .get_or_init(|| std::env::var("VERFS_CRASH_POINT").ok())
+        .as_deref()
+        == Some(point)
+    {
+        eprintln!("verfs: VERFS_CRASH_POINT={point}: aborting here");
+        std::process::abort();
+    }
+}

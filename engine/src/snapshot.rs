@@ -425,12 +425,14 @@ impl Store {
                 });
                 Ok((bytes, inodes))
             })?;
+            crate::crash_point("snapshot-begun");
             let dir = self.layout().snapshots();
             fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
             let mut m = Manifest::begin(&self.layout().manifests(), self.lease().id());
             m.stage(&snap_path(&dir, id), &bytes)
                 .map_err(Error::coordination)?;
             m.commit().map_err(Error::coordination)?;
+            crate::crash_point("snapshot-written");
             self.transact(true, |tx| {
                 if !tx.base().snapshots.contains_key(&id) {
                     return Err(Error::Snapshot {

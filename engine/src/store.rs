@@ -411,7 +411,9 @@ impl Store {
         let tick_lease = lease.clone();
         let twopc = layout.twopc();
         let on_tick: Box<dyn Fn() + Send> = Box::new(move || {
-            let _ = two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| voter.vote(p));
+            let _ = two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| {
+                voter.vote(&p.kind, &p.payload)
+            });
         });
         let keeper = Lease::start_keeper(lease.clone(), on_fenced, Some(on_tick))
             .map_err(|e| Error::Coordination(format!("starting the lease keeper: {e}")))?;
@@ -844,6 +846,18 @@ impl Store {
         *self.barrier_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
+    /// How this process itself would vote on `kind` (a coordinator is not among the participants
+    /// of its own proposal, but its other threads may hold references too).
+    pub(crate) fn own_vote(&self, kind: &str, payload: &serde_json::Value) -> two_phase::Vote {
+        Voter {
+            log: self.log.clone(),
+            pending: self.pending.clone(),
+            inflight: self.inflight.clone(),
+            barrier_hook: self.barrier_hook.clone(),
+        }
+        .vote(kind, payload)
+    }
+
     /// Propose `kind` to every live process (two-phase commit) and wait for the decision. The
     /// caller applies a Commit, then calls [`two_phase::finish`].
     pub fn propose(
@@ -1245,8 +1259,8 @@ struct Voter {
 }
 
 impl Voter {
-    fn vote(&self, p: &two_phase::Proposal) -> two_phase::Vote {
-        match p.kind.as_str() {
+    fn vote(&self, kind: &str, payload: &serde_json::Value) -> two_phase::Vote {
+        match kind {
             PROPOSAL_SNAPSHOT => {
                 let hook = self.barrier_hook.lock().unwrap_or_else(|p| p.into_inner());
                 match hook.as_ref().map(|h| h()) {
@@ -1257,8 +1271,7 @@ impl Voter {
                 }
             }
             PROPOSAL_GC_REWRITE => {
-                let packs: std::collections::HashSet<PackId> = p
-                    .payload
+                let packs: std::collections::HashSet<PackId> = payload
                     .get("packs")
                     .and_then(|v| v.as_array())
                     .map(|a| {
@@ -1304,16 +1317,16 @@ impl Voter {
                     },
                 }
             }
-            _ => vote(&self.log, p),
+            _ => vote(&self.log, kind, payload),
         }
     }
 }
 
 /// A participant's vote on a proposal.
-fn vote(log: &TxLog<MetaState>, p: &two_phase::Proposal) -> two_phase::Vote {
-    match p.kind.as_str() {
+fn vote(log: &TxLog<MetaState>, kind: &str, payload: &serde_json::Value) -> two_phase::Vote {
+    match kind {
         PROPOSAL_LOG_TRUNCATE => {
-            let Some(lsn) = p.payload.get("lsn").and_then(|v| v.as_u64()) else {
+            let Some(lsn) = payload.get("lsn").and_then(|v| v.as_u64()) else {
                 return two_phase::Vote::Abort {
                     reason: "log-truncate proposal without lsn".into(),
                 };

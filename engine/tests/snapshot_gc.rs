@@ -1,0 +1,215 @@
+//! Snapshots and GC through the library, with two `Store` handles on one store (two leases, so
+//! the two-phase commits have a real participant whose lease keeper votes).
+//!
+//! proves [GC-2] [GC-4] [GC-5] [SNAP-1] [SNAP-4] [SNAP-5]
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::Path;
+
+use verfs_engine::error::Error;
+use verfs_engine::fsck::fsck;
+use verfs_engine::gc;
+use verfs_engine::ids::InodeNo;
+use verfs_engine::meta::{FileKind, Inode, Op};
+use verfs_engine::store::{OpenOptions, PendingFile, Store, TransferReport};
+
+/// Fast heartbeats so that votes arrive within ~100 ms; small packs so data spreads over several.
+const CONFIG: &str = "\
+[leases]
+timeout_ms = 3000
+heartbeat_ms = 100
+
+[packs]
+target_size = 1048576
+";
+
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn store(dir: &Path) -> (Store, Store) {
+    let root = dir.join("st");
+    Store::init(&root).unwrap();
+    fs::write(root.join("config.toml"), CONFIG).unwrap();
+    (
+        Store::open(&root, OpenOptions::new("test writer")).unwrap(),
+        Store::open(&root, OpenOptions::new("test gc")).unwrap(),
+    )
+}
+
+/// Write `data` as the new file `path` (one component) in one batch; the pack is sealed once it
+/// passes 1 MiB, as after any put (an open pack of a live process is never collected).
+fn put(s: &Store, path: &str, data: &[u8]) {
+    let mut held = s.hold();
+    let (extents, size) = s
+        .write_stream(data, &mut TransferReport::default(), &mut held)
+        .unwrap();
+    let mut inode = Inode::new(InodeNo(0), FileKind::File, 0o644);
+    inode.size = size;
+    let f = PendingFile {
+        comps: vec![path.trim_start_matches('/').as_bytes().to_vec()],
+        inode,
+        extents,
+    };
+    s.commit_files(&[], &[], vec![f], Some(&held)).unwrap();
+}
+
+fn packs_bytes(root: &Path) -> u64 {
+    fs::read_dir(root.join("packs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn snapshot_keeps_data_and_gc_reclaims_after_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, g) = store(dir.path());
+    let root = dir.path().join("st");
+    let a = noise(1, 3 << 20);
+    let b = noise(2, 2 << 20);
+    put(&w, "/a", &a);
+    put(&w, "/b", &b);
+    let c = w.snapshot_create("s1").unwrap();
+    assert_eq!(c.inodes, 3);
+    w.remove("/a", false).unwrap();
+    put(&w, "/b2", &noise(3, 1000));
+    w.rename("/b2", "/b").unwrap();
+    // [SNAP-1]: the snapshot is the tree before the changes.
+    assert_eq!(w.read_all("/.snapshots/s1/a").unwrap(), a);
+    assert_eq!(w.read_all("/.snapshots/s1/b").unwrap(), b);
+    assert_eq!(w.read_all("/b").unwrap(), noise(3, 1000));
+    // [GC-2]: nothing the snapshot references goes.
+    let before = packs_bytes(&root);
+    let r = gc::run_pass(&g, &mut |_, _, _| {}).unwrap();
+    assert_eq!(r.chunks_removed, 0, "{r:?}");
+    assert_eq!(w.read_all("/.snapshots/s1/a").unwrap(), a);
+    // Restore shares chunks: the packs do not grow.
+    let restored = w.snapshot_restore("s1", "/a", "/a-again").unwrap();
+    assert_eq!(restored.files, 1);
+    assert_eq!(w.read_all("/a-again").unwrap(), a);
+    assert!(packs_bytes(&root) <= before + 4096);
+    w.remove("/a-again", false).unwrap();
+    // Deleting the snapshot lets GC reclaim a and b: 5 MiB of incompressible data.
+    w.snapshot_delete("s1").unwrap();
+    let r = gc::run_pass(&g, &mut |_, _, _| {}).unwrap();
+    assert!(r.chunk_bytes_removed >= 5 << 20, "{r:?}");
+    let after = packs_bytes(&root);
+    assert!(
+        before - after >= (5 << 20) * 9 / 10,
+        "{before} -> {after}: {r:?}"
+    );
+    assert_eq!(w.read_all("/b").unwrap(), noise(3, 1000));
+    w.close().unwrap();
+    g.close().unwrap();
+    let f = fsck(&root).unwrap();
+    assert!(f.is_clean(), "{:?}", f.problems);
+}
+
+/// [GC-4]: an operation that deduplicated against a chunk before stage 1 dropped it makes its
+/// process vote Abort on the rewrite of that pack; its commit re-indexes the chunk in the pack,
+/// and the next pass keeps it.
+#[test]
+fn in_flight_dedup_blocks_the_rewrite_and_is_reindexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, g) = store(dir.path());
+    let root = dir.path().join("st");
+    let data = noise(7, 2 << 20);
+    put(&w, "/f", &data);
+    // A second operation chunks the same bytes: every chunk is a dedup hit, held in flight.
+    let mut held = w.hold();
+    let mut rep = TransferReport::default();
+    let (exts, size) = w.write_stream(&data[..], &mut rep, &mut held).unwrap();
+    assert_eq!(rep.new_chunks, 0);
+    assert!(rep.dedup_chunks > 0);
+    w.remove("/f", false).unwrap();
+    let r = gc::run_pass(&g, &mut |_, _, _| {}).unwrap();
+    assert!(r.chunks_removed > 0, "{r:?}");
+    let refused = r.stage2_refused.clone().unwrap_or_default();
+    assert!(refused.contains("in flight"), "{r:?}");
+    assert_eq!(r.packs_rewritten + r.packs_deleted, 0, "{r:?}");
+    // The held operation commits: its chunks are indexed again in their pack.
+    w.transact_held(true, Some(&held), |tx| {
+        let at = tx.entry("/g")?;
+        let mut i = Inode::new(InodeNo(0), FileKind::File, 0o644);
+        i.size = size;
+        tx.write_file(&at, "/g", i, exts.clone())?;
+        Ok(())
+    })
+    .unwrap();
+    drop(held);
+    let r = gc::run_pass(&g, &mut |_, _, _| {}).unwrap();
+    assert!(r.stage2_refused.is_none(), "{r:?}");
+    assert_eq!(w.read_all("/g").unwrap(), data);
+    w.close().unwrap();
+    g.close().unwrap();
+    let f = fsck(&root).unwrap();
+    assert!(f.is_clean(), "{:?}", f.problems);
+}
+
+/// [GC-5]: a commit that would reference a chunk that is not indexed is refused.
+#[test]
+fn commit_of_an_unindexed_chunk_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, g) = store(dir.path());
+    put(&w, "/f", b"hello world");
+    let exts = w.lookup("/f").unwrap().1;
+    w.remove("/f", false).unwrap();
+    gc::run_pass(&g, &mut |_, _, _| {}).unwrap();
+    let err = w
+        .transact(true, |tx| {
+            let at = tx.entry("/h")?;
+            let i = Inode::new(InodeNo(0), FileKind::File, 0o644);
+            tx.write_file(&at, "/h", i, exts.clone())?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("not in the chunk index"), "{err}");
+    assert!(matches!(w.stat("/h"), Err(Error::NotFound { .. })));
+    w.close().unwrap();
+    g.close().unwrap();
+}
+
+/// A snapshot that is not ready blocks stage 1 (its references are unknown), and names are
+/// checked; `/.snapshots` is reserved ([SNAP-5]).
+#[test]
+fn pending_snapshot_blocks_stage1_and_names_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, g) = store(dir.path());
+    put(&w, "/f", &noise(9, 100_000));
+    w.transact(true, |tx| {
+        tx.snapshot_op(Op::SnapshotBegin {
+            id: 42,
+            name: b"half".to_vec(),
+            time: verfs_engine::meta::Timestamp::now(),
+        });
+        Ok(())
+    })
+    .unwrap();
+    w.remove("/f", false).unwrap();
+    let r = gc::run_pass(&g, &mut |_, _, _| {}).unwrap();
+    assert_eq!(r.chunks_removed, 0);
+    assert!(r.stage1_skipped.unwrap().contains("half"));
+    assert!(w.snapshot_create("half").is_err());
+    for bad in ["", "a/b", "..", "."] {
+        let e = w.snapshot_create(bad).unwrap_err().to_string();
+        assert!(e.contains("snapshot"), "{e}");
+    }
+    let e = w
+        .mkdir("/.snapshots", 0o755, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reserved"), "{e}");
+    w.close().unwrap();
+    g.close().unwrap();
+}
