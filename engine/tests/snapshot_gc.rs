@@ -25,7 +25,7 @@ target_size = 1048576
 ";
 
 fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
             x ^= x << 13;
