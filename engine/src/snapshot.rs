@@ -681,3 +681,85 @@ fn copy_in(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ids::ChunkId;
+    use crate::meta::Extent;
+
+    fn tree() -> MetaState {
+        use verfs_coordination::txlog::StateMachine;
+        let mut s = MetaState::empty();
+        let mut f = Inode::new(InodeNo(2), FileKind::File, 0o644);
+        f.size = 10;
+        s.apply_op(&Op::PutInode(f));
+        s.apply_op(&Op::Link {
+            parent: InodeNo::ROOT,
+            name: b"f".to_vec(),
+            ino: InodeNo(2),
+        });
+        s.apply_op(&Op::SetExtents {
+            ino: InodeNo(2),
+            extents: vec![Extent {
+                file_off: 0,
+                chunk: ChunkId(42),
+                chunk_off: 0,
+                len: 10,
+            }],
+        });
+        // An orphan (not reachable) is not part of a snapshot.
+        s.apply_op(&Op::PutInode(Inode::new(InodeNo(3), FileKind::File, 0o644)));
+        s
+    }
+
+    // proves [SNAP-4]
+    #[test]
+    fn round_trip_and_every_flip_detected() {
+        let s = tree();
+        let b = encode(&s, 7);
+        let t = decode(Path::new("x"), &b, 7).unwrap();
+        assert_eq!(t.inodes.len(), 2);
+        assert_eq!(t.lookup(InodeNo::ROOT, b"f"), Some(InodeNo(2)));
+        assert_eq!(chunks_of(&t), [ChunkId(42)].into_iter().collect());
+        assert!(
+            decode(Path::new("x"), &b, 8).is_err(),
+            "id must match the name"
+        );
+        for i in 0..b.len() {
+            let mut c = b.clone();
+            c[i] ^= 0x01;
+            assert!(
+                decode(Path::new("x"), &c, 7).is_err(),
+                "flip at {i} accepted"
+            );
+        }
+        for n in 0..b.len() {
+            assert!(
+                decode(Path::new("x"), &b[..n], 7).is_err(),
+                "cut at {n} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_and_names() {
+        assert_eq!(split_path("/a/b"), None);
+        assert_eq!(split_path("/.snapshots"), Some((String::new(), "/".into())));
+        assert_eq!(
+            split_path("/.snapshots/s1/d/f"),
+            Some(("s1".into(), "/d/f".into()))
+        );
+        assert_eq!(
+            split_path("/.snapshots/s1"),
+            Some(("s1".into(), "/".into()))
+        );
+        assert!(check_name("ok-name").is_ok());
+        for bad in ["", ".", "..", "a/b", "a\0b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(id_of_name("000000000000002a.snap"), Some(42));
+        assert_eq!(id_of_name("2a.snap"), None);
+    }
+}
