@@ -187,7 +187,7 @@ pub fn parse_discard(path: &Path, id: PackId, b: &[u8]) -> Result<Discard, Error
             return Err(corrupt(pos, "record crc mismatch".into()));
         }
         match kind {
-            TYPE_BATCH if len as usize % DISCARD_ENTRY_LEN == 0 => {
+            TYPE_BATCH if (len as usize).is_multiple_of(DISCARD_ENTRY_LEN) => {
                 for e in payload.chunks_exact(DISCARD_ENTRY_LEN) {
                     let mut a = [0u8; 16];
                     a.copy_from_slice(&e[..16]);
