@@ -644,16 +644,38 @@ fn release_all(owner: &LockOwner, packs: &[PackState]) {
 fn rewrite(store: &Store, p: &PackState, report: &mut GcReport) -> Result<(), Error> {
     let packs_dir = store.layout().packs();
     let path = pack_path(&packs_dir, p.id);
+    // Under this pack's lock nobody else changes it, but another worker may have rewritten it
+    // since this pass swept it: read its files again.
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&path)(e)),
+    };
+    let len = file.metadata().map_err(Error::io(&path))?.len();
+    let ipath = index_path(&packs_dir, p.id);
+    let idx = fs::read(&ipath)
+        .map_err(Error::io(&ipath))
+        .and_then(|b| {
+            PackIndex::decode(&b).map_err(|e| Error::Corrupt {
+                path: ipath.clone(),
+                offset: e.at,
+                reason: e.reason,
+            })
+        })?;
+    if idx.pack_id != p.id || len != p.len {
+        // Rewritten by another worker since the sweep; the next pass looks at it again.
+        return Ok(());
+    }
     // Survivors by the index after the decision ([GC-4]): a chunk re-indexed in this pack by an
     // operation that was in flight before stage 1 stays.
     let keep: Vec<IndexEntry> = store.read(|s| {
-        p.entries
+        idx.entries
             .iter()
             .filter(|e| s.chunks.get(&e.chunk_id).map(|c| c.pack) == Some(p.id))
             .copied()
             .collect()
     })?;
-    if keep.len() == p.entries.len() {
+    if keep.len() == idx.entries.len() {
         return Ok(());
     }
     let action = store
@@ -661,7 +683,6 @@ fn rewrite(store: &Store, p: &PackState, report: &mut GcReport) -> Result<(), Er
         .begin(ACTION_GC_REWRITE, p.id.to_string().as_bytes())
         .map_err(Error::coordination)?;
     let res = (|| {
-        let file = File::open(&path).map_err(Error::io(&path))?;
         let mut m = Manifest::begin(&store.layout().manifests(), store.lease().id());
         let new_len;
         if keep.is_empty() {
@@ -723,7 +744,7 @@ fn rewrite(store: &Store, p: &PackState, report: &mut GcReport) -> Result<(), Er
     store.journal.end(action).map_err(Error::coordination)?;
     match res {
         Ok(new_len) => {
-            report.bytes_reclaimed += p.len.saturating_sub(new_len);
+            report.bytes_reclaimed += len.saturating_sub(new_len);
             if new_len == 0 {
                 report.packs_deleted += 1;
             } else {
