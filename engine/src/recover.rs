@@ -207,27 +207,26 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
                 ));
             }
             for a in p.pending {
+                // The payload parsed by `parse`, or a problem naming the action.
+                let mut arg = |parse: &dyn Fn(&str) -> Option<u64>| {
+                    let v = std::str::from_utf8(&a.payload).ok().and_then(parse);
+                    if v.is_none() {
+                        report.problems.push(format!(
+                            "{} action with bad payload {:?}",
+                            a.kind, a.payload
+                        ));
+                    }
+                    v
+                };
                 match a.kind.as_str() {
                     ACTION_OPEN_PACK => {
-                        let Some(id) = std::str::from_utf8(&a.payload)
-                            .ok()
-                            .and_then(|s| s.parse::<PackId>().ok())
-                        else {
-                            report
-                                .problems
-                                .push(format!("open-pack action with bad payload {:?}", a.payload));
+                        let Some(id) = arg(&|s| s.parse::<PackId>().ok().map(|p| p.0)) else {
                             continue;
                         };
-                        seal_dead_pack(&packs, id, report)?;
+                        seal_dead_pack(&packs, PackId(id), report)?;
                     }
                     ACTION_ORPHAN => {
-                        let Some(ino) = std::str::from_utf8(&a.payload)
-                            .ok()
-                            .and_then(|s| s.parse::<u64>().ok())
-                        else {
-                            report
-                                .problems
-                                .push(format!("orphan action with bad payload {:?}", a.payload));
+                        let Some(ino) = arg(&|s| s.parse::<u64>().ok()) else {
                             continue;
                         };
                         // The dead process had it open after its last unlink: nobody can reach
@@ -244,13 +243,7 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
                         }
                     }
                     crate::snapshot::ACTION_SNAPSHOT => {
-                        let Some(id) = std::str::from_utf8(&a.payload)
-                            .ok()
-                            .and_then(|s| u64::from_str_radix(s, 16).ok())
-                        else {
-                            report
-                                .problems
-                                .push(format!("snapshot action with bad payload {:?}", a.payload));
+                        let Some(id) = arg(&|s| u64::from_str_radix(s, 16).ok()) else {
                             continue;
                         };
                         // [SNAP-3]: not ready means its creator never finished: drop it. Its file
