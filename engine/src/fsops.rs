@@ -597,27 +597,7 @@ impl Store {
         let mut buf = vec![0u8; (end - off) as usize];
         let base_end = end.min(base_limit);
         if off < base_end {
-            // First extent that ends after `off` (extents are sorted and disjoint).
-            let first = exts.partition_point(|x| x.file_off + x.len as u64 <= off);
-            for x in &exts[first..] {
-                if x.file_off >= base_end {
-                    break;
-                }
-                let s = x.file_off.max(off);
-                let e = (x.file_off + x.len as u64).min(base_end);
-                if s >= e {
-                    continue;
-                }
-                let data = self.chunk(x.chunk)?;
-                let cs = (x.chunk_off as u64 + (s - x.file_off)) as usize;
-                let ce = cs + (e - s) as usize;
-                let src = data.get(cs..ce).ok_or_else(|| Error::Corrupt {
-                    path: self.layout().packs(),
-                    offset: 0,
-                    reason: format!("extent beyond chunk {} ({} bytes)", x.chunk, data.len()),
-                })?;
-                buf[(s - off) as usize..(e - off) as usize].copy_from_slice(src);
-            }
+            self.fill_from_extents(&exts, off, &mut buf[..(base_end - off) as usize])?;
         }
         if let Some(d) = guard.as_deref() {
             for (k, v) in d.ranges.range(..end) {
@@ -633,6 +613,53 @@ impl Store {
             }
         }
         Ok(buf)
+    }
+
+    /// Up to `len` bytes at `off` of a file with attributes `inode` and extents `extents` (short
+    /// at its end, holes read as zeros), without this process's unflushed writes: for files that
+    /// are not in the live tree (a snapshot's). Reads only.
+    pub fn read_extents_range(
+        &self,
+        inode: &Inode,
+        extents: &[Extent],
+        off: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, Error> {
+        if off >= inode.size {
+            return Ok(Vec::new());
+        }
+        let end = inode.size.min(off.saturating_add(u64::from(len)));
+        let mut buf = vec![0u8; (end - off) as usize];
+        self.fill_from_extents(extents, off, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Copy into `buf`, which stands for file bytes `[off, off + buf.len())`, what `extents`
+    /// (sorted, disjoint) hold there; bytes no extent covers are left as they are.
+    fn fill_from_extents(&self, extents: &[Extent], off: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let end = off + buf.len() as u64;
+        // First extent that ends after `off`.
+        let first = extents.partition_point(|x| x.file_off + x.len as u64 <= off);
+        for x in &extents[first..] {
+            if x.file_off >= end {
+                break;
+            }
+            let s = x.file_off.max(off);
+            let e = (x.file_off + x.len as u64).min(end);
+            if s >= e {
+                continue;
+            }
+            let data = self.chunk(x.chunk)?;
+            let cs = (x.chunk_off as u64 + (s - x.file_off)) as usize;
+            let ce = cs + (e - s) as usize;
+            let src = data.get(cs..ce).ok_or_else(|| Error::Corrupt {
+                path: self.layout().packs(),
+                offset: 0,
+                reason: format!("extent beyond chunk {} ({} bytes)", x.chunk, data.len()),
+            })?;
+            buf[(s - off) as usize..(e - off) as usize].copy_from_slice(src);
+        }
+        Ok(())
     }
 
     fn dirty_entry(&self, ino: InodeNo) -> Result<Arc<Mutex<DirtyFile>>, Error> {

@@ -9,6 +9,17 @@
 //! errno values in exactly one place, [`errno`]. [`mount`] runs a mount in the foreground until
 //! SIGINT/SIGTERM or an external unmount, then flushes everything and releases the lease.
 //!
+//! Snapshots: `/.snapshots` is a read-only virtual directory, found by lookup but not listed in
+//! the root (so `find`, `cp -a` and `rsync` of the mount do not descend into it). It lists the
+//! ready snapshots; below `/.snapshots/NAME` each snapshot's tree is served from its
+//! `snapshots/<id>.snap` and its chunks. Those inodes get FUSE numbers with bit 63 set (live
+//! inode numbers never reach it): bits 40..62 are a slot this mount gives each snapshot on first
+//! use, bits 0..39 the snapshot's own inode number; `/.snapshots` itself is `1 << 63`. Every
+//! change to them is `EROFS`. A snapshot never changes, so its inodes are cached by the kernel
+//! ([`SNAP_TTL`], page cache kept across opens); a deleted snapshot's inodes answer `ENOENT`.
+//! The mount votes on a snapshot barrier by committing every unflushed write
+//! ([`Store::set_barrier_hook`]).
+//!
 //! Format and protocol: `data-layout.md`. Supported operations and their errors: README "Mount".
 
 use std::collections::HashMap;
@@ -16,7 +27,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -28,12 +39,25 @@ use verfs_coordination::lock::{self, LockTable, Mode, Resource, Wait};
 use verfs_engine::error::Error;
 use verfs_engine::fsops::{RenameMode, SetAttr};
 use verfs_engine::ids::InodeNo as Ino;
-use verfs_engine::meta::{FileKind, Inode, Timestamp};
+use verfs_engine::meta::{FileKind, Inode, MetaState, Timestamp, SNAPSHOTS_DIR};
 use verfs_engine::store::Store;
 
 /// Entry and attribute cache lifetime given to the kernel. Zero: every lookup asks the store,
 /// so renames and unlinks by other processes are seen at once.
 const TTL: Duration = Duration::ZERO;
+
+/// Bit 63 of a FUSE inode number: an inode of `/.snapshots` (read-only), not of the live tree.
+const SNAP_BIT: u64 = 1 << 63;
+/// FUSE inode number of `/.snapshots`.
+const SNAPSHOTS_INO: u64 = SNAP_BIT;
+/// A snapshot's own inode number takes the low 40 bits of a FUSE inode number ...
+const SNAP_INO_BITS: u32 = 40;
+/// ... and the mount's slot for the snapshot the 23 bits above (slots count from 1).
+const SNAP_SLOT_MAX: u64 = (1 << (63 - SNAP_INO_BITS)) - 1;
+/// Entry and attribute cache lifetime of the inodes inside a snapshot: they never change, and a
+/// FUSE number is never reused for another snapshot. A path walk still notices a deleted snapshot
+/// at once: `/.snapshots` and its entries are answered with [`TTL`].
+pub const SNAP_TTL: Duration = Duration::from_secs(60);
 
 /// The one place where engine errors become errno values. An `EIO` (a damaged record, a failing
 /// disk) reaches the caller without its cause, so the cause, which names the file and the
@@ -152,6 +176,71 @@ pub struct VerFs {
     /// inodes it may hold range locks on. An owner is dropped (closing its description, which
     /// frees whatever it still holds) once `flush` has released its last inode.
     owners: Mutex<HashMap<u64, HeldLocks>>,
+    /// The slot of each snapshot this mount has given inode numbers to.
+    slots: Mutex<SnapSlots>,
+    /// Times of `/.snapshots` while no snapshot exists.
+    started: Timestamp,
+}
+
+/// Snapshot ids by slot (bits 40..62 of their FUSE inode numbers) and back. A slot is given on
+/// first use and kept for the life of the mount, so a FUSE number never names two inodes.
+#[derive(Default)]
+struct SnapSlots {
+    by_id: HashMap<u64, u64>,
+    /// `ids[slot - 1]` is the snapshot of `slot`.
+    ids: Vec<u64>,
+}
+
+/// A `/.snapshots` inode, resolved.
+enum SnapNode {
+    /// `/.snapshots` itself.
+    Dir,
+    /// `inode` of snapshot `id`, whose tree is `tree`.
+    In {
+        id: u64,
+        tree: Arc<MetaState>,
+        inode: Inode,
+    },
+}
+
+/// Is `ino` an inode of `/.snapshots` (read-only)?
+fn is_snap(ino: INodeNo) -> bool {
+    ino.0 & SNAP_BIT != 0
+}
+
+/// Is this the entry `/.snapshots`?
+fn is_snapshots_entry(parent: INodeNo, name: &OsStr) -> bool {
+    parent.0 == Ino::ROOT.0 && name.as_bytes() == SNAPSHOTS_DIR.as_bytes()
+}
+
+/// `lseek(SEEK_DATA / SEEK_HOLE)` in a file of `size` bytes with sorted, disjoint `extents`, as
+/// [`Store::seek`] answers it for a live file; `None` is `ENXIO`.
+fn seek_extents(
+    size: u64,
+    extents: &[verfs_engine::meta::Extent],
+    off: u64,
+    what: verfs_engine::fsops::Seek,
+) -> Option<u64> {
+    if off >= size {
+        return None;
+    }
+    let first = extents.partition_point(|x| x.file_off + x.len as u64 <= off);
+    match what {
+        verfs_engine::fsops::Seek::Data => extents
+            .get(first)
+            .map(|x| x.file_off.max(off))
+            .filter(|&p| p < size),
+        verfs_engine::fsops::Seek::Hole => {
+            let mut pos = off;
+            for x in &extents[first..] {
+                if x.file_off > pos {
+                    break;
+                }
+                pos = pos.max(x.file_off + x.len as u64);
+            }
+            Some(pos.min(size))
+        }
+    }
 }
 
 /// What one kernel lock owner holds through this mount.
@@ -161,10 +250,18 @@ struct HeldLocks {
 }
 
 impl VerFs {
-    /// A filesystem over `store`; opens (creating if needed) the store's lock table.
+    /// A filesystem over `store`; opens (creating if needed) the store's lock table, and makes
+    /// the store commit this mount's unflushed writes when it votes on a snapshot barrier
+    /// ([SNAP-2]), so a snapshot taken by any process holds what was written here before.
     pub fn new(store: Arc<Store>, read_only: bool) -> Result<VerFs, Error> {
         let locks =
             LockTable::open(&store.layout().root.join("locks")).map_err(Error::coordination)?;
+        // Weak: the store owns the hook; a strong reference would keep the store alive forever.
+        let weak: Weak<Store> = Arc::downgrade(&store);
+        store.set_barrier_hook(Box::new(move || match weak.upgrade() {
+            Some(s) => s.flush_all().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }));
         Ok(VerFs {
             store,
             handles: Mutex::new(HashMap::new()),
@@ -172,6 +269,8 @@ impl VerFs {
             read_only,
             locks,
             owners: Mutex::new(HashMap::new()),
+            slots: Mutex::new(SnapSlots::default()),
+            started: Timestamp::now(),
         })
     }
 
@@ -222,9 +321,15 @@ impl VerFs {
     }
 
     /// Directory `ino` as readdir numbers it: offset 1 = ".", 2 = "..", 3.. = the entries (the
-    /// kernel resolves ".." itself, so both dots name `ino`).
+    /// kernel resolves ".." itself, so both dots name `ino`). `/.snapshots` is not listed in the
+    /// root (lookup finds it), so tools that walk the mount do not copy every snapshot.
     fn listing(&self, ino: Ino) -> Result<Vec<(Vec<u8>, Ino, FileKind)>, Error> {
-        let entries = self.store.read_dir(ino)?;
+        let mut entries = self.store.read_dir(ino)?;
+        if ino == Ino::ROOT {
+            // Only a store older than the reserved name can hold such an entry; the virtual
+            // directory shadows it.
+            entries.retain(|(name, _, _)| name != SNAPSHOTS_DIR.as_bytes());
+        }
         let dots = [
             (b".".to_vec(), ino, FileKind::Dir),
             (b"..".to_vec(), ino, FileKind::Dir),
@@ -302,10 +407,225 @@ impl VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
+        if is_snap(parent) {
+            return reply.error(Errno::EROFS);
+        }
         self.reply_entry(
             reply,
             self.store.make_node(Ino(parent.0), name.as_bytes(), proto),
         )
+    }
+}
+
+/// `/.snapshots`: every answer comes from a snapshot's immutable tree.
+impl VerFs {
+    /// The FUSE number of inode `ino` of snapshot `id` (its slot is given on first use);
+    /// `EOVERFLOW` if it does not fit.
+    fn snap_ino(&self, id: u64, ino: Ino) -> Result<u64, Errno> {
+        if ino.0 == 0 || ino.0 >> SNAP_INO_BITS != 0 {
+            return Err(Errno::EOVERFLOW);
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = match slots.by_id.get(&id) {
+            Some(s) => *s,
+            None => {
+                let s = slots.ids.len() as u64 + 1;
+                if s > SNAP_SLOT_MAX {
+                    return Err(Errno::EOVERFLOW);
+                }
+                slots.ids.push(id);
+                slots.by_id.insert(id, s);
+                s
+            }
+        };
+        Ok(SNAP_BIT | slot << SNAP_INO_BITS | ino.0)
+    }
+
+    /// The tree of snapshot `id`; `ENOENT` once it is deleted (or while it is not ready).
+    fn snap_tree(&self, id: u64) -> Result<Arc<MetaState>, Errno> {
+        let ready = self
+            .store
+            .read(|s| s.snapshots.get(&id).map(|i| i.ready))
+            .map_err(|e| errno(&e))?;
+        if ready != Some(true) {
+            return Err(Errno::ENOENT);
+        }
+        self.store.snapshot_tree(id).map_err(|e| errno(&e))
+    }
+
+    /// Inode `ino` of snapshot `id`.
+    fn snap_in(&self, id: u64, ino: Ino) -> Result<SnapNode, Errno> {
+        let tree = self.snap_tree(id)?;
+        let inode = tree.inodes.get(&ino).cloned().ok_or(Errno::ENOENT)?;
+        Ok(SnapNode::In { id, tree, inode })
+    }
+
+    /// What the `/.snapshots` inode `ino` is. A number this mount never gave out is `ESTALE`.
+    fn snap_node(&self, ino: INodeNo) -> Result<SnapNode, Errno> {
+        if ino.0 == SNAPSHOTS_INO {
+            return Ok(SnapNode::Dir);
+        }
+        let slot = (ino.0 & !SNAP_BIT) >> SNAP_INO_BITS;
+        let id = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            (slot as usize)
+                .checked_sub(1)
+                .and_then(|i| slots.ids.get(i).copied())
+                .ok_or(Errno::ESTALE)?
+        };
+        self.snap_in(id, Ino(ino.0 & ((1 << SNAP_INO_BITS) - 1)))
+    }
+
+    /// The ready snapshots, by name.
+    fn ready_snapshots(&self) -> Result<Vec<(String, u64, Timestamp)>, Errno> {
+        Ok(self
+            .store
+            .snapshots()
+            .map_err(|e| errno(&e))?
+            .into_iter()
+            .filter(|(_, (_, i))| i.ready)
+            .map(|(name, (id, i))| (name, id, i.time))
+            .collect())
+    }
+
+    /// The kernel's view of a `/.snapshots` inode, and how long it may cache it.
+    fn snap_attr(&self, n: &SnapNode) -> Result<(FileAttr, Duration), Errno> {
+        match n {
+            SnapNode::Dir => {
+                // Owned by root, read-only; its times are those of the newest snapshot.
+                let snaps = self.ready_snapshots()?;
+                let mut d = Inode::new(Ino(0), FileKind::Dir, 0o555);
+                d.uid = 0;
+                d.gid = 0;
+                d.nlink = 2 + snaps.len() as u32;
+                let t = snaps
+                    .iter()
+                    .map(|s| s.2)
+                    .max_by_key(|t| (t.secs, t.nsecs))
+                    .unwrap_or(self.started);
+                (d.atime, d.mtime, d.ctime) = (t, t, t);
+                let mut a = file_attr(&d, 0);
+                a.ino = INodeNo(SNAPSHOTS_INO);
+                Ok((a, TTL))
+            }
+            SnapNode::In { id, tree, inode } => {
+                let allocated = match inode.kind {
+                    FileKind::File => tree
+                        .extents
+                        .get(&inode.ino)
+                        .map(|v| v.iter().map(|x| u64::from(x.len)).sum::<u64>())
+                        .unwrap_or(0)
+                        .min(inode.size),
+                    _ => inode.size,
+                };
+                let mut a = file_attr(inode, allocated);
+                a.ino = INodeNo(self.snap_ino(*id, inode.ino)?);
+                Ok((a, SNAP_TTL))
+            }
+        }
+    }
+
+    /// Lookup of `name` in `parent` (`/.snapshots`, or a directory of a snapshot); `parent` None
+    /// is the live root, where only `.snapshots` gets here. Returns the attributes, how long
+    /// the kernel may cache them, and how long the entry.
+    fn snap_lookup(
+        &self,
+        parent: Option<INodeNo>,
+        name: &[u8],
+    ) -> Result<(FileAttr, Duration, Duration), Errno> {
+        let Some(parent) = parent else {
+            let (a, ttl) = self.snap_attr(&SnapNode::Dir)?;
+            return Ok((a, ttl, TTL));
+        };
+        if name.len() > verfs_engine::meta::NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let child = match self.snap_node(parent)? {
+            SnapNode::Dir => {
+                // A name can be deleted and given to a new snapshot: never cache the entry.
+                let (_, id, _) = self
+                    .ready_snapshots()?
+                    .into_iter()
+                    .find(|s| s.0.as_bytes() == name)
+                    .ok_or(Errno::ENOENT)?;
+                let (a, ttl) = self.snap_attr(&self.snap_in(id, Ino::ROOT)?)?;
+                return Ok((a, ttl, TTL));
+            }
+            SnapNode::In { id, tree, inode } => {
+                if inode.kind != FileKind::Dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                let child = tree.lookup(inode.ino, name).ok_or(Errno::ENOENT)?;
+                let ci = tree.inodes.get(&child).cloned().ok_or(Errno::ENOENT)?;
+                SnapNode::In {
+                    id,
+                    tree,
+                    inode: ci,
+                }
+            }
+        };
+        let (a, ttl) = self.snap_attr(&child)?;
+        Ok((a, ttl, ttl))
+    }
+
+    /// A `/.snapshots` directory as readdir numbers it (see [`VerFs::listing`]), with FUSE
+    /// inode numbers.
+    fn snap_listing(&self, ino: INodeNo) -> Result<Vec<(Vec<u8>, u64, FileKind)>, Errno> {
+        let dots = |me: u64| {
+            [
+                (b".".to_vec(), me, FileKind::Dir),
+                (b"..".to_vec(), me, FileKind::Dir),
+            ]
+        };
+        match self.snap_node(ino)? {
+            SnapNode::Dir => {
+                let mut out = dots(SNAPSHOTS_INO).to_vec();
+                for (name, id, _) in self.ready_snapshots()? {
+                    out.push((
+                        name.into_bytes(),
+                        self.snap_ino(id, Ino::ROOT)?,
+                        FileKind::Dir,
+                    ));
+                }
+                Ok(out)
+            }
+            SnapNode::In { id, tree, inode } => {
+                if inode.kind != FileKind::Dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                let mut out = dots(ino.0).to_vec();
+                for (name, child) in tree.dirs.get(&inode.ino).into_iter().flatten() {
+                    if let Some(c) = tree.inodes.get(child) {
+                        out.push((name.clone(), self.snap_ino(id, *child)?, c.kind));
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Read from a file of a snapshot.
+    fn snap_read(&self, ino: INodeNo, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
+        match self.snap_node(ino)? {
+            SnapNode::In { tree, inode, .. } if inode.kind != FileKind::Dir => {
+                let extents = tree.extents.get(&inode.ino).map_or(&[][..], Vec::as_slice);
+                self.store
+                    .read_extents_range(&inode, extents, off, len)
+                    .map_err(|e| errno(&e))
+            }
+            _ => Err(Errno::EISDIR),
+        }
+    }
+
+    /// The extended attributes of a `/.snapshots` inode (`/.snapshots` itself has none).
+    fn snap_xattrs(
+        &self,
+        ino: INodeNo,
+    ) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, Errno> {
+        match self.snap_node(ino)? {
+            SnapNode::Dir => Ok(Default::default()),
+            SnapNode::In { inode, .. } => Ok(inode.xattrs),
+        }
     }
 }
 
@@ -462,6 +782,16 @@ impl Filesystem for VerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let snapdir = is_snapshots_entry(parent, name);
+        if snapdir || is_snap(parent) {
+            let parent = (!snapdir).then_some(parent);
+            return match self.snap_lookup(parent, name.as_bytes()) {
+                Ok((attr, attr_ttl, entry_ttl)) => {
+                    reply.entry_with_ttls(&attr_ttl, &entry_ttl, &attr, Generation(0))
+                }
+                Err(e) => reply.error(e),
+            };
+        }
         self.reply_entry(
             reply,
             self.store.lookup_child(Ino(parent.0), name.as_bytes()),
@@ -487,6 +817,12 @@ impl Filesystem for VerFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if is_snap(ino) {
+            return match self.snap_node(ino).and_then(|n| self.snap_attr(&n)) {
+                Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+                Err(e) => reply.error(e),
+            };
+        }
         self.reply_attr(reply, self.store.attr(Ino(ino.0)))
     }
 
@@ -511,6 +847,9 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
+        if is_snap(ino) {
+            return reply.error(Errno::EROFS);
+        }
         let a = SetAttr {
             perm: mode.map(|m| m & 0o7777),
             uid,
@@ -524,6 +863,15 @@ impl Filesystem for VerFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        if is_snap(ino) {
+            return match self.snap_node(ino) {
+                Ok(SnapNode::In { inode, .. }) if inode.kind == FileKind::Symlink => {
+                    reply.data(&inode.target)
+                }
+                Ok(_) => reply.error(Errno::EINVAL),
+                Err(e) => reply.error(e),
+            };
+        }
         match self.store.attr(Ino(ino.0)) {
             Ok(i) if i.kind == FileKind::Symlink => reply.data(&i.target),
             Ok(_) => reply.error(Errno::EINVAL),
@@ -569,6 +917,9 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
+        if is_snap(parent) || is_snapshots_entry(parent, name) {
+            return reply.error(Errno::EROFS);
+        }
         reply_empty(
             reply,
             self.store.unlink_at(Ino(parent.0), name.as_bytes(), false),
@@ -578,6 +929,9 @@ impl Filesystem for VerFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
+        }
+        if is_snap(parent) || is_snapshots_entry(parent, name) {
+            return reply.error(Errno::EROFS);
         }
         reply_empty(
             reply,
@@ -610,6 +964,11 @@ impl Filesystem for VerFs {
     ) {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
+        }
+        // Renaming `/.snapshots` away is refused here; renaming onto it, by the engine (its name
+        // is reserved: EEXIST).
+        if is_snap(parent) || is_snap(newparent) || is_snapshots_entry(parent, name) {
+            return reply.error(Errno::EROFS);
         }
         let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             RenameMode::Exchange
@@ -644,6 +1003,9 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
+        if is_snap(ino) || is_snap(newparent) {
+            return reply.error(Errno::EROFS);
+        }
         self.reply_entry(
             reply,
             self.store
@@ -655,6 +1017,20 @@ impl Filesystem for VerFs {
         let acc = flags.0 & libc::O_ACCMODE;
         if self.read_only && acc != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
+        }
+        if is_snap(ino) {
+            if acc != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+                return reply.error(Errno::EROFS);
+            }
+            // No handle state: nothing to flush, and a snapshot inode is never an orphan. Its
+            // bytes never change, so the page cache is kept across opens.
+            return match self.snap_node(ino) {
+                Ok(SnapNode::In { inode, .. }) if inode.kind != FileKind::Dir => {
+                    reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+                }
+                Ok(_) => reply.error(Errno::EISDIR),
+                Err(e) => reply.error(e),
+            };
         }
         match self.store.attr(Ino(ino.0)) {
             Ok(i) if i.kind == FileKind::Dir => reply.error(Errno::EISDIR),
@@ -674,6 +1050,12 @@ impl Filesystem for VerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if is_snap(ino) {
+            return match self.snap_read(ino, offset, size) {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(e),
+            };
+        }
         match self.store.read_at(Ino(ino.0), offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
@@ -695,6 +1077,9 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
+        if is_snap(ino) {
+            return reply.error(Errno::EROFS);
+        }
         match self.store.write_at(Ino(ino.0), offset, data) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(errno(&e)),
@@ -712,6 +1097,9 @@ impl Filesystem for VerFs {
         // close(2): drop the caller's fcntl locks on the file, and commit, so a process that
         // opens the file afterwards sees it whole.
         self.drop_posix_locks(lock_owner, ino.0);
+        if is_snap(ino) {
+            return reply.ok();
+        }
         reply_empty(reply, self.store.flush_inode(Ino(ino.0)))
     }
 
@@ -745,6 +1133,9 @@ impl Filesystem for VerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if is_snap(ino) {
+            return reply.ok();
+        }
         reply_empty(
             reply,
             self.store
@@ -754,6 +1145,18 @@ impl Filesystem for VerFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if is_snap(ino) {
+            return match self.snap_node(ino) {
+                // `/.snapshots` changes with every snapshot: read afresh.
+                Ok(SnapNode::Dir) => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Ok(SnapNode::In { inode, .. }) if inode.kind == FileKind::Dir => reply.opened(
+                    FileHandle(0),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                ),
+                Ok(_) => reply.error(Errno::ENOTDIR),
+                Err(e) => reply.error(e),
+            };
+        }
         match self.store.attr(Ino(ino.0)) {
             Ok(i) if i.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::ENOTDIR),
@@ -769,6 +1172,23 @@ impl Filesystem for VerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        if is_snap(ino) {
+            let entries = match self.snap_listing(ino) {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
+            };
+            for (i, (name, child, kind)) in entries.into_iter().enumerate().skip(offset as usize) {
+                if reply.add(
+                    INodeNo(child),
+                    (i + 1) as u64,
+                    file_type(kind),
+                    OsStr::from_bytes(&name),
+                ) {
+                    break;
+                }
+            }
+            return reply.ok();
+        }
         let entries = match self.listing(Ino(ino.0)) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
@@ -835,6 +1255,9 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
+        if is_snap(ino) {
+            return reply.error(Errno::EROFS);
+        }
         // POSIX ACLs are not supported: answering EOPNOTSUPP makes `cp -a`/`setfacl` fall back to
         // chmod, as on a filesystem mounted without ACLs (storing them as plain xattrs would
         // silently ignore their effect on the mode).
@@ -851,16 +1274,31 @@ impl Filesystem for VerFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.store.get_xattr(Ino(ino.0), name.as_bytes()) {
+        let value = if is_snap(ino) {
+            match self.snap_xattrs(ino) {
+                Ok(mut x) => x.remove(name.as_bytes()).ok_or(Errno::ENODATA),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.store
+                .get_xattr(Ino(ino.0), name.as_bytes())
+                .map_err(|e| errno(&e))
+        };
+        match value {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
             Ok(v) => reply.data(&v),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.store.list_xattr(Ino(ino.0)) {
+        let names = if is_snap(ino) {
+            self.snap_xattrs(ino).map(|x| x.into_keys().collect())
+        } else {
+            self.store.list_xattr(Ino(ino.0)).map_err(|e| errno(&e))
+        };
+        match names {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -875,7 +1313,7 @@ impl Filesystem for VerFs {
                     reply.data(&buf)
                 }
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -883,11 +1321,20 @@ impl Filesystem for VerFs {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
         }
+        if is_snap(ino) {
+            return reply.error(Errno::EROFS);
+        }
         reply_empty(reply, self.store.remove_xattr(Ino(ino.0), name.as_bytes()))
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // Permission bits are checked by the kernel (`default_permissions`); this answers F_OK.
+        if is_snap(ino) {
+            return match self.snap_node(ino) {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
+        }
         match self.store.attr(Ino(ino.0)) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -902,6 +1349,31 @@ impl Filesystem for VerFs {
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
+        if is_snap(ino) {
+            let entries = match self.snap_listing(ino) {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
+            };
+            for (i, (name, child, _)) in entries.into_iter().enumerate().skip(offset as usize) {
+                let Ok((attr, ttl)) = self
+                    .snap_node(INodeNo(child))
+                    .and_then(|n| self.snap_attr(&n))
+                else {
+                    continue; // deleted since the listing
+                };
+                if reply.add(
+                    INodeNo(child),
+                    (i + 1) as u64,
+                    OsStr::from_bytes(&name),
+                    &ttl,
+                    &attr,
+                    Generation(0),
+                ) {
+                    break;
+                }
+            }
+            return reply.ok();
+        }
         let entries = match self.listing(Ino(ino.0)) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
@@ -937,6 +1409,9 @@ impl Filesystem for VerFs {
     ) {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
+        }
+        if is_snap(ino) {
+            return reply.error(Errno::EROFS);
         }
         let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let punch = mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0;
@@ -975,6 +1450,19 @@ impl Filesystem for VerFs {
         if offset < 0 {
             return reply.error(Errno::ENXIO);
         }
+        if is_snap(ino) {
+            return match self.snap_node(ino) {
+                Ok(SnapNode::In { tree, inode, .. }) => {
+                    let extents = tree.extents.get(&inode.ino).map_or(&[][..], Vec::as_slice);
+                    match seek_extents(inode.size, extents, offset as u64, what) {
+                        Some(p) => reply.offset(p as i64),
+                        None => reply.error(Errno::ENXIO),
+                    }
+                }
+                Ok(SnapNode::Dir) => reply.error(Errno::EINVAL),
+                Err(e) => reply.error(e),
+            };
+        }
         match self.store.seek(Ino(ino.0), offset as u64, what) {
             Ok(Some(p)) => reply.offset(p as i64),
             Ok(None) => reply.error(Errno::ENXIO),
@@ -997,6 +1485,14 @@ impl Filesystem for VerFs {
     ) {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
+        }
+        if is_snap(ino_out) {
+            return reply.error(Errno::EROFS);
+        }
+        if is_snap(ino_in) {
+            // The engine shares chunks between live files only; EOPNOTSUPP makes the kernel copy
+            // the bytes itself (read, then write).
+            return reply.error(Errno::EOPNOTSUPP);
         }
         // The reply carries a u32: copy at most 1 GiB per call (the caller loops, as for write).
         let len = len.min(1 << 30);
@@ -1069,6 +1565,9 @@ impl Filesystem for VerFs {
     ) {
         if let Err(e) = self.check_writable() {
             return reply.error(e);
+        }
+        if is_snap(parent) {
+            return reply.error(Errno::EROFS);
         }
         let i = Self::new_inode(req, FileKind::File, mode, umask);
         match self.store.make_node(Ino(parent.0), name.as_bytes(), i) {
