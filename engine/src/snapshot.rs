@@ -257,6 +257,17 @@ pub fn split_path(path: &str) -> Option<(String, String)> {
     Some((String::from_utf8_lossy(name).into_owned(), r))
 }
 
+/// Paths inside a snapshot cannot be changed ([SNAP-5]): a clear error instead of "not found".
+pub fn check_writable(path: &str) -> Result<(), Error> {
+    match split_path(path) {
+        Some((name, _)) if !name.is_empty() => Err(Error::ReadOnly {
+            path: path.into(),
+            reason: "a snapshot never changes; `verfs snapshot restore` copies out of one".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// What `verfs snapshot create` did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Created {
@@ -563,6 +574,7 @@ impl Store {
     /// `DEST` (into it, if it is a directory), sharing every chunk: no data is copied. Hard links
     /// inside the copied tree stay hard links. One transaction: all or nothing.
     pub fn snapshot_restore(&self, name: &str, path: &str, dest: &str) -> Result<Restored, Error> {
+        check_writable(dest)?;
         let id = self.snapshot_id(name)?;
         let tree = self.snapshot_tree(id)?;
         let src_root = Tx::new(&tree).resolve(path)?;

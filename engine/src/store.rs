@@ -1020,6 +1020,7 @@ impl Store {
 
     /// `mkdir [-p]`.
     pub fn mkdir(&self, path: &str, perm: u32, parents: bool) -> Result<(), Error> {
+        crate::snapshot::check_writable(path)?;
         self.transact(true, |tx| {
             if parents {
                 tx.mkdir_p(path, perm).map(|_| ())
@@ -1033,6 +1034,7 @@ impl Store {
 
     /// `rm [-r]` (a directory needs `recursive`).
     pub fn remove(&self, path: &str, recursive: bool) -> Result<(), Error> {
+        crate::snapshot::check_writable(path)?;
         self.transact(true, |tx| {
             let at = tx.entry(path)?;
             if recursive {
@@ -1045,6 +1047,7 @@ impl Store {
 
     /// `rmdir`: an empty directory.
     pub fn rmdir(&self, path: &str) -> Result<(), Error> {
+        crate::snapshot::check_writable(path)?;
         self.transact(true, |tx| {
             let at = tx.entry(path)?;
             if tx
@@ -1062,6 +1065,8 @@ impl Store {
     /// `mv SRC DST`: when DST is an existing directory the entry moves inside it. Decided under
     /// the log lock, so of several processes racing to move one source exactly one succeeds.
     pub fn rename(&self, src: &str, dst: &str) -> Result<(), Error> {
+        crate::snapshot::check_writable(src)?;
+        crate::snapshot::check_writable(dst)?;
         self.transact(true, |tx| {
             let from = tx.entry(src)?;
             tx.lookup(from.parent, &from.name)
@@ -1073,6 +1078,7 @@ impl Store {
 
     /// `ln TARGET LINK` (hard) or `ln -s TARGET LINK` (symbolic; TARGET is stored as given).
     pub fn link(&self, target: &str, link: &str, symbolic: bool) -> Result<(), Error> {
+        crate::snapshot::check_writable(link)?;
         self.transact(true, |tx| {
             if symbolic {
                 let base = target
