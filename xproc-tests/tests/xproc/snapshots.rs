@@ -407,6 +407,15 @@ fn snapshot_name_rules() {
         b"version 1\n"
     );
 
+    // Changing a snapshot path from the CLI is refused as read-only, naming the path.
+    for args in [
+        vec!["rm", "/.snapshots/n1/one"],
+        vec!["mv", "/.snapshots/n1/one", "/moved"],
+        vec!["mkdir", "/.snapshots/n1/d"],
+    ] {
+        assert_refused(&st, &args, &["/.snapshots/n1/", "Read-only file system"]);
+    }
+
     // Delete while mounted, then reuse the name.
     st.ok(&["snapshot", "delete", "n1"]);
     assert!(st.ls("/.snapshots").is_empty());
