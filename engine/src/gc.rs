@@ -497,6 +497,24 @@ fn stage1(
             Ok(m) => m.len(),
             Err(_) => continue,
         };
+        // A GC killed between the renames of its rewrite's manifest leaves the new `.pack` under
+        // the old `.idx` until `verfs recover` rolls it forward: the old index reaches past the
+        // end of the (smaller) new pack. Rewriting from it would read past the end and fail the
+        // whole stage 2, pass after pass.
+        let end = idx
+            .entries
+            .iter()
+            .map(|e| e.offset + RECORD_HEADER_LEN as u64 + u64::from(e.stored_len))
+            .max()
+            .unwrap_or(0);
+        if end > len {
+            report.problems.push(format!(
+                "{}: its index reaches byte {end} of a {len}-byte pack (a GC rewrite left \
+                 unfinished by a dead process? `verfs recover` settles it); pack left alone",
+                ipath.display()
+            ));
+            continue;
+        }
         let disc = match read_discard(&layout.packs(), *id) {
             Ok(d) => d,
             Err(e) => {
