@@ -129,16 +129,20 @@ fn snapshot_creator_dies_before_ready() {
         let tmp = tempfile::tempdir().unwrap();
         let (store, kept) = fixture(tmp.path());
         crash(&store, point, &["snapshot", "create", "s1"]);
-        // Not ready: not listed in /.snapshots, stage 1 waits for it.
-        let o = ok(&store, &["--json", "gc"]);
-        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert!(r["stage1_skipped"].as_str().unwrap().contains("s1"), "{r}");
-        let r = recover(&store);
-        assert_eq!(
-            r["snapshots_dropped"],
-            serde_json::json!(["s1"]),
-            "{point}: {r}"
-        );
+        // Not ready: not readable.
+        let o = verfs(&store).args(["ls", "/.snapshots/s1"]).output().unwrap();
+        assert!(!o.status.success(), "{point}");
+        if point == "snapshot-begun" {
+            let r = recover(&store);
+            assert_eq!(r["snapshots_dropped"], serde_json::json!(["s1"]), "{point}: {r}");
+        } else {
+            // [GC-8]: a GC pass cleans up first, then stage 1 is not blocked by it.
+            let o = ok(&store, &["--json", "gc"]);
+            let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let rec = r["recovered"].to_string();
+            assert!(rec.contains("dropped snapshot s1"), "{point}: {r}");
+            assert!(r["stage1_skipped"].is_null(), "{point}: {r}");
+        }
         check(&store, &kept);
         assert!(
             fs::read_dir(store.join("snapshots"))
@@ -156,6 +160,16 @@ fn snapshot_creator_dies_before_ready() {
 
 #[test]
 fn gc_dies_at_every_step_and_recover_finishes_or_undoes_it() {
+    gc_crash_cases(true);
+}
+
+/// [GC-8]: the next GC pass settles what a dead GC left, without `verfs recover`.
+#[test]
+fn gc_dies_at_every_step_and_the_next_pass_finishes_or_undoes_it() {
+    gc_crash_cases(false);
+}
+
+fn gc_crash_cases(via_recover: bool) {
     for point in [
         "gc-after-stage1",
         "gc-rewrite-staged",
@@ -167,15 +181,24 @@ fn gc_dies_at_every_step_and_recover_finishes_or_undoes_it() {
         ok(&store, &["rm", "-r", "/src/drop"]);
         let before = packs_bytes(&store);
         crash(&store, point, &["gc"]);
-        let r = recover(&store);
-        assert!(r["problems"].as_array().unwrap().is_empty(), "{point}: {r}");
-        check(&store, &kept);
+        if via_recover {
+            let r = recover(&store);
+            assert!(r["problems"].as_array().unwrap().is_empty(), "{point}: {r}");
+            check(&store, &kept);
+        }
         // The next pass reclaims what is left; the deleted 2.8 MB are gone in the end.
-        ok(&store, &["gc"]);
+        let o = ok(&store, &["--json", "gc"]);
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        if !via_recover {
+            assert!(
+                !r["recovered"].as_array().unwrap().is_empty(),
+                "{point}: the pass must clean up after the dead GC first: {r}"
+            );
+        }
         let after = packs_bytes(&store);
         assert!(
             before - after >= 2_800_000 * 9 / 10,
-            "{point}: {before} -> {after}"
+            "{point}: {before} -> {after}: {r}"
         );
         check(&store, &kept);
     }

@@ -322,6 +322,9 @@ pub struct GcReport {
     pub stage2_refused: Option<String>,
     /// Snapshot files and orphaned `.idx`/`.discard` files removed.
     pub stale_files_removed: u64,
+    /// What the pass first cleaned up after dead processes ([GC-8]): dead leases, manifests
+    /// settled (an interrupted rewrite rolled forward or back), two-phase commits decided.
+    pub recovered: Vec<String>,
     pub millis: u64,
     pub problems: Vec<String>,
 }
@@ -348,6 +351,30 @@ fn lock_owner(store: &Store) -> Result<LockOwner, Error> {
 pub fn run_pass(store: &Store, progress: GcProgress<'_>) -> Result<GcReport, Error> {
     let t0 = Instant::now();
     let mut report = GcReport::default();
+    // [GC-8]: a GC (or anything else) that died is finished or undone first, so an interrupted
+    // rewrite never blocks this pass, whether or not `verfs recover` ran.
+    let rec = crate::recover::recover(store)?;
+    for (id, why) in &rec.leases_cleaned {
+        report.recovered.push(format!("dead process {id} ({why})"));
+    }
+    if rec.manifests_rolled_forward + rec.manifests_rolled_back > 0 {
+        report.recovered.push(format!(
+            "manifests: {} rolled forward, {} rolled back",
+            rec.manifests_rolled_forward, rec.manifests_rolled_back
+        ));
+    }
+    report
+        .recovered
+        .extend(rec.two_phase_decided.iter().cloned());
+    for n in &rec.snapshots_dropped {
+        report
+            .recovered
+            .push(format!("dropped snapshot {n} (its creator died)"));
+    }
+    report.stale_files_removed += rec.stale_files_removed;
+    report
+        .problems
+        .extend(rec.problems.iter().map(|p| format!("recovery: {p}")));
     let owner = lock_owner(store)?;
     let gc = Resource::Named(LOCK_GC.into());
     let packs = {
@@ -671,15 +698,13 @@ fn rewrite(store: &Store, p: &PackState, report: &mut GcReport) -> Result<(), Er
     };
     let len = file.metadata().map_err(Error::io(&path))?.len();
     let ipath = index_path(&packs_dir, p.id);
-    let idx = fs::read(&ipath)
-        .map_err(Error::io(&ipath))
-        .and_then(|b| {
-            PackIndex::decode(&b).map_err(|e| Error::Corrupt {
-                path: ipath.clone(),
-                offset: e.at,
-                reason: e.reason,
-            })
-        })?;
+    let idx = fs::read(&ipath).map_err(Error::io(&ipath)).and_then(|b| {
+        PackIndex::decode(&b).map_err(|e| Error::Corrupt {
+            path: ipath.clone(),
+            offset: e.at,
+            reason: e.reason,
+        })
+    })?;
     if idx.pack_id != p.id || len != p.len {
         // Rewritten by another worker since the sweep; the next pass looks at it again.
         return Ok(());

@@ -85,6 +85,9 @@ fn print_report(cli: &Cli, r: &GcReport) -> Result<()> {
         r.packs_examined,
         r.millis
     );
+    for x in &r.recovered {
+        println!("gc: recovered first: {x}");
+    }
     if let Some(s) = &r.stage1_skipped {
         println!("gc: stage 1 skipped: {s}");
     }
