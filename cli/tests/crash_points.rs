@@ -130,11 +130,18 @@ fn snapshot_creator_dies_before_ready() {
         let (store, kept) = fixture(tmp.path());
         crash(&store, point, &["snapshot", "create", "s1"]);
         // Not ready: not readable.
-        let o = verfs(&store).args(["ls", "/.snapshots/s1"]).output().unwrap();
+        let o = verfs(&store)
+            .args(["ls", "/.snapshots/s1"])
+            .output()
+            .unwrap();
         assert!(!o.status.success(), "{point}");
         if point == "snapshot-begun" {
             let r = recover(&store);
-            assert_eq!(r["snapshots_dropped"], serde_json::json!(["s1"]), "{point}: {r}");
+            assert_eq!(
+                r["snapshots_dropped"],
+                serde_json::json!(["s1"]),
+                "{point}: {r}"
+            );
         } else {
             // [GC-8]: a GC pass cleans up first, then stage 1 is not blocked by it.
             let o = ok(&store, &["--json", "gc"]);
