@@ -436,7 +436,8 @@ fn check_snapshots(layout: &Layout, s: &MetaState, r: &mut FsckReport) {
         }
         match crate::snapshot::load(&dir, *id) {
             Ok(tree) => {
-                let mut missing: Vec<_> = crate::snapshot::chunks_of(&tree)
+                let mut missing: Vec<_> = tree
+                    .referenced_chunks()
                     .into_iter()
                     .filter(|c| !s.chunks.contains_key(c))
                     .collect();

@@ -947,26 +947,32 @@ impl Store {
             .ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
-        if off >= size {
-            return Ok(None);
-        }
-        let first = exts.partition_point(|x| x.file_off + x.len as u64 <= off);
-        Ok(match what {
-            Seek::Data => exts
-                .get(first)
-                .map(|x| x.file_off.max(off))
-                .filter(|&p| p < size),
-            Seek::Hole => {
-                let mut pos = off;
-                for x in &exts[first..] {
-                    if x.file_off > pos {
-                        break;
-                    }
-                    pos = pos.max(x.file_off + x.len as u64);
+        Ok(seek_extents(size, &exts, off, what))
+    }
+}
+
+/// `lseek(SEEK_DATA / SEEK_HOLE)` in a file of `size` bytes with sorted, disjoint `extents`;
+/// `None` is `ENXIO`. Also serves files of a snapshot (the mount's `/.snapshots`).
+pub fn seek_extents(size: u64, extents: &[Extent], off: u64, what: Seek) -> Option<u64> {
+    if off >= size {
+        return None;
+    }
+    let first = extents.partition_point(|x| x.file_off + x.len as u64 <= off);
+    match what {
+        Seek::Data => extents
+            .get(first)
+            .map(|x| x.file_off.max(off))
+            .filter(|&p| p < size),
+        Seek::Hole => {
+            let mut pos = off;
+            for x in &extents[first..] {
+                if x.file_off > pos {
+                    break;
                 }
-                Some(pos.min(size))
+                pos = pos.max(x.file_off + x.len as u64);
             }
-        })
+            Some(pos.min(size))
+        }
     }
 }
 

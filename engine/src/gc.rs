@@ -396,11 +396,6 @@ pub fn run_pass(store: &Store, progress: GcProgress<'_>) -> Result<GcReport, Err
     Ok(report)
 }
 
-/// Every chunk the live tree (all inodes, orphans included) references.
-fn live_chunks(s: &crate::meta::MetaState) -> HashSet<ChunkId> {
-    snapshot::chunks_of(s)
-}
-
 fn stage1(
     store: &Store,
     report: &mut GcReport,
@@ -423,10 +418,11 @@ fn stage1(
         let ids: Vec<u64> = snaps.values().map(|(id, _)| *id).collect();
         for (i, id) in ids.iter().enumerate() {
             progress("reading snapshots", i as u64, ids.len() as u64);
-            snap_refs.extend(snapshot::chunks_of(&*store.snapshot_tree(*id)?));
+            snap_refs.extend(store.snapshot_tree(*id)?.referenced_chunks());
         }
         let candidates: HashSet<ChunkId> = store.read(|s| {
-            let live = live_chunks(s);
+            // Every inode counts, orphans included.
+            let live = s.referenced_chunks();
             s.chunks
                 .keys()
                 .filter(|c| !live.contains(c) && !snap_refs.contains(c))

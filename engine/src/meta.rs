@@ -244,6 +244,14 @@ impl MetaState {
         }
     }
 
+    /// Every chunk some inode's extents reference (orphans included).
+    pub fn referenced_chunks(&self) -> HashSet<ChunkId> {
+        self.extents
+            .values()
+            .flat_map(|v| v.iter().map(|x| x.chunk))
+            .collect()
+    }
+
     /// The snapshot named `name`, ready or not.
     pub fn snapshot_by_name(&self, name: &[u8]) -> Option<(u64, &SnapInfo)> {
         self.snapshots
@@ -402,6 +410,19 @@ pub fn components(path: &str) -> Result<Vec<&[u8]>, Error> {
     Ok(out)
 }
 
+/// [SNAP-5]: nothing below `/.snapshots/NAME` can be changed (a mount shows snapshots there; the
+/// live tree has no such entry). Checked where every path-based change names its target, so the
+/// error says why instead of "not found".
+fn check_writable(path: &str, comps: &[&[u8]]) -> Result<(), Error> {
+    if comps.len() >= 2 && comps[0] == SNAPSHOTS_DIR.as_bytes() {
+        return Err(Error::ReadOnly {
+            path: path.into(),
+            reason: "a snapshot never changes; `verfs snapshot restore` copies out of one".into(),
+        });
+    }
+    Ok(())
+}
+
 impl<'a> Tx<'a> {
     pub fn new(base: &'a MetaState) -> Tx<'a> {
         Tx {
@@ -555,6 +576,7 @@ impl<'a> Tx<'a> {
     /// The parent directory and name a path designates; the parent must exist and be a directory.
     pub fn entry(&self, path: &str) -> Result<Entry, Error> {
         let comps = components(path)?;
+        check_writable(path, &comps)?;
         let Some((last, dirs)) = comps.split_last() else {
             return Err(Error::InvalidPath {
                 path: path.into(),
@@ -619,7 +641,9 @@ impl<'a> Tx<'a> {
     pub fn mkdir_p(&mut self, path: &str, perm: u32) -> Result<InodeNo, Error> {
         let mut cur = InodeNo::ROOT;
         let mut sofar = String::new();
-        for c in components(path)? {
+        let comps = components(path)?;
+        check_writable(path, &comps)?;
+        for c in comps {
             sofar.push('/');
             sofar.push_str(&String::from_utf8_lossy(c));
             cur = match self.lookup(cur, c) {

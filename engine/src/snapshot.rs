@@ -208,14 +208,6 @@ pub fn load(dir: &Path, id: u64) -> Result<MetaState, Error> {
     decode(&path, &bytes, id)
 }
 
-/// Every chunk a snapshot tree references.
-pub fn chunks_of(s: &MetaState) -> HashSet<ChunkId> {
-    s.extents
-        .values()
-        .flat_map(|v| v.iter().map(|x| x.chunk))
-        .collect()
-}
-
 /// [SNAP-6]: a snapshot name is one path component: 1-255 bytes, no `/`, NUL, `.` or `..`.
 pub fn check_name(name: &str) -> Result<(), Error> {
     let bad = |reason: &str| Error::Snapshot {
@@ -255,17 +247,6 @@ pub fn split_path(path: &str) -> Option<(String, String)> {
         r.push('/');
     }
     Some((String::from_utf8_lossy(name).into_owned(), r))
-}
-
-/// Paths inside a snapshot cannot be changed ([SNAP-5]): a clear error instead of "not found".
-pub fn check_writable(path: &str) -> Result<(), Error> {
-    match split_path(path) {
-        Some((name, _)) if !name.is_empty() => Err(Error::ReadOnly {
-            path: path.into(),
-            reason: "a snapshot never changes; `verfs snapshot restore` copies out of one".into(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// What `verfs snapshot create` did.
@@ -395,6 +376,7 @@ impl Store {
             });
         }
         if let Some(h) = self
+            .voter
             .barrier_hook
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -524,14 +506,14 @@ impl Store {
             trees.push((name, id, info, tree));
         }
         // How many trees (live + snapshots) reference each chunk.
-        let (live, index) = self.read(|s| (chunks_of(s), s.chunks.clone()))?;
+        let (live, index) = self.read(|s| (s.referenced_chunks(), s.chunks.clone()))?;
         let mut refs: HashMap<ChunkId, u32> = HashMap::new();
         for c in &live {
             *refs.entry(*c).or_default() += 1;
         }
         let sets: Vec<Option<HashSet<ChunkId>>> = trees
             .iter()
-            .map(|t| t.3.as_ref().map(|tr| chunks_of(tr)))
+            .map(|t| t.3.as_ref().map(|tr| tr.referenced_chunks()))
             .collect();
         for set in sets.iter().flatten() {
             for c in set {
@@ -574,7 +556,6 @@ impl Store {
     /// `DEST` (into it, if it is a directory), sharing every chunk: no data is copied. Hard links
     /// inside the copied tree stay hard links. One transaction: all or nothing.
     pub fn snapshot_restore(&self, name: &str, path: &str, dest: &str) -> Result<Restored, Error> {
-        check_writable(dest)?;
         let id = self.snapshot_id(name)?;
         let tree = self.snapshot_tree(id)?;
         let src_root = Tx::new(&tree).resolve(path)?;
@@ -621,7 +602,7 @@ impl Store {
 
     /// Stored length of chunk `id`'s record in `pack` (reads the pack's index).
     pub(crate) fn stored_len(&self, id: ChunkId, pack: crate::ids::PackId) -> Option<u64> {
-        let r = self.pack_reader(pack).ok()?;
+        let r = self.reader(pack).ok()?;
         r.stored_len(id).ok().flatten().map(u64::from)
     }
 }
@@ -734,7 +715,7 @@ mod tests {
         let t = decode(Path::new("x"), &b, 7).unwrap();
         assert_eq!(t.inodes.len(), 2);
         assert_eq!(t.lookup(InodeNo::ROOT, b"f"), Some(InodeNo(2)));
-        assert_eq!(chunks_of(&t), [ChunkId(42)].into_iter().collect());
+        assert_eq!(t.referenced_chunks(), [ChunkId(42)].into_iter().collect());
         assert!(
             decode(Path::new("x"), &b, 8).is_err(),
             "id must match the name"

@@ -236,11 +236,9 @@ pub struct Store {
     pub(crate) log: Arc<TxLog<MetaState>>,
     pub(crate) journal: Journal,
     pack: Mutex<Option<OpenPack>>,
-    /// Chunks appended to this process's packs and not yet indexed by a committed record.
-    pub(crate) pending: Arc<Mutex<HashMap<ChunkId, ChunkEntry>>>,
+    /// This process's state that the lease keeper votes on (shared with its thread).
+    pub(crate) voter: Arc<Voter>,
     pub(crate) readers: Mutex<HashMap<PackId, CachedReader>>,
-    pub(crate) inflight: InFlight,
-    pub(crate) barrier_hook: Arc<Mutex<Option<BarrierHook>>>,
     /// Snapshot trees loaded from `snapshots/<id>.snap` (immutable, so never stale).
     pub(crate) snap_cache: Mutex<HashMap<u64, Arc<MetaState>>>,
     /// Packs whose salvage after a failed write failed too, with their open-pack actions:
@@ -399,20 +397,18 @@ impl Store {
                 std::process::exit(75);
             })
         });
-        let inflight: InFlight = Arc::new(Mutex::new(HashMap::new()));
-        let barrier_hook: Arc<Mutex<Option<BarrierHook>>> = Arc::new(Mutex::new(None));
-        let pending: Arc<Mutex<HashMap<ChunkId, ChunkEntry>>> = Arc::default();
-        let voter = Voter {
+        let voter = Arc::new(Voter {
             log: log.clone(),
-            pending: pending.clone(),
-            inflight: inflight.clone(),
-            barrier_hook: barrier_hook.clone(),
-        };
+            pending: Mutex::new(HashMap::new()),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            barrier_hook: Mutex::new(None),
+        });
+        let tick_voter = voter.clone();
         let tick_lease = lease.clone();
         let twopc = layout.twopc();
         let on_tick: Box<dyn Fn() + Send> = Box::new(move || {
             let _ = two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| {
-                voter.vote(&p.kind, &p.payload)
+                tick_voter.vote(&p.kind, &p.payload)
             });
         });
         let keeper = Lease::start_keeper(lease.clone(), on_fenced, Some(on_tick))
@@ -425,10 +421,8 @@ impl Store {
             log,
             journal,
             pack: Mutex::new(None),
-            pending,
+            voter,
             readers: Mutex::new(HashMap::new()),
-            inflight,
-            barrier_hook,
             snap_cache: Mutex::new(HashMap::new()),
             unsealed: Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -480,6 +474,7 @@ impl Store {
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let pending: HashMap<ChunkId, ChunkEntry> = self
+            .voter
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -554,7 +549,7 @@ impl Store {
             of.orphans.extend(begun);
         }
         if !indexed.is_empty() {
-            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut p = self.voter.pending.lock().unwrap_or_else(|p| p.into_inner());
             for id in indexed {
                 p.remove(&id);
             }
@@ -616,7 +611,8 @@ impl Store {
             return Ok(());
         };
         let id = open.writer.id();
-        self.pending
+        self.voter
+            .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|chunk, e| e.pack != id || open.writer.is_durable(*chunk));
@@ -670,7 +666,7 @@ impl Store {
     /// A fresh, empty set of in-flight dedup references for one operation.
     pub fn hold(&self) -> Held {
         Held {
-            reg: self.inflight.clone(),
+            reg: self.voter.inflight.clone(),
             ids: HashMap::new(),
         }
     }
@@ -681,6 +677,7 @@ impl Store {
     fn known_chunk(&self, id: ChunkId, held: &mut Held) -> Result<bool, Error> {
         if held.ids.contains_key(&id)
             || self
+                .voter
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -688,7 +685,11 @@ impl Store {
         {
             return Ok(true);
         }
-        let mut reg = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reg = self
+            .voter
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let Some(entry) = self.read(|s| s.chunks.get(&id).copied())? else {
             return Ok(false);
         };
@@ -721,7 +722,8 @@ impl Store {
                     w.append(chunk.id, &chunk.data).map_err(Error::from)?;
                     Ok(w.id())
                 })?;
-                self.pending
+                self.voter
+                    .pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(chunk.id, ChunkEntry { pack, raw_len: len });
@@ -744,6 +746,7 @@ impl Store {
         let entry = match self.read(|s| s.chunks.get(&id).copied())? {
             Some(e) => e,
             None => self
+                .voter
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -771,7 +774,9 @@ impl Store {
             }
             // [GC-6]: GC may have replaced the pack between this reader opening its `.pack` and
             // its `.idx`, or since it was cached: retry with the current files.
-            let current = fs::metadata(reader.path()).ok().map(|m| file_identity(&m));
+            let current = fs::metadata(reader.path())
+                .ok()
+                .map(|m| crate::pack::file_identity(&m));
             if current == Some(reader.identity()) {
                 break;
             }
@@ -798,7 +803,7 @@ impl Store {
     /// A reader for `pack`, cached. A cached reader keeps the file it opened, which stays
     /// consistent even after GC replaced the pack ([GC-6]); it is re-checked against the current
     /// file at most once per second (one `stat`), so an old pack's space is not pinned for long.
-    fn reader(&self, pack: PackId) -> Result<Arc<PackReader>, Error> {
+    pub(crate) fn reader(&self, pack: PackId) -> Result<Arc<PackReader>, Error> {
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = readers.get_mut(&pack) {
             if c.checked.elapsed() < READER_RECHECK {
@@ -806,7 +811,7 @@ impl Store {
             }
             let current = fs::metadata(c.reader.path())
                 .ok()
-                .map(|m| file_identity(&m));
+                .map(|m| crate::pack::file_identity(&m));
             if current == Some(c.identity) {
                 c.checked = std::time::Instant::now();
                 return Ok(c.reader.clone());
@@ -828,10 +833,6 @@ impl Store {
         Ok(r)
     }
 
-    pub(crate) fn pack_reader(&self, pack: PackId) -> Result<Arc<PackReader>, Error> {
-        self.reader(pack)
-    }
-
     /// Forget the cached reader of `pack` (after a read failed: the pack may have been replaced
     /// between opening its `.pack` and its `.idx`).
     pub(crate) fn drop_reader(&self, pack: PackId) {
@@ -843,19 +844,17 @@ impl Store {
 
     /// Install the function a snapshot barrier runs in this process (a mount: flush every file).
     pub fn set_barrier_hook(&self, hook: BarrierHook) {
-        *self.barrier_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+        *self
+            .voter
+            .barrier_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// How this process itself would vote on `kind` (a coordinator is not among the participants
     /// of its own proposal, but its other threads may hold references too).
     pub(crate) fn own_vote(&self, kind: &str, payload: &serde_json::Value) -> two_phase::Vote {
-        Voter {
-            log: self.log.clone(),
-            pending: self.pending.clone(),
-            inflight: self.inflight.clone(),
-            barrier_hook: self.barrier_hook.clone(),
-        }
-        .vote(kind, payload)
+        self.voter.vote(kind, payload)
     }
 
     /// Propose `kind` to every live process (two-phase commit) and wait for the decision. The
@@ -937,8 +936,8 @@ impl Store {
         Ok(())
     }
 
-    /// Resolve a store path (no symlinks followed) to its inode and extents.
-    /// A path's inode and extents; `/.snapshots/NAME/...` paths are read from that snapshot.
+    /// Resolve a store path (no symlinks followed) to its inode and extents; `/.snapshots/NAME/...`
+    /// paths are read from that snapshot.
     pub fn lookup(&self, path: &str) -> Result<(Inode, Vec<Extent>), Error> {
         self.view(path, |s, path| {
             let tx = Tx::new(s);
@@ -1020,7 +1019,6 @@ impl Store {
 
     /// `mkdir [-p]`.
     pub fn mkdir(&self, path: &str, perm: u32, parents: bool) -> Result<(), Error> {
-        crate::snapshot::check_writable(path)?;
         self.transact(true, |tx| {
             if parents {
                 tx.mkdir_p(path, perm).map(|_| ())
@@ -1034,7 +1032,6 @@ impl Store {
 
     /// `rm [-r]` (a directory needs `recursive`).
     pub fn remove(&self, path: &str, recursive: bool) -> Result<(), Error> {
-        crate::snapshot::check_writable(path)?;
         self.transact(true, |tx| {
             let at = tx.entry(path)?;
             if recursive {
@@ -1047,7 +1044,6 @@ impl Store {
 
     /// `rmdir`: an empty directory.
     pub fn rmdir(&self, path: &str) -> Result<(), Error> {
-        crate::snapshot::check_writable(path)?;
         self.transact(true, |tx| {
             let at = tx.entry(path)?;
             if tx
@@ -1065,8 +1061,6 @@ impl Store {
     /// `mv SRC DST`: when DST is an existing directory the entry moves inside it. Decided under
     /// the log lock, so of several processes racing to move one source exactly one succeeds.
     pub fn rename(&self, src: &str, dst: &str) -> Result<(), Error> {
-        crate::snapshot::check_writable(src)?;
-        crate::snapshot::check_writable(dst)?;
         self.transact(true, |tx| {
             let from = tx.entry(src)?;
             tx.lookup(from.parent, &from.name)
@@ -1078,7 +1072,6 @@ impl Store {
 
     /// `ln TARGET LINK` (hard) or `ln -s TARGET LINK` (symbolic; TARGET is stored as given).
     pub fn link(&self, target: &str, link: &str, symbolic: bool) -> Result<(), Error> {
-        crate::snapshot::check_writable(link)?;
         self.transact(true, |tx| {
             if symbolic {
                 let base = target
@@ -1251,20 +1244,17 @@ pub(crate) struct CachedReader {
     checked: std::time::Instant,
 }
 
-pub(crate) fn file_identity(m: &fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (m.dev(), m.ino())
-}
-
-/// What the lease keeper needs to vote for this process.
-struct Voter {
+/// What the lease keeper needs to vote for this process; the `Store` works on the same state.
+pub(crate) struct Voter {
     log: Arc<TxLog<MetaState>>,
-    pending: Arc<Mutex<HashMap<ChunkId, ChunkEntry>>>,
-    inflight: InFlight,
-    barrier_hook: Arc<Mutex<Option<BarrierHook>>>,
+    /// Chunks appended to this process's packs and not yet indexed by a committed record.
+    pub(crate) pending: Mutex<HashMap<ChunkId, ChunkEntry>>,
+    pub(crate) inflight: InFlight,
+    pub(crate) barrier_hook: Mutex<Option<BarrierHook>>,
 }
 
 impl Voter {
+    /// This process's vote on a proposal.
     fn vote(&self, kind: &str, payload: &serde_json::Value) -> two_phase::Vote {
         match kind {
             PROPOSAL_SNAPSHOT => {
@@ -1323,35 +1313,28 @@ impl Voter {
                     },
                 }
             }
-            _ => vote(&self.log, kind, payload),
-        }
-    }
-}
-
-/// A participant's vote on a proposal.
-fn vote(log: &TxLog<MetaState>, kind: &str, payload: &serde_json::Value) -> two_phase::Vote {
-    match kind {
-        PROPOSAL_LOG_TRUNCATE => {
-            let Some(lsn) = payload.get("lsn").and_then(|v| v.as_u64()) else {
-                return two_phase::Vote::Abort {
-                    reason: "log-truncate proposal without lsn".into(),
+            PROPOSAL_LOG_TRUNCATE => {
+                let Some(lsn) = payload.get("lsn").and_then(|v| v.as_u64()) else {
+                    return two_phase::Vote::Abort {
+                        reason: "log-truncate proposal without lsn".into(),
+                    };
                 };
-            };
-            // Moving past the checkpoint means reading up to the head: then no deleted segment
-            // is ever needed by this process.
-            match log.refresh() {
-                Ok(head) if head.0 >= lsn => two_phase::Vote::Commit,
-                Ok(head) => two_phase::Vote::Abort {
-                    reason: format!("at lsn {head}, behind {lsn}"),
-                },
-                Err(e) => two_phase::Vote::Abort {
-                    reason: e.to_string(),
-                },
+                // Moving past the checkpoint means reading up to the head: then no deleted segment
+                // is ever needed by this process.
+                match self.log.refresh() {
+                    Ok(head) if head.0 >= lsn => two_phase::Vote::Commit,
+                    Ok(head) => two_phase::Vote::Abort {
+                        reason: format!("at lsn {head}, behind {lsn}"),
+                    },
+                    Err(e) => two_phase::Vote::Abort {
+                        reason: e.to_string(),
+                    },
+                }
             }
+            other => two_phase::Vote::Abort {
+                reason: format!("unknown proposal kind {other:?}"),
+            },
         }
-        other => two_phase::Vote::Abort {
-            reason: format!("unknown proposal kind {other:?}"),
-        },
     }
 }
 

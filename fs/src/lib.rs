@@ -213,36 +213,6 @@ fn is_snapshots_entry(parent: INodeNo, name: &OsStr) -> bool {
     parent.0 == Ino::ROOT.0 && name.as_bytes() == SNAPSHOTS_DIR.as_bytes()
 }
 
-/// `lseek(SEEK_DATA / SEEK_HOLE)` in a file of `size` bytes with sorted, disjoint `extents`, as
-/// [`Store::seek`] answers it for a live file; `None` is `ENXIO`.
-fn seek_extents(
-    size: u64,
-    extents: &[verfs_engine::meta::Extent],
-    off: u64,
-    what: verfs_engine::fsops::Seek,
-) -> Option<u64> {
-    if off >= size {
-        return None;
-    }
-    let first = extents.partition_point(|x| x.file_off + x.len as u64 <= off);
-    match what {
-        verfs_engine::fsops::Seek::Data => extents
-            .get(first)
-            .map(|x| x.file_off.max(off))
-            .filter(|&p| p < size),
-        verfs_engine::fsops::Seek::Hole => {
-            let mut pos = off;
-            for x in &extents[first..] {
-                if x.file_off > pos {
-                    break;
-                }
-                pos = pos.max(x.file_off + x.len as u64);
-            }
-            Some(pos.min(size))
-        }
-    }
-}
-
 /// What one kernel lock owner holds through this mount.
 struct HeldLocks {
     owner: Arc<lock::LockOwner>,
@@ -419,6 +389,20 @@ impl VerFs {
 
 /// `/.snapshots`: every answer comes from a snapshot's immutable tree.
 impl VerFs {
+    /// `unlink` (`dir` false) and `rmdir` (`dir` true); nothing in `/.snapshots` can go.
+    fn remove_entry(&self, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
+        if let Err(e) = self.check_writable() {
+            return reply.error(e);
+        }
+        if is_snap(parent) || is_snapshots_entry(parent, name) {
+            return reply.error(Errno::EROFS);
+        }
+        reply_empty(
+            reply,
+            self.store.unlink_at(Ino(parent.0), name.as_bytes(), dir),
+        )
+    }
+
     /// The FUSE number of inode `ino` of snapshot `id` (its slot is given on first use);
     /// `EOVERFLOW` if it does not fit.
     fn snap_ino(&self, id: u64, ino: Ino) -> Result<u64, Errno> {
@@ -914,29 +898,11 @@ impl Filesystem for VerFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if let Err(e) = self.check_writable() {
-            return reply.error(e);
-        }
-        if is_snap(parent) || is_snapshots_entry(parent, name) {
-            return reply.error(Errno::EROFS);
-        }
-        reply_empty(
-            reply,
-            self.store.unlink_at(Ino(parent.0), name.as_bytes(), false),
-        )
+        self.remove_entry(parent, name, false, reply)
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if let Err(e) = self.check_writable() {
-            return reply.error(e);
-        }
-        if is_snap(parent) || is_snapshots_entry(parent, name) {
-            return reply.error(Errno::EROFS);
-        }
-        reply_empty(
-            reply,
-            self.store.unlink_at(Ino(parent.0), name.as_bytes(), true),
-        )
+        self.remove_entry(parent, name, true, reply)
     }
 
     fn symlink(
@@ -1454,7 +1420,12 @@ impl Filesystem for VerFs {
             return match self.snap_node(ino) {
                 Ok(SnapNode::In { tree, inode, .. }) => {
                     let extents = tree.extents.get(&inode.ino).map_or(&[][..], Vec::as_slice);
-                    match seek_extents(inode.size, extents, offset as u64, what) {
+                    match verfs_engine::fsops::seek_extents(
+                        inode.size,
+                        extents,
+                        offset as u64,
+                        what,
+                    ) {
                         Some(p) => reply.offset(p as i64),
                         None => reply.error(Errno::ENXIO),
                     }

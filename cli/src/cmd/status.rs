@@ -1,6 +1,5 @@
 //! `status`: live processes, logical vs stored bytes, dedup and compression ratios.
 
-use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -17,7 +16,6 @@ pub fn status(cli: &Cli) -> Result<ExitCode> {
         let mut logical = 0u64;
         let mut files = 0u64;
         let mut dirs = 0u64;
-        let mut referenced = HashSet::new();
         for i in s.inodes.values() {
             match i.kind {
                 FileKind::File => {
@@ -28,12 +26,8 @@ pub fn status(cli: &Cli) -> Result<ExitCode> {
                 _ => {}
             }
         }
-        for xs in s.extents.values() {
-            for x in xs {
-                referenced.insert(x.chunk);
-            }
-        }
-        let unique: u64 = referenced
+        let unique: u64 = s
+            .referenced_chunks()
             .iter()
             .filter_map(|c| s.chunks.get(c))
             .map(|c| c.raw_len as u64)

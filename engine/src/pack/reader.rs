@@ -127,10 +127,9 @@ impl PackReader {
     }
     /// (device, inode) of the file this reader opened: tells whether GC replaced the pack since.
     pub fn identity(&self) -> (u64, u64) {
-        use std::os::unix::fs::MetadataExt;
         self.file
             .metadata()
-            .map(|m| (m.dev(), m.ino()))
+            .map(|m| super::file_identity(&m))
             .unwrap_or((0, 0))
     }
     pub fn index_source(&self) -> IndexSource {
