@@ -77,8 +77,9 @@ fn reachable(s: &MetaState) -> Vec<InodeNo> {
     v
 }
 
-/// The snapshot file for the tree of `s` (header and body, `data-layout.md` 5.9).
-pub fn encode(s: &MetaState, id: u64) -> Vec<u8> {
+/// The snapshot file for the tree of `s` (header and body, `data-layout.md` 5.9), and how many
+/// inodes it holds.
+pub fn encode(s: &MetaState, id: u64) -> (Vec<u8>, u64) {
     let inos = reachable(s);
     let mut body = Enc::default();
     let mut count = 0u32;
@@ -125,7 +126,7 @@ pub fn encode(s: &MetaState, id: u64) -> Vec<u8> {
     h.u32(crc);
     debug_assert_eq!(h.0.len(), SNAP_HEADER_LEN);
     h.0.extend_from_slice(&body);
-    h.0
+    (h.0, inos.len() as u64)
 }
 
 /// Parse a snapshot file ([SNAP-4]); every failure names the file and the byte offset.
@@ -409,8 +410,7 @@ impl Store {
                         reason: "a snapshot of that name exists".into(),
                     });
                 }
-                let bytes = encode(tx.base(), id);
-                let inodes = reachable(tx.base()).len() as u64;
+                let (bytes, inodes) = encode(tx.base(), id);
                 tx.snapshot_op(Op::SnapshotBegin {
                     id,
                     name: name.as_bytes().to_vec(),
@@ -440,21 +440,25 @@ impl Store {
             })?;
             Ok((bytes.len() as u64, inodes))
         })();
-        self.journal.end(action).map_err(Error::coordination)?;
         let (file_bytes, inodes) = match result {
             Ok(r) => r,
             Err(e) => {
-                // Undo what is ours to undo; `verfs recover` does the same if this fails too.
-                let _ = self.transact(true, |tx| {
+                // Undo what is ours to undo. If that fails too, the journal action stays, and
+                // `verfs recover` drops the snapshot once this process is gone ([SNAP-3]).
+                let undone = self.transact(true, |tx| {
                     if tx.base().snapshots.get(&id).is_some_and(|s| !s.ready) {
                         tx.snapshot_op(Op::SnapshotDrop { id });
                     }
                     Ok(())
                 });
-                let _ = fs::remove_file(snap_path(&self.layout().snapshots(), id));
+                if undone.is_ok() {
+                    let _ = fs::remove_file(snap_path(&self.layout().snapshots(), id));
+                    let _ = self.journal.end(action);
+                }
                 return Err(e);
             }
         };
+        self.journal.end(action).map_err(Error::coordination)?;
         Ok(Created {
             name: name.into(),
             id: format!("{id:016x}"),
@@ -711,7 +715,8 @@ mod tests {
     #[test]
     fn round_trip_and_every_flip_detected() {
         let s = tree();
-        let b = encode(&s, 7);
+        let (b, n) = encode(&s, 7);
+        assert_eq!(n, 2);
         let t = decode(Path::new("x"), &b, 7).unwrap();
         assert_eq!(t.inodes.len(), 2);
         assert_eq!(t.lookup(InodeNo::ROOT, b"f"), Some(InodeNo(2)));
