@@ -30,6 +30,7 @@ pub mod fsops;
 pub mod gc;
 pub mod ids;
 pub mod meta;
+pub mod pipeline;
 pub mod pack;
 pub mod recover;
 pub mod snapshot;

@@ -25,6 +25,7 @@ use crate::format::{FormatFile, FORMAT_VERSION};
 use crate::ids::{ChunkId, InodeNo, PackId};
 use crate::meta::{components, ChunkEntry, Extent, FileKind, Inode, MetaState, Timestamp, Tx};
 use crate::pack::{PackReader, PackWriter};
+use crate::pipeline::{Compressors, Stats, Window};
 
 pub const FORMAT_FILE: &str = "FORMAT";
 pub const CONFIG_FILE: &str = "config.toml";
@@ -190,6 +191,18 @@ pub struct TransferReport {
     pub dedup_chunks: u64,
 }
 
+impl TransferReport {
+    pub fn add(&mut self, o: &TransferReport) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.symlinks += o.symlinks;
+        self.bytes += o.bytes;
+        self.new_chunks += o.new_chunks;
+        self.new_chunk_bytes += o.new_chunk_bytes;
+        self.dedup_chunks += o.dedup_chunks;
+    }
+}
+
 /// Chunks that operations of this process found in the index (dedup) and have not committed a
 /// reference to yet, with the pack the index named, and how many operations hold each.
 pub(crate) type InFlight = Arc<Mutex<HashMap<(ChunkId, PackId), u32>>>;
@@ -206,6 +219,25 @@ pub struct Held {
 impl Held {
     pub(crate) fn get(&self, id: &ChunkId) -> Option<&ChunkEntry> {
         self.ids.get(id)
+    }
+
+    /// Take over `other`'s references (an operation made of several streams, e.g. a batch of
+    /// files stored by different threads). A chunk both hold keeps one registration.
+    pub fn absorb(&mut self, mut other: Held) {
+        let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, e) in other.ids.drain() {
+            if self.ids.contains_key(&id) {
+                if let std::collections::hash_map::Entry::Occupied(mut o) = reg.entry((id, e.pack))
+                {
+                    *o.get_mut() -= 1;
+                    if *o.get() == 0 {
+                        o.remove();
+                    }
+                }
+            } else {
+                self.ids.insert(id, e);
+            }
+        }
     }
 }
 
@@ -251,6 +283,10 @@ pub struct Store {
     pub(crate) dirty: Mutex<HashMap<InodeNo, Arc<Mutex<crate::fsops::DirtyFile>>>>,
     /// Open handles per inode in this process, and the journal action of each orphan.
     pub(crate) open_files: Mutex<crate::fsops::OpenFiles>,
+    /// The compression pool, started at the first write.
+    compressors: std::sync::OnceLock<Result<Compressors, String>>,
+    /// What this process did (published in its lease folder for `verfs status`).
+    pub(crate) stats: Arc<Stats>,
 }
 
 fn commit_err(e: CommitError<Error>) -> Error {
@@ -406,10 +442,18 @@ impl Store {
         let tick_voter = voter.clone();
         let tick_lease = lease.clone();
         let twopc = layout.twopc();
+        let stats = Arc::new(Stats::default());
+        let tick_stats = stats.clone();
+        let published = Mutex::new(crate::pipeline::StatsSnapshot::default());
         let on_tick: Box<dyn Fn() + Send> = Box::new(move || {
             let _ = two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| {
                 tick_voter.vote(&p.kind, &p.payload)
             });
+            let mut last = published.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tick_stats.snapshot();
+            if now != *last && crate::pipeline::publish(tick_lease.dir(), &now).is_ok() {
+                *last = now;
+            }
         });
         let keeper = Lease::start_keeper(lease.clone(), on_fenced, Some(on_tick))
             .map_err(|e| Error::Coordination(format!("starting the lease keeper: {e}")))?;
@@ -429,6 +473,8 @@ impl Store {
             chunk_cache: Mutex::new(crate::fsops::ChunkCache::new(32 << 20)),
             dirty: Mutex::new(HashMap::new()),
             open_files: Mutex::new(Default::default()),
+            compressors: std::sync::OnceLock::new(),
+            stats,
         })
     }
 
@@ -698,8 +744,29 @@ impl Store {
         Ok(true)
     }
 
+    /// This process's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn compressors(&self) -> Result<&Compressors, Error> {
+        self.compressors
+            .get_or_init(|| {
+                Compressors::new(
+                    self.cfg.pipeline.compress_threads,
+                    self.cfg.compression.zstd_level,
+                )
+            })
+            .as_ref()
+            .map_err(|e| Error::Internal(e.clone()))
+    }
+
     /// Chunk, dedup and append a stream; returns its extents and size. Nothing is committed;
     /// commit with [`Store::transact_held`] and the same `held`.
+    ///
+    /// New chunks are compressed on the pool while this thread reads and chunks on, and are
+    /// appended in stream order once the window of `[pipeline] queue_chunks` is full (so a file's
+    /// chunks lie in pack order). A chunk that repeats inside the window is counted as dedup.
     pub fn write_stream(
         &self,
         mut src: impl Read,
@@ -707,6 +774,8 @@ impl Store {
         held: &mut Held,
     ) -> Result<(Vec<Extent>, u64), Error> {
         let chunker = Chunker::new(&mut src, self.cfg.chunker()).map_err(Error::coordination)?;
+        let pool = self.compressors()?;
+        let mut window = Window::new(self.cfg.pipeline.queue_chunks);
         let mut extents = Vec::new();
         let mut size = 0u64;
         for chunk in chunker {
@@ -715,21 +784,6 @@ impl Store {
                 source: std::io::Error::other(e.to_string()),
             })?;
             let len = chunk.data.len() as u32;
-            if self.known_chunk(chunk.id, held)? {
-                report.dedup_chunks += 1;
-            } else {
-                let pack = self.with_pack(|w| {
-                    w.append(chunk.id, &chunk.data).map_err(Error::from)?;
-                    Ok(w.id())
-                })?;
-                self.voter
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(chunk.id, ChunkEntry { pack, raw_len: len });
-                report.new_chunks += 1;
-                report.new_chunk_bytes += len as u64;
-            }
             extents.push(Extent {
                 file_off: chunk.offset,
                 chunk: chunk.id,
@@ -737,8 +791,50 @@ impl Store {
                 len,
             });
             size = chunk.offset + len as u64;
+            if window.contains(&chunk.id) || self.known_chunk(chunk.id, held)? {
+                report.dedup_chunks += 1;
+                Stats::add(&self.stats.chunks_dedup, 1);
+                Stats::add(&self.stats.bytes_dedup, len as u64);
+                continue;
+            }
+            report.new_chunks += 1;
+            report.new_chunk_bytes += len as u64;
+            window.push(chunk.id, pool.submit(chunk.id, chunk.data));
+            while let Some(job) = window.pop_ready(false) {
+                self.append_compressed(job)?;
+            }
+        }
+        while let Some(job) = window.pop_ready(true) {
+            self.append_compressed(job)?;
         }
         Ok((extents, size))
+    }
+
+    /// Append one chunk compressed on the pool to this process's pack and list it as pending.
+    fn append_compressed(&self, job: crate::pipeline::Pending) -> Result<(), Error> {
+        let c = job.wait()?;
+        let pack = self.with_pack(|w| {
+            w.append_compressed(c.id, c.raw_len, c.encoding, &c.stored)?;
+            Ok(w.id())
+        })?;
+        Stats::add(&self.stats.chunks_new, 1);
+        Stats::add(&self.stats.bytes_in, c.raw_len as u64);
+        Stats::add(&self.stats.bytes_stored, c.stored.len() as u64);
+        if c.encoding == crate::pack::Encoding::Raw {
+            Stats::add(&self.stats.chunks_raw, 1);
+        }
+        self.voter
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                c.id,
+                ChunkEntry {
+                    pack,
+                    raw_len: c.raw_len,
+                },
+            );
+        Ok(())
     }
 
     /// Read one chunk's bytes, verified against its id.
@@ -1178,6 +1274,12 @@ impl Store {
         }
         if let Some(k) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
             k.stop();
+        }
+        let counters = self.stats.snapshot();
+        if counters != crate::pipeline::StatsSnapshot::default() {
+            if let Err(e) = crate::pipeline::fold_into_store(&self.layout.root, &counters) {
+                eprintln!("verfs: this process's counters were not added to stats.json: {e}");
+            }
         }
         self.lease.release_shared().map_err(Error::coordination)
     }

@@ -11,6 +11,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::error::Error;
 use crate::ids::InodeNo;
@@ -89,10 +90,120 @@ impl Batch<'_> {
     }
 }
 
+/// A regular file for a worker to store.
+struct FileJob {
+    src: PathBuf,
+    rel: Vec<Vec<u8>>,
+    meta: fs::Metadata,
+}
+
+/// What a worker made of a [`FileJob`].
+type FileDone = Result<(PendingFile, Held, TransferReport), Error>;
+
+/// The walk's side of the file workers: jobs go out, stored files come back into the batch.
+struct Walk<'a, 's> {
+    jobs: Option<crossbeam_channel::Sender<FileJob>>,
+    done: crossbeam_channel::Receiver<FileDone>,
+    batch: Batch<'s>,
+    dirs: Vec<(Vec<Vec<u8>>, Inode)>,
+    report: &'a mut TransferReport,
+    /// Bytes read by the workers so far, and how many of them were reported to `progress`.
+    read: &'a AtomicU64,
+    reported: u64,
+    /// The first error: the walk stops sending jobs, and it is returned once workers finished.
+    failed: Option<Error>,
+}
+
+impl Walk<'_, '_> {
+    fn take(&mut self, d: FileDone, progress: &mut dyn FnMut(u64)) {
+        let n = self.read.load(Relaxed);
+        progress(n - self.reported);
+        self.reported = n;
+        if self.failed.is_some() {
+            return;
+        }
+        let r = d.and_then(|(f, held, r)| {
+            self.batch.held.absorb(held);
+            self.report.add(&r);
+            self.batch.push(f)
+        });
+        if let Err(e) = r {
+            self.failed = Some(e);
+        }
+    }
+
+    fn send(&mut self, job: FileJob, progress: &mut dyn FnMut(u64)) -> Result<(), Error> {
+        let Some(tx) = self.jobs.clone() else {
+            return Err(Error::Internal("file workers already stopped".into()));
+        };
+        let mut job = job;
+        loop {
+            while let Ok(d) = self.done.try_recv() {
+                self.take(d, progress);
+            }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            match tx.send_timeout(job, std::time::Duration::from_millis(50)) {
+                Ok(()) => return Ok(()),
+                Err(crossbeam_channel::SendTimeoutError::Timeout(j)) => job = j,
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                    return Err(Error::Internal("the file workers stopped".into()))
+                }
+            }
+        }
+    }
+
+    /// No more jobs: wait for every outstanding file.
+    fn finish(&mut self, progress: &mut dyn FnMut(u64)) -> Result<(), Error> {
+        self.jobs = None;
+        while let Ok(d) = self.done.recv() {
+            self.take(d, progress);
+        }
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Store one file (a worker's job). Errors name the source path.
+fn store_file(store: &Store, job: FileJob, read: &AtomicU64) -> FileDone {
+    let src = &job.src;
+    let f = fs::File::open(src).map_err(Error::io(src))?;
+    let mut held = store.hold();
+    let mut report = TransferReport::default();
+    let counting = CountingReader { inner: f, read };
+    let (extents, size) = store
+        .write_stream(counting, &mut report, &mut held)
+        .map_err(|e| match e {
+            Error::Io { path, source } if path == Path::new("<input>") => Error::Io {
+                path: src.clone(),
+                source,
+            },
+            other => other,
+        })?;
+    report.files += 1;
+    report.bytes += size;
+    let mut inode = inode_from_meta(FileKind::File, &job.meta);
+    inode.size = size;
+    Ok((
+        PendingFile {
+            comps: job.rel,
+            inode,
+            extents,
+        },
+        held,
+        report,
+    ))
+}
+
 /// `verfs put LOCAL... DEST`.
 ///
 /// Each batch is committed atomically; a failure leaves the batches before it in the store (as
-/// `cp -r` leaves the files it copied) and nothing of the failed batch.
+/// `cp -r` leaves the files it copied) and nothing of the failed batch. Regular files are stored
+/// by `[pipeline] file_workers` threads at once (each one a pipelined stream, see
+/// [`Store::write_stream`]) while this thread walks the tree and commits the batches.
 pub fn put(
     store: &Store,
     sources: &[PathBuf],
@@ -113,6 +224,10 @@ pub fn put(
             path: format!("{dest} (target of several sources)"),
         });
     }
+    let workers = match store.config().pipeline.file_workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
     for src in sources {
         let meta = fs::symlink_metadata(src).map_err(Error::io(src))?;
         let mut target = comps_of(dest)?;
@@ -129,49 +244,66 @@ pub fn put(
         if target.is_empty() {
             return Err(Error::IsADirectory { path: "/".into() });
         }
-        let mut batch = Batch {
+        let read = AtomicU64::new(0);
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<FileJob>(workers * 2);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<FileDone>();
+        let batch = Batch {
             store,
             base: target,
             files: Vec::new(),
             bytes: 0,
             held: store.hold(),
         };
-        let mut dirs = Vec::new();
-        put_entry(
-            store,
-            src,
-            &meta,
-            &mut Vec::new(),
-            &mut batch,
-            &mut dirs,
-            &mut report,
-            progress,
-        )?;
-        batch.flush()?;
-        if !dirs.is_empty() {
+        let mut walk = Walk {
+            jobs: Some(job_tx),
+            done: done_rx,
+            batch,
+            dirs: Vec::new(),
+            report: &mut report,
+            read: &read,
+            reported: 0,
+            failed: None,
+        };
+        let walked = std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let (rx, tx, read) = (job_rx.clone(), done_tx.clone(), &read);
+                scope.spawn(move || {
+                    for job in rx {
+                        if tx.send(store_file(store, job, read)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop((job_rx, done_tx));
+            let walked = put_entry(store, src, &meta, &mut Vec::new(), &mut walk, progress);
+            let finished = walk.finish(progress);
+            walked.and(finished)
+        });
+        walked?;
+        walk.batch.flush()?;
+        if !walk.dirs.is_empty() {
             // Directory attributes last: creating their children changed their mtimes.
-            store.commit_files(&batch.base, &dirs, Vec::new(), None)?;
+            store.commit_files(&walk.batch.base, &walk.dirs, Vec::new(), None)?;
         }
     }
     store.sync()?;
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn put_entry(
     store: &Store,
     src: &Path,
     meta: &fs::Metadata,
     rel: &mut Vec<Vec<u8>>,
-    batch: &mut Batch<'_>,
-    dirs: &mut Vec<(Vec<Vec<u8>>, Inode)>,
-    report: &mut TransferReport,
-    progress: Progress<'_>,
+    walk: &mut Walk<'_, '_>,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<(), Error> {
     let ft = meta.file_type();
     if ft.is_dir() {
-        dirs.push((rel.clone(), inode_from_meta(FileKind::Dir, meta)));
-        report.dirs += 1;
+        walk.dirs
+            .push((rel.clone(), inode_from_meta(FileKind::Dir, meta)));
+        walk.report.dirs += 1;
         let mut entries: Vec<_> = fs::read_dir(src)
             .map_err(Error::io(src))?
             .collect::<Result<Vec<_>, _>>()
@@ -181,59 +313,55 @@ fn put_entry(
             let p = e.path();
             let m = fs::symlink_metadata(&p).map_err(Error::io(&p))?;
             rel.push(e.file_name().as_bytes().to_vec());
-            put_entry(store, &p, &m, rel, batch, dirs, report, progress)?;
+            put_entry(store, &p, &m, rel, walk, progress)?;
             rel.pop();
         }
         return Ok(());
     }
-    let (kind, extents, size, target) = if ft.is_file() {
-        let f = fs::File::open(src).map_err(Error::io(src))?;
-        let mut counting = CountingReader { inner: f, progress };
-        let (extents, size) = store
-            .write_stream(&mut counting, report, &mut batch.held)
-            .map_err(|e| match e {
-                Error::Io { path, source } if path == Path::new("<input>") => Error::Io {
-                    path: src.into(),
-                    source,
-                },
-                other => other,
-            })?;
-        report.files += 1;
-        report.bytes += size;
-        (FileKind::File, extents, size, Vec::new())
-    } else if ft.is_symlink() {
+    if ft.is_file() {
+        return walk.send(
+            FileJob {
+                src: src.to_path_buf(),
+                rel: rel.clone(),
+                meta: meta.clone(),
+            },
+            progress,
+        );
+    }
+    let (kind, size, target) = if ft.is_symlink() {
         let t = fs::read_link(src).map_err(Error::io(src))?;
-        report.symlinks += 1;
+        walk.report.symlinks += 1;
         let t = t.as_os_str().as_bytes().to_vec();
-        (FileKind::Symlink, Vec::new(), t.len() as u64, t)
+        (FileKind::Symlink, t.len() as u64, t)
     } else if ft.is_fifo() {
-        (FileKind::Fifo, Vec::new(), 0, Vec::new())
+        (FileKind::Fifo, 0, Vec::new())
     } else if ft.is_socket() {
-        (FileKind::Socket, Vec::new(), 0, Vec::new())
+        (FileKind::Socket, 0, Vec::new())
     } else if ft.is_char_device() {
-        (FileKind::CharDev, Vec::new(), 0, Vec::new())
+        (FileKind::CharDev, 0, Vec::new())
     } else {
-        (FileKind::BlockDev, Vec::new(), 0, Vec::new())
+        (FileKind::BlockDev, 0, Vec::new())
     };
     let mut inode = inode_from_meta(kind, meta);
     inode.size = size;
     inode.target = target;
-    batch.push(PendingFile {
+    walk.batch.push(PendingFile {
         comps: rel.clone(),
         inode,
-        extents,
+        extents: Vec::new(),
     })
 }
 
-struct CountingReader<'a, 'p, R> {
+/// Counts the bytes a worker read, for the walk's progress reports.
+struct CountingReader<'a, R> {
     inner: R,
-    progress: &'a mut (dyn FnMut(u64) + 'p),
+    read: &'a AtomicU64,
 }
 
-impl<R: std::io::Read> std::io::Read for CountingReader<'_, '_, R> {
+impl<R: std::io::Read> std::io::Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        (self.progress)(n as u64);
+        self.read.fetch_add(n as u64, Relaxed);
         Ok(n)
     }
 }

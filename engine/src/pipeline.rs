@@ -1,0 +1,269 @@
+//! The data plane's parallel stages and this process's counters.
+//!
+//! [`Store::write_stream`](crate::store::Store::write_stream) runs the chunker (FastCDC + XXH3)
+//! and the dedup lookup on the calling thread and hands every new chunk to a rayon pool that
+//! compresses it ([`Compressors`]); the caller appends the results to its pack in stream order,
+//! at most `[pipeline] queue_chunks` chunks behind, so reading and chunking, compression on every
+//! core, and pack writes overlap, and memory stays bounded (`queue_chunks x max_size`).
+//!
+//! [`Stats`] counts what this process did (dedup hits, bytes compressed and stored, cache hits);
+//! the lease keeper publishes it in the process's lease folder (`stats.json`), where
+//! `verfs status` reads it.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver};
+
+use crate::ids::ChunkId;
+use crate::pack::{ChunkCompressor, CompressedChunk, PackError};
+
+/// This process's counters (monotonic; relaxed atomics, read for reporting only).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub chunks_new: AtomicU64,
+    pub chunks_dedup: AtomicU64,
+    pub bytes_dedup: AtomicU64,
+    /// Raw bytes of new chunks, and what they took in packs (compressed or raw).
+    pub bytes_in: AtomicU64,
+    pub bytes_stored: AtomicU64,
+    /// New chunks stored raw because zstd did not shrink them.
+    pub chunks_raw: AtomicU64,
+    pub chunk_cache_hits: AtomicU64,
+    pub chunk_cache_misses: AtomicU64,
+    pub reader_cache_hits: AtomicU64,
+    pub reader_cache_misses: AtomicU64,
+    pub snapshot_cache_hits: AtomicU64,
+    pub snapshot_cache_misses: AtomicU64,
+    pub readahead_chunks: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one moment: the body of `leases/<id>/stats.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct StatsSnapshot {
+    pub chunks_new: u64,
+    pub chunks_dedup: u64,
+    pub bytes_dedup: u64,
+    pub bytes_in: u64,
+    pub bytes_stored: u64,
+    pub chunks_raw: u64,
+    pub chunk_cache_hits: u64,
+    pub chunk_cache_misses: u64,
+    pub reader_cache_hits: u64,
+    pub reader_cache_misses: u64,
+    pub snapshot_cache_hits: u64,
+    pub snapshot_cache_misses: u64,
+    pub readahead_chunks: u64,
+}
+
+impl Stats {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        StatsSnapshot {
+            chunks_new: g(&self.chunks_new),
+            chunks_dedup: g(&self.chunks_dedup),
+            bytes_dedup: g(&self.bytes_dedup),
+            bytes_in: g(&self.bytes_in),
+            bytes_stored: g(&self.bytes_stored),
+            chunks_raw: g(&self.chunks_raw),
+            chunk_cache_hits: g(&self.chunk_cache_hits),
+            chunk_cache_misses: g(&self.chunk_cache_misses),
+            reader_cache_hits: g(&self.reader_cache_hits),
+            reader_cache_misses: g(&self.reader_cache_misses),
+            snapshot_cache_hits: g(&self.snapshot_cache_hits),
+            snapshot_cache_misses: g(&self.snapshot_cache_misses),
+            readahead_chunks: g(&self.readahead_chunks),
+        }
+    }
+}
+
+/// The file in a lease folder that holds its process's [`StatsSnapshot`].
+pub const STATS_FILE: &str = "stats.json";
+
+/// Write `leases/<id>/stats.json` (temp + rename, not synced: the counters are advisory, and a
+/// reader ignores a file it cannot parse).
+pub fn publish(lease_dir: &std::path::Path, s: &StatsSnapshot) -> std::io::Result<()> {
+    let tmp = lease_dir.join(format!("{STATS_FILE}.tmp"));
+    let body = serde_json::to_vec(s).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, lease_dir.join(STATS_FILE))
+}
+
+/// The counters a live process last published, if it did.
+pub fn read_published(lease_dir: &std::path::Path) -> Option<StatsSnapshot> {
+    let body = std::fs::read(lease_dir.join(STATS_FILE)).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// `STORE/stats.json`: the counters of every process that closed the store cleanly, summed.
+pub const STORE_STATS_FILE: &str = "stats.json";
+/// The DLM resource that serializes updates of `STORE/stats.json`.
+pub const LOCK_STATS: &str = "stats";
+
+/// Add `s` to `STORE/stats.json` (read, add, write a temp, rename), under the DLM lock `stats`
+/// in EX so concurrent closers do not lose each other's counts. Advisory: a process that dies
+/// first never adds its counts.
+pub fn fold_into_store(root: &std::path::Path, s: &StatsSnapshot) -> Result<(), String> {
+    use verfs_coordination::lock::{LockTable, Mode, Resource, Wait};
+    let t = LockTable::open(&root.join("locks")).map_err(|e| e.to_string())?;
+    let owner = t.owner().map_err(|e| e.to_string())?;
+    let res = Resource::Named(LOCK_STATS.into());
+    let _g = owner
+        .lock(&res, Mode::Ex, Wait::Timeout(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let path = root.join(STORE_STATS_FILE);
+    let mut total = read_store_stats(root);
+    total.add(s);
+    let tmp = root.join(format!("{STORE_STATS_FILE}.tmp"));
+    let body = serde_json::to_vec(&total).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `STORE/stats.json`, or zeros if it is missing or unreadable.
+pub fn read_store_stats(root: &std::path::Path) -> StatsSnapshot {
+    std::fs::read(root.join(STORE_STATS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+impl StatsSnapshot {
+    /// The sum of several processes' counters.
+    pub fn add(&mut self, o: &StatsSnapshot) {
+        self.chunks_new += o.chunks_new;
+        self.chunks_dedup += o.chunks_dedup;
+        self.bytes_dedup += o.bytes_dedup;
+        self.bytes_in += o.bytes_in;
+        self.bytes_stored += o.bytes_stored;
+        self.chunks_raw += o.chunks_raw;
+        self.chunk_cache_hits += o.chunk_cache_hits;
+        self.chunk_cache_misses += o.chunk_cache_misses;
+        self.reader_cache_hits += o.reader_cache_hits;
+        self.reader_cache_misses += o.reader_cache_misses;
+        self.snapshot_cache_hits += o.snapshot_cache_hits;
+        self.snapshot_cache_misses += o.snapshot_cache_misses;
+        self.readahead_chunks += o.readahead_chunks;
+    }
+}
+
+/// The rayon pool that compresses chunks, with one zstd context per pool thread.
+pub struct Compressors {
+    pool: rayon::ThreadPool,
+    level: i32,
+}
+
+impl std::fmt::Debug for Compressors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressors")
+            .field("threads", &self.pool.current_num_threads())
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, ChunkCompressor)>> = const { RefCell::new(None) };
+}
+
+/// Compress one chunk with this thread's context (created on first use, per level).
+fn compress_here(level: i32, id: ChunkId, data: Vec<u8>) -> Result<CompressedChunk, PackError> {
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, ChunkCompressor::new(level)?));
+        }
+        let Some((_, comp)) = slot.as_mut() else {
+            return Err(PackError::Compress {
+                reason: "no zstd context".into(),
+            });
+        };
+        let raw_len = data.len() as u32;
+        let (encoding, payload) = comp.compress(&data)?;
+        let stored = match encoding {
+            crate::format::pack::Encoding::Raw => None,
+            _ => Some(payload.to_vec()),
+        };
+        Ok(CompressedChunk {
+            id,
+            raw_len,
+            encoding,
+            // An incompressible chunk keeps its own buffer: no copy.
+            stored: stored.unwrap_or(data),
+        })
+    })
+}
+
+impl Compressors {
+    /// `threads` 0 means one per core.
+    pub fn new(threads: usize, level: i32) -> Result<Compressors, String> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("verfs-zstd-{i}"))
+            .build()
+            .map_err(|e| format!("cannot start the compression threads: {e}"))?;
+        Ok(Compressors { pool, level })
+    }
+
+    /// Start compressing `data` (whose id is `id`) on the pool.
+    pub fn submit(&self, id: ChunkId, data: Vec<u8>) -> Pending {
+        let (tx, rx) = sync_channel(1);
+        let level = self.level;
+        self.pool.spawn(move || {
+            // The receiver may be gone (its stream failed): nothing to do then.
+            let _ = tx.send(compress_here(level, id, data));
+        });
+        Pending { rx }
+    }
+}
+
+/// A chunk being compressed on the pool.
+pub struct Pending {
+    rx: Receiver<Result<CompressedChunk, PackError>>,
+}
+
+impl Pending {
+    /// Wait for the compressed chunk.
+    pub fn wait(self) -> Result<CompressedChunk, PackError> {
+        self.rx.recv().unwrap_or_else(|_| {
+            Err(PackError::Compress {
+                reason: "a compression thread died".into(),
+            })
+        })
+    }
+}
+
+/// Chunks in flight in stream order, at most a fixed number.
+pub struct Window {
+    jobs: VecDeque<(ChunkId, Pending)>,
+    depth: usize,
+}
+
+impl Window {
+    pub fn new(depth: usize) -> Window {
+        Window {
+            jobs: VecDeque::new(),
+            depth: depth.max(1),
+        }
+    }
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.jobs.iter().any(|(j, _)| j == id)
+    }
+    pub fn push(&mut self, id: ChunkId, p: Pending) {
+        self.jobs.push_back((id, p));
+    }
+    /// The oldest job, if the window is over its depth (or `all`).
+    pub fn pop_ready(&mut self, all: bool) -> Option<Pending> {
+        if all || self.jobs.len() > self.depth {
+            self.jobs.pop_front().map(|(_, p)| p)
+        } else {
+            None
+        }
+    }
+}
