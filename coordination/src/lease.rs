@@ -490,6 +490,9 @@ pub enum FinishError {
 /// This process's lease. Held for the process's whole life; see the module docs.
 #[derive(Debug)]
 pub struct Lease {
+    /// (dev, inode) of `leases/<id>/info` once the lease existed: the fencing check compares
+    /// against it with one `stat` instead of reading and parsing the file on every commit.
+    info_ident: Option<(u64, u64)>,
     info: LeaseInfo,
     leases_dir: PathBuf,
     dir: PathBuf,
@@ -563,8 +566,12 @@ impl Lease {
                 return Err(e);
             }
         };
+        let info_ident = fs::metadata(dir.join(INFO_FILE))
+            .ok()
+            .map(|m| file_ident(&m));
         Ok(Lease {
             info,
+            info_ident,
             leases_dir: leases_dir.to_path_buf(),
             dir,
             heartbeat,
@@ -627,6 +634,14 @@ impl Lease {
     /// lock, so a commit is either before the claim or rejected. Changes nothing on disk.
     pub fn check_valid(&self) -> Result<(), FenceError> {
         let path = self.dir.join(INFO_FILE);
+        // Fast path: the info file this lease wrote is still at its path (a claim renames the
+        // folder away; info is written once, so another file there is another lease's). Any
+        // doubt falls through to reading it.
+        if let (Some(want), Ok(m)) = (self.info_ident, fs::metadata(&path)) {
+            if file_ident(&m) == want {
+                return Ok(());
+            }
+        }
         let fenced = |reason: String| FenceError::Fenced {
             id: self.info.id.clone(),
             path: path.clone(),
@@ -1084,6 +1099,12 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
         }
     }
     gone_ok(fs::remove_dir(path))
+}
+
+/// (dev, inode) of a file: its identity on this filesystem.
+fn file_ident(m: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
 }
 
 #[cfg(test)]

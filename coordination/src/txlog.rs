@@ -275,6 +275,9 @@ struct View<S> {
     seg_path: PathBuf,
     /// Byte offset of the next unread record in `seg`.
     offset: u64,
+    /// A write handle on the segment at this path, kept between commits (a segment is never
+    /// replaced at its path, only cut in place, so the handle stays right until a roll).
+    writer: Option<(PathBuf, Arc<File>)>,
 }
 
 /// One process's handle on the shared log. `Send + Sync`: share it between threads with `Arc`.
@@ -510,6 +513,7 @@ impl<S: StateMachine> TxLog<S> {
             seg: Arc::new(f),
             seg_path,
             offset: SEGMENT_HEADER_LEN,
+            writer: None,
         };
         // Records up to `base` are already in the checkpoint: skip them without applying.
         if view.lsn < base {
@@ -792,10 +796,19 @@ impl<S: StateMachine> TxLog<S> {
         (self.fence)().map_err(LogError::Fenced)?;
         let lsn = Lsn(view.lsn.0 + 1);
         let rec = encode_record(TYPE_TXN, lsn, &payload);
-        let wf = OpenOptions::new()
-            .write(true)
-            .open(&view.seg_path)
-            .map_err(io_err(&view.seg_path))?;
+        let wf = match &view.writer {
+            Some((p, f)) if *p == view.seg_path => f.clone(),
+            _ => {
+                let f = Arc::new(
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&view.seg_path)
+                        .map_err(io_err(&view.seg_path))?,
+                );
+                view.writer = Some((view.seg_path.clone(), f.clone()));
+                f
+            }
+        };
         if let Err(e) = wf.write_all_at(&rec, view.offset) {
             // ENOSPC or EIO mid-record: cut it so the next reader does not see a torn record.
             let _ = wf.set_len(view.offset);

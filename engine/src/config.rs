@@ -132,6 +132,7 @@ pub struct Mount {
     pub allow_other: bool,
     pub threads: usize,
     pub sync_interval_ms: u64,
+    pub writeback_cache: bool,
 }
 
 impl Default for Mount {
@@ -141,6 +142,7 @@ impl Default for Mount {
             allow_other: false,
             threads: 4,
             sync_interval_ms: 1000,
+            writeback_cache: false,
         }
     }
 }
@@ -252,6 +254,10 @@ threads = 4
 # next fsync/fsyncdir, unmount, or group commit, which runs this often (bounds what a power
 # loss can take; a killed process loses nothing).
 sync_interval_ms = 1000
+# Let the kernel cache writes and send them in large batches. Off by default: with it on, the
+# kernel trusts its own cached size and mtime of a file over the store's, so changes another
+# mount or CLI makes to a file this mount has cached are not seen. For single-writer mounts.
+writeback_cache = false
 
 [gc]
 # `verfs gc --worker` runs a pass this often (milliseconds).
@@ -338,7 +344,9 @@ impl Config {
             return Err("pipeline.queue_chunks must be in 1..=4096".into());
         }
         if self.pipeline.compress_threads > 256 || self.pipeline.file_workers > 256 {
-            return Err("pipeline.compress_threads and pipeline.file_workers must be at most 256".into());
+            return Err(
+                "pipeline.compress_threads and pipeline.file_workers must be at most 256".into(),
+            );
         }
         if self.cache.pack_readers == 0 || self.cache.snapshot_trees == 0 {
             return Err("cache.pack_readers and cache.snapshot_trees must be at least 1".into());

@@ -8,54 +8,17 @@
 //! pack, syncs it, and splices the new extents over the ranges in the *current* committed extent
 //! list inside one transaction, so a flush never loses another process's committed ranges.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::error::Error;
 use crate::ids::{ChunkId, InodeNo};
 use crate::meta::{Entry, Extent, FileKind, Inode, Timestamp};
+use crate::pipeline::Stats;
 use crate::store::{Store, TransferReport};
 
 /// Dirty bytes of one file above which a write commits early, so memory stays bounded.
 pub const DIRTY_LIMIT: usize = 64 << 20;
-
-/// A bounded cache of decoded chunks (sequential reads hit one chunk many times).
-pub struct ChunkCache {
-    cap: usize,
-    used: usize,
-    map: HashMap<ChunkId, Arc<Vec<u8>>>,
-    order: VecDeque<ChunkId>,
-}
-
-impl ChunkCache {
-    pub fn new(cap: usize) -> ChunkCache {
-        ChunkCache {
-            cap,
-            used: 0,
-            map: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-    fn get(&self, id: ChunkId) -> Option<Arc<Vec<u8>>> {
-        self.map.get(&id).cloned()
-    }
-    fn put(&mut self, id: ChunkId, data: Arc<Vec<u8>>) {
-        if self.map.contains_key(&id) {
-            return;
-        }
-        self.used += data.len();
-        self.map.insert(id, data);
-        self.order.push_back(id);
-        while self.used > self.cap {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(d) = self.map.remove(&old) {
-                self.used -= d.len();
-            }
-        }
-    }
-}
 
 /// Files open in this process: handle counts, and the journal action of each orphan (an
 /// unlinked inode kept until its last close).
@@ -227,20 +190,23 @@ fn check_name(name: &[u8]) -> Result<(), Error> {
 impl Store {
     /// A chunk's bytes through the decoded-chunk cache.
     pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, Error> {
-        if let Some(d) = self
-            .chunk_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-        {
-            return Ok(d);
+        let mut decoded = false;
+        // Waits for a decode of the same chunk already running (a readahead).
+        let r = self.chunk_cache.try_get_with(id, || {
+            decoded = true;
+            self.read_chunk(id).map(Arc::new)
+        });
+        let counter = if decoded {
+            &self.stats.chunk_cache_misses
+        } else {
+            &self.stats.chunk_cache_hits
+        };
+        Stats::add(counter, 1);
+        match r {
+            Ok(d) => Ok(d),
+            // Another thread's failed decode comes back shared; read again for our own error.
+            Err(_) => Ok(Arc::new(self.read_chunk(id)?)),
         }
-        let d = Arc::new(self.read_chunk(id)?);
-        self.chunk_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(id, d.clone());
-        Ok(d)
     }
 
     fn dirty_of(&self, ino: InodeNo) -> Option<Arc<Mutex<DirtyFile>>> {
@@ -597,6 +563,12 @@ impl Store {
         let mut buf = vec![0u8; (end - off) as usize];
         let base_end = end.min(base_limit);
         if off < base_end {
+            // A read that starts where the last one ended: decode the next chunks meanwhile.
+            if self.cfg.cache.readahead_chunks > 0 && self.read_ends.get(&ino) == Some(off) {
+                let next = exts.partition_point(|x| x.file_off + x.len as u64 <= end);
+                self.prefetch(exts[next..].iter().map(|x| x.chunk));
+            }
+            self.read_ends.insert(ino, end);
             self.fill_from_extents(&exts, off, &mut buf[..(base_end - off) as usize])?;
         }
         if let Some(d) = guard.as_deref() {

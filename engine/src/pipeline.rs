@@ -114,7 +114,11 @@ pub fn fold_into_store(root: &std::path::Path, s: &StatsSnapshot) -> Result<(), 
     let owner = t.owner().map_err(|e| e.to_string())?;
     let res = Resource::Named(LOCK_STATS.into());
     let _g = owner
-        .lock(&res, Mode::Ex, Wait::Timeout(std::time::Duration::from_secs(5)))
+        .lock(
+            &res,
+            Mode::Ex,
+            Wait::Timeout(std::time::Duration::from_secs(5)),
+        )
         .map_err(|e| e.to_string())?;
     let path = root.join(STORE_STATS_FILE);
     let mut total = read_store_stats(root);
@@ -209,6 +213,11 @@ impl Compressors {
             .build()
             .map_err(|e| format!("cannot start the compression threads: {e}"))?;
         Ok(Compressors { pool, level })
+    }
+
+    /// Run `f` on the pool (readahead).
+    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        self.pool.spawn(f);
     }
 
     /// Start compressing `data` (whose id is `id`) on the pool.

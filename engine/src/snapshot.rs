@@ -324,20 +324,14 @@ impl Store {
 
     /// A snapshot's tree (cached; snapshot files never change).
     pub fn snapshot_tree(&self, id: u64) -> Result<Arc<MetaState>, Error> {
-        if let Some(t) = self
-            .snap_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
-            return Ok(t.clone());
+        use crate::pipeline::Stats;
+        if let Some(t) = self.snap_cache.get(&id) {
+            Stats::add(&self.stats.snapshot_cache_hits, 1);
+            return Ok(t);
         }
+        Stats::add(&self.stats.snapshot_cache_misses, 1);
         let t = Arc::new(load(&self.layout().snapshots(), id)?);
-        let mut c = self.snap_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.len() >= 8 {
-            c.clear();
-        }
-        c.insert(id, t.clone());
+        self.snap_cache.insert(id, t.clone());
         Ok(t)
     }
 
@@ -489,10 +483,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&path)(e)),
         }
-        self.snap_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.snap_cache.invalidate(&id);
         Ok(())
     }
 

@@ -226,16 +226,19 @@ impl Held {
     pub fn absorb(&mut self, mut other: Held) {
         let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
         for (id, e) in other.ids.drain() {
-            if self.ids.contains_key(&id) {
-                if let std::collections::hash_map::Entry::Occupied(mut o) = reg.entry((id, e.pack))
-                {
-                    *o.get_mut() -= 1;
-                    if *o.get() == 0 {
-                        o.remove();
+            use std::collections::hash_map::Entry;
+            match self.ids.entry(id) {
+                Entry::Vacant(v) => {
+                    v.insert(e);
+                }
+                Entry::Occupied(_) => {
+                    if let Entry::Occupied(mut o) = reg.entry((id, e.pack)) {
+                        *o.get_mut() -= 1;
+                        if *o.get() == 0 {
+                            o.remove();
+                        }
                     }
                 }
-            } else {
-                self.ids.insert(id, e);
             }
         }
     }
@@ -270,15 +273,17 @@ pub struct Store {
     pack: Mutex<Option<OpenPack>>,
     /// This process's state that the lease keeper votes on (shared with its thread).
     pub(crate) voter: Arc<Voter>,
-    pub(crate) readers: Mutex<HashMap<PackId, CachedReader>>,
-    /// Snapshot trees loaded from `snapshots/<id>.snap` (immutable, so never stale).
-    pub(crate) snap_cache: Mutex<HashMap<u64, Arc<MetaState>>>,
+    /// Open pack readers with their indexes (bounded by `[cache] pack_readers`).
+    pub(crate) readers: moka::sync::Cache<PackId, Arc<CachedReader>>,
+    /// Snapshot trees loaded from `snapshots/<id>.snap` (immutable, so never stale; bounded by
+    /// `[cache] snapshot_trees`).
+    pub(crate) snap_cache: moka::sync::Cache<u64, Arc<MetaState>>,
     /// Packs whose salvage after a failed write failed too, with their open-pack actions:
     /// sealed again at close, else left to `verfs recover` (the lease is kept).
     unsealed: Mutex<Vec<(PackId, ActionId)>>,
     pub(crate) closed: std::sync::atomic::AtomicBool,
-    /// Decoded chunks recently read (bounded; see `fsops`).
-    pub(crate) chunk_cache: Mutex<crate::fsops::ChunkCache>,
+    /// Decoded chunks recently read (bounded by `[cache] chunk_bytes`; see `fsops`).
+    pub(crate) chunk_cache: moka::sync::Cache<ChunkId, Arc<Vec<u8>>>,
     /// Files with unflushed writes in this process, by inode.
     pub(crate) dirty: Mutex<HashMap<InodeNo, Arc<Mutex<crate::fsops::DirtyFile>>>>,
     /// Open handles per inode in this process, and the journal action of each orphan.
@@ -287,6 +292,10 @@ pub struct Store {
     compressors: std::sync::OnceLock<Result<Compressors, String>>,
     /// What this process did (published in its lease folder for `verfs status`).
     pub(crate) stats: Arc<Stats>,
+    /// Chunks being read ahead on the pool (so one is not decoded twice at once).
+    prefetching: Arc<Mutex<std::collections::HashSet<ChunkId>>>,
+    /// Where each recently read inode's last read ended (sequential-read detection).
+    pub(crate) read_ends: moka::sync::Cache<InodeNo, u64>,
 }
 
 fn commit_err(e: CommitError<Error>) -> Error {
@@ -457,6 +466,12 @@ impl Store {
         });
         let keeper = Lease::start_keeper(lease.clone(), on_fenced, Some(on_tick))
             .map_err(|e| Error::Coordination(format!("starting the lease keeper: {e}")))?;
+        let readers = moka::sync::Cache::new(cfg.cache.pack_readers);
+        let snap_cache = moka::sync::Cache::new(cfg.cache.snapshot_trees);
+        let chunk_cache = moka::sync::Cache::builder()
+            .max_capacity(cfg.cache.chunk_bytes)
+            .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
+            .build();
         Ok(Store {
             layout,
             cfg,
@@ -466,15 +481,17 @@ impl Store {
             journal,
             pack: Mutex::new(None),
             voter,
-            readers: Mutex::new(HashMap::new()),
-            snap_cache: Mutex::new(HashMap::new()),
+            readers,
+            snap_cache,
             unsealed: Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
-            chunk_cache: Mutex::new(crate::fsops::ChunkCache::new(32 << 20)),
+            chunk_cache,
             dirty: Mutex::new(HashMap::new()),
             open_files: Mutex::new(Default::default()),
             compressors: std::sync::OnceLock::new(),
             stats,
+            prefetching: Arc::new(Mutex::new(std::collections::HashSet::new())),
+            read_ends: moka::sync::Cache::new(4096),
         })
     }
 
@@ -662,10 +679,7 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|chunk, e| e.pack != id || open.writer.is_durable(*chunk));
-        self.readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.readers.invalidate(&id);
         match open.writer.seal() {
             Ok(_) => self.journal.end(open.action).map_err(Error::coordination),
             Err(e) => {
@@ -837,6 +851,74 @@ impl Store {
         Ok(())
     }
 
+    /// Decode `ids` into the chunk cache on the pool, ahead of a sequential reader (at most
+    /// `[cache] readahead_chunks` of them). Chunks already cached or being read ahead, and chunks
+    /// in this process's open pack, are skipped; failures are ignored (the reader's own read
+    /// reports them).
+    pub(crate) fn prefetch(&self, ids: impl IntoIterator<Item = ChunkId>) {
+        let n = self.cfg.cache.readahead_chunks;
+        if n == 0 {
+            return;
+        }
+        let Ok(pool) = self.compressors() else {
+            return;
+        };
+        let open = self
+            .pack
+            .try_lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|o| o.writer.id()));
+        let want: Vec<ChunkId> = ids
+            .into_iter()
+            .take(n)
+            .filter(|id| !self.chunk_cache.contains_key(id))
+            .collect();
+        if want.is_empty() {
+            return;
+        }
+        let Ok(entries) = self.read(|s| {
+            want.iter()
+                .filter_map(|id| s.chunks.get(id).map(|e| (*id, *e)))
+                .collect::<Vec<_>>()
+        }) else {
+            return;
+        };
+        for (id, entry) in entries {
+            if Some(entry.pack) == open {
+                continue;
+            }
+            if !self
+                .prefetching
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id)
+            {
+                continue;
+            }
+            let Ok(reader) = self.reader(entry.pack) else {
+                self.prefetching
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                continue;
+            };
+            let (cache, busy, stats) = (
+                self.chunk_cache.clone(),
+                self.prefetching.clone(),
+                self.stats.clone(),
+            );
+            pool.spawn(move || {
+                // `try_get_with`: a reader asking for this chunk meanwhile waits for this decode
+                // instead of doing its own.
+                let _ = cache.try_get_with(id, || {
+                    Stats::add(&stats.readahead_chunks, 1);
+                    reader.read_chunk(id).map(Arc::new)
+                });
+                busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
+    }
+
     /// Read one chunk's bytes, verified against its id.
     pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>, Error> {
         let entry = match self.read(|s| s.chunks.get(&id).copied())? {
@@ -900,31 +982,32 @@ impl Store {
     /// consistent even after GC replaced the pack ([GC-6]); it is re-checked against the current
     /// file at most once per second (one `stat`), so an old pack's space is not pinned for long.
     pub(crate) fn reader(&self, pack: PackId) -> Result<Arc<PackReader>, Error> {
-        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = readers.get_mut(&pack) {
-            if c.checked.elapsed() < READER_RECHECK {
+        if let Some(c) = self.readers.get(&pack) {
+            let mut checked = c.checked.lock().unwrap_or_else(|p| p.into_inner());
+            if checked.elapsed() < READER_RECHECK {
+                Stats::add(&self.stats.reader_cache_hits, 1);
                 return Ok(c.reader.clone());
             }
             let current = fs::metadata(c.reader.path())
                 .ok()
                 .map(|m| crate::pack::file_identity(&m));
             if current == Some(c.identity) {
-                c.checked = std::time::Instant::now();
+                *checked = std::time::Instant::now();
+                Stats::add(&self.stats.reader_cache_hits, 1);
                 return Ok(c.reader.clone());
             }
-            readers.remove(&pack);
+            drop(checked);
+            self.readers.invalidate(&pack);
         }
+        Stats::add(&self.stats.reader_cache_misses, 1);
         let r = Arc::new(PackReader::open(&self.layout.packs(), pack).map_err(Error::from)?);
-        if readers.len() > 256 {
-            readers.clear();
-        }
-        readers.insert(
+        self.readers.insert(
             pack,
-            CachedReader {
+            Arc::new(CachedReader {
                 identity: r.identity(),
                 reader: r.clone(),
-                checked: std::time::Instant::now(),
-            },
+                checked: Mutex::new(std::time::Instant::now()),
+            }),
         );
         Ok(r)
     }
@@ -932,10 +1015,7 @@ impl Store {
     /// Forget the cached reader of `pack` (after a read failed: the pack may have been replaced
     /// between opening its `.pack` and its `.idx`).
     pub(crate) fn drop_reader(&self, pack: PackId) {
-        self.readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pack);
+        self.readers.invalidate(&pack);
     }
 
     /// Install the function a snapshot barrier runs in this process (a mount: flush every file).
@@ -998,7 +1078,8 @@ impl Store {
             }
             Ok(())
         };
-        for x in extents {
+        let ahead = self.cfg.cache.readahead_chunks;
+        for (i, x) in extents.iter().enumerate() {
             if x.file_off >= inode.size {
                 break;
             }
@@ -1006,7 +1087,14 @@ impl Store {
                 fill(out, x.file_off - pos)?;
                 pos = x.file_off;
             }
-            let data = self.read_chunk(x.chunk)?;
+            if ahead > 0 && i % ahead.div_ceil(2) == 0 {
+                self.prefetch(extents[i + 1..].iter().map(|x| x.chunk));
+            }
+            let data = if ahead > 0 {
+                self.chunk(x.chunk)?
+            } else {
+                Arc::new(self.read_chunk(x.chunk)?)
+            };
             let start = x.chunk_off as usize;
             let end = start + x.len as usize;
             let slice = data.get(start..end).ok_or_else(|| Error::Corrupt {
@@ -1343,7 +1431,8 @@ const READER_RECHECK: Duration = Duration::from_secs(1);
 pub(crate) struct CachedReader {
     reader: Arc<PackReader>,
     identity: (u64, u64),
-    checked: std::time::Instant,
+    /// When the pack file was last seen to be this reader's (re-checked once a second, [GC-6]).
+    checked: Mutex<std::time::Instant>,
 }
 
 /// What the lease keeper needs to vote for this process; the `Store` works on the same state.

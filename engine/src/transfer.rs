@@ -276,7 +276,7 @@ pub fn put(
                 });
             }
             drop((job_rx, done_tx));
-            let walked = put_entry(store, src, &meta, &mut Vec::new(), &mut walk, progress);
+            let walked = put_entry(src, &meta, &mut Vec::new(), &mut walk, progress);
             let finished = walk.finish(progress);
             walked.and(finished)
         });
@@ -292,7 +292,6 @@ pub fn put(
 }
 
 fn put_entry(
-    store: &Store,
     src: &Path,
     meta: &fs::Metadata,
     rel: &mut Vec<Vec<u8>>,
@@ -313,7 +312,7 @@ fn put_entry(
             let p = e.path();
             let m = fs::symlink_metadata(&p).map_err(Error::io(&p))?;
             rel.push(e.file_name().as_bytes().to_vec());
-            put_entry(store, &p, &m, rel, walk, progress)?;
+            put_entry(&p, &m, rel, walk, progress)?;
             rel.pop();
         }
         return Ok(());

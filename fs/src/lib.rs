@@ -180,6 +180,8 @@ pub struct VerFs {
     slots: Mutex<SnapSlots>,
     /// Times of `/.snapshots` while no snapshot exists.
     started: Timestamp,
+    /// Negotiate `FUSE_WRITEBACK_CACHE` in `init`.
+    writeback_cache: bool,
 }
 
 /// Snapshot ids by slot (bits 40..62 of their FUSE inode numbers) and back. A slot is given on
@@ -241,7 +243,14 @@ impl VerFs {
             owners: Mutex::new(HashMap::new()),
             slots: Mutex::new(SnapSlots::default()),
             started: Timestamp::now(),
+            writeback_cache: false,
         })
+    }
+
+    /// Ask the kernel for its writeback cache ([`MountConfig::writeback_cache`]).
+    pub fn with_writeback_cache(mut self, on: bool) -> VerFs {
+        self.writeback_cache = on;
+        self
     }
 
     /// The table owner for kernel lock owner `owner`, created on first use and recorded as
@@ -663,10 +672,21 @@ impl Filesystem for VerFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // POSIX (fcntl) and BSD (flock) locks go through getlk/setlk, so they hold across every
         // mount of the store; 1 MiB writes keep the request count down.
+        // READDIRPLUS_AUTO: the kernel asks for attributes with the listing when a program
+        // (ls -l, find, rsync) looks them up after reading the directory. 128 KiB readahead (the
+        // kernel's cap here) and parallel directory operations keep the request count down.
         let _ = config.add_capabilities(
-            fuser::InitFlags::FUSE_POSIX_LOCKS | fuser::InitFlags::FUSE_FLOCK_LOCKS,
+            fuser::InitFlags::FUSE_POSIX_LOCKS
+                | fuser::InitFlags::FUSE_FLOCK_LOCKS
+                | fuser::InitFlags::FUSE_DO_READDIRPLUS
+                | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
+                | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
         );
+        if self.writeback_cache {
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE);
+        }
         let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(128 << 10);
         Ok(())
     }
 
@@ -1568,6 +1588,11 @@ pub struct MountConfig {
     pub dev: bool,
     /// Set-user-ID and set-group-ID bits take effect on exec (`suid`); off by default.
     pub suid: bool,
+    /// Let the kernel cache writes and send them in large batches (`FUSE_WRITEBACK_CACHE`).
+    /// Off by default: the kernel then trusts its own idea of a cached file's size and mtime
+    /// over this process's answers, so a size change made by *another* mount or CLI is not seen
+    /// while the file stays cached here. For a mount that is the only writer of its files.
+    pub writeback_cache: bool,
     /// Group commit: how often the log is synced while mounted (changes are visible at once and
     /// durable at the next fsync, fsyncdir, unmount, or this tick).
     pub sync_interval: Duration,
@@ -1685,7 +1710,7 @@ pub fn mount(
 ) -> Result<(), MountError> {
     check_mountpoint(mp)?;
     let store = Arc::new(store);
-    let fs = VerFs::new(store.clone(), cfg.read_only)?;
+    let fs = VerFs::new(store.clone(), cfg.read_only)?.with_writeback_cache(cfg.writeback_cache);
     // The source field of the mount names the store, so `verfs umount MP` finds the mount's
     // process without `-s` (and `df`/`findmnt` show it). A path with a comma or a space cannot
     // pass through the mount option string.

@@ -19,6 +19,7 @@ fn mount_config(store_cfg: &verfs_engine::config::Config, opts: &[String]) -> Re
         threads: m.threads,
         dev: false,
         suid: false,
+        writeback_cache: m.writeback_cache,
         sync_interval: Duration::from_millis(m.sync_interval_ms.max(1)),
     };
     for o in opts
@@ -35,9 +36,11 @@ fn mount_config(store_cfg: &verfs_engine::config::Config, opts: &[String]) -> Re
                 "no_default_permissions" => c.default_permissions = false,
                 "dev" => c.dev = true,
                 "nodev" => c.dev = false,
+                "writeback_cache" => c.writeback_cache = true,
+                "no_writeback_cache" => c.writeback_cache = false,
                 "suid" => c.suid = true,
                 "nosuid" => c.suid = false,
-                other => bail!("mount option {other:?} is not supported (ro, rw, allow_other, default_permissions, no_default_permissions, dev, nodev, suid, nosuid, threads=N)"),
+                other => bail!("mount option {other:?} is not supported (ro, rw, allow_other, default_permissions, no_default_permissions, dev, nodev, suid, nosuid, writeback_cache, no_writeback_cache, threads=N)"),
             },
             Some(("threads", n)) => c.threads = n.parse().with_context(|| format!("mount option threads={n}: not a number"))?,
             Some((k, _)) => bail!("mount option {k:?} is not supported"),

@@ -781,6 +781,8 @@ fn two_gc_workers_never_share_a_pack() {
     small_packs(&st);
     st.short_leases();
     st.set_config("gc", "interval_ms", "150");
+    // The pack layout below (whole files per pack, in name order) needs one file at a time.
+    st.set_config("pipeline", "file_workers", "1");
     let s = seed();
     eprintln!("two_gc_workers_never_share_a_pack: XPROC_SEED={s}");
     let mut pool = Pool::new(st.scratch(), agent());
