@@ -4,6 +4,9 @@
 //! - [`ChunkerParams`]: min / average / max chunk size, from `config.toml`; [`ChunkerParams::validate`]
 //!   enforces the limits that `fastcdc` itself only checks with `debug_assert`.
 //! - [`Chunker`]: an iterator over any [`Read`] yielding [`Chunk`]s (offset, bytes, [`ChunkId`]).
+//! - [`BufChunker`]: the same cut points, for the write path: it reads the source in large blocks
+//!   into a few recycled buffers and yields [`SharedChunk`]s that point into them, so a chunk's
+//!   bytes are never copied before compression (and not at all when it is a dedup hit).
 //!
 //! Because cut points depend only on nearby content, an insertion or deletion changes the ids of
 //! the chunks around it and leaves the rest identical, which is what makes deduplication work
@@ -20,6 +23,7 @@
 //! ```
 
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use fastcdc::v2020::{self, StreamCDC};
 
@@ -163,6 +167,162 @@ impl<R: Read> Iterator for Chunker<R> {
                 Some(Err(err))
             }
         }
+    }
+}
+
+/// A chunk cut by [`BufChunker`]: a range of a shared read buffer.
+#[derive(Clone)]
+pub struct SharedChunk {
+    /// Byte offset of the chunk's first byte in the source.
+    pub offset: u64,
+    /// `ChunkId::of(self.data())`.
+    pub id: ChunkId,
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl SharedChunk {
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for SharedChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedChunk")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// Buffers a [`BufChunker`] keeps for reuse (a buffer is reused once no chunk points into it).
+const RECYCLE: usize = 4;
+
+/// Streaming FastCDC with the cut points of [`Chunker`] (same masks, gear table and
+/// normalization), reading `max(1 MiB, 4 x max)` bytes at a time. Memory: the buffers that chunks
+/// still in flight point into, plus [`RECYCLE`] spare ones.
+pub struct BufChunker<R: Read> {
+    src: R,
+    p: ChunkerParams,
+    masks: (u64, u64),
+    cur: Arc<Vec<u8>>,
+    filled: usize,
+    pos: usize,
+    eof: bool,
+    done: bool,
+    offset: u64,
+    spare: Vec<Arc<Vec<u8>>>,
+}
+
+impl<R: Read> BufChunker<R> {
+    pub fn new(source: R, params: ChunkerParams) -> Result<BufChunker<R>, ChunkerError> {
+        params
+            .validate()
+            .map_err(|reason| ChunkerError::InvalidParams { reason })?;
+        Ok(BufChunker {
+            src: source,
+            p: params,
+            masks: v2020::select_masks(params.avg as usize, v2020::Normalization::Level1),
+            cur: Arc::new(Vec::new()),
+            filled: 0,
+            pos: 0,
+            eof: false,
+            done: false,
+            offset: 0,
+            spare: Vec::new(),
+        })
+    }
+
+    /// Move the unchunked tail into a free buffer and read until it is full or the source ends.
+    fn refill(&mut self) -> io::Result<()> {
+        let size = (1usize << 20).max(4 * self.p.max as usize);
+        let mut next = self
+            .spare
+            .iter()
+            .position(|b| Arc::strong_count(b) == 1 && b.len() == size)
+            .map(|i| self.spare.swap_remove(i))
+            .unwrap_or_else(|| Arc::new(vec![0u8; size]));
+        let rest = self.filled - self.pos;
+        let Some(buf) = Arc::get_mut(&mut next) else {
+            return Err(io::Error::other("chunk buffer still shared"));
+        };
+        buf[..rest].copy_from_slice(&self.cur[self.pos..self.filled]);
+        let mut filled = rest;
+        while filled < size {
+            match self.src.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let old = std::mem::replace(&mut self.cur, next);
+        if self.spare.len() < RECYCLE && !old.is_empty() {
+            self.spare.push(old);
+        }
+        self.filled = filled;
+        self.pos = 0;
+        Ok(())
+    }
+}
+
+impl<R: Read> Iterator for BufChunker<R> {
+    type Item = io::Result<SharedChunk>;
+
+    fn next(&mut self) -> Option<io::Result<SharedChunk>> {
+        if self.done {
+            return None;
+        }
+        if !self.eof && self.filled - self.pos < self.p.max as usize {
+            if let Err(e) = self.refill() {
+                self.done = true;
+                let at = self.offset;
+                return Some(Err(io::Error::new(
+                    e.kind(),
+                    format!("chunking: reading the source after byte {at} failed: {e}"),
+                )));
+            }
+        }
+        let rest = &self.cur[self.pos..self.filled];
+        if rest.is_empty() {
+            self.done = true;
+            return None;
+        }
+        let (mask_s, mask_l) = self.masks;
+        let (_, n) = v2020::cut(
+            rest,
+            self.p.min as usize,
+            self.p.avg as usize,
+            self.p.max as usize,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+        );
+        let n = if n == 0 { rest.len() } else { n };
+        let id = ChunkId::of(&rest[..n]);
+        let c = SharedChunk {
+            offset: self.offset,
+            id,
+            buf: self.cur.clone(),
+            start: self.pos,
+            len: n,
+        };
+        self.pos += n;
+        self.offset += n as u64;
+        Some(Ok(c))
     }
 }
 
@@ -310,6 +470,78 @@ mod tests {
         let ta: Vec<_> = a[a.len() - tail..].iter().map(|c| c.id).collect();
         let tb: Vec<_> = b[b.len() - tail..].iter().map(|c| c.id).collect();
         assert_eq!(ta, tb);
+    }
+
+    #[test]
+    fn buf_chunker_cuts_where_the_stream_chunker_does() {
+        // Random and repetitive regions, sizes around the buffer boundaries.
+        let p = ChunkerParams::default();
+        for (n, seed) in [(0usize, 1u64), (100, 2), (5 << 20, 3), ((1 << 20) + 7, 4)] {
+            let mut data = random_bytes(n, seed);
+            if n > 3 << 20 {
+                for b in &mut data[1 << 20..2 << 20] {
+                    *b = b'a';
+                }
+            }
+            let want: Vec<(u64, usize, ChunkId)> = chunk_all(&data, p)
+                .iter()
+                .map(|c| (c.offset, c.data.len(), c.id))
+                .collect();
+            // A reader returning odd short reads, to cross buffer refills at random places.
+            struct Odd<'a>(&'a [u8], usize);
+            impl Read for Odd<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                    self.1 = (self.1 * 7 + 13) % 70_001 + 1;
+                    let k = self.1.min(buf.len()).min(self.0.len());
+                    buf[..k].copy_from_slice(&self.0[..k]);
+                    self.0 = &self.0[k..];
+                    Ok(k)
+                }
+            }
+            let got: Vec<(u64, usize, ChunkId)> = BufChunker::new(Odd(&data, 1), p)
+                .unwrap()
+                .map(|c| {
+                    let c = c.unwrap();
+                    assert_eq!(ChunkId::of(c.data()), c.id);
+                    assert_eq!(
+                        c.data(),
+                        &data[c.offset as usize..c.offset as usize + c.len()]
+                    );
+                    (c.offset, c.len(), c.id)
+                })
+                .collect();
+            assert_eq!(got, want, "input of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn buf_chunker_reports_a_read_error_with_its_offset_and_stops() {
+        struct Fails(usize);
+        impl Read for Fails {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk on fire"));
+                }
+                let k = self.0.min(buf.len());
+                buf[..k].fill(9);
+                self.0 -= k;
+                Ok(k)
+            }
+        }
+        let mut c = BufChunker::new(Fails(3 << 20), ChunkerParams::default()).unwrap();
+        let mut err = None;
+        for r in c.by_ref() {
+            if let Err(e) = r {
+                err = Some(e.to_string());
+                break;
+            }
+        }
+        let err = err.expect("a read error must surface");
+        assert!(
+            err.contains("disk on fire") && err.contains("after byte"),
+            "{err}"
+        );
+        assert!(c.next().is_none(), "the chunker stops after an error");
     }
 
     #[test]

@@ -15,8 +15,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver};
 
+use crate::chunker::SharedChunk;
 use crate::ids::ChunkId;
-use crate::pack::{ChunkCompressor, CompressedChunk, PackError};
+use crate::pack::{ChunkCompressor, Encoding, PackError};
 
 /// This process's counters (monotonic; relaxed atomics, read for reporting only).
 #[derive(Debug, Default)]
@@ -176,8 +177,31 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, ChunkCompressor)>> = const { RefCell::new(None) };
 }
 
+/// A new chunk ready for its pack: zstd output, or the chunk itself when zstd did not shrink it.
+pub struct Compressed {
+    pub id: ChunkId,
+    pub raw_len: u32,
+    pub encoding: Encoding,
+    payload: Payload,
+}
+
+enum Payload {
+    Zstd(Vec<u8>),
+    /// Stored raw: the chunker's buffer, no copy.
+    Raw(SharedChunk),
+}
+
+impl Compressed {
+    pub fn stored(&self) -> &[u8] {
+        match &self.payload {
+            Payload::Zstd(v) => v,
+            Payload::Raw(c) => c.data(),
+        }
+    }
+}
+
 /// Compress one chunk with this thread's context (created on first use, per level).
-fn compress_here(level: i32, id: ChunkId, data: Vec<u8>) -> Result<CompressedChunk, PackError> {
+fn compress_here(level: i32, chunk: SharedChunk) -> Result<Compressed, PackError> {
     COMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
@@ -188,18 +212,20 @@ fn compress_here(level: i32, id: ChunkId, data: Vec<u8>) -> Result<CompressedChu
                 reason: "no zstd context".into(),
             });
         };
-        let raw_len = data.len() as u32;
-        let (encoding, payload) = comp.compress(&data)?;
-        let stored = match encoding {
-            crate::format::pack::Encoding::Raw => None,
+        let raw_len = chunk.len() as u32;
+        let (encoding, payload) = comp.compress(chunk.data())?;
+        let payload = match encoding {
+            Encoding::Raw => None,
             _ => Some(payload.to_vec()),
         };
-        Ok(CompressedChunk {
-            id,
+        Ok(Compressed {
+            id: chunk.id,
             raw_len,
             encoding,
-            // An incompressible chunk keeps its own buffer: no copy.
-            stored: stored.unwrap_or(data),
+            payload: match payload {
+                Some(z) => Payload::Zstd(z),
+                None => Payload::Raw(chunk),
+            },
         })
     })
 }
@@ -220,13 +246,13 @@ impl Compressors {
         self.pool.spawn(f);
     }
 
-    /// Start compressing `data` (whose id is `id`) on the pool.
-    pub fn submit(&self, id: ChunkId, data: Vec<u8>) -> Pending {
+    /// Start compressing `chunk` on the pool.
+    pub fn submit(&self, chunk: SharedChunk) -> Pending {
         let (tx, rx) = sync_channel(1);
         let level = self.level;
         self.pool.spawn(move || {
             // The receiver may be gone (its stream failed): nothing to do then.
-            let _ = tx.send(compress_here(level, id, data));
+            let _ = tx.send(compress_here(level, chunk));
         });
         Pending { rx }
     }
@@ -234,12 +260,12 @@ impl Compressors {
 
 /// A chunk being compressed on the pool.
 pub struct Pending {
-    rx: Receiver<Result<CompressedChunk, PackError>>,
+    rx: Receiver<Result<Compressed, PackError>>,
 }
 
 impl Pending {
     /// Wait for the compressed chunk.
-    pub fn wait(self) -> Result<CompressedChunk, PackError> {
+    pub fn wait(self) -> Result<Compressed, PackError> {
         self.rx.recv().unwrap_or_else(|_| {
             Err(PackError::Compress {
                 reason: "a compression thread died".into(),

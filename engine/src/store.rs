@@ -18,7 +18,7 @@ use verfs_coordination::lease::{Lease, LeaseKeeper};
 use verfs_coordination::two_phase;
 use verfs_coordination::txlog::{self, CommitError, LogConfig, Lsn, TxLog};
 
-use crate::chunker::Chunker;
+use crate::chunker::BufChunker;
 use crate::config::{Config, DEFAULT_TOML};
 use crate::error::Error;
 use crate::format::{FormatFile, FORMAT_VERSION};
@@ -288,6 +288,8 @@ pub struct Store {
     pub(crate) dirty: Mutex<HashMap<InodeNo, Arc<Mutex<crate::fsops::DirtyFile>>>>,
     /// Open handles per inode in this process, and the journal action of each orphan.
     pub(crate) open_files: Mutex<crate::fsops::OpenFiles>,
+    /// The last (pack, length) a group sync made durable; its mutex serializes pack syncs.
+    pack_sync: Mutex<(PackId, u64)>,
     /// The compression pool, started at the first write.
     compressors: std::sync::OnceLock<Result<Compressors, String>>,
     /// What this process did (published in its lease folder for `verfs status`).
@@ -488,6 +490,7 @@ impl Store {
             chunk_cache,
             dirty: Mutex::new(HashMap::new()),
             open_files: Mutex::new(Default::default()),
+            pack_sync: Mutex::new((PackId(0), 0)),
             compressors: std::sync::OnceLock::new(),
             stats,
             prefetching: Arc::new(Mutex::new(std::collections::HashSet::new())),
@@ -694,11 +697,50 @@ impl Store {
     }
 
     /// Make the open pack's bytes durable: required before committing records that reference them.
+    ///
+    /// Group commit: the `fdatasync` runs outside the pack lock (appenders go on meanwhile) and
+    /// under `pack_sync`, so callers that arrive while one runs wait for it and return at once if
+    /// it covered their bytes; one `fdatasync` serves every close and batch that was waiting.
     pub fn sync_pack(&self) -> Result<(), Error> {
-        let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(open) = guard.as_mut() {
-            open.writer.sync().map_err(Error::from)?;
+        // What this caller needs durable: everything appended so far.
+        let need = {
+            let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+            self.salvage_poisoned(&mut guard)?;
+            match guard.as_mut() {
+                Some(o) if o.writer.synced_len() < o.writer.len() => {
+                    (o.writer.id(), o.writer.len())
+                }
+                _ => return Ok(()),
+            }
+        };
+        let mut durable = self.pack_sync.lock().unwrap_or_else(|p| p.into_inner());
+        if durable.0 == need.0 && durable.1 >= need.1 {
+            return Ok(());
         }
+        let handle = {
+            let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+            self.salvage_poisoned(&mut guard)?;
+            match guard.as_mut() {
+                // Sealed (and so synced) since: nothing left to do.
+                Some(o) if o.writer.id() == need.0 => o.writer.sync_handle()?,
+                _ => None,
+            }
+        };
+        let Some((file, len)) = handle else {
+            return Ok(());
+        };
+        let res = file.sync_data();
+        let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = guard.as_mut().filter(|o| o.writer.id() == need.0) {
+            match &res {
+                Ok(()) => o.writer.synced_to(len),
+                Err(e) => o.writer.poison(format!("fdatasync failed: {e}")),
+            }
+        }
+        drop(guard);
+        let path = crate::pack::pack_path(&self.layout.packs(), need.0);
+        res.map_err(|source| Error::Io { path, source })?;
+        *durable = (need.0, len);
         Ok(())
     }
 
@@ -787,7 +829,7 @@ impl Store {
         report: &mut TransferReport,
         held: &mut Held,
     ) -> Result<(Vec<Extent>, u64), Error> {
-        let chunker = Chunker::new(&mut src, self.cfg.chunker()).map_err(Error::coordination)?;
+        let chunker = BufChunker::new(&mut src, self.cfg.chunker()).map_err(Error::coordination)?;
         let pool = self.compressors()?;
         let mut window = Window::new(self.cfg.pipeline.queue_chunks);
         let mut extents = Vec::new();
@@ -797,7 +839,7 @@ impl Store {
                 path: PathBuf::from("<input>"),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            let len = chunk.data.len() as u32;
+            let len = chunk.len() as u32;
             extents.push(Extent {
                 file_off: chunk.offset,
                 chunk: chunk.id,
@@ -813,7 +855,7 @@ impl Store {
             }
             report.new_chunks += 1;
             report.new_chunk_bytes += len as u64;
-            window.push(chunk.id, pool.submit(chunk.id, chunk.data));
+            window.push(chunk.id, pool.submit(chunk));
             while let Some(job) = window.pop_ready(false) {
                 self.append_compressed(job)?;
             }
@@ -828,12 +870,12 @@ impl Store {
     fn append_compressed(&self, job: crate::pipeline::Pending) -> Result<(), Error> {
         let c = job.wait()?;
         let pack = self.with_pack(|w| {
-            w.append_compressed(c.id, c.raw_len, c.encoding, &c.stored)?;
+            w.append_compressed(c.id, c.raw_len, c.encoding, c.stored())?;
             Ok(w.id())
         })?;
         Stats::add(&self.stats.chunks_new, 1);
         Stats::add(&self.stats.bytes_in, c.raw_len as u64);
-        Stats::add(&self.stats.bytes_stored, c.stored.len() as u64);
+        Stats::add(&self.stats.bytes_stored, c.stored().len() as u64);
         if c.encoding == crate::pack::Encoding::Raw {
             Stats::add(&self.stats.chunks_raw, 1);
         }

@@ -141,7 +141,8 @@ pub struct PackWriter {
     id: PackId,
     path: PathBuf,
     packs_dir: PathBuf,
-    file: File,
+    /// Shared so a group sync can `fdatasync` without holding the writer (see [`PackWriter::sync_handle`]).
+    file: std::sync::Arc<File>,
     /// Encoded records not yet handed to the kernel.
     buf: Vec<u8>,
     /// Bytes of the file handed to the kernel (`write` returned).
@@ -218,7 +219,7 @@ impl PackWriter {
             id,
             path,
             packs_dir: packs_dir.to_path_buf(),
-            file,
+            file: std::sync::Arc::new(file),
             buf: Vec::new(),
             written: len,
             synced: len,
@@ -367,6 +368,33 @@ impl PackWriter {
         }
         self.synced = self.written;
         Ok(())
+    }
+
+    /// For a sync outside the writer's lock: flush the buffer to the kernel and return the file
+    /// and the length that an `fdatasync` of it now makes durable, or `None` if that is durable
+    /// already. Report the outcome with [`PackWriter::synced_to`] or [`PackWriter::poison`].
+    pub fn sync_handle(&mut self) -> Result<Option<(std::sync::Arc<File>, u64)>, PackError> {
+        self.check_usable()?;
+        self.flush_buf()?;
+        if self.synced == self.written {
+            return Ok(None);
+        }
+        Ok(Some((self.file.clone(), self.written)))
+    }
+
+    /// An `fdatasync` begun when the pack was `len` bytes long returned: those bytes are durable.
+    pub fn synced_to(&mut self, len: u64) {
+        self.synced = self.synced.max(len.min(self.written));
+    }
+
+    /// Bytes known to be durable.
+    pub fn synced_len(&self) -> u64 {
+        self.synced
+    }
+
+    /// An `fdatasync` done outside the writer failed: treat records since the last sync as lost.
+    pub fn poison(&mut self, cause: String) {
+        self.poisoned.get_or_insert(cause);
     }
 
     /// Sync, write the `.idx` atomically ([PACK-9]) and close the pack; it never changes again.
