@@ -398,6 +398,17 @@ fn toml_reason(text: &str, e: &toml::de::Error) -> String {
     let Some(span) = e.span() else { return msg };
     let before = text.get(..span.start).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
+    // A value of the wrong type is reported without its key: name the key from the line.
+    let key = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !msg.contains(*k));
+    let msg = match key {
+        Some(k) => format!("{k}: {msg}"),
+        None => msg,
+    };
     // The table the offending line is in: the last `[header]` above it.
     let table = before
         .lines()

@@ -869,10 +869,18 @@ impl Store {
     /// Append one chunk compressed on the pool to this process's pack and list it as pending.
     fn append_compressed(&self, job: crate::pipeline::Pending) -> Result<(), Error> {
         let c = job.wait()?;
-        let pack = self.with_pack(|w| {
+        let (pack, fresh) = self.with_pack(|w| {
+            // Another stream of this process may have appended it meanwhile: then the pack
+            // keeps one copy and this one counts as a dedup hit.
+            let fresh = !w.contains(c.id);
             w.append_compressed(c.id, c.raw_len, c.encoding, c.stored())?;
-            Ok(w.id())
+            Ok((w.id(), fresh))
         })?;
+        if !fresh {
+            Stats::add(&self.stats.chunks_dedup, 1);
+            Stats::add(&self.stats.bytes_dedup, c.raw_len as u64);
+            return Ok(());
+        }
         Stats::add(&self.stats.chunks_new, 1);
         Stats::add(&self.stats.bytes_in, c.raw_len as u64);
         Stats::add(&self.stats.bytes_stored, c.stored().len() as u64);

@@ -112,6 +112,8 @@ struct Walk<'a, 's> {
     reported: u64,
     /// The first error: the walk stops sending jobs, and it is returned once workers finished.
     failed: Option<Error>,
+    /// The first error was handed to the walk; results still coming back are dropped.
+    stopped: bool,
 }
 
 impl Walk<'_, '_> {
@@ -119,7 +121,8 @@ impl Walk<'_, '_> {
         let n = self.read.load(Relaxed);
         progress(n - self.reported);
         self.reported = n;
-        if self.failed.is_some() {
+        // After the first error nothing more joins the batch (it is never committed).
+        if self.failed.is_some() || self.stopped {
             return;
         }
         let r = d.and_then(|(f, held, r)| {
@@ -142,6 +145,7 @@ impl Walk<'_, '_> {
                 self.take(d, progress);
             }
             if let Some(e) = self.failed.take() {
+                self.stopped = true;
                 return Err(e);
             }
             match tx.send_timeout(job, std::time::Duration::from_millis(50)) {
@@ -263,6 +267,7 @@ pub fn put(
             read: &read,
             reported: 0,
             failed: None,
+            stopped: false,
         };
         let walked = std::thread::scope(|scope| {
             for _ in 0..workers {

@@ -796,10 +796,13 @@ impl Filesystem for VerFs {
                 Err(e) => reply.error(e),
             };
         }
-        self.reply_entry(
-            reply,
-            self.store.lookup_child(Ino(parent.0), name.as_bytes()),
-        )
+        match self
+            .store
+            .lookup_child_allocated(Ino(parent.0), name.as_bytes())
+        {
+            Ok((i, used)) => reply.entry(&TTL, &file_attr(&i, used), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
@@ -827,7 +830,10 @@ impl Filesystem for VerFs {
                 Err(e) => reply.error(e),
             };
         }
-        self.reply_attr(reply, self.store.attr(Ino(ino.0)))
+        match self.store.attr_allocated(Ino(ino.0)) {
+            Ok((i, used)) => reply.attr(&TTL, &file_attr(&i, used)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn setattr(

@@ -16,6 +16,7 @@ mod mount_perms;
 mod mount_posix;
 mod mount_rsync;
 mod mount_shell;
+mod pipeline;
 mod put_many;
 mod races;
 mod regressions;

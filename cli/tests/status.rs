@@ -1,0 +1,145 @@
+//! `verfs status` reports the data plane's counters (data-layout.md 5.11): after two puts of the
+//! same tree and a read, the dedup, compressed and caches lines carry non-zero numbers, and
+//! `--json` has `counters` (the store's `stats.json`, summed over every process that closed)
+//! and `rates` that agree with them.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+use assert_cmd::Command;
+
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn text(seed: u64, n: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut i = seed;
+    while v.len() < n {
+        v.extend_from_slice(format!("{i} lorem ipsum dolor sit amet\n").as_bytes());
+        i += 1;
+    }
+    v.truncate(n);
+    v
+}
+
+fn ok(store: &Path, args: &[&str]) -> Output {
+    let o = Command::cargo_bin("verfs")
+        .unwrap()
+        .arg("-s")
+        .arg(store)
+        .env_remove("VERFS_STORE")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "verfs {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// The unsigned integers of `line`, in order (a `12.5%` gives 12 and 5).
+fn numbers(line: &str) -> Vec<u64> {
+    line.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+}
+
+#[test]
+fn status_reports_dedup_compression_and_cache_counters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    ok(&store, &["init"]);
+    let src = tmp.path().join("tree");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a.txt"), text(1, 300_000)).unwrap();
+    fs::write(src.join("sub/b.txt"), text(9, 120_000)).unwrap();
+    fs::write(src.join("sub/c.bin"), noise(3, 200_000)).unwrap();
+    fs::write(src.join("copy.txt"), text(1, 300_000)).unwrap();
+    let t = src.to_str().unwrap();
+    ok(&store, &["put", t, "/one"]);
+    ok(&store, &["put", t, "/two"]);
+    // A read, so the caches have lookups (`cat` decodes through the chunk cache, readahead on).
+    let cat = ok(&store, &["cat", "/two/a.txt"]);
+    assert!(cat.stdout == text(1, 300_000));
+
+    let out = String::from_utf8(ok(&store, &["status"]).stdout).unwrap();
+    let dedup = line(&out, "dedup:");
+    let n = numbers(dedup);
+    assert!(n.len() >= 2 && n[0] > 0 && n[1] > 0, "{dedup}");
+    assert!(dedup.contains('%') && !dedup.contains("(-"), "{dedup}");
+    let compressed = line(&out, "compressed:");
+    let n = numbers(compressed);
+    // new chunks, bytes in, bytes stored, ratio (2 numbers), stored raw
+    assert!(
+        n.len() >= 3 && n[0] > 0 && n[1] > 0 && n[2] > 0,
+        "{compressed}"
+    );
+    assert!(n[2] < n[1], "text should compress: {compressed}");
+    let caches = line(&out, "caches:");
+    assert!(
+        caches.contains("chunks ") && caches.contains("pack readers "),
+        "{caches}"
+    );
+    let lookups: Vec<u64> = caches
+        .split(" of ")
+        .skip(1)
+        .map(|r| numbers(r).first().copied().unwrap_or(0))
+        .collect();
+    assert!(
+        lookups.len() == 3 && lookups[0] > 0 && lookups[1] > 0,
+        "chunk and pack reader lookups should be counted: {caches}"
+    );
+
+    let v: serde_json::Value =
+        serde_json::from_slice(&ok(&store, &["status", "--json"]).stdout).unwrap();
+    let c = &v["counters"];
+    let get = |k: &str| {
+        c[k].as_u64()
+            .unwrap_or_else(|| panic!("counters.{k} missing: {v}"))
+    };
+    assert!(get("chunks_new") > 0, "{v}");
+    assert!(get("chunks_dedup") > 0, "{v}");
+    assert!(get("bytes_stored") < get("bytes_in"), "{v}");
+    assert!(
+        get("chunk_cache_hits") + get("chunk_cache_misses") > 0,
+        "{v}"
+    );
+    // The second put found every chunk of the tree stored: at least as many hits as new chunks.
+    let rate = v["rates"]["dedup_hit_rate"].as_f64().unwrap();
+    assert!((0.5..1.0).contains(&rate), "dedup_hit_rate {rate}: {v}");
+    let want = get("chunks_dedup") as f64 / (get("chunks_dedup") + get("chunks_new")) as f64;
+    assert!((rate - want).abs() < 1e-9, "{rate} vs {want}: {v}");
+    let ratio = v["rates"]["compression_ratio_new"].as_f64().unwrap();
+    assert!(ratio > 1.0, "{v}");
+    // The human lines show the same counters.
+    assert!(
+        dedup.starts_with(&format!("dedup:        {} chunk hits", get("chunks_dedup"))),
+        "{dedup} vs {v}"
+    );
+    // No process is live: the totals are the store's stats.json.
+    let file: serde_json::Value =
+        serde_json::from_slice(&fs::read(store.join("stats.json")).unwrap()).unwrap();
+    for k in ["chunks_new", "chunks_dedup", "bytes_in", "bytes_stored"] {
+        assert_eq!(file[k], c[k], "{k}: stats.json {file} vs status {v}");
+    }
+}
