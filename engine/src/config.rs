@@ -123,6 +123,7 @@ pub struct TwoPhase {
 pub struct Batch {
     pub max_files: usize,
     pub max_bytes: u64,
+    pub max_age_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -194,6 +195,7 @@ impl Default for Batch {
         Batch {
             max_files: 1024,
             max_bytes: 64 << 20,
+            max_age_ms: 1000,
         }
     }
 }
@@ -238,9 +240,11 @@ timeout_ms = 30000
 
 [batch]
 # `verfs put` commits many small files in one log record and one pack sync: a batch closes
-# at this many files or bytes.
+# at this many files or bytes, or when a file joins it this long after it opened (so a slow
+# source still shows its files to other processes every second or so).
 max_files = 1024
 max_bytes = 67108864
+max_age_ms = 1000
 
 [mount]
 # Defaults of `verfs mount`; `-o` on the command line overrides them.

@@ -876,17 +876,20 @@ impl Store {
             w.append_compressed(c.id, c.raw_len, c.encoding, c.stored())?;
             Ok((w.id(), fresh))
         })?;
-        if !fresh {
+        if fresh {
+            Stats::add(&self.stats.chunks_new, 1);
+            Stats::add(&self.stats.bytes_in, c.raw_len as u64);
+            Stats::add(&self.stats.bytes_stored, c.stored().len() as u64);
+            if c.encoding == crate::pack::Encoding::Raw {
+                Stats::add(&self.stats.chunks_raw, 1);
+            }
+        } else {
             Stats::add(&self.stats.chunks_dedup, 1);
             Stats::add(&self.stats.bytes_dedup, c.raw_len as u64);
-            return Ok(());
         }
-        Stats::add(&self.stats.chunks_new, 1);
-        Stats::add(&self.stats.bytes_in, c.raw_len as u64);
-        Stats::add(&self.stats.bytes_stored, c.stored().len() as u64);
-        if c.encoding == crate::pack::Encoding::Raw {
-            Stats::add(&self.stats.chunks_raw, 1);
-        }
+        // Pending either way: the copy already in this open pack may belong to a chunk GC has
+        // dropped from the index since it was committed (an open pack is never rewritten, so its
+        // bytes are there); the commit indexes it again.
         self.voter
             .pending
             .lock()

@@ -61,14 +61,18 @@ struct Batch<'s> {
     bytes: u64,
     /// The batch's in-flight dedup references, released once it is committed.
     held: Held,
+    /// When the batch got its first file (or was last committed).
+    opened: std::time::Instant,
 }
 
 impl Batch<'_> {
     fn push(&mut self, f: PendingFile) -> Result<(), Error> {
         self.bytes += f.inode.size;
         self.files.push(f);
-        if self.files.len() >= self.store.config().batch.max_files
-            || self.bytes >= self.store.config().batch.max_bytes
+        let b = &self.store.config().batch;
+        if self.files.len() >= b.max_files
+            || self.bytes >= b.max_bytes
+            || self.opened.elapsed() >= std::time::Duration::from_millis(b.max_age_ms)
         {
             self.flush()?;
         }
@@ -85,6 +89,7 @@ impl Batch<'_> {
             )?;
             self.bytes = 0;
             self.held = self.store.hold();
+            self.opened = std::time::Instant::now();
         }
         Ok(())
     }
@@ -114,6 +119,8 @@ struct Walk<'a, 's> {
     failed: Option<Error>,
     /// The first error was handed to the walk; results still coming back are dropped.
     stopped: bool,
+    /// `[pipeline] file_workers = 1`: store each file on the walking thread, no worker.
+    inline: Option<&'s Store>,
 }
 
 impl Walk<'_, '_> {
@@ -136,6 +143,19 @@ impl Walk<'_, '_> {
     }
 
     fn send(&mut self, job: FileJob, progress: &mut dyn FnMut(u64)) -> Result<(), Error> {
+        if let Some(store) = self.inline {
+            // One file at a time, on this thread: a batch's files and only they are in the pack
+            // when it commits (the layout of `put` before file workers).
+            let d = store_file(store, job, self.read);
+            self.take(d, progress);
+            return match self.failed.take() {
+                Some(e) => {
+                    self.stopped = true;
+                    Err(e)
+                }
+                None => Ok(()),
+            };
+        }
         let Some(tx) = self.jobs.clone() else {
             return Err(Error::Internal("file workers already stopped".into()));
         };
@@ -257,6 +277,7 @@ pub fn put(
             files: Vec::new(),
             bytes: 0,
             held: store.hold(),
+            opened: std::time::Instant::now(),
         };
         let mut walk = Walk {
             jobs: Some(job_tx),
@@ -268,9 +289,10 @@ pub fn put(
             reported: 0,
             failed: None,
             stopped: false,
+            inline: (workers == 1).then_some(store),
         };
         let walked = std::thread::scope(|scope| {
-            for _ in 0..workers {
+            for _ in 0..workers * usize::from(workers > 1) {
                 let (rx, tx, read) = (job_rx.clone(), done_tx.clone(), &read);
                 scope.spawn(move || {
                     for job in rx {

@@ -1160,3 +1160,35 @@ fn values_outside_the_keys_type_are_refused_naming_the_key() {
         );
     }
 }
+
+/// A chunk GC dropped from the index while its copy sits in the writer's still-open pack: writing
+/// the same bytes again finds the copy in the pack (no second copy) and the commit indexes it
+/// again. (Regression: the append skipped the chunk's pending entry, the commit refused the
+/// reference as unindexed, and a mount answered EIO.)
+#[test]
+fn rewriting_a_chunk_gc_dropped_from_an_open_pack_indexes_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = new_store(dir.path(), "s", "");
+    let w = open(&root, "test writer");
+    let data = noise(77, 300_000);
+    let write = |name: &str| {
+        let mut held = w.hold();
+        let mut rep = TransferReport::default();
+        let (x, size) = w.write_stream(&data[..], &mut rep, &mut held).unwrap();
+        commit_one(&w, name, x, size, &held);
+        rep
+    };
+    let first = write("a");
+    assert!(first.new_chunks > 0, "{first:?}");
+    w.remove("/a", false).unwrap();
+    // A second process runs GC: stage 1 drops the chunks; the writer's pack is open, so stays.
+    let g = open(&root, "test gc");
+    let r = gc::run_pass(&g, &mut |_, _, _| {}).unwrap();
+    assert!(r.chunks_removed > 0, "{r:?}");
+    let again = write("b");
+    assert_eq!(again.new_chunks, first.new_chunks, "{again:?}");
+    assert_eq!(w.read_all("/b").unwrap(), data);
+    g.close().unwrap();
+    w.close().unwrap();
+    assert_fsck_clean(&root);
+}
