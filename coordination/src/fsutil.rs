@@ -84,6 +84,13 @@ pub fn temp_name_pid(name: &str) -> Option<u32> {
     rest.split('-').next()?.parse().ok()
 }
 
+/// (device, inode) of a file: its identity on this filesystem (a path that now names another
+/// file gives another identity).
+pub fn file_identity(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -568,7 +568,7 @@ impl Lease {
         };
         let info_ident = fs::metadata(dir.join(INFO_FILE))
             .ok()
-            .map(|m| file_ident(&m));
+            .map(|m| fsutil::file_identity(&m));
         Ok(Lease {
             info,
             info_ident,
@@ -638,7 +638,7 @@ impl Lease {
         // folder away; info is written once, so another file there is another lease's). Any
         // doubt falls through to reading it.
         if let (Some(want), Ok(m)) = (self.info_ident, fs::metadata(&path)) {
-            if file_ident(&m) == want {
+            if fsutil::file_identity(&m) == want {
                 return Ok(());
             }
         }
@@ -1099,12 +1099,6 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
         }
     }
     gone_ok(fs::remove_dir(path))
-}
-
-/// (dev, inode) of a file: its identity on this filesystem.
-fn file_ident(m: &fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (m.dev(), m.ino())
 }
 
 #[cfg(test)]

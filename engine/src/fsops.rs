@@ -200,6 +200,21 @@ fn check_name(name: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Bytes the committed extents of `ino` cover.
+fn extent_bytes(s: &crate::meta::MetaState, ino: InodeNo) -> u64 {
+    s.extents
+        .get(&ino)
+        .map_or(0, |v| v.iter().map(|x| u64::from(x.len)).sum())
+}
+
+/// Committed bytes of `i` that hold data: its extents for a file, its size otherwise.
+fn used_bytes(s: &crate::meta::MetaState, i: &Inode) -> u64 {
+    match i.kind {
+        FileKind::File => extent_bytes(s, i.ino),
+        _ => i.size,
+    }
+}
+
 impl Store {
     /// A chunk's bytes through the decoded-chunk cache.
     pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, Error> {
@@ -237,31 +252,31 @@ impl Store {
             .ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
-        if let Some(d) = self.dirty_of(ino) {
-            let d = d.lock().unwrap_or_else(|p| p.into_inner());
-            if !d.is_clean() {
-                i.size = d.size;
-                if let Some(m) = d.mtime {
-                    i.mtime = m;
-                    i.ctime = m;
-                }
+        self.apply_dirty(&mut i);
+        Ok(i)
+    }
+
+    /// Put this process's unflushed size and mtime over committed attributes; returns the bytes
+    /// it has buffered for the file.
+    fn apply_dirty(&self, i: &mut Inode) -> u64 {
+        let Some(d) = self.dirty_of(i.ino) else {
+            return 0;
+        };
+        let d = d.lock().unwrap_or_else(|p| p.into_inner());
+        if !d.is_clean() {
+            i.size = d.size;
+            if let Some(m) = d.mtime {
+                i.mtime = m;
+                i.ctime = m;
             }
         }
-        Ok(i)
+        d.bytes as u64
     }
 
     /// Bytes of regular file `i` that hold data (its extents, plus what this process has
     /// buffered), at most its size: holes and punched ranges take no space.
     pub fn allocated(&self, i: &Inode) -> u64 {
-        let committed = self
-            .read(|s| {
-                s.extents
-                    .get(&i.ino)
-                    .map(|v| v.iter().map(|x| u64::from(x.len)).sum::<u64>())
-            })
-            .ok()
-            .flatten()
-            .unwrap_or(0);
+        let committed = self.read(|s| extent_bytes(s, i.ino)).unwrap_or(0);
         let buffered = self
             .dirty_of(i.ino)
             .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()).bytes as u64)
@@ -273,18 +288,7 @@ impl Store {
     /// log head instead of two: `getattr` and `lookup` are the commonest kernel requests).
     pub fn attr_allocated(&self, ino: InodeNo) -> Result<(Inode, u64), Error> {
         let (i, committed) = self
-            .read(|s| {
-                s.inodes.get(&ino).map(|i| {
-                    let used = match i.kind {
-                        FileKind::File => s
-                            .extents
-                            .get(&ino)
-                            .map_or(0, |v| v.iter().map(|x| u64::from(x.len)).sum::<u64>()),
-                        _ => i.size,
-                    };
-                    (i.clone(), used)
-                })
-            })?
+            .read(|s| s.inodes.get(&ino).map(|i| (i.clone(), used_bytes(s, i))))?
             .ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -293,20 +297,9 @@ impl Store {
 
     /// Apply this process's unflushed size, mtime and buffered bytes to committed attributes.
     fn overlay(&self, mut i: Inode, committed: u64) -> (Inode, u64) {
-        let Some(d) = self.dirty_of(i.ino) else {
-            let used = committed.min(i.size);
-            return (i, used);
-        };
-        let d = d.lock().unwrap_or_else(|p| p.into_inner());
-        if !d.is_clean() {
-            i.size = d.size;
-            if let Some(m) = d.mtime {
-                i.mtime = m;
-                i.ctime = m;
-            }
-        }
+        let buffered = self.apply_dirty(&mut i);
         let used = if i.kind == FileKind::File {
-            (committed + d.bytes as u64).min(i.size)
+            (committed + buffered).min(i.size)
         } else {
             committed
         };
@@ -319,6 +312,7 @@ impl Store {
         parent: InodeNo,
         name: &[u8],
     ) -> Result<(Inode, u64), Error> {
+        // Lookup of any other odd name simply finds nothing; only an over-long one is an error.
         if name.len() > crate::meta::NAME_MAX {
             return Err(Error::NameTooLong {
                 path: name_str(name),
@@ -339,39 +333,9 @@ impl Store {
             let i = s.inodes.get(&ino).ok_or_else(|| Error::NotFound {
                 path: name_str(name),
             })?;
-            let used = match i.kind {
-                FileKind::File => s
-                    .extents
-                    .get(&ino)
-                    .map_or(0, |v| v.iter().map(|x| u64::from(x.len)).sum::<u64>()),
-                _ => i.size,
-            };
-            Ok((i.clone(), used))
+            Ok((i.clone(), used_bytes(s, i)))
         })??;
         Ok(self.overlay(i, committed))
-    }
-
-    pub fn lookup_child(&self, parent: InodeNo, name: &[u8]) -> Result<Inode, Error> {
-        // Lookup of any other odd name simply finds nothing; only an over-long one is an error.
-        if name.len() > crate::meta::NAME_MAX {
-            return Err(Error::NameTooLong {
-                path: name_str(name),
-            });
-        }
-        let ino = self.read(|s| {
-            let p = s.inodes.get(&parent).ok_or_else(|| Error::NotFound {
-                path: format!("inode {parent}"),
-            })?;
-            if p.kind != FileKind::Dir {
-                return Err(Error::NotADirectory {
-                    path: format!("inode {parent}"),
-                });
-            }
-            s.lookup(parent, name).ok_or_else(|| Error::NotFound {
-                path: name_str(name),
-            })
-        })??;
-        self.attr(ino)
     }
 
     /// Entries of a directory: name, inode, kind (without `.` and `..`).

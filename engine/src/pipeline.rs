@@ -19,43 +19,55 @@ use crate::chunker::SharedChunk;
 use crate::ids::ChunkId;
 use crate::pack::{ChunkCompressor, Encoding, PackError};
 
-/// This process's counters (monotonic; relaxed atomics, read for reporting only).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub chunks_new: AtomicU64,
-    pub chunks_dedup: AtomicU64,
-    pub bytes_dedup: AtomicU64,
-    /// Raw bytes of new chunks, and what they took in packs (compressed or raw).
-    pub bytes_in: AtomicU64,
-    pub bytes_stored: AtomicU64,
-    /// New chunks stored raw because zstd did not shrink them.
-    pub chunks_raw: AtomicU64,
-    pub chunk_cache_hits: AtomicU64,
-    pub chunk_cache_misses: AtomicU64,
-    pub reader_cache_hits: AtomicU64,
-    pub reader_cache_misses: AtomicU64,
-    pub snapshot_cache_hits: AtomicU64,
-    pub snapshot_cache_misses: AtomicU64,
-    pub readahead_chunks: AtomicU64,
+/// Declares [`Stats`] (atomics) and [`StatsSnapshot`] (plain numbers, the JSON body) with the
+/// same fields, the copy between them and the sum of snapshots: one list of counters.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// This process's counters (monotonic; relaxed atomics, read for reporting only).
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of [`Stats`] at one moment: the body of `leases/<id>/stats.json`.
+        #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+
+        impl StatsSnapshot {
+            /// The sum of several processes' counters.
+            pub fn add(&mut self, o: &StatsSnapshot) {
+                $(self.$name += o.$name;)*
+            }
+        }
+    };
 }
 
-/// A copy of [`Stats`] at one moment: the body of `leases/<id>/stats.json`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct StatsSnapshot {
-    pub chunks_new: u64,
-    pub chunks_dedup: u64,
-    pub bytes_dedup: u64,
-    pub bytes_in: u64,
-    pub bytes_stored: u64,
-    pub chunks_raw: u64,
-    pub chunk_cache_hits: u64,
-    pub chunk_cache_misses: u64,
-    pub reader_cache_hits: u64,
-    pub reader_cache_misses: u64,
-    pub snapshot_cache_hits: u64,
-    pub snapshot_cache_misses: u64,
-    pub readahead_chunks: u64,
+counters! {
+    chunks_new,
+    chunks_dedup,
+    bytes_dedup,
+    /// Raw bytes of new chunks.
+    bytes_in,
+    /// What new chunks took in packs (compressed or raw).
+    bytes_stored,
+    /// New chunks stored raw because zstd did not shrink them.
+    chunks_raw,
+    chunk_cache_hits,
+    chunk_cache_misses,
+    reader_cache_hits,
+    reader_cache_misses,
+    snapshot_cache_hits,
+    snapshot_cache_misses,
+    readahead_chunks,
 }
 
 impl Stats {
@@ -63,23 +75,10 @@ impl Stats {
         c.fetch_add(n, Relaxed);
     }
 
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let g = |c: &AtomicU64| c.load(Relaxed);
-        StatsSnapshot {
-            chunks_new: g(&self.chunks_new),
-            chunks_dedup: g(&self.chunks_dedup),
-            bytes_dedup: g(&self.bytes_dedup),
-            bytes_in: g(&self.bytes_in),
-            bytes_stored: g(&self.bytes_stored),
-            chunks_raw: g(&self.chunks_raw),
-            chunk_cache_hits: g(&self.chunk_cache_hits),
-            chunk_cache_misses: g(&self.chunk_cache_misses),
-            reader_cache_hits: g(&self.reader_cache_hits),
-            reader_cache_misses: g(&self.reader_cache_misses),
-            snapshot_cache_hits: g(&self.snapshot_cache_hits),
-            snapshot_cache_misses: g(&self.snapshot_cache_misses),
-            readahead_chunks: g(&self.readahead_chunks),
-        }
+    /// A chunk of `len` bytes that was already stored.
+    pub fn dedup_hit(&self, len: u32) {
+        Stats::add(&self.chunks_dedup, 1);
+        Stats::add(&self.bytes_dedup, u64::from(len));
     }
 }
 
@@ -139,25 +138,6 @@ pub fn read_store_stats(root: &std::path::Path) -> StatsSnapshot {
         .unwrap_or_default()
 }
 
-impl StatsSnapshot {
-    /// The sum of several processes' counters.
-    pub fn add(&mut self, o: &StatsSnapshot) {
-        self.chunks_new += o.chunks_new;
-        self.chunks_dedup += o.chunks_dedup;
-        self.bytes_dedup += o.bytes_dedup;
-        self.bytes_in += o.bytes_in;
-        self.bytes_stored += o.bytes_stored;
-        self.chunks_raw += o.chunks_raw;
-        self.chunk_cache_hits += o.chunk_cache_hits;
-        self.chunk_cache_misses += o.chunk_cache_misses;
-        self.reader_cache_hits += o.reader_cache_hits;
-        self.reader_cache_misses += o.reader_cache_misses;
-        self.snapshot_cache_hits += o.snapshot_cache_hits;
-        self.snapshot_cache_misses += o.snapshot_cache_misses;
-        self.readahead_chunks += o.readahead_chunks;
-    }
-}
-
 /// The rayon pool that compresses chunks, with one zstd context per pool thread.
 pub struct Compressors {
     pool: rayon::ThreadPool,
@@ -212,20 +192,16 @@ fn compress_here(level: i32, chunk: SharedChunk) -> Result<Compressed, PackError
                 reason: "no zstd context".into(),
             });
         };
-        let raw_len = chunk.len() as u32;
-        let (encoding, payload) = comp.compress(chunk.data())?;
-        let payload = match encoding {
-            Encoding::Raw => None,
-            _ => Some(payload.to_vec()),
+        let (id, raw_len) = (chunk.id, chunk.len() as u32);
+        let (encoding, zstd) = match comp.compress(chunk.data())? {
+            (Encoding::Raw, _) => (Encoding::Raw, None),
+            (e, z) => (e, Some(z.to_vec())),
         };
         Ok(Compressed {
-            id: chunk.id,
+            id,
             raw_len,
             encoding,
-            payload: match payload {
-                Some(z) => Payload::Zstd(z),
-                None => Payload::Raw(chunk),
-            },
+            payload: zstd.map_or(Payload::Raw(chunk), Payload::Zstd),
         })
     })
 }

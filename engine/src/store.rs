@@ -226,20 +226,22 @@ impl Held {
     pub fn absorb(&mut self, mut other: Held) {
         let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
         for (id, e) in other.ids.drain() {
-            use std::collections::hash_map::Entry;
             match self.ids.entry(id) {
-                Entry::Vacant(v) => {
+                std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(e);
                 }
-                Entry::Occupied(_) => {
-                    if let Entry::Occupied(mut o) = reg.entry((id, e.pack)) {
-                        *o.get_mut() -= 1;
-                        if *o.get() == 0 {
-                            o.remove();
-                        }
-                    }
-                }
+                std::collections::hash_map::Entry::Occupied(_) => release(&mut reg, id, e.pack),
             }
+        }
+    }
+}
+
+/// Drop one in-flight registration of `id` found in `pack`.
+fn release(reg: &mut HashMap<(ChunkId, PackId), u32>, id: ChunkId, pack: PackId) {
+    if let std::collections::hash_map::Entry::Occupied(mut o) = reg.entry((id, pack)) {
+        *o.get_mut() -= 1;
+        if *o.get() == 0 {
+            o.remove();
         }
     }
 }
@@ -248,12 +250,7 @@ impl Drop for Held {
     fn drop(&mut self) {
         let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
         for (id, e) in self.ids.drain() {
-            if let std::collections::hash_map::Entry::Occupied(mut o) = reg.entry((id, e.pack)) {
-                *o.get_mut() -= 1;
-                if *o.get() == 0 {
-                    o.remove();
-                }
-            }
+            release(&mut reg, id, e.pack);
         }
     }
 }
@@ -849,8 +846,7 @@ impl Store {
             size = chunk.offset + len as u64;
             if window.contains(&chunk.id) || self.known_chunk(chunk.id, held)? {
                 report.dedup_chunks += 1;
-                Stats::add(&self.stats.chunks_dedup, 1);
-                Stats::add(&self.stats.bytes_dedup, len as u64);
+                self.stats.dedup_hit(len);
                 continue;
             }
             report.new_chunks += 1;
@@ -884,8 +880,7 @@ impl Store {
                 Stats::add(&self.stats.chunks_raw, 1);
             }
         } else {
-            Stats::add(&self.stats.chunks_dedup, 1);
-            Stats::add(&self.stats.bytes_dedup, c.raw_len as u64);
+            self.stats.dedup_hit(c.raw_len);
         }
         // Pending either way: the copy already in this open pack may belong to a chunk GC has
         // dropped from the index since it was committed (an open pack is never rewritten, so its

@@ -148,13 +148,7 @@ impl Walk<'_, '_> {
             // when it commits (the layout of `put` before file workers).
             let d = store_file(store, job, self.read);
             self.take(d, progress);
-            return match self.failed.take() {
-                Some(e) => {
-                    self.stopped = true;
-                    Err(e)
-                }
-                None => Ok(()),
-            };
+            return self.stop_on_failure();
         }
         let Some(tx) = self.jobs.clone() else {
             return Err(Error::Internal("file workers already stopped".into()));
@@ -164,10 +158,7 @@ impl Walk<'_, '_> {
             while let Ok(d) = self.done.try_recv() {
                 self.take(d, progress);
             }
-            if let Some(e) = self.failed.take() {
-                self.stopped = true;
-                return Err(e);
-            }
+            self.stop_on_failure()?;
             match tx.send_timeout(job, std::time::Duration::from_millis(50)) {
                 Ok(()) => return Ok(()),
                 Err(crossbeam_channel::SendTimeoutError::Timeout(j)) => job = j,
@@ -178,16 +169,24 @@ impl Walk<'_, '_> {
         }
     }
 
+    /// Hand the first error to the walk; from then on results are dropped.
+    fn stop_on_failure(&mut self) -> Result<(), Error> {
+        match self.failed.take() {
+            Some(e) => {
+                self.stopped = true;
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// No more jobs: wait for every outstanding file.
     fn finish(&mut self, progress: &mut dyn FnMut(u64)) -> Result<(), Error> {
         self.jobs = None;
         while let Ok(d) = self.done.recv() {
             self.take(d, progress);
         }
-        match self.failed.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.stop_on_failure()
     }
 }
 

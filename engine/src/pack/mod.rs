@@ -119,10 +119,7 @@ pub fn pack_id_of_path(path: &Path) -> Option<PackId> {
 
 /// (device, inode) of a file: whether a pack file is still the one a reader opened, or GC has
 /// replaced it since ([GC-6]).
-pub fn file_identity(m: &fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (m.dev(), m.ino())
-}
+pub use verfs_coordination::fsutil::file_identity;
 
 /// What [`list_packs`] found in `packs/`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -357,16 +357,14 @@ impl PackWriter {
     /// be on disk, and must be treated as not stored; call [`PackWriter::seal`] to salvage the
     /// durable prefix.
     pub fn sync(&mut self) -> Result<(), PackError> {
-        self.check_usable()?;
-        self.flush_buf()?;
-        if self.synced == self.written {
+        let Some((file, len)) = self.sync_handle()? else {
             return Ok(());
-        }
-        if let Err(e) = self.file.sync_data() {
-            self.poisoned = Some(format!("fdatasync failed: {e}"));
+        };
+        if let Err(e) = file.sync_data() {
+            self.poison(format!("fdatasync failed: {e}"));
             return Err(PackError::io(&self.path, e));
         }
-        self.synced = self.written;
+        self.synced_to(len);
         Ok(())
     }
 
