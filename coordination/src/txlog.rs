@@ -18,6 +18,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::fsutil;
@@ -89,6 +91,12 @@ pub enum LogError {
     },
     #[error("fenced: {0}")]
     Fenced(String),
+    /// A closure given to [`TxLog::read`], [`TxLog::commit`] or [`TxLog::exclusive`] called back
+    /// into the same log on the same thread. That would wait for a lock this thread already holds
+    /// (the hang `verfs status` had), so it is refused at once: use the state and lsn the closure
+    /// was given instead. Always a programming error, never caused by data on disk.
+    #[error("log re-entered from inside a {0} closure (use the view the closure was given)")]
+    Reentered(&'static str),
 }
 
 /// Why a commit did not happen. In every case nothing was appended.
@@ -280,6 +288,58 @@ struct View<S> {
     writer: Option<(PathBuf, Arc<File>)>,
 }
 
+/// A write guard on the view that publishes the view's lsn to [`TxLog::applied_lsn`] on drop.
+struct ViewWriteGuard<'a, S> {
+    guard: RwLockWriteGuard<'a, View<S>>,
+    applied: &'a AtomicU64,
+}
+
+impl<S> std::ops::Deref for ViewWriteGuard<'_, S> {
+    type Target = View<S>;
+    fn deref(&self) -> &View<S> {
+        &self.guard
+    }
+}
+
+impl<S> std::ops::DerefMut for ViewWriteGuard<'_, S> {
+    fn deref_mut(&mut self) -> &mut View<S> {
+        &mut self.guard
+    }
+}
+
+impl<S> Drop for ViewWriteGuard<'_, S> {
+    fn drop(&mut self) {
+        self.applied.store(self.guard.lsn.0, Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs a closure of `read`, `commit` or `exclusive` on any log.
+    static IN_VIEW: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Marks the current thread as inside a log closure for as long as it lives. Entering a second
+/// time on the same thread is refused: the view's lock (and the log lock) are not re-entrant.
+struct InView;
+
+impl InView {
+    fn enter(what: &'static str) -> Result<InView, LogError> {
+        IN_VIEW.with(|c| match c.get() {
+            Some(outer) => Err(LogError::Reentered(outer)),
+            None => {
+                c.set(Some(what));
+                Ok(InView)
+            }
+        })
+    }
+}
+
+impl Drop for InView {
+    fn drop(&mut self) {
+        IN_VIEW.with(|c| c.set(None));
+    }
+}
+
 /// One process's handle on the shared log. `Send + Sync`: share it between threads with `Arc`.
 pub struct TxLog<S: StateMachine> {
     dir: PathBuf,
@@ -289,6 +349,9 @@ pub struct TxLog<S: StateMachine> {
     lock: Mutex<File>,
     lock_path: PathBuf,
     view: RwLock<View<S>>,
+    /// `view.lsn`, published whenever a write guard on the view is dropped, so that
+    /// [`TxLog::applied_lsn`] takes no lock.
+    applied: AtomicU64,
     /// Group commit: highest lsn known durable in this process.
     durable: Mutex<Lsn>,
     #[allow(clippy::type_complexity)]
@@ -464,6 +527,7 @@ impl<S: StateMachine> TxLog<S> {
             lock: Mutex::new(lock),
             lock_path,
             durable: Mutex::new(Lsn(0)),
+            applied: AtomicU64::new(view.lsn.0),
             view: RwLock::new(view),
             fence,
         };
@@ -671,8 +735,11 @@ impl<S: StateMachine> TxLog<S> {
         Ok(view.lsn)
     }
 
-    fn write_view(&self) -> RwLockWriteGuard<'_, View<S>> {
-        self.view.write().unwrap_or_else(|p| p.into_inner())
+    fn write_view(&self) -> ViewWriteGuard<'_, S> {
+        ViewWriteGuard {
+            guard: self.view.write().unwrap_or_else(|p| p.into_inner()),
+            applied: &self.applied,
+        }
     }
 
     fn read_view(&self) -> RwLockReadGuard<'_, View<S>> {
@@ -681,7 +748,11 @@ impl<S: StateMachine> TxLog<S> {
 
     /// Run `f` against a view that is at least as new as the log head at the time of the call.
     /// Never takes the log lock and never waits for another process.
+    ///
+    /// `f` gets the state and its lsn: everything it may use. It must not call back into this
+    /// log (that is refused with [`LogError::Reentered`] rather than left to deadlock).
     pub fn read<R>(&self, f: impl FnOnce(&S, Lsn) -> R) -> Result<R, LogError> {
+        let _inside = InView::enter("read")?;
         {
             let view = self.read_view();
             let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
@@ -694,9 +765,9 @@ impl<S: StateMachine> TxLog<S> {
         Ok(f(&view.state, view.lsn))
     }
 
-    /// The last lsn this process has applied (no refresh).
+    /// The last lsn this process has applied (no refresh, no lock: safe from anywhere).
     pub fn applied_lsn(&self) -> Lsn {
-        self.read_view().lsn
+        Lsn(self.applied.load(Ordering::Acquire))
     }
 
     fn lock_log(&self) -> Result<MutexGuard<'_, File>, LogError> {
@@ -708,6 +779,7 @@ impl<S: StateMachine> TxLog<S> {
     /// Run `f` while holding the log lock, with the view at the log head. Used for actions that
     /// must be serialized with every commit, such as claiming a dead process's lease (fencing).
     pub fn exclusive<R>(&self, f: impl FnOnce(&S) -> R) -> Result<R, LogError> {
+        let _inside = InView::enter("exclusive")?;
         let guard = self.lock_log()?;
         let res = (|| {
             let mut view = self.write_view();
@@ -780,6 +852,7 @@ impl<S: StateMachine> TxLog<S> {
         &self,
         f: impl FnOnce(&S) -> Result<(Vec<u8>, T), E>,
     ) -> Result<(Lsn, T), CommitError<E>> {
+        let _inside = InView::enter("commit")?;
         let guard = self.lock_log()?;
         let res = self.commit_locked(f);
         let _ = guard.unlock();
@@ -984,6 +1057,25 @@ mod tests {
         l.commit_durable::<(), String>(|_| Ok((s.as_bytes().to_vec(), ())))
             .unwrap()
             .0
+    }
+
+    /// A closure that calls back into its log is refused at once instead of deadlocking on the
+    /// view's lock (the `verfs status` hang): the closure must use the state and lsn it was given.
+    #[test]
+    fn reentering_the_log_from_a_closure_is_refused_not_a_deadlock() {
+        let (_d, log, ck) = setup();
+        let a = open(&log, &ck, 1 << 20);
+        put(&a, "x");
+        let inner = a.read(|_, _| a.read(|s, _| s.0.len())).unwrap();
+        assert!(matches!(inner, Err(LogError::Reentered("read"))), "{inner:?}");
+        let inner = a
+            .commit::<_, String>(|_| Ok((b"y".to_vec(), a.exclusive(|_| ()))))
+            .unwrap()
+            .1;
+        assert!(matches!(inner, Err(LogError::Reentered("commit"))), "{inner:?}");
+        // applied_lsn takes no lock, so it is fine anywhere, and the guard is released afterwards.
+        assert_eq!(a.read(|_, lsn| (lsn, a.applied_lsn())).unwrap(), (Lsn(2), Lsn(2)));
+        assert_eq!(a.read(|s, _| s.0.len()).unwrap(), 2);
     }
 
     #[test]

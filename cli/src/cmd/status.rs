@@ -14,7 +14,8 @@ use crate::Cli;
 pub fn status(cli: &Cli) -> Result<ExitCode> {
     let store = super::open(cli, "cli status")?;
     let lcfg = store.config().lease_config();
-    let (files, dirs, logical, unique, chunks, lsn) = store.read(|s| {
+    // The closure gets the view and its lsn; it must not call back into the store or its log.
+    let (files, dirs, logical, unique, chunks, lsn) = store.log().read(|s, lsn| {
         let mut logical = 0u64;
         let mut files = 0u64;
         let mut dirs = 0u64;
@@ -40,7 +41,7 @@ pub fn status(cli: &Cli) -> Result<ExitCode> {
             logical,
             unique,
             s.chunks.len(),
-            store.log().applied_lsn(),
+            lsn,
         )
     })?;
     let mut stored = 0u64;

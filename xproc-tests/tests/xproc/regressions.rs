@@ -61,3 +61,39 @@ fn recover_removes_fresh_temp_file_of_dead_writer_at_once() {
         second.describe()
     );
 }
+
+/// `verfs status` hung forever (2 of 20 calls) when another process committed while it ran: its
+/// closure inside `TxLog::read` called `applied_lsn()`, a read lock on the view whose write lock
+/// `read` held after catching up. Twenty status calls beside a `mkdir` loop in another process must
+/// each finish in seconds.
+#[test]
+fn status_does_not_hang_beside_a_committer() {
+    let st = TestStore::new();
+    let stop = st.scratch().join("stop");
+    let script = format!(
+        "i=0; while [ ! -e '{}' ]; do '{}' -s '{}' mkdir /d$i >/dev/null || exit 1; i=$((i+1)); done",
+        stop.display(),
+        verfs_bin().display(),
+        st.root().display()
+    );
+    let mut writer = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .spawn()
+        .unwrap();
+    let mut hung = 0;
+    for _ in 0..20 {
+        let mut cmd = st.command();
+        cmd.arg("status");
+        let out = run_with_timeout(cmd, std::time::Duration::from_secs(20));
+        if out.killed() {
+            hung += 1;
+        } else {
+            assert!(out.success(), "status failed:\n{}", out.describe());
+        }
+    }
+    fs::write(&stop, b"").unwrap();
+    let w = writer.wait().unwrap();
+    assert!(w.success(), "the mkdir loop failed: {w:?}");
+    assert_eq!(hung, 0, "{hung} of 20 `verfs status` calls hung beside a committer");
+    assert!(st.ls("/").len() > 3, "the writer committed too little to race with status");
+}
