@@ -239,7 +239,9 @@ pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<Rec
     hasher.update(&payload);
     let actual = hasher.finalize();
     if actual != stored {
-        if all_zero_from(file, offset, file_len)? {
+        // [LOG-4]: a record whose bytes end in zeros that reach the end of the file is a power
+        // cut's unwritten blocks, not rot, however much of its header and payload did land.
+        if zero_run_start(file, offset, file_len)? < offset + RECORD_HEADER_LEN + plen {
             return Ok(RecordAt::ZeroTail);
         }
         return Ok(RecordAt::Bad(format!(
@@ -258,6 +260,23 @@ pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<Rec
         payload,
         len: RECORD_HEADER_LEN + plen,
     })
+}
+
+/// Where the run of zero bytes that ends the file begins, searching back no further than `floor`
+/// (`file_len` if the last byte is not zero, `floor` if everything from `floor` on is zero).
+fn zero_run_start(file: &File, floor: u64, file_len: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut end = file_len;
+    while end > floor {
+        let n = ((end - floor) as usize).min(buf.len());
+        let start = end - n as u64;
+        file.read_exact_at(&mut buf[..n], start)?;
+        if let Some(last) = buf[..n].iter().rposition(|&b| b != 0) {
+            return Ok(start + last as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(floor)
 }
 
 fn all_zero_from(file: &File, offset: u64, file_len: u64) -> io::Result<bool> {
@@ -1153,6 +1172,62 @@ mod tests {
         assert_eq!(b.read(|s, _| s.0.clone()).unwrap(), vec!["one"]);
         put(&b, "two");
         assert_eq!(a.read(|s, _| s.0.clone()).unwrap(), vec!["one", "two"]);
+    }
+
+    /// A last record whose header landed but whose payload ends in zeros (a power cut before
+    /// `fdatasync` on a filesystem that grew the file first) is a torn tail ([LOG-4]): readers stop
+    /// before it and the next writer cuts it, so the store stays usable.
+    #[test]
+    fn zero_filled_tail_inside_the_last_record_is_torn() {
+        let (_d, log, ck) = setup();
+        let a = open(&log, &ck, 1 << 20);
+        put(&a, "kept");
+        let seg = log.join(segment_name(Lsn(1)));
+        let before = fs::metadata(&seg).unwrap().len();
+        let mut rec = encode_record(TYPE_TXN, Lsn(2), b"a payload whose last bytes never landed");
+        let n = rec.len();
+        for b in &mut rec[n - 9..] {
+            *b = 0;
+        }
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&rec, before).unwrap();
+        let b = open(&log, &ck, 1 << 20);
+        assert_eq!(b.read(|s, _| s.0.clone()).unwrap(), vec!["kept"]);
+        put(&b, "next");
+        assert_eq!(a.read(|s, _| s.0.clone()).unwrap(), vec!["kept", "next"]);
+    }
+
+    /// The same record with a flipped byte instead of a zero tail, or zeros that stop before the
+    /// end of the file, is corruption ([LOG-4] does not stretch to rot).
+    #[test]
+    fn damaged_last_record_without_zero_tail_is_corruption() {
+        for damage in ["flip", "zeros-then-data"] {
+            let (_d, log, ck) = setup();
+            let a = open(&log, &ck, 1 << 20);
+            put(&a, "kept");
+            let seg = log.join(segment_name(Lsn(1)));
+            let before = fs::metadata(&seg).unwrap().len();
+            let mut rec = encode_record(TYPE_TXN, Lsn(2), b"another payload of some length");
+            let n = rec.len();
+            match damage {
+                "flip" => rec[n - 3] ^= 0x40,
+                _ => {
+                    for b in &mut rec[n - 9..n - 1] {
+                        *b = 0;
+                    }
+                    rec[n - 1] = 1;
+                }
+            }
+            let f = OpenOptions::new().write(true).open(&seg).unwrap();
+            f.write_all_at(&rec, before).unwrap();
+            let err = TxLog::<Strings>::open(&log, &ck, LogConfig { segment_bytes: 1 << 20 }, Box::new(|| Ok(())))
+                .err()
+                .unwrap_or_else(|| panic!("{damage}: a damaged last record opened"));
+            assert!(
+                matches!(&err, LogError::Corrupt { offset, .. } if *offset == before),
+                "{damage}: {err}"
+            );
+        }
     }
 
     #[test]
