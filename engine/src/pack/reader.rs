@@ -46,6 +46,8 @@ pub struct PackReader {
     path: PathBuf,
     packs_dir: PathBuf,
     file: File,
+    /// Why the pack header is not valid, if it is not (see [`PackReader::header_problem`]).
+    header_problem: Option<String>,
     state: RwLock<State>,
 }
 
@@ -63,8 +65,11 @@ impl PackReader {
     /// it is valid for this pack ([PACK-8]), else a scan of the pack. A missing or damaged `.idx`
     /// never makes this fail; [`PackReader::index_source`] says which happened.
     ///
+    /// A damaged header, or one that names another pack, does not fail the open: records are
+    /// served by their own checks and [`PackReader::header_problem`] says what is wrong.
+    ///
     /// Read-only: a failure leaves nothing behind. Errors: `Io` (including a missing pack),
-    /// `Corrupt` if the header is damaged or names another pack.
+    /// `Corrupt` if the file is shorter than a pack header.
     pub fn open(packs_dir: &Path, id: PackId) -> Result<PackReader, PackError> {
         let path = pack_path(packs_dir, id);
         let file = File::open(&path).map_err(|e| PackError::io(&path, e))?;
@@ -83,14 +88,23 @@ impl PackReader {
         let mut hb = [0u8; PACK_HEADER_LEN];
         file.read_exact_at(&mut hb, 0)
             .map_err(|e| PackError::io(&path, e))?;
-        let h = PackHeader::decode(&hb).map_err(|e| corrupt(e.at, e.reason))?;
-        if h.pack_id != id {
-            return Err(corrupt(
-                12,
-                format!("header names pack {} but the file is {id}", h.pack_id),
-            ));
-        }
+        // A damaged header does not make the records unreadable: each record carries its own
+        // magic, crc and chunk id, and the `.idx` its own checksum and pack id. So the damage is
+        // remembered (fsck reports it from its own scan) and every record whose checks hold is
+        // still served ([PACK-1]).
+        let header_problem = match PackHeader::decode(&hb) {
+            Err(e) => Some(corrupt(e.at, e.reason).to_string()),
+            Ok(h) if h.pack_id != id => Some(
+                corrupt(
+                    12,
+                    format!("header names pack {} but the file is {id}", h.pack_id),
+                )
+                .to_string(),
+            ),
+            Ok(_) => None,
+        };
         let reader = PackReader {
+            header_problem,
             id,
             path,
             packs_dir: packs_dir.to_path_buf(),
@@ -131,6 +145,11 @@ impl PackReader {
             .metadata()
             .map(|m| super::file_identity(&m))
             .unwrap_or((0, 0))
+    }
+    /// Why the pack's header failed its checks, if it did. The records are still served by their
+    /// own checks; `verfs fsck` reports the header.
+    pub fn header_problem(&self) -> Option<&str> {
+        self.header_problem.as_deref()
     }
     pub fn index_source(&self) -> IndexSource {
         self.read_state().source.clone()
