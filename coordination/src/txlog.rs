@@ -14,11 +14,11 @@
 //! and "Commit protocol". Fencing: the `fence` callback given to [`TxLog::open`] is checked under the
 //! lock right before the append, so a process whose lease was claimed by a cleaner can never append.
 
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -241,7 +241,11 @@ pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<Rec
     if actual != stored {
         // [LOG-4]: a record whose bytes end in zeros that reach the end of the file is a power
         // cut's unwritten blocks, not rot, however much of its header and payload did land.
-        if zero_run_start(file, offset, file_len)? < offset + RECORD_HEADER_LEN + plen {
+        if is_zero_tail(
+            zero_run_start(file, offset, file_len)?,
+            offset,
+            offset + RECORD_HEADER_LEN + plen,
+        ) {
             return Ok(RecordAt::ZeroTail);
         }
         return Ok(RecordAt::Bad(format!(
@@ -260,6 +264,19 @@ pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<Rec
         payload,
         len: RECORD_HEADER_LEN + plen,
     })
+}
+
+/// [LOG-4]: is a record at `start..end` that fails its crc, in a file whose final run of zero
+/// bytes begins at `zeros`, the remains of a power cut? Yes if the zeros cover a whole 512-byte
+/// block boundary inside the record (blocks that never reached the disk read back as zeros), or
+/// are at least 64 bytes long; a few zero bytes at the end of a payload are just its last fields.
+fn is_zero_tail(zeros: u64, start: u64, end: u64) -> bool {
+    const BLOCK: u64 = 512;
+    const LONG_RUN: u64 = 64;
+    if zeros <= start {
+        return true;
+    }
+    zeros < end && (zeros.div_ceil(BLOCK) * BLOCK < end || end - zeros >= LONG_RUN)
 }
 
 /// Where the run of zero bytes that ends the file begins, searching back no further than `floor`
@@ -1086,14 +1103,23 @@ mod tests {
         let a = open(&log, &ck, 1 << 20);
         put(&a, "x");
         let inner = a.read(|_, _| a.read(|s, _| s.0.len())).unwrap();
-        assert!(matches!(inner, Err(LogError::Reentered("read"))), "{inner:?}");
+        assert!(
+            matches!(inner, Err(LogError::Reentered("read"))),
+            "{inner:?}"
+        );
         let inner = a
             .commit::<_, String>(|_| Ok((b"y".to_vec(), a.exclusive(|_| ()))))
             .unwrap()
             .1;
-        assert!(matches!(inner, Err(LogError::Reentered("commit"))), "{inner:?}");
+        assert!(
+            matches!(inner, Err(LogError::Reentered("commit"))),
+            "{inner:?}"
+        );
         // applied_lsn takes no lock, so it is fine anywhere, and the guard is released afterwards.
-        assert_eq!(a.read(|_, lsn| (lsn, a.applied_lsn())).unwrap(), (Lsn(2), Lsn(2)));
+        assert_eq!(
+            a.read(|_, lsn| (lsn, a.applied_lsn())).unwrap(),
+            (Lsn(2), Lsn(2))
+        );
         assert_eq!(a.read(|s, _| s.0.len()).unwrap(), 2);
     }
 
@@ -1179,22 +1205,53 @@ mod tests {
     /// before it and the next writer cuts it, so the store stays usable.
     #[test]
     fn zero_filled_tail_inside_the_last_record_is_torn() {
-        let (_d, log, ck) = setup();
-        let a = open(&log, &ck, 1 << 20);
-        put(&a, "kept");
-        let seg = log.join(segment_name(Lsn(1)));
-        let before = fs::metadata(&seg).unwrap().len();
-        let mut rec = encode_record(TYPE_TXN, Lsn(2), b"a payload whose last bytes never landed");
-        let n = rec.len();
-        for b in &mut rec[n - 9..] {
-            *b = 0;
+        for zeros in ["block", "long-run"] {
+            let (_d, log, ck) = setup();
+            let a = open(&log, &ck, 1 << 20);
+            put(&a, "kept");
+            let seg = log.join(segment_name(Lsn(1)));
+            let start = fs::metadata(&seg).unwrap().len();
+            let mut rec = encode_record(TYPE_TXN, Lsn(2), &[b'p'; 2000]);
+            let end = start as usize + rec.len();
+            // From a 512-byte block boundary inside the record, or the last 64 bytes.
+            let from = match zeros {
+                "block" => (end - 100).div_ceil(512) * 512,
+                _ => end - 64,
+            };
+            assert!(from > start as usize + 24 && from < end);
+            for b in &mut rec[from - start as usize..] {
+                *b = 0;
+            }
+            let f = OpenOptions::new().write(true).open(&seg).unwrap();
+            f.write_all_at(&rec, start).unwrap();
+            let b = open(&log, &ck, 1 << 20);
+            assert_eq!(b.read(|s, _| s.0.clone()).unwrap(), vec!["kept"], "{zeros}");
+            put(&b, "next");
+            assert_eq!(
+                a.read(|s, _| s.0.clone()).unwrap(),
+                vec!["kept", "next"],
+                "{zeros}"
+            );
         }
-        let f = OpenOptions::new().write(true).open(&seg).unwrap();
-        f.write_all_at(&rec, before).unwrap();
-        let b = open(&log, &ck, 1 << 20);
-        assert_eq!(b.read(|s, _| s.0.clone()).unwrap(), vec!["kept"]);
-        put(&b, "next");
-        assert_eq!(a.read(|s, _| s.0.clone()).unwrap(), vec!["kept", "next"]);
+    }
+
+    /// [LOG-4] on its own: which zero runs are a power cut's and which are a payload's last fields.
+    #[test]
+    fn zero_tail_rule() {
+        // Whole record zero, from its first byte or earlier.
+        assert!(is_zero_tail(1000, 1000, 1100));
+        assert!(is_zero_tail(900, 1000, 1100));
+        // A few zeros at the end, no block boundary among them: a payload's last fields.
+        assert!(!is_zero_tail(1090, 1000, 1100));
+        // The same few zeros, but covering the boundary at 1024 inside the record.
+        assert!(is_zero_tail(1020, 1000, 1100));
+        // A boundary exactly at the record's end is not inside it.
+        assert!(!is_zero_tail(1020, 1000, 1024));
+        // A long run needs no boundary.
+        assert!(is_zero_tail(1036, 1000, 1100));
+        assert!(!is_zero_tail(1037, 1000, 1100));
+        // No zeros at all.
+        assert!(!is_zero_tail(1100, 1000, 1100));
     }
 
     /// The same record with a flipped byte instead of a zero tail, or zeros that stop before the
@@ -1220,9 +1277,16 @@ mod tests {
             }
             let f = OpenOptions::new().write(true).open(&seg).unwrap();
             f.write_all_at(&rec, before).unwrap();
-            let err = TxLog::<Strings>::open(&log, &ck, LogConfig { segment_bytes: 1 << 20 }, Box::new(|| Ok(())))
-                .err()
-                .unwrap_or_else(|| panic!("{damage}: a damaged last record opened"));
+            let err = TxLog::<Strings>::open(
+                &log,
+                &ck,
+                LogConfig {
+                    segment_bytes: 1 << 20,
+                },
+                Box::new(|| Ok(())),
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{damage}: a damaged last record opened"));
             assert!(
                 matches!(&err, LogError::Corrupt { offset, .. } if *offset == before),
                 "{damage}: {err}"

@@ -29,6 +29,7 @@ pub mod fsck;
 pub mod fsops;
 pub mod gc;
 pub mod ids;
+pub mod localdir;
 pub mod meta;
 pub mod pack;
 pub mod pipeline;

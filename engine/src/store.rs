@@ -189,6 +189,10 @@ pub struct TransferReport {
     pub new_chunks: u64,
     pub new_chunk_bytes: u64,
     pub dedup_chunks: u64,
+    /// Entries a `get` could not write, one message each naming the store path and the host
+    /// path; the rest of the tree was copied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 impl TransferReport {
@@ -200,6 +204,7 @@ impl TransferReport {
         self.new_chunks += o.new_chunks;
         self.new_chunk_bytes += o.new_chunk_bytes;
         self.dedup_chunks += o.dedup_chunks;
+        self.errors.extend(o.errors.iter().cloned());
     }
 }
 

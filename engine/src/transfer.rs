@@ -5,7 +5,6 @@
 //! symlinks are kept. A put commits its files in batches (`[batch]` in `config.toml`): one pack
 //! sync and one log record per batch, and a final log sync before it returns.
 
-use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -13,9 +12,12 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use nix::sys::stat::SFlag;
+
 use crate::error::Error;
 use crate::ids::InodeNo;
-use crate::meta::{components, Extent, FileKind, Inode, Timestamp, Tx};
+use crate::localdir::{LocalDir, WriteEntryError};
+use crate::meta::{components, Extent, FileKind, Inode, Tx};
 use crate::store::{ts_of, Held, PendingFile, Store, TransferReport};
 
 /// Called with the number of bytes just transferred.
@@ -433,8 +435,16 @@ fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
 
 /// `verfs get PATH LOCAL`.
 ///
-/// Files are written in place as they are read; a failure leaves what was written so far (as
-/// `cp -r` does) and reports the path that failed. Nothing in the store changes.
+/// Like `cp -r`, but never through a symlink in the destination that it did not create itself:
+/// the host side is walked with directory descriptors ([`LocalDir`]). A file is written under a
+/// temp name and renamed into place once all its bytes were read and checked, so a damaged chunk
+/// leaves no partial file under the final name. Per-entry failures (a damaged chunk, a symlink or
+/// directory in the way, a host write error) do not stop the copy: each is listed in
+/// [`TransferReport::errors`] with the store path and the host path, and the rest of the tree is
+/// still copied. Nothing in the store changes.
+///
+/// Errors (nothing written): the store path does not resolve, the destination's parent cannot
+/// be opened.
 pub fn get(
     store: &Store,
     path: &str,
@@ -442,130 +452,146 @@ pub fn get(
     progress: Progress<'_>,
 ) -> Result<TransferReport, Error> {
     let tree = snapshot_tree(store, path)?;
-    let target = match fs::metadata(local) {
+    let mut g = Get {
+        store,
+        report: TransferReport::default(),
+        progress,
+    };
+    // Named after the destination the user gave, whichever directory on the way failed.
+    let host = |e: WriteEntryError| match e {
+        WriteEntryError::Io { source, .. } => Error::Io {
+            path: local.to_path_buf(),
+            source,
+        },
+        other => Error::InvalidPath {
+            path: local.display().to_string(),
+            reason: other.to_string(),
+        },
+    };
+    match fs::metadata(local) {
+        // The path the user named may be a symlink to a directory, as with cp; below it nothing
+        // is followed.
         Ok(m) if m.is_dir() => {
+            let dir = LocalDir::open(local).map_err(host)?;
             if tree.name.is_empty() {
                 // `get / DIR`: the root's contents go into DIR.
-                let mut report = TransferReport::default();
                 for c in &tree.children {
-                    get_entry(
-                        store,
-                        c,
-                        &local.join(OsStr::from_bytes(&c.name)),
-                        &mut report,
-                        progress,
-                        path,
-                    )?;
+                    g.entry(&dir, &c.name, c, &child_path(path, &c.name));
                 }
-                set_times(local, &tree.inode)?;
-                return Ok(report);
+                if let Err(e) = dir.finish_dir(&tree.inode) {
+                    g.failed(path, e);
+                }
+            } else {
+                g.entry(&dir, &tree.name, &tree, path);
             }
-            local.join(OsStr::from_bytes(&tree.name))
         }
-        _ => local.to_path_buf(),
-    };
-    let mut report = TransferReport::default();
-    get_entry(store, &tree, &target, &mut report, progress, path)?;
-    Ok(report)
+        _ => {
+            let name = local.file_name().ok_or_else(|| Error::InvalidPath {
+                path: local.display().to_string(),
+                reason: "has no file name".into(),
+            })?;
+            let parent = match local.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let dir = LocalDir::open(parent).map_err(host)?;
+            g.entry(&dir, name.as_bytes(), &tree, path);
+        }
+    }
+    Ok(g.report)
 }
 
-fn get_entry(
-    store: &Store,
-    node: &TreeNode,
-    dst: &Path,
-    report: &mut TransferReport,
-    progress: Progress<'_>,
-    store_path: &str,
-) -> Result<(), Error> {
-    let i = &node.inode;
-    match i.kind {
-        FileKind::Dir => {
-            match fs::create_dir(dst) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dst.is_dir() => {}
-                Err(source) => {
-                    return Err(Error::Io {
-                        path: dst.into(),
-                        source,
-                    })
+fn child_path(parent: &str, name: &[u8]) -> String {
+    format!(
+        "{}/{}",
+        parent.trim_end_matches('/'),
+        String::from_utf8_lossy(name)
+    )
+}
+
+/// One `get` in progress: what it has copied and what failed.
+struct Get<'s, 'p> {
+    store: &'s Store,
+    report: TransferReport,
+    progress: Progress<'p>,
+}
+
+impl Get<'_, '_> {
+    fn failed(&mut self, store_path: &str, e: WriteEntryError) {
+        self.report.errors.push(format!("{store_path}: {e}"));
+    }
+
+    /// Copy `node` to `name` in `dir`, recording a failure instead of returning it.
+    fn entry(&mut self, dir: &LocalDir, name: &[u8], node: &TreeNode, store_path: &str) {
+        let i = &node.inode;
+        let res = match i.kind {
+            FileKind::Dir => match dir.dir(name) {
+                Ok(sub) => {
+                    self.report.dirs += 1;
+                    for c in &node.children {
+                        self.entry(&sub, &c.name, c, &child_path(store_path, &c.name));
+                    }
+                    sub.finish_dir(i)
                 }
+                Err(e) => Err(e),
+            },
+            FileKind::File => return self.file(dir, name, node, store_path),
+            FileKind::Symlink => dir.symlink(name, &i.target, i).map(|()| {
+                self.report.symlinks += 1;
+            }),
+            FileKind::Fifo | FileKind::Socket | FileKind::CharDev | FileKind::BlockDev => {
+                let kind = match i.kind {
+                    FileKind::Fifo => SFlag::S_IFIFO,
+                    FileKind::Socket => SFlag::S_IFSOCK,
+                    FileKind::CharDev => SFlag::S_IFCHR,
+                    _ => SFlag::S_IFBLK,
+                };
+                dir.node(name, kind, i)
             }
-            report.dirs += 1;
-            for c in &node.children {
-                let sp = format!(
-                    "{}/{}",
-                    store_path.trim_end_matches('/'),
-                    String::from_utf8_lossy(&c.name)
-                );
-                get_entry(
-                    store,
-                    c,
-                    &dst.join(OsStr::from_bytes(&c.name)),
-                    report,
-                    progress,
-                    &sp,
-                )?;
+        };
+        if let Err(e) = res {
+            self.failed(store_path, e);
+        }
+    }
+
+    fn file(&mut self, dir: &LocalDir, name: &[u8], node: &TreeNode, store_path: &str) {
+        let i = &node.inode;
+        let mut f = match dir.new_file(name) {
+            Ok(f) => f,
+            Err(e) => return self.failed(store_path, e),
+        };
+        let mut w = ProgressWriter {
+            inner: BufWriter::with_capacity(1 << 20, &mut f.file),
+            progress: &mut *self.progress,
+        };
+        // Like cp, no fsync per file: the copy out is not part of the store's durability.
+        let res = self
+            .store
+            .read_extents(i, &node.extents, &mut w)
+            .and_then(|()| w.inner.flush().map_err(Error::io("<output>")));
+        drop(w);
+        match res {
+            Ok(()) => match dir.commit_file(f, i) {
+                Ok(()) => {
+                    self.report.files += 1;
+                    self.report.bytes += i.size;
+                }
+                Err(e) => self.failed(store_path, e),
+            },
+            Err(Error::Io { path, source }) if path == Path::new("<output>") => {
+                let path = f.path.clone();
+                dir.discard_file(f);
+                self.failed(store_path, WriteEntryError::Io { path, source });
             }
-            set_mode(dst, i.perm)?;
-        }
-        FileKind::File => {
-            let f = fs::File::create(dst).map_err(Error::io(dst))?;
-            let mut w = ProgressWriter {
-                inner: BufWriter::with_capacity(1 << 20, f),
-                progress,
-            };
-            store
-                .read_extents(i, &node.extents, &mut w)
-                .map_err(|e| match e {
-                    Error::Io { path, source } if path == Path::new("<output>") => Error::Io {
-                        path: dst.into(),
-                        source,
-                    },
-                    other => other,
-                })?;
-            // Like cp, no fsync per file: the copy out is not part of the store's durability.
-            w.inner.into_inner().map_err(|e| Error::Io {
-                path: dst.into(),
-                source: e.into_error(),
-            })?;
-            set_mode(dst, i.perm)?;
-            report.files += 1;
-            report.bytes += i.size;
-        }
-        FileKind::Symlink => {
-            if fs::symlink_metadata(dst).is_ok() {
-                fs::remove_file(dst).map_err(Error::io(dst))?;
-            }
-            std::os::unix::fs::symlink(OsStr::from_bytes(&i.target), dst)
-                .map_err(Error::io(dst))?;
-            report.symlinks += 1;
-        }
-        FileKind::Fifo | FileKind::Socket | FileKind::CharDev | FileKind::BlockDev => {
-            let fmt = match i.kind {
-                FileKind::Fifo => libc::S_IFIFO,
-                FileKind::Socket => libc::S_IFSOCK,
-                FileKind::CharDev => libc::S_IFCHR,
-                _ => libc::S_IFBLK,
-            };
-            let c = cstr(dst)?;
-            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-            let rc = unsafe {
-                libc::mknod(
-                    c.as_ptr(),
-                    fmt | (i.perm as libc::mode_t),
-                    i.rdev as libc::dev_t,
-                )
-            };
-            if rc != 0 {
-                return Err(Error::Io {
-                    path: dst.into(),
-                    source: std::io::Error::last_os_error(),
-                });
+            Err(e) => {
+                let local = f.path.display().to_string();
+                dir.discard_file(f);
+                self.report
+                    .errors
+                    .push(format!("{store_path}: {e} ({local} not written)"));
             }
         }
     }
-    chown(dst, i)?;
-    set_times(dst, i)
 }
 
 struct ProgressWriter<'a, 'p, W: Write> {
@@ -582,49 +608,4 @@ impl<W: Write> Write for ProgressWriter<'_, '_, W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
-}
-
-fn cstr(p: &Path) -> Result<CString, Error> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath {
-        path: p.display().to_string(),
-        reason: "contains a NUL byte".into(),
-    })
-}
-
-fn set_mode(p: &Path, perm: u32) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(p, fs::Permissions::from_mode(perm & 0o7777)).map_err(Error::io(p))
-}
-
-fn chown(p: &Path, i: &Inode) -> Result<(), Error> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(());
-    }
-    std::os::unix::fs::lchown(p, Some(i.uid), Some(i.gid)).map_err(Error::io(p))
-}
-
-fn set_times(p: &Path, i: &Inode) -> Result<(), Error> {
-    let c = cstr(p)?;
-    let t = |ts: Timestamp| libc::timespec {
-        tv_sec: ts.secs as libc::time_t,
-        tv_nsec: ts.nsecs as libc::c_long,
-    };
-    let times = [t(i.atime), t(i.mtime)];
-    // SAFETY: `c` is a valid path and `times` two valid timespecs for the duration of the call.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::Io {
-            path: p.into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
 }

@@ -84,7 +84,16 @@ fn with_progress(
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);
     }
-    Ok(ExitCode::SUCCESS)
+    // Like `cp -r`: every entry that could not be copied is named, the rest was copied, and the
+    // exit status says that something failed.
+    for e in &report.errors {
+        eprintln!("verfs: {e}");
+    }
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn get(cli: &Cli, path: &str, local: &Path) -> Result<ExitCode> {

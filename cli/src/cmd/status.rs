@@ -35,14 +35,7 @@ pub fn status(cli: &Cli) -> Result<ExitCode> {
             .filter_map(|c| s.chunks.get(c))
             .map(|c| c.raw_len as u64)
             .sum();
-        (
-            files,
-            dirs,
-            logical,
-            unique,
-            s.chunks.len(),
-            lsn,
-        )
+        (files, dirs, logical, unique, s.chunks.len(), lsn)
     })?;
     let mut stored = 0u64;
     for e in std::fs::read_dir(store.layout().packs())?.flatten() {

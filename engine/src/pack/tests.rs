@@ -468,7 +468,10 @@ fn torn_header_is_completed() {
     .unwrap();
     let r = PackReader::open(d.path(), id).unwrap();
     let why = r.header_problem().expect("the header problem is reported");
-    assert!(why.contains("at byte 12") && why.contains("names pack"), "{why}");
+    assert!(
+        why.contains("at byte 12") && why.contains("names pack"),
+        "{why}"
+    );
     assert_eq!(
         scan(&path).unwrap().problems[0].kind,
         ProblemKind::HeaderCorrupt
@@ -758,17 +761,23 @@ fn header_flip_leaves_every_record_readable() {
             fs::write(&path, &b).unwrap();
             let r = PackReader::open(d.path(), id)
                 .unwrap_or_else(|e| panic!("byte {byte}, idx {with_idx}: open failed: {e}"));
-            assert!(r.header_problem().is_some(), "byte {byte}: damage not noticed");
+            assert!(
+                r.header_problem().is_some(),
+                "byte {byte}: damage not noticed"
+            );
             for c in &chunks {
                 assert_eq!(
-                    &r.read_chunk(ChunkId::of(c)).unwrap_or_else(|e| panic!(
-                        "byte {byte}, idx {with_idx}: {e}"
-                    )),
+                    &r.read_chunk(ChunkId::of(c))
+                        .unwrap_or_else(|e| panic!("byte {byte}, idx {with_idx}: {e}")),
                     c
                 );
             }
             let rep = scan(&path).unwrap();
-            assert_eq!(rep.problems[0].kind, ProblemKind::HeaderCorrupt, "byte {byte}");
+            assert_eq!(
+                rep.problems[0].kind,
+                ProblemKind::HeaderCorrupt,
+                "byte {byte}"
+            );
         }
     }
 }

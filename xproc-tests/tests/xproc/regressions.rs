@@ -94,8 +94,14 @@ fn status_does_not_hang_beside_a_committer() {
     fs::write(&stop, b"").unwrap();
     let w = writer.wait().unwrap();
     assert!(w.success(), "the mkdir loop failed: {w:?}");
-    assert_eq!(hung, 0, "{hung} of 20 `verfs status` calls hung beside a committer");
-    assert!(st.ls("/").len() > 3, "the writer committed too little to race with status");
+    assert_eq!(
+        hung, 0,
+        "{hung} of 20 `verfs status` calls hung beside a committer"
+    );
+    assert!(
+        st.ls("/").len() > 3,
+        "the writer committed too little to race with status"
+    );
 }
 
 /// A zero-filled tail inside the last log record (header intact, payload ending in zeros: what a
@@ -108,18 +114,154 @@ fn zero_filled_tail_in_last_log_record_is_a_torn_tail() {
     let src = st.scratch_dir("src");
     let old = write_random_file(&src.join("old"), 1, 10_000);
     st.ok(&["put", src.join("old").to_str().unwrap(), "/old"]);
-    st.ok(&["mkdir", "/a-directory-with-a-long-enough-name"]);
+    let many = st.scratch_dir("many");
+    for i in 0..40 {
+        fs::write(
+            many.join(format!("file-with-a-longish-name-{i:03}")),
+            format!("{i}"),
+        )
+        .unwrap();
+    }
+    st.ok(&["put", many.to_str().unwrap(), "/many"]);
     let seg = st.log_segments().pop().expect("a log segment");
     let seg = st.root().join("log").join(seg);
     let len = fs::metadata(&seg).unwrap().len();
-    // Zero the last 20 bytes of the mkdir's record (its payload holds the name, so it is longer).
+    // The last 600 bytes never reached the disk: they cover a 512-byte block boundary inside the
+    // put's batch record (40 names, far longer than 600 bytes).
     let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 20], len - 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 600], len - 600).unwrap();
     drop(f);
-    assert_eq!(sha256(&st.cat("/old")), old, "cat of a file committed before the tail");
-    assert_eq!(st.ls("/"), vec!["old"], "the torn mkdir must not be visible");
+    assert_eq!(
+        sha256(&st.cat("/old")),
+        old,
+        "cat of a file committed before the tail"
+    );
+    assert_eq!(st.ls("/"), vec!["old"], "the torn put must not be visible");
     st.ok(&["mkdir", "/after"]);
     assert_eq!(st.ls("/"), vec!["after", "old"]);
     st.ok(&["recover"]);
     st.assert_fsck_clean();
+}
+
+/// `verfs get /tree LOCAL` followed symlinks already under LOCAL (also dangling ones), so a stored
+/// tree could write anywhere the user can: `/a/tree/evil -> /somewhere` then `/b/tree/evil/pwned`
+/// created `/somewhere/pwned`. Now nothing is written through a symlink it did not create: each
+/// such entry fails with a message naming it (as `cp -r` refuses), the rest is copied, exit 1.
+#[test]
+fn get_never_writes_through_a_symlink_in_the_destination() {
+    let st = TestStore::new();
+    let src = st.scratch_dir("src");
+    let outside = st.scratch_dir("somewhere");
+    let nowhere = st.scratch().join("nowhere");
+    fs::create_dir_all(src.join("a/tree")).unwrap();
+    fs::create_dir_all(src.join("b/tree/evil")).unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("a/tree/evil")).unwrap();
+    std::os::unix::fs::symlink(&nowhere, src.join("a/tree/dangling")).unwrap();
+    std::os::unix::fs::symlink(outside.join("target"), src.join("a/tree/tofile")).unwrap();
+    fs::write(outside.join("target"), b"outside, must stay").unwrap();
+    fs::write(src.join("b/tree/evil/pwned"), b"pwned").unwrap();
+    fs::write(src.join("b/tree/dangling"), b"through a dangling link").unwrap();
+    fs::write(src.join("b/tree/tofile"), b"through a link to a file").unwrap();
+    fs::write(src.join("b/tree/fine"), b"an ordinary file").unwrap();
+    st.ok(&["put", src.join("a").to_str().unwrap(), "/a"]);
+    st.ok(&["put", src.join("b").to_str().unwrap(), "/b"]);
+    let dst = st.scratch_dir("L");
+    let d = dst.to_str().unwrap();
+    st.ok(&["get", "/a/tree", d]);
+    let out = st.run(&["get", "/b/tree", d]);
+    assert!(
+        !out.success(),
+        "get through symlinks succeeded:\n{}",
+        out.describe()
+    );
+    assert!(
+        !outside.join("pwned").exists(),
+        "wrote through a symlink to a directory"
+    );
+    assert!(!nowhere.exists(), "wrote through a dangling symlink");
+    assert_eq!(
+        fs::read(outside.join("target")).unwrap(),
+        b"outside, must stay"
+    );
+    let err = out.stderr.clone();
+    for name in ["evil", "dangling", "tofile"] {
+        assert!(
+            err.contains(&format!("/b/tree/{name}: ")) && err.contains("symlink"),
+            "no message for {name}:\n{err}"
+        );
+    }
+    assert_eq!(
+        fs::read(dst.join("tree/fine")).unwrap(),
+        b"an ordinary file"
+    );
+    // The symlinks get itself made are still symlinks, and no temp file is left.
+    assert!(fs::symlink_metadata(dst.join("tree/evil"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let left: Vec<_> = fs::read_dir(dst.join("tree"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".verfs-get"))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+}
+
+/// `get` of a tree stopped at the first damaged chunk, leaving a partial file under its final
+/// name and skipping the rest of the tree. Now it carries on like `cp -r`, names the damaged file
+/// by its store path, leaves no partial file (an older copy at that name stays), and exits 1.
+#[test]
+fn get_of_a_tree_carries_on_past_a_damaged_chunk() {
+    let st = TestStore::new();
+    let src = st.scratch_dir("src");
+    fs::create_dir_all(src.join("tree")).unwrap();
+    let a = write_random_file(&src.join("tree/a"), 1, 200_000);
+    let z = write_random_file(&src.join("tree/z"), 3, 200_000);
+    st.ok(&["put", src.join("tree").to_str().unwrap(), "/tree"]);
+    // `m` alone in the next put: its chunks are the only records of the newest pack.
+    write_random_file(&src.join("m"), 2, 200_000);
+    st.ok(&["put", src.join("m").to_str().unwrap(), "/tree/m"]);
+    let packs = st.root().join("packs");
+    let newest = fs::read_dir(&packs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+        .max_by_key(|e| e.metadata().unwrap().modified().unwrap())
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&newest).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0x01;
+    fs::write(&newest, &bytes).unwrap();
+    let dst = st.scratch_dir("out");
+    fs::create_dir_all(dst.join("tree")).unwrap();
+    fs::write(dst.join("tree/m"), b"the old copy").unwrap();
+    let out = st.run(&["get", "/tree", dst.to_str().unwrap()]);
+    assert!(
+        !out.success(),
+        "get of a damaged file succeeded:\n{}",
+        out.describe()
+    );
+    let err = out.stderr.clone();
+    assert!(
+        err.contains("/tree/m: "),
+        "the damaged file is not named:\n{err}"
+    );
+    assert_eq!(sha256_file(&dst.join("tree/a")), a);
+    assert_eq!(
+        sha256_file(&dst.join("tree/z")),
+        z,
+        "the tree stopped at the damage"
+    );
+    assert_eq!(
+        fs::read(dst.join("tree/m")).unwrap(),
+        b"the old copy",
+        "partial file"
+    );
+    assert_eq!(
+        fs::read_dir(dst.join("tree")).unwrap().count(),
+        3,
+        "temp file left"
+    );
 }
