@@ -30,6 +30,10 @@ pub enum Command {
     Init {
         /// Where to create it (default: the --store directory).
         dir: Option<PathBuf>,
+        /// Share the store with this group (name or gid): directories 2770, files 0660.
+        /// Without it the store is private to its owner (0700 / 0600).
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Copy local files or trees into the store (like `cp -r`; keeps mode, mtime, symlinks).
     Put {

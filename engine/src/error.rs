@@ -57,6 +57,8 @@ pub enum Error {
     Fenced(String),
     #[error("{0}")]
     Coordination(String),
+    #[error("verfs needs write access to {path} (read-only use is not supported): {source}")]
+    NoWriteAccess { path: PathBuf, source: io::Error },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -87,6 +89,7 @@ impl Error {
             Error::Reserved { .. } => libc::EEXIST,
             Error::ReadOnly { .. } => libc::EROFS,
             Error::Fenced(_) => libc::EROFS,
+            Error::NoWriteAccess { .. } => libc::EACCES,
             _ => libc::EIO,
         }
     }

@@ -730,7 +730,12 @@ impl Store {
     }
 
     /// Commit this process's unflushed writes to a file (visible to every process when it
-    /// returns; durable after [`Store::sync`]). On error the writes stay pending.
+    /// returns; durable after [`Store::sync`]).
+    ///
+    /// On error (ENOSPC, EIO, fenced) the unflushed writes are dropped: this process then sees
+    /// the file exactly as every other process does, as last committed, and nothing of the
+    /// failed part (keeping them would show a size and bytes no other process can see, and
+    /// reads of them would fail). The caller reports the error to whoever closed or synced.
     pub fn flush_inode(&self, ino: InodeNo) -> Result<(), Error> {
         let Some(d) = self.dirty_of(ino) else {
             return Ok(());
@@ -739,6 +744,23 @@ impl Store {
         if d.is_clean() {
             return Ok(());
         }
+        let res = self.flush_locked(ino, &mut d);
+        if res.is_err() {
+            self.salvage_now();
+            let size = self
+                .read(|s| s.inodes.get(&ino).map(|i| i.size))
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            *d = DirtyFile {
+                size,
+                ..Default::default()
+            };
+        }
+        res
+    }
+
+    fn flush_locked(&self, ino: InodeNo, d: &mut DirtyFile) -> Result<(), Error> {
         // Chunk and store the written ranges first; nothing is visible until the commit.
         let mut report = TransferReport::default();
         let mut held = self.hold();

@@ -627,7 +627,9 @@ fn stage2(
         .into_iter()
         .filter(|p| {
             let all_garbage = p.garbage.len() == p.entries.len();
-            !p.garbage.is_empty()
+            // A sealed pack with no record at all (what a write that failed with ENOSPC before
+            // its first record leaves) is all garbage too: deleted, not kept forever.
+            (p.entries.is_empty() || !p.garbage.is_empty())
                 && (all_garbage || p.garbage_bytes as f64 >= threshold * p.len as f64)
         })
         .collect();
@@ -714,7 +716,7 @@ fn rewrite(store: &Store, p: &PackState, report: &mut GcReport) -> Result<(), Er
             .copied()
             .collect()
     })?;
-    if keep.len() == idx.entries.len() {
+    if keep.len() == idx.entries.len() && !keep.is_empty() {
         return Ok(());
     }
     let action = store

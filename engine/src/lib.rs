@@ -21,6 +21,7 @@
 //!
 //! Every on-disk format is specified in `data-layout.md` at the repository root.
 
+pub mod access;
 pub mod chunker;
 pub mod config;
 pub mod error;

@@ -18,6 +18,7 @@ use verfs_coordination::lease::{Lease, LeaseKeeper};
 use verfs_coordination::two_phase;
 use verfs_coordination::txlog::{self, CommitError, LogConfig, Lsn, TxLog};
 
+use crate::access;
 use crate::chunker::BufChunker;
 use crate::config::{Config, DEFAULT_TOML};
 use crate::error::Error;
@@ -317,6 +318,12 @@ impl Store {
     /// directory without it, which every command refuses as "not a verfs store" and a second
     /// `verfs init` completes.
     pub fn init(root: &Path) -> Result<FormatFile, Error> {
+        Store::init_shared(root, None)
+    }
+
+    /// [`Store::init`], for a store shared with group `group` (root 2770, files 0660) instead of
+    /// a private one (0700 / 0600) ([STORE-4]).
+    pub fn init_shared(root: &Path, group: Option<u32>) -> Result<FormatFile, Error> {
         let layout = Layout::new(root);
         if layout.format().exists() {
             return Err(Error::Exists {
@@ -336,6 +343,7 @@ impl Store {
                         MANIFEST_DIR,
                         TWOPC_DIR,
                         SNAPSHOT_DIR,
+                        crate::access::RESERVE_FILE,
                     ];
                     let all_ours = fs::read_dir(root)
                         .map_err(Error::io(root))?
@@ -364,6 +372,8 @@ impl Store {
                 })
             }
         }
+        access::set_root_mode(root, group)?;
+        access::apply_umask(root)?;
         for d in [
             layout.checkpoints(),
             layout.packs(),
@@ -406,6 +416,7 @@ impl Store {
             .map_err(Error::coordination)?;
         m.commit().map_err(Error::coordination)?;
         lease.release().map_err(Error::coordination)?;
+        access::refill(root);
         Ok(ff)
     }
 
@@ -417,6 +428,8 @@ impl Store {
         let layout = Layout::new(root);
         layout.check()?;
         let cfg = Config::load(&layout.config())?;
+        access::apply_umask(root)?;
+        access::check_writable(&layout.leases())?;
         let lease = Arc::new(
             Lease::acquire(&layout.leases(), &opts.kind, cfg.lease_config())
                 .map_err(Error::coordination)?,
@@ -666,6 +679,13 @@ impl Store {
             .as_mut()
             .ok_or_else(|| Error::Internal("no open pack".into()))?;
         f(&mut open.writer)
+    }
+
+    /// Salvage the open pack now if a failed write poisoned it, so the space its lost records
+    /// took comes back at once (not at this process's next write). Best effort.
+    pub(crate) fn salvage_now(&self) {
+        let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.salvage_poisoned(&mut guard);
     }
 
     /// A pack writer poisoned by a failed write or sync (ENOSPC, EIO) is sealed at its durable

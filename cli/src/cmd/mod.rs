@@ -12,17 +12,54 @@ use std::process::ExitCode;
 use anyhow::Result;
 use verfs_engine::store::{OpenOptions, Store};
 
+use verfs_engine::access;
+
 use crate::{Cli, Command};
 
 pub fn open(cli: &Cli, kind: &str) -> Result<Store> {
     Ok(Store::open(&cli.store, OpenOptions::new(kind))?)
 }
 
+/// Commands that only read the store or free space in it: on a nearly full disk they may use the
+/// store's space reserve (see `verfs_engine::access`), so a full disk never locks the user out of
+/// reading and deleting.
+fn may_use_reserve(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Get { .. }
+            | Command::Cat { .. }
+            | Command::Ls { .. }
+            | Command::Stat { .. }
+            | Command::Rm { .. }
+            | Command::Status
+            | Command::Recover
+            | Command::Gc { .. }
+            | Command::Fsck
+            | Command::Snapshot { .. }
+    )
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    let reserve = may_use_reserve(&cli.command) && cli.store.join("FORMAT").is_file();
+    if reserve && access::release_if_full(&cli.store) {
+        eprintln!(
+            "verfs: the disk under {} is full: using the store's space reserve",
+            cli.store.display()
+        );
+    }
+    let res = run_command(&cli);
+    if reserve {
+        access::refill(&cli.store);
+    }
+    res
+}
+
+fn run_command(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Init { dir } => {
+        Command::Init { dir, group } => {
             let dir = dir.clone().unwrap_or_else(|| cli.store.clone());
-            let ff = verfs_engine::store::Store::init(&dir)?;
+            let gid = group.as_deref().map(group_id).transpose()?;
+            let ff = verfs_engine::store::Store::init_shared(&dir, gid)?;
             if cli.json {
                 println!(
                     "{}",
@@ -37,41 +74,62 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Put { paths } => io::put(&cli, paths),
-        Command::Get { path, local } => io::get(&cli, path, local),
-        Command::Cat { path } => io::cat(&cli, path),
-        Command::Ls { path, long } => namespace::ls(&cli, path, *long),
-        Command::Stat { path } => namespace::stat(&cli, path),
+        Command::Put { paths } => io::put(cli, paths),
+        Command::Get { path, local } => io::get(cli, path, local),
+        Command::Cat { path } => io::cat(cli, path),
+        Command::Ls { path, long } => namespace::ls(cli, path, *long),
+        Command::Stat { path } => namespace::stat(cli, path),
         Command::Mkdir {
             path,
             parents,
             mode,
-        } => namespace::mkdir(&cli, path, *parents, mode),
-        Command::Rm { path, recursive } => namespace::rm(&cli, path, *recursive),
-        Command::Mv { src, dst } => namespace::mv(&cli, src, dst),
+        } => namespace::mkdir(cli, path, *parents, mode),
+        Command::Rm { path, recursive } => namespace::rm(cli, path, *recursive),
+        Command::Mv { src, dst } => namespace::mv(cli, src, dst),
         Command::Ln {
             target,
             link,
             symbolic,
-        } => namespace::ln(&cli, target, link, *symbolic),
-        Command::Status => status::status(&cli),
-        Command::Recover => fsck::recover(&cli),
-        Command::Snapshot { cmd } => snapshot::snapshot(&cli, cmd),
-        Command::Gc { worker } => snapshot::gc(&cli, *worker),
-        Command::Fsck => fsck::fsck(&cli),
-        Command::Checkpoint => fsck::checkpoint(&cli),
+        } => namespace::ln(cli, target, link, *symbolic),
+        Command::Status => status::status(cli),
+        Command::Recover => fsck::recover(cli),
+        Command::Snapshot { cmd } => snapshot::snapshot(cli, cmd),
+        Command::Gc { worker } => snapshot::gc(cli, *worker),
+        Command::Fsck => fsck::fsck(cli),
+        Command::Checkpoint => fsck::checkpoint(cli),
         Command::Mount {
             mountpoint,
             daemon,
             options,
-        } => mount::mount(&cli, mountpoint, *daemon, options),
-        Command::Umount { mountpoint, lazy } => mount::umount(&cli, mountpoint, *lazy),
+        } => mount::mount(cli, mountpoint, *daemon, options),
+        Command::Umount { mountpoint, lazy } => mount::umount(cli, mountpoint, *lazy),
     }
 }
 
-/// Close the store (seal pack, release lease) after running maintenance that is due.
+/// Close the store (seal pack, release lease) after running maintenance that is due. A checkpoint
+/// that finds no space is skipped with a warning: the command itself succeeded, and the next
+/// command with room checkpoints.
 pub fn finish(store: Store) -> Result<()> {
-    store.maintain()?;
+    match store.maintain() {
+        Err(e) if e.errno() == libc::ENOSPC => {
+            eprintln!("verfs: checkpoint skipped: {e}");
+        }
+        r => {
+            r?;
+        }
+    }
     store.close()?;
     Ok(())
+}
+
+/// A group given to `init --group` by name or number.
+fn group_id(g: &str) -> Result<u32> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(grp)) => Ok(grp.gid.as_raw()),
+        Ok(None) => anyhow::bail!("init --group {g}: no such group"),
+        Err(e) => anyhow::bail!("init --group {g}: {e}"),
+    }
 }

@@ -468,7 +468,10 @@ impl PackWriter {
             return Ok(());
         }
         // Positional write: the file offset of each record is decided here, not by a cursor.
-        if let Err(e) = self.file.write_all_at(&self.buf, self.written) {
+        // Data never eats into the store's space reserve (kept for reading and freeing).
+        let res = crate::access::leave_reserve(&self.file, self.buf.len() as u64)
+            .and_then(|()| self.file.write_all_at(&self.buf, self.written));
+        if let Err(e) = res {
             self.poisoned = Some(format!("write failed: {e}"));
             return Err(PackError::io(&self.path, e));
         }

@@ -265,3 +265,118 @@ fn get_of_a_tree_carries_on_past_a_damaged_chunk() {
         "temp file left"
     );
 }
+
+/// A full disk locked the user out: every command failed at "acquiring a lease ... No space left
+/// on device", so nothing could be read or freed. After ENOSPC through a mount the file lied: the
+/// mount showed it at full size, the CLI at 0 bytes, reads returned ENOSPC; and each failed write
+/// left an empty pack that `gc` never removed. Now, on a tmpfs filled by a mount: the failed file
+/// is the same (as last committed, nothing of the failed part) to the mount and the CLI at once
+/// and reads without error; `ls`, `cat`, `stat`, `rm` and `gc` work (the store's space reserve);
+/// space comes back; new writes work; no empty pack is left; recover + fsck are clean.
+#[test]
+fn full_disk_still_reads_and_frees() {
+    require_fuse!();
+    let Some(st) = TestStore::on_tmpfs(12) else {
+        return;
+    };
+    let host = st.scratch_dir("host");
+    let keep = write_random_file(&host.join("keep"), 1, 2 << 20);
+    write_random_file(&host.join("big"), 2, 24 << 20);
+    st.ok(&["put", host.join("keep").to_str().unwrap(), "/keep"]);
+    let mut m = Mount::new(&st, &[]);
+    let out = ext("cp", &[&host.join("big"), &m.join("big")]);
+    assert!(!out.success(), "24 MiB fit into 12 MiB:\n{}", out.describe());
+    assert!(out.stderr.contains("No space left on device"), "{}", out.describe());
+    let free = |p: &std::path::Path| {
+        let s = nix::sys::statvfs::statvfs(p).unwrap();
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    };
+    // Agreement at once: the mount and the CLI see the same size, and reading never fails.
+    let mount_size = fs::metadata(m.join("big")).unwrap().len();
+    let cli_stat = st.ok(&["stat", "/big"]).stdout_str();
+    assert!(
+        cli_stat.contains(&format!("Size: {mount_size} ")),
+        "mount says {mount_size} bytes, CLI says:\n{cli_stat}"
+    );
+    let got = fs::read(m.join("big")).expect("a read of the failed file must not fail");
+    assert_eq!(got.len() as u64, mount_size);
+    // Reading and freeing on the full disk.
+    assert_eq!(st.ls("/"), vec!["big", "keep"]);
+    assert_eq!(sha256(&st.cat("/keep")), keep);
+    st.ok(&["rm", "/big"]);
+    let gc = st.ok(&["gc", "--json"]);
+    assert!(gc.success());
+    assert!(!m.join("big").exists(), "the mount still shows the removed file");
+    // Space comes back, and no empty pack is left behind.
+    assert!(free(st.root()) > 4 << 20, "only {} bytes free after rm + gc", free(st.root()));
+    for e in fs::read_dir(st.root().join("packs")).unwrap().flatten() {
+        let len = e.metadata().unwrap().len();
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!(name.ends_with(".pack") && len <= 24), "empty pack left: {name}");
+    }
+    // New writes work, through the mount and the CLI.
+    fs::write(m.join("after"), b"after the full disk").unwrap();
+    st.ok(&["put", host.join("keep").to_str().unwrap(), "/keep2"]);
+    m.umount();
+    st.ok(&["recover"]);
+    st.assert_fsck_clean();
+    assert_eq!(st.cat("/after"), b"after the full disk");
+    assert_eq!(sha256(&st.cat("/keep2")), keep);
+}
+
+/// Store files followed the umask: packs and the log were 0644, so any local user could read
+/// every stored byte. Now a store is private (directories 0700, files 0600) whatever the umask
+/// of the processes that use it, or shared with one group by `init --group` (setgid 2770 / 0660).
+#[test]
+fn store_files_are_private_unless_shared_with_a_group() {
+    fn walk(p: &std::path::Path, out: &mut Vec<(std::path::PathBuf, u32, u32, bool)>) {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(p).unwrap();
+        out.push((p.to_path_buf(), m.mode() & 0o7777, m.gid(), m.is_dir()));
+        if m.is_dir() {
+            for e in fs::read_dir(p).unwrap().flatten() {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("f");
+    write_random_file(&src, 5, 300_000);
+    for group in [None, Some(4242u32)] {
+        let store = scratch.path().join(format!("store-{group:?}"));
+        let run = |args: &[&str]| {
+            let mut c = std::process::Command::new("bash");
+            // A permissive umask, as many users have: the store must not follow it.
+            c.args(["-c", "umask 000; exec \"$0\" \"$@\""])
+                .arg(verfs_bin())
+                .arg("-s")
+                .arg(&store)
+                .args(args);
+            let out = run_with_timeout(c, std::time::Duration::from_secs(60));
+            assert!(out.success(), "{}", out.describe());
+        };
+        match group {
+            None => run(&["init"]),
+            Some(g) => run(&["init", "--group", &g.to_string()]),
+        }
+        run(&["put", src.to_str().unwrap(), "/f"]);
+        run(&["mkdir", "/d"]);
+        run(&["checkpoint"]);
+        run(&["snapshot", "create", "s1"]);
+        let mut all = Vec::new();
+        walk(&store, &mut all);
+        assert!(all.len() > 10, "{all:?}");
+        for (p, mode, gid, dir) in all {
+            let want = match (group, dir) {
+                (None, true) => 0o700,
+                (None, false) => 0o600,
+                (Some(_), true) => 0o2770,
+                (Some(_), false) => 0o660,
+            };
+            assert_eq!(mode, want, "{}: mode {mode:o}, want {want:o}", p.display());
+            if let Some(g) = group {
+                assert_eq!(gid, g, "{}: group {gid}", p.display());
+            }
+        }
+    }
+}
