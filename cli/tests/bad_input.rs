@@ -7,6 +7,8 @@
 //! purpose, that `verfs fsck` is clean.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -588,7 +590,7 @@ fn full_disk() {
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     if !is_root() {
-        eprintln!("SKIPPED: full_disk needs root to mount a tmpfs");
+        common::skip("full_disk needs root to mount a tmpfs");
         return;
     }
     let st = std::process::Command::new("mount")
@@ -596,10 +598,10 @@ fn full_disk() {
         .arg(&mnt)
         .status();
     if !matches!(st, Ok(s) if s.success()) {
-        eprintln!(
-            "SKIPPED: full_disk: cannot mount a tmpfs on {} ({st:?})",
+        common::skip(&format!(
+            "full_disk: cannot mount a tmpfs on {} ({st:?})",
             mnt.display()
-        );
+        ));
         return;
     }
     let _guard = Mount(mnt.clone());
@@ -689,7 +691,7 @@ fn as_nobody(store: &Path, args: &[&str]) -> Output {
 #[test]
 fn permission_denied() {
     if !is_root() {
-        eprintln!("SKIPPED: permission_denied needs root to run verfs as another user");
+        common::skip("permission_denied needs root to run verfs as another user");
         return;
     }
     let fx = Fixture::new();

@@ -8,6 +8,8 @@
 //! references.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -636,7 +638,7 @@ impl Drop for BindMount {
 /// Make `path` (a regular file) a file whose every read fails with EIO: a bind mount of the
 /// `/proc/PID/mem` of a `sleep` started here (address 0 is never mapped; another process's, so
 /// the read does not contend with this test process's own memory map). `None` (after a SKIPPED
-/// line) if that cannot be done (not root).
+/// line; a failure under CI) if that cannot be done (not root).
 fn unreadable_file(path: &Path) -> Option<BindMount> {
     fs::write(path, b"placeholder").unwrap();
     let child = std::process::Command::new("sleep")
@@ -652,9 +654,7 @@ fn unreadable_file(path: &Path) -> Option<BindMount> {
         .unwrap_or(false);
     let guard = BindMount(path.to_path_buf(), child);
     if !mounted {
-        eprintln!(
-            "*** SKIPPED the read-error case: cannot bind-mount /proc/PID/mem (needs root) ***"
-        );
+        common::skip("the read-error case: cannot bind-mount /proc/PID/mem (needs root)");
         return None;
     }
     assert!(

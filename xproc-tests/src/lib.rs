@@ -368,7 +368,7 @@ impl TestStore {
 
     /// A store on its own tmpfs of `mib` MiB (`<tmp>/fs/store`; scratch stays on the host), for
     /// tests that fill the disk. `None`, after a loud SKIPPED line, if no tmpfs can be mounted
-    /// (not root).
+    /// (not root); under CI that panics instead ([`skip`]).
     pub fn on_tmpfs(mib: u32) -> Option<TestStore> {
         let dir = tempfile::Builder::new()
             .prefix("verfs-xproc-")
@@ -388,10 +388,10 @@ impl TestStore {
             ],
         );
         if !out.success() {
-            eprintln!(
-                "\n*** SKIPPED: cannot mount a tmpfs (needs root):\n{} ***\n",
+            skip(&format!(
+                "cannot mount a tmpfs (needs root):\n{}",
                 out.describe()
-            );
+            ));
             return None;
         }
         Some(
@@ -997,15 +997,33 @@ pub fn fuse_missing() -> Option<String> {
     None
 }
 
-/// Return from the test, loudly, when FUSE is unavailable ([`fuse_missing`]).
+/// Return from the test, loudly, when FUSE is unavailable ([`fuse_missing`]); under CI
+/// ([`in_ci`]) fail it instead ([`skip`]).
 #[macro_export]
 macro_rules! require_fuse {
     () => {
         if let Some(why) = $crate::fuse_missing() {
-            eprintln!("\n*** SKIPPED: {why} ***\n");
+            $crate::skip(&why);
             return;
         }
     };
+}
+
+/// Is this a CI run: `CI` set to anything non-empty (what GitHub, GitLab and most runners set),
+/// or `VERFS_CI=1`? There a test that lacks a capability fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("VERFS_CI").is_some_and(|v| v == "1")
+}
+
+/// The one place a test gives up for lack of root, FUSE or a tool. Outside CI: a loud SKIPPED
+/// line, and the caller returns (the test passes). Under CI ([`in_ci`]): a panic, so a CI machine
+/// that lacks what the suite needs is red, not green with the mount suite never run.
+pub fn skip(why: &str) {
+    if in_ci() {
+        panic!("*** CI: this test cannot run: {why} (CI must provide it; see README \"Test\") ***");
+    }
+    eprintln!("\n*** SKIPPED: {why} ***\n");
 }
 
 /// Run `program args...` under [`EXT_TIMEOUT`]; any exit status is returned. A run longer than
