@@ -61,3 +61,45 @@ fn recover_removes_fresh_temp_file_of_dead_writer_at_once() {
         second.describe()
     );
 }
+
+/// `verfs mv /a /a/b/a` (a directory into its own subtree) must fail like `rename(2)` (EINVAL)
+/// and change nothing. Without the check the commit unlinks `/a` from the root and links it
+/// under its own child: exit 0, and `/a` and `/a/b` become a cycle no walk from the root reaches
+/// (fsck: "inode not reachable from the root"). A mount never gets this far (the kernel refuses
+/// first), so only the CLI path proves it. Also the exchange form and a deeper target.
+#[test]
+fn mv_directory_into_its_own_subtree_is_refused() {
+    let st = TestStore::new();
+    st.ok(&["mkdir", "/a"]);
+    st.ok(&["mkdir", "/a/b"]);
+    st.ok(&["mkdir", "/a/b/c"]);
+    st.ok(&["mkdir", "/d"]);
+    for (src, dst) in [("/a", "/a/b/a"), ("/a", "/a/b/c"), ("/a/b", "/a/b/c/x"), ("/a", "/a")] {
+        let out = st.run(&["mv", src, dst]);
+        let err = &out.stderr;
+        if src == dst {
+            // `mv /a /a`: /a is a directory, so this means /a/a, inside itself as well.
+            assert!(!out.success(), "mv {src} {dst} succeeded:\n{}", out.describe());
+        } else {
+            assert!(
+                !out.success()
+                    && err.contains(src)
+                    && err.contains(dst)
+                    && err.contains("subdirectory of itself"),
+                "mv {src} {dst} must fail naming both paths:\n{}",
+                out.describe()
+            );
+        }
+        assert_eq!(err.lines().count(), 1, "one error line:\n{}", out.describe());
+    }
+    // Nothing moved: the tree is as built, and every inode is reachable.
+    assert_eq!(st.ok(&["ls", "/"]).stdout_str(), "a\nd\n");
+    assert_eq!(st.ok(&["ls", "/a"]).stdout_str(), "b\n");
+    assert_eq!(st.ok(&["ls", "/a/b"]).stdout_str(), "c\n");
+    assert_eq!(st.ok(&["ls", "/a/b/c"]).stdout_str(), "");
+    st.assert_fsck_clean();
+    // A legal move next to it still works.
+    st.ok(&["mv", "/d", "/a/b/c/d"]);
+    assert_eq!(st.ok(&["ls", "/a/b/c"]).stdout_str(), "d\n");
+    st.assert_fsck_clean();
+}
