@@ -812,6 +812,32 @@ fn bit_flipped_pack() {
     fx.assert_intact_and_clean();
 }
 
+/// Damage to nothing but a record's stored crc (header bytes 32..36, [PACK-3]): the payload
+/// still decodes to bytes hashing to the chunk id, so only the crc check can refuse it, and a
+/// reader that skipped it would serve the record as if nothing were wrong. The reader must refuse
+/// it like any other damaged record (the crc is what proves the header fields it trusted), naming
+/// the pack and the record's offset; fsck must report the same record.
+#[test]
+fn bit_flipped_record_crc_only() {
+    let fx = Fixture::new();
+    let pack = biggest_pack(&fx.store);
+    let p = pack.to_str().unwrap();
+    // The first record starts right after the 24-byte pack header; its crc is bytes 32..36.
+    let first = 24u64;
+    flip(&pack, first + 33, 0x10);
+    let o = run(&fx.store, &["cat", "/random.bin"]);
+    let line = fails_with(&o, &[p, "record crc mismatch"], "corrupt at byte");
+    assert_eq!(corrupt_offset(&line), first, "{line}");
+    assert!(o.stdout.is_empty(), "cat wrote bytes of the refused first record");
+    let report = fx.assert_fsck_reports(&pack);
+    assert!(
+        report.contains(&format!("{p} at byte {first}")) && report.contains("crc"),
+        "{report}"
+    );
+    flip(&pack, first + 33, 0x10);
+    fx.assert_intact_and_clean();
+}
+
 #[test]
 fn bit_flipped_pack_index() {
     let fx = Fixture::new();
