@@ -488,6 +488,40 @@ impl TestStore {
         self.ok(&["cat", path]).stdout
     }
 
+    /// Leave what crash point L1 leaves (data-layout.md 8: a writer killed during the `pwrite` of
+    /// a log record): the complete header and part of the payload of the next record (lsn = head
+    /// + 1) at the end of the last segment. A SIGKILL cannot tear one `pwrite`, so tests that
+    /// claim L1 plant it. Call only while no process writes the log. Returns the segment and its
+    /// length before the torn bytes (where [LOG-5] must cut it).
+    pub fn plant_torn_log_tail(&self) -> (PathBuf, u64) {
+        let status = self.ok(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&status.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}\n{}", status.describe()));
+        let head = v["lsn"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("status --json without lsn: {v}"));
+        let seg = self.root.join("log").join(
+            self.log_segments()
+                .pop()
+                .expect("the store has a log segment"),
+        );
+        let len = fs::metadata(&seg).expect("stat segment").len();
+        let payload = vec![0x5a; 300];
+        // Record type 1 (a transaction), data-layout.md "Log record".
+        let rec = verfs_coordination::txlog::encode_record(
+            1,
+            verfs_coordination::txlog::Lsn(head + 1),
+            &payload,
+        );
+        let torn = &rec[..rec.len() - payload.len() / 2];
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .expect("open segment");
+        f.write_all(torn).expect("append torn record");
+        (seg, len)
+    }
+
     /// Names of the log segments (`log/*.seg`), sorted.
     pub fn log_segments(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.root.join("log"))

@@ -103,3 +103,35 @@ fn mv_directory_into_its_own_subtree_is_refused() {
     assert_eq!(st.ok(&["ls", "/a/b/c"]).stdout_str(), "d\n");
     st.assert_fsck_clean();
 }
+
+/// Crash point L1 (data-layout.md 8) with [LOG-5]: a writer killed during the `pwrite` of a log
+/// record leaves part of the record at the tail. Readers stop before it (everything committed
+/// reads back), fsck reports it as a torn record, `verfs recover` cuts it exactly at the
+/// record's offset, and the next commit lands there.
+#[test]
+fn torn_log_tail_of_a_killed_writer_is_cut_by_recover() {
+    let st = TestStore::new();
+    let src = st.scratch_dir("src");
+    let sha = write_random_file(&src.join("f"), 7, 200_000);
+    st.ok(&["put".as_ref(), src.join("f").as_os_str(), "/f".as_ref()]);
+    let (seg, valid) = st.plant_torn_log_tail();
+    assert!(fs::metadata(&seg).unwrap().len() > valid);
+    assert_eq!(sha256(&st.cat("/f")), sha, "a torn tail hides committed data");
+    let fsck = st.run(&["fsck"]);
+    assert!(
+        !fsck.success() && fsck.stdout_str().contains("torn record"),
+        "fsck does not report the torn tail:\n{}",
+        fsck.describe()
+    );
+    st.ok(&["recover"]);
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        valid,
+        "recover did not cut the torn record at its offset"
+    );
+    st.assert_fsck_clean();
+    st.ok(&["mkdir", "/after"]);
+    assert_eq!(st.ls("/"), vec!["after".to_owned(), "f".to_owned()]);
+    assert_eq!(sha256(&st.cat("/f")), sha);
+    st.assert_fsck_clean();
+}
