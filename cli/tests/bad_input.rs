@@ -828,7 +828,10 @@ fn bit_flipped_record_crc_only() {
     let o = run(&fx.store, &["cat", "/random.bin"]);
     let line = fails_with(&o, &[p, "record crc mismatch"], "corrupt at byte");
     assert_eq!(corrupt_offset(&line), first, "{line}");
-    assert!(o.stdout.is_empty(), "cat wrote bytes of the refused first record");
+    assert!(
+        o.stdout.is_empty(),
+        "cat wrote bytes of the refused first record"
+    );
     let report = fx.assert_fsck_reports(&pack);
     assert!(
         report.contains(&format!("{p} at byte {first}")) && report.contains("crc"),

@@ -171,11 +171,18 @@ fn status_reports_dedup_compression_and_cache_counters() {
     assert_eq!(figure("stored_bytes"), packs, "{v}");
     // Every chunk looked up once per put: new the first time its id is seen, a hit after that.
     assert_eq!(get("chunks_new"), distinct.len() as u64, "{v}");
-    assert_eq!(get("chunks_new") + get("chunks_dedup"), 2 * tree_chunks, "{v}");
+    assert_eq!(
+        get("chunks_new") + get("chunks_dedup"),
+        2 * tree_chunks,
+        "{v}"
+    );
     assert_eq!(get("bytes_in"), unique, "{v}");
     assert_eq!(get("bytes_in") + get("bytes_dedup"), 2 * tree_bytes, "{v}");
     assert!(
-        out.contains(&format!("files:        8 in 5 directories\nlogical:      {} bytes\n", 2 * tree_bytes)),
+        out.contains(&format!(
+            "files:        8 in 5 directories\nlogical:      {} bytes\n",
+            2 * tree_bytes
+        )),
         "{out}"
     );
     // No process is live: the totals are the store's stats.json.

@@ -1633,7 +1633,11 @@ mod tests {
         }
         // The hash is part of the format: pin it, and the block it gives ([LOCK-6]).
         for (name, hash, block) in PINNED {
-            assert_eq!(format!("{:016x}", name_hash(name)), *hash, "name_hash({name:?})");
+            assert_eq!(
+                format!("{:016x}", name_hash(name)),
+                *hash,
+                "name_hash({name:?})"
+            );
             assert_eq!(named_block(name), *block, "named_block({name:?})");
         }
     }
@@ -1645,7 +1649,11 @@ mod tests {
         ("a", "82a2a958a9bece5b", 4_488_598_046_024),
         ("gc", "6772167bc6ec4b27", 3_554_365_660_720),
         ("gc-worker", "d37e8d488e172b2a", 7_266_890_302_576),
-        ("pack:0000000000000001", "63a5f7b96a3f9949", 3_423_889_902_416),
+        (
+            "pack:0000000000000001",
+            "63a5f7b96a3f9949",
+            3_423_889_902_416,
+        ),
     ];
 
     // proves [LOCK-4], [LOCK-5] under concurrency: threads with their own owners never hold

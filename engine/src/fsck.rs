@@ -673,8 +673,10 @@ mod tests {
         check_state(&s, Lsn(2), &HashMap::new(), &HashSet::new(), &mut r);
         for ino in [a, b] {
             assert!(
-                r.problems.iter().any(|p| p.location == format!("inode {ino}")
-                    && p.message.contains("not reachable from the root")),
+                r.problems
+                    .iter()
+                    .any(|p| p.location == format!("inode {ino}")
+                        && p.message.contains("not reachable from the root")),
                 "inode {ino} not reported: {:?}",
                 r.problems
             );

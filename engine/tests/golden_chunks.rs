@@ -68,7 +68,10 @@ const GOLDEN: &[(u64, u32, u128)] = &[
 const INPUT_LEN: usize = 2_188_041;
 
 fn golden() -> Vec<(u64, u32, ChunkId)> {
-    GOLDEN.iter().map(|&(o, l, id)| (o, l, ChunkId(id))).collect()
+    GOLDEN
+        .iter()
+        .map(|&(o, l, id)| (o, l, ChunkId(id)))
+        .collect()
 }
 
 /// The golden list is self-consistent: contiguous, covering the input, within the sizes.
@@ -78,7 +81,12 @@ fn golden_list_covers_the_input() {
     assert_eq!(data.len(), INPUT_LEN);
     let mut end = 0;
     for (i, &(o, l, _)) in GOLDEN.iter().enumerate() {
-        assert_eq!(o, end, "chunk {i} does not start where chunk {} ended", i.max(1) - 1);
+        assert_eq!(
+            o,
+            end,
+            "chunk {i} does not start where chunk {} ended",
+            i.max(1) - 1
+        );
         assert!(l <= 256 << 10 && (l >= 16 << 10 || i == GOLDEN.len() - 1));
         end = o + u64::from(l);
     }
@@ -147,7 +155,10 @@ fn put_stores_the_golden_extents() {
         .collect();
     assert_eq!(got, golden());
     for &(o, l, id) in &golden() {
-        assert_eq!(ChunkId::of(&data[o as usize..(o + u64::from(l)) as usize]), id);
+        assert_eq!(
+            ChunkId::of(&data[o as usize..(o + u64::from(l)) as usize]),
+            id
+        );
     }
     assert_eq!(s.read_all("/golden.bin").unwrap(), data);
     s.close().unwrap();

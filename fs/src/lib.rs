@@ -2014,10 +2014,20 @@ mod tests {
             }
         }
         let distinct: HashSet<u64> = seen.values().copied().collect();
-        assert_eq!(distinct.len(), seen.len(), "two snapshot inodes share a number");
+        assert_eq!(
+            distinct.len(),
+            seen.len(),
+            "two snapshot inodes share a number"
+        );
         // Slots are given in first-use order, from 1.
-        assert_eq!(slots.fuse_ino(7, Ino(1)).unwrap(), SNAP_BIT | 1 << SNAP_INO_BITS | 1);
-        assert_eq!(slots.fuse_ino(3, Ino(1)).unwrap(), SNAP_BIT | 2 << SNAP_INO_BITS | 1);
+        assert_eq!(
+            slots.fuse_ino(7, Ino(1)).unwrap(),
+            SNAP_BIT | 1 << SNAP_INO_BITS | 1
+        );
+        assert_eq!(
+            slots.fuse_ino(3, Ino(1)).unwrap(),
+            SNAP_BIT | 2 << SNAP_INO_BITS | 1
+        );
     }
 
     #[test]

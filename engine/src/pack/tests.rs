@@ -249,7 +249,10 @@ fn check_readers(
         Ok(r) => r,
         Err(e) => {
             assert!(header_damaged, "{what}: open refused an intact header: {e}");
-            assert!(e.to_string().contains(&path.display().to_string()), "{what}: {e}");
+            assert!(
+                e.to_string().contains(&path.display().to_string()),
+                "{what}: {e}"
+            );
             return;
         }
     };
@@ -262,7 +265,11 @@ fn check_readers(
         match r.read_chunk(cid) {
             Ok(got) => {
                 assert_eq!(&got, c, "{what}: wrong bytes for chunk {cid}");
-                assert!(!hit(rec), "{what}: damaged record at {} was served", rec.offset);
+                assert!(
+                    !hit(rec),
+                    "{what}: damaged record at {} was served",
+                    rec.offset
+                );
             }
             Err(e) => {
                 assert!(
@@ -274,7 +281,10 @@ fn check_readers(
                     matches!(e, PackError::Corrupt { .. } | PackError::NotFound { .. }),
                     "{what}: {e}"
                 );
-                assert!(e.to_string().contains(&path.display().to_string()), "{what}: {e}");
+                assert!(
+                    e.to_string().contains(&path.display().to_string()),
+                    "{what}: {e}"
+                );
             }
         }
     }

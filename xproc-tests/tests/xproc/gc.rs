@@ -661,7 +661,12 @@ fn gc_rewrite_waits_for_the_vote_of_a_stalled_live_process() {
     let root = st.root().to_path_buf();
     let h = pool.spawn_agent(
         "hold-stalled",
-        &["hold".as_ref(), root.as_os_str(), "--probe".as_ref(), "/probe".as_ref()],
+        &[
+            "hold".as_ref(),
+            root.as_os_str(),
+            "--probe".as_ref(),
+            "/probe".as_ref(),
+        ],
     );
     pool.wait_event(h, "ready", T);
     assert!(pool.sigstop(h), "SIGSTOP did not reach the holder");
@@ -669,7 +674,10 @@ fn gc_rewrite_waits_for_the_vote_of_a_stalled_live_process() {
     let t0 = Instant::now();
     let refused = gc_pass(&st);
     let took = t0.elapsed();
-    let reason = refused["stage2_refused"].as_str().unwrap_or_default().to_owned();
+    let reason = refused["stage2_refused"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         n(&refused, "chunks_removed") > 0
             && n(&refused, "packs_rewritten") + n(&refused, "packs_deleted") == 0

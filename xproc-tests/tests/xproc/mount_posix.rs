@@ -116,12 +116,18 @@ fn mount_posix_sparse_file_larger_than_4gib() {
     let mut around = vec![0u8; 5];
     around.extend(b"beyond-4GiB".repeat(1000));
     around.extend([0u8; 5]);
-    assert!(read(4 * G + 12345 - 5, 11010) == around, "the data beyond 4 GiB moved or changed");
+    assert!(
+        read(4 * G + 12345 - 5, 11010) == around,
+        "the data beyond 4 GiB moved or changed"
+    );
     assert_eq!(read(0, 8), b"head\0\0\0\0");
     assert_eq!(read(2 * G, 8), [0u8; 8]);
     assert_eq!(read(4 * G - 4, 8), [0u8; 8], "bytes at the 4 GiB boundary");
     assert_eq!(read(5 * G - 8, 8), [0u8; 8]);
-    assert!(read(5 * G, 8).is_empty(), "read past the end returned bytes");
+    assert!(
+        read(5 * G, 8).is_empty(),
+        "read past the end returned bytes"
+    );
     store.close().unwrap();
 }
 
@@ -361,13 +367,20 @@ fn mount_posix_enospc() {
         "the mount shows {} bytes of the failed file: the failed part is kept, or garbage",
         got.len()
     );
-    assert!(cli.success(), "the CLI cannot read the failed file:\n{}", cli.describe());
+    assert!(
+        cli.success(),
+        "the CLI cannot read the failed file:\n{}",
+        cli.describe()
+    );
     assert_eq!(
         (seen.unwrap(), got.len()),
         (cli.stdout.len() as u64, cli.stdout.len()),
         "the mount and the CLI disagree about the failed file's size"
     );
-    assert!(got == cli.stdout, "the mount and the CLI read different bytes");
+    assert!(
+        got == cli.stdout,
+        "the mount and the CLI read different bytes"
+    );
     fs::remove_file(m.join("big")).unwrap();
     // Space comes back: a small file can be written again.
     fs::write(m.join("small"), b"after the full disk").unwrap();

@@ -74,12 +74,21 @@ fn mv_directory_into_its_own_subtree_is_refused() {
     st.ok(&["mkdir", "/a/b"]);
     st.ok(&["mkdir", "/a/b/c"]);
     st.ok(&["mkdir", "/d"]);
-    for (src, dst) in [("/a", "/a/b/a"), ("/a", "/a/b/c"), ("/a/b", "/a/b/c/x"), ("/a", "/a")] {
+    for (src, dst) in [
+        ("/a", "/a/b/a"),
+        ("/a", "/a/b/c"),
+        ("/a/b", "/a/b/c/x"),
+        ("/a", "/a"),
+    ] {
         let out = st.run(&["mv", src, dst]);
         let err = &out.stderr;
         if src == dst {
             // `mv /a /a`: /a is a directory, so this means /a/a, inside itself as well.
-            assert!(!out.success(), "mv {src} {dst} succeeded:\n{}", out.describe());
+            assert!(
+                !out.success(),
+                "mv {src} {dst} succeeded:\n{}",
+                out.describe()
+            );
         } else {
             assert!(
                 !out.success()
@@ -90,7 +99,12 @@ fn mv_directory_into_its_own_subtree_is_refused() {
                 out.describe()
             );
         }
-        assert_eq!(err.lines().count(), 1, "one error line:\n{}", out.describe());
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "one error line:\n{}",
+            out.describe()
+        );
     }
     // Nothing moved: the tree is as built, and every inode is reachable.
     assert_eq!(st.ok(&["ls", "/"]).stdout_str(), "a\nd\n");
@@ -116,7 +130,11 @@ fn torn_log_tail_of_a_killed_writer_is_cut_by_recover() {
     st.ok(&["put".as_ref(), src.join("f").as_os_str(), "/f".as_ref()]);
     let (seg, valid) = st.plant_torn_log_tail();
     assert!(fs::metadata(&seg).unwrap().len() > valid);
-    assert_eq!(sha256(&st.cat("/f")), sha, "a torn tail hides committed data");
+    assert_eq!(
+        sha256(&st.cat("/f")),
+        sha,
+        "a torn tail hides committed data"
+    );
     let fsck = st.run(&["fsck"]);
     assert!(
         !fsck.success() && fsck.stdout_str().contains("torn record"),
