@@ -489,9 +489,9 @@ impl TestStore {
     }
 
     /// Leave what crash point L1 leaves (data-layout.md 8: a writer killed during the `pwrite` of
-    /// a log record): the complete header and part of the payload of the next record (lsn = head
-    /// + 1) at the end of the last segment. A SIGKILL cannot tear one `pwrite`, so tests that
-    /// claim L1 plant it. Call only while no process writes the log. Returns the segment and its
+    /// a log record): the complete header and part of the payload of the next record (the lsn
+    /// after the head) at the end of the last segment. A SIGKILL cannot tear one `pwrite`, so
+    /// tests that claim L1 plant it. Call only while no process writes the log. Returns the segment and its
     /// length before the torn bytes (where [LOG-5] must cut it).
     pub fn plant_torn_log_tail(&self) -> (PathBuf, u64) {
         let status = self.ok(&["status", "--json"]);
