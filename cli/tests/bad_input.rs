@@ -7,6 +7,8 @@
 //! purpose, that `verfs fsck` is clean.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -588,7 +590,7 @@ fn full_disk() {
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     if !is_root() {
-        eprintln!("SKIPPED: full_disk needs root to mount a tmpfs");
+        common::skip("full_disk needs root to mount a tmpfs");
         return;
     }
     let st = std::process::Command::new("mount")
@@ -596,10 +598,10 @@ fn full_disk() {
         .arg(&mnt)
         .status();
     if !matches!(st, Ok(s) if s.success()) {
-        eprintln!(
-            "SKIPPED: full_disk: cannot mount a tmpfs on {} ({st:?})",
+        common::skip(&format!(
+            "full_disk: cannot mount a tmpfs on {} ({st:?})",
             mnt.display()
-        );
+        ));
         return;
     }
     let _guard = Mount(mnt.clone());
@@ -689,7 +691,7 @@ fn as_nobody(store: &Path, args: &[&str]) -> Output {
 #[test]
 fn permission_denied() {
     if !is_root() {
-        eprintln!("SKIPPED: permission_denied needs root to run verfs as another user");
+        common::skip("permission_denied needs root to run verfs as another user");
         return;
     }
     let fx = Fixture::new();
@@ -807,6 +809,35 @@ fn bit_flipped_pack() {
     let report = fx.assert_fsck_reports(&pack);
     assert!(report.contains(&format!("{p} at byte 0")), "{report}");
     flip(&pack, 3, 0x80);
+    fx.assert_intact_and_clean();
+}
+
+/// Damage to nothing but a record's stored crc (header bytes 32..36, [PACK-3]): the payload
+/// still decodes to bytes hashing to the chunk id, so only the crc check can refuse it, and a
+/// reader that skipped it would serve the record as if nothing were wrong. The reader must refuse
+/// it like any other damaged record (the crc is what proves the header fields it trusted), naming
+/// the pack and the record's offset; fsck must report the same record.
+#[test]
+fn bit_flipped_record_crc_only() {
+    let fx = Fixture::new();
+    let pack = biggest_pack(&fx.store);
+    let p = pack.to_str().unwrap();
+    // The first record starts right after the 24-byte pack header; its crc is bytes 32..36.
+    let first = 24u64;
+    flip(&pack, first + 33, 0x10);
+    let o = run(&fx.store, &["cat", "/random.bin"]);
+    let line = fails_with(&o, &[p, "record crc mismatch"], "corrupt at byte");
+    assert_eq!(corrupt_offset(&line), first, "{line}");
+    assert!(
+        o.stdout.is_empty(),
+        "cat wrote bytes of the refused first record"
+    );
+    let report = fx.assert_fsck_reports(&pack);
+    assert!(
+        report.contains(&format!("{p} at byte {first}")) && report.contains("crc"),
+        "{report}"
+    );
+    flip(&pack, first + 33, 0x10);
     fx.assert_intact_and_clean();
 }
 

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Output;
 
 use assert_cmd::Command;
+use verfs_engine::chunker::{Chunker, ChunkerParams};
 
 fn noise(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed | 1;
@@ -135,6 +136,54 @@ fn status_reports_dedup_compression_and_cache_counters() {
     assert!(
         dedup.starts_with(&format!("dedup:        {} chunk hits", get("chunks_dedup"))),
         "{dedup} vs {v}"
+    );
+    // The store's figures against numbers this test computes from what it put (the cut points
+    // come from the engine's chunker, which tests/golden_chunks.rs pins to an independent
+    // oracle): two copies of a tree of 4 files in 2 directories (plus the root), a.txt and
+    // copy.txt identical.
+    let tree: Vec<Vec<u8>> = ["a.txt", "sub/b.txt", "sub/c.bin", "copy.txt"]
+        .iter()
+        .map(|p| fs::read(src.join(p)).unwrap())
+        .collect();
+    let tree_bytes: u64 = tree.iter().map(|b| b.len() as u64).sum();
+    let mut distinct = std::collections::BTreeMap::new();
+    let mut tree_chunks = 0u64;
+    for b in &tree {
+        for c in Chunker::new(&b[..], ChunkerParams::default()).unwrap() {
+            let c = c.unwrap();
+            distinct.insert(c.id, c.data.len() as u64);
+            tree_chunks += 1;
+        }
+    }
+    let unique: u64 = distinct.values().sum();
+    let packs: u64 = fs::read_dir(store.join("packs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let figure = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {v}"));
+    assert_eq!(figure("files"), 8, "{v}");
+    assert_eq!(figure("directories"), 5, "{v}");
+    assert_eq!(figure("logical_bytes"), 2 * tree_bytes, "{v}");
+    assert_eq!(figure("unique_bytes"), unique, "{v}");
+    assert_eq!(figure("chunks"), distinct.len() as u64, "{v}");
+    assert_eq!(figure("stored_bytes"), packs, "{v}");
+    // Every chunk looked up once per put: new the first time its id is seen, a hit after that.
+    assert_eq!(get("chunks_new"), distinct.len() as u64, "{v}");
+    assert_eq!(
+        get("chunks_new") + get("chunks_dedup"),
+        2 * tree_chunks,
+        "{v}"
+    );
+    assert_eq!(get("bytes_in"), unique, "{v}");
+    assert_eq!(get("bytes_in") + get("bytes_dedup"), 2 * tree_bytes, "{v}");
+    assert!(
+        out.contains(&format!(
+            "files:        8 in 5 directories\nlogical:      {} bytes\n",
+            2 * tree_bytes
+        )),
+        "{out}"
     );
     // No process is live: the totals are the store's stats.json.
     let file: serde_json::Value =

@@ -1631,18 +1631,30 @@ mod tests {
                 assert!(seen.insert(b), "{n} collides");
             }
         }
-        // The hash is part of the format: pin it.
-        assert_eq!(
-            name_hash(""),
-            0x1e0f_c2f2_30e0_44c8_u64
-                .wrapping_mul(0)
-                .wrapping_add(name_hash(""))
-        );
-        assert_eq!(format!("{:016x}", name_hash("gc-worker")), PINNED_GC_WORKER);
+        // The hash is part of the format: pin it, and the block it gives ([LOCK-6]).
+        for (name, hash, block) in PINNED {
+            assert_eq!(
+                format!("{:016x}", name_hash(name)),
+                *hash,
+                "name_hash({name:?})"
+            );
+            assert_eq!(named_block(name), *block, "named_block({name:?})");
+        }
     }
 
-    /// Computed independently (Python, from the layout text).
-    const PINNED_GC_WORKER: &str = "d37e8d488e172b2a";
+    /// (name, name_hash, named_block), computed independently in Python from the text of
+    /// data-layout.md [LOCK-6] (FNV-1a 64, then murmur3 fmix64; block = (hash >> 24) * 8).
+    const PINNED: &[(&str, &str, u64)] = &[
+        ("", "efd01f60ba992926", 8_239_911_208_400),
+        ("a", "82a2a958a9bece5b", 4_488_598_046_024),
+        ("gc", "6772167bc6ec4b27", 3_554_365_660_720),
+        ("gc-worker", "d37e8d488e172b2a", 7_266_890_302_576),
+        (
+            "pack:0000000000000001",
+            "63a5f7b96a3f9949",
+            3_423_889_902_416,
+        ),
+    ];
 
     // proves [LOCK-4], [LOCK-5] under concurrency: threads with their own owners never hold
     // incompatible modes at the same instant.

@@ -635,3 +635,51 @@ fn check_state(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::meta::{Op, Tx};
+    use verfs_coordination::txlog::StateMachine;
+
+    /// What a rename of a directory into its own subtree would leave if `Tx::rename` did not
+    /// refuse it (`mv /a /a/b/a`): `/a` unlinked from the root and linked under `/a/b`. The
+    /// two directories form a cycle no walk from the root reaches; fsck must name both.
+    #[test]
+    fn fsck_flags_a_directory_cycle_cut_off_from_the_root() {
+        let mut s = MetaState::empty();
+        let payload = {
+            let mut tx = Tx::new(&s);
+            tx.mkdir_p("/a/b", 0o755).unwrap();
+            tx.finish()
+        };
+        s.apply(Lsn(1), &payload).unwrap();
+        let a = s.lookup(InodeNo::ROOT, b"a").unwrap();
+        let b = s.lookup(a, b"b").unwrap();
+        let mut clean = FsckReport::default();
+        check_state(&s, Lsn(1), &HashMap::new(), &HashSet::new(), &mut clean);
+        assert!(clean.is_clean(), "{:?}", clean.problems);
+        s.apply_op(&Op::Unlink {
+            parent: InodeNo::ROOT,
+            name: b"a".to_vec(),
+        });
+        s.apply_op(&Op::Link {
+            parent: b,
+            name: b"a".to_vec(),
+            ino: a,
+        });
+        let mut r = FsckReport::default();
+        check_state(&s, Lsn(2), &HashMap::new(), &HashSet::new(), &mut r);
+        for ino in [a, b] {
+            assert!(
+                r.problems
+                    .iter()
+                    .any(|p| p.location == format!("inode {ino}")
+                        && p.message.contains("not reachable from the root")),
+                "inode {ino} not reported: {:?}",
+                r.problems
+            );
+        }
+    }
+}

@@ -777,10 +777,14 @@ impl<'a> Tx<'a> {
         if from.parent == to.parent && from.name == to.name {
             return Ok(());
         }
+        // rename(2)'s EINVAL: linking a directory under itself would cut it and its subtree off
+        // from the root (a cycle no walk reaches). Checked before anything else changes.
         if kind == FileKind::Dir && self.is_ancestor(ino, to.parent) {
             return Err(Error::InvalidPath {
                 path: to_path.into(),
-                reason: format!("cannot move {from_path} into itself"),
+                reason: format!(
+                    "cannot move {from_path} to a subdirectory of itself, {to_path} (Invalid argument)"
+                ),
             });
         }
         let mut dir_delta_to = 0;
@@ -1040,7 +1044,17 @@ mod tests {
             let to = tx.entry("/a/b/a")?;
             tx.rename(&from, "/a", &to, "/a/b/a")
         });
-        assert!(matches!(err, Err(Error::InvalidPath { .. })));
+        let err = err.unwrap_err();
+        assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+        assert_eq!(err.errno(), libc::EINVAL, "rename(2) answers EINVAL: {err}");
+        // ... and so does exchanging it with an entry of its own subtree (renameat2 EXCHANGE).
+        let err = commit(&mut s, |tx| {
+            let a = tx.entry("/a")?;
+            let b = tx.entry("/a/b")?;
+            tx.exchange(&a, "/a", &b, "/a/b")
+        })
+        .unwrap_err();
+        assert_eq!(err.errno(), libc::EINVAL, "{err}");
         commit(&mut s, |tx| {
             let at = tx.entry("/a")?;
             tx.remove_tree(&at, "/a")

@@ -90,7 +90,8 @@ fn build_store(dir: &Path) -> PathBuf {
     }
     store.close().unwrap();
 
-    // A second process: its own pack, so the store holds two sealed packs.
+    // A second store handle (its own lease, as a second process): its own pack, so the store
+    // holds two sealed packs.
     let store = Store::open(&root, OpenOptions::new("fsck_flips build 2")).unwrap();
     // A checkpoint, with the segments it covers deleted by the log-truncation 2PC ([CKPT-2]).
     store.checkpoint_and_truncate().unwrap();

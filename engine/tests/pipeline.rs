@@ -8,6 +8,8 @@
 //! references.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -614,7 +616,7 @@ fn put_tree_with_1_2_and_4_file_workers() {
         assert_same_tree(&s, &local.join("a"), "/copy-a");
         s.close().unwrap();
         assert_fsck_clean(&root);
-        // Another process sees the same.
+        // A fresh store handle (nothing cached) sees the same.
         let s = open(&root, "test reader");
         assert_same_tree(&s, &local, "/in/tree");
         s.close().unwrap();
@@ -636,7 +638,7 @@ impl Drop for BindMount {
 /// Make `path` (a regular file) a file whose every read fails with EIO: a bind mount of the
 /// `/proc/PID/mem` of a `sleep` started here (address 0 is never mapped; another process's, so
 /// the read does not contend with this test process's own memory map). `None` (after a SKIPPED
-/// line) if that cannot be done (not root).
+/// line; a failure under CI) if that cannot be done (not root).
 fn unreadable_file(path: &Path) -> Option<BindMount> {
     fs::write(path, b"placeholder").unwrap();
     let child = std::process::Command::new("sleep")
@@ -652,9 +654,7 @@ fn unreadable_file(path: &Path) -> Option<BindMount> {
         .unwrap_or(false);
     let guard = BindMount(path.to_path_buf(), child);
     if !mounted {
-        eprintln!(
-            "*** SKIPPED the read-error case: cannot bind-mount /proc/PID/mem (needs root) ***"
-        );
+        common::skip("the read-error case: cannot bind-mount /proc/PID/mem (needs root)");
         return None;
     }
     assert!(
@@ -812,7 +812,8 @@ fn text_tree(dir: &Path, seed: u64) -> PathBuf {
 
 /// 5.11: a put's counters match its report; text compresses (bytes_stored < bytes_in); the same
 /// tree again is all dedup hits; the lease keeper publishes the counters in the lease folder;
-/// `close` adds them to `STORE/stats.json`, and later closers (also two at once) add theirs.
+/// `close` adds them to `STORE/stats.json`, and later closers (also two handles at once) add
+/// theirs.
 #[test]
 fn counters_follow_puts_and_are_summed_into_store_stats_at_close() {
     let dir = tempfile::tempdir().unwrap();
@@ -866,7 +867,7 @@ fn counters_follow_puts_and_are_summed_into_store_stats_at_close() {
         "STORE/stats.json after the first close"
     );
 
-    // A second process adds its counters.
+    // A second store handle (its own lease) adds its counters.
     let s = open(&root, "test stats 2");
     transfer::put(&s, &[text_tree(dir.path(), 2)], "/three", &mut |_| {}).unwrap();
     let third = s.stats().snapshot();
@@ -875,7 +876,9 @@ fn counters_follow_puts_and_are_summed_into_store_stats_at_close() {
     let total = sum(&s2, &third);
     assert_eq!(read_store_stats(&root), total, "after the second close");
 
-    // Two processes closing at once: neither loses the other's counts (DLM lock `stats`).
+    // Two store handles closing at once on two threads: neither loses the other's counts (the
+    // DLM lock `stats` is an OFD lock, so two handles conflict as two processes do). Real
+    // processes closing at once: xproc `four_puts_one_killed_then_recover_fsck_and_counters`.
     let a = open(&root, "test stats a");
     let b = open(&root, "test stats b");
     transfer::put(&a, &[text_tree(dir.path(), 3)], "/four", &mut |_| {}).unwrap();
@@ -1035,7 +1038,8 @@ fn chunk_cache_and_readahead_keep_reads_correct_and_counted() {
                 &root,
                 &format!("[cache]\nchunk_bytes = {chunk_bytes}\nreadahead_chunks = {readahead}\n"),
             );
-            // A fresh process: nothing cached, the pack is sealed (readahead skips an open pack).
+            // A fresh store handle: nothing cached, the pack is sealed (readahead skips an open
+            // pack).
             let s = open(&root, "test reader");
             let lookups = |st: &StatsSnapshot| st.chunk_cache_hits + st.chunk_cache_misses;
             let c0 = s.stats().snapshot();
@@ -1181,7 +1185,8 @@ fn rewriting_a_chunk_gc_dropped_from_an_open_pack_indexes_it_again() {
     let first = write("a");
     assert!(first.new_chunks > 0, "{first:?}");
     w.remove("/a", false).unwrap();
-    // A second process runs GC: stage 1 drops the chunks; the writer's pack is open, so stays.
+    // A second store handle (its own lease, as a second process has) runs GC: stage 1 drops
+    // the chunks; the writer's pack is open, so stays.
     let g = open(&root, "test gc");
     let r = gc::run_pass(&g, &mut |_, _, _| {}).unwrap();
     assert!(r.chunks_removed > 0, "{r:?}");

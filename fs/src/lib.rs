@@ -193,6 +193,40 @@ struct SnapSlots {
     ids: Vec<u64>,
 }
 
+impl SnapSlots {
+    /// The FUSE number of inode `ino` of snapshot `id`, giving the snapshot a slot on first use;
+    /// `EOVERFLOW` if the inode number or the slot does not fit its bits.
+    fn fuse_ino(&mut self, id: u64, ino: Ino) -> Result<u64, Errno> {
+        if ino.0 == 0 || ino.0 >> SNAP_INO_BITS != 0 {
+            return Err(Errno::EOVERFLOW);
+        }
+        let slot = match self.by_id.get(&id) {
+            Some(s) => *s,
+            None => {
+                let s = self.ids.len() as u64 + 1;
+                if s > SNAP_SLOT_MAX {
+                    return Err(Errno::EOVERFLOW);
+                }
+                self.ids.push(id);
+                self.by_id.insert(id, s);
+                s
+            }
+        };
+        Ok(SNAP_BIT | slot << SNAP_INO_BITS | ino.0)
+    }
+
+    /// The (snapshot id, inode) a FUSE number below `/.snapshots` (not `/.snapshots` itself)
+    /// names; `ESTALE` for a number this mount never gave out.
+    fn resolve(&self, fuse_ino: u64) -> Result<(u64, Ino), Errno> {
+        let slot = (fuse_ino & !SNAP_BIT) >> SNAP_INO_BITS;
+        let id = (slot as usize)
+            .checked_sub(1)
+            .and_then(|i| self.ids.get(i).copied())
+            .ok_or(Errno::ESTALE)?;
+        Ok((id, Ino(fuse_ino & ((1 << SNAP_INO_BITS) - 1))))
+    }
+}
+
 /// A `/.snapshots` inode, resolved.
 enum SnapNode {
     /// `/.snapshots` itself.
@@ -415,23 +449,10 @@ impl VerFs {
     /// The FUSE number of inode `ino` of snapshot `id` (its slot is given on first use);
     /// `EOVERFLOW` if it does not fit.
     fn snap_ino(&self, id: u64, ino: Ino) -> Result<u64, Errno> {
-        if ino.0 == 0 || ino.0 >> SNAP_INO_BITS != 0 {
-            return Err(Errno::EOVERFLOW);
-        }
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = match slots.by_id.get(&id) {
-            Some(s) => *s,
-            None => {
-                let s = slots.ids.len() as u64 + 1;
-                if s > SNAP_SLOT_MAX {
-                    return Err(Errno::EOVERFLOW);
-                }
-                slots.ids.push(id);
-                slots.by_id.insert(id, s);
-                s
-            }
-        };
-        Ok(SNAP_BIT | slot << SNAP_INO_BITS | ino.0)
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fuse_ino(id, ino)
     }
 
     /// The tree of snapshot `id`; `ENOENT` once it is deleted (or while it is not ready).
@@ -458,15 +479,12 @@ impl VerFs {
         if ino.0 == SNAPSHOTS_INO {
             return Ok(SnapNode::Dir);
         }
-        let slot = (ino.0 & !SNAP_BIT) >> SNAP_INO_BITS;
-        let id = {
-            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            (slot as usize)
-                .checked_sub(1)
-                .and_then(|i| slots.ids.get(i).copied())
-                .ok_or(Errno::ESTALE)?
-        };
-        self.snap_in(id, Ino(ino.0 & ((1 << SNAP_INO_BITS) - 1)))
+        let (id, sino) = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resolve(ino.0)?;
+        self.snap_in(id, sino)
     }
 
     /// The ready snapshots, by name.
@@ -1831,4 +1849,215 @@ fn detach(mp: &Path) {
         .arg("-uz")
         .arg(mp)
         .status();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashSet;
+    use std::io;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// Every engine error variant reaches the kernel as the errno `rename(2)`, `open(2)` and
+    /// friends would return for the same condition; what has no POSIX meaning (damage, a store
+    /// that cannot be used, an internal error) is `EIO`. `Error` is `#[non_exhaustive]`, so a new
+    /// variant is not caught here by the compiler: add it to this list.
+    #[test]
+    fn errno_maps_every_engine_error() {
+        let p = || PathBuf::from("/store/x");
+        let s = || String::from("/a/b");
+        let cases: Vec<(Error, Errno)> = vec![
+            (
+                Error::Io {
+                    path: p(),
+                    source: io::Error::from_raw_os_error(libc::ENOSPC),
+                },
+                Errno::from_i32(libc::ENOSPC),
+            ),
+            (
+                Error::Io {
+                    path: p(),
+                    source: io::Error::from_raw_os_error(libc::EDQUOT),
+                },
+                Errno::from_i32(libc::EDQUOT),
+            ),
+            (
+                Error::Io {
+                    path: p(),
+                    source: io::Error::from_raw_os_error(libc::EACCES),
+                },
+                Errno::EACCES,
+            ),
+            (
+                Error::Io {
+                    path: p(),
+                    source: io::Error::other("no os error"),
+                },
+                Errno::EIO,
+            ),
+            (
+                Error::NotAStore {
+                    path: p(),
+                    reason: "r".into(),
+                },
+                Errno::EIO,
+            ),
+            (
+                Error::WrongVersion {
+                    path: p(),
+                    found: 9,
+                    supported: 2,
+                },
+                Errno::EIO,
+            ),
+            (
+                Error::Config {
+                    path: p(),
+                    reason: "r".into(),
+                },
+                Errno::EIO,
+            ),
+            (
+                Error::Corrupt {
+                    path: p(),
+                    offset: 24,
+                    reason: "record crc mismatch".into(),
+                },
+                Errno::EIO,
+            ),
+            (Error::NotFound { path: s() }, Errno::ENOENT),
+            (Error::Exists { path: s() }, Errno::EEXIST),
+            (Error::NotADirectory { path: s() }, Errno::ENOTDIR),
+            (Error::IsADirectory { path: s() }, Errno::EISDIR),
+            (Error::NotEmpty { path: s() }, Errno::ENOTEMPTY),
+            (Error::NameTooLong { path: s() }, Errno::ENAMETOOLONG),
+            (
+                Error::InvalidPath {
+                    path: s(),
+                    reason: "cannot move /a to a subdirectory of itself".into(),
+                },
+                Errno::EINVAL,
+            ),
+            (
+                Error::Reserved {
+                    path: s(),
+                    reason: "/.snapshots".into(),
+                },
+                Errno::EEXIST,
+            ),
+            (
+                Error::ReadOnly {
+                    path: s(),
+                    reason: "r".into(),
+                },
+                Errno::EROFS,
+            ),
+            (
+                Error::Snapshot {
+                    name: "n".into(),
+                    reason: "r".into(),
+                },
+                Errno::EIO,
+            ),
+            (
+                Error::NoAttribute {
+                    name: "user.x".into(),
+                },
+                Errno::NO_XATTR,
+            ),
+            (Error::Fenced("claimed".into()), Errno::EROFS),
+            (Error::Coordination("c".into()), Errno::EIO),
+            (Error::Internal("i".into()), Errno::EIO),
+        ];
+        for (e, want) in &cases {
+            assert_eq!(errno(e), *want, "{e:?} ({e})");
+        }
+    }
+
+    /// A live inode's FUSE number is its store number (the root is 1 in both).
+    #[test]
+    fn live_inodes_keep_their_store_numbers() {
+        for n in [1u64, 2, 3, 1 << 20, (1 << 40) + 7, SNAP_BIT - 1] {
+            let i = Inode::new(Ino(n), FileKind::File, 0o644);
+            assert_eq!(file_attr(&i, 0).ino, INodeNo(n));
+            assert!(!is_snap(INodeNo(n)), "{n}");
+        }
+        assert_eq!(INodeNo::ROOT.0, Ino::ROOT.0);
+    }
+
+    /// Snapshot inode numbers: bit 63 set (so never a live number, which stays below it), never
+    /// `/.snapshots` itself, one number per (snapshot, inode) and the same one on every call, and
+    /// each resolves back to its snapshot and inode.
+    #[test]
+    fn snapshot_inode_numbers_never_collide_and_are_stable() {
+        let mut slots = SnapSlots::default();
+        let ids = [7u64, 3, 1 << 40, u64::MAX, 0];
+        let inos = [1u64, 2, 3, 999, (1 << SNAP_INO_BITS) - 1];
+        let mut seen = HashMap::new();
+        for round in 0..2 {
+            for &id in &ids {
+                for &ino in &inos {
+                    let f = slots.fuse_ino(id, Ino(ino)).unwrap();
+                    assert!(is_snap(INodeNo(f)), "{f:#x}");
+                    assert_ne!(f, SNAPSHOTS_INO);
+                    assert_eq!(slots.resolve(f).unwrap(), (id, Ino(ino)));
+                    match seen.get(&(id, ino)) {
+                        None => {
+                            assert_eq!(round, 0);
+                            seen.insert((id, ino), f);
+                        }
+                        Some(&prev) => assert_eq!(prev, f, "not stable: ({id}, {ino})"),
+                    }
+                }
+            }
+        }
+        let distinct: HashSet<u64> = seen.values().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            seen.len(),
+            "two snapshot inodes share a number"
+        );
+        // Slots are given in first-use order, from 1.
+        assert_eq!(
+            slots.fuse_ino(7, Ino(1)).unwrap(),
+            SNAP_BIT | 1 << SNAP_INO_BITS | 1
+        );
+        assert_eq!(
+            slots.fuse_ino(3, Ino(1)).unwrap(),
+            SNAP_BIT | 2 << SNAP_INO_BITS | 1
+        );
+    }
+
+    #[test]
+    fn snapshot_inode_numbers_refuse_what_does_not_fit_or_was_never_given() {
+        let mut slots = SnapSlots::default();
+        assert_eq!(slots.fuse_ino(1, Ino(0)), Err(Errno::EOVERFLOW));
+        assert_eq!(
+            slots.fuse_ino(1, Ino(1 << SNAP_INO_BITS)),
+            Err(Errno::EOVERFLOW)
+        );
+        // Slot 0 and slots never given are stale, not some other snapshot's inode.
+        assert_eq!(slots.resolve(SNAP_BIT | 5), Err(Errno::ESTALE));
+        assert_eq!(
+            slots.resolve(SNAP_BIT | 1 << SNAP_INO_BITS | 5),
+            Err(Errno::ESTALE)
+        );
+        let f = slots.fuse_ino(42, Ino(5)).unwrap();
+        assert_eq!(slots.resolve(f), Ok((42, Ino(5))));
+        assert_eq!(
+            slots.resolve(SNAP_BIT | 2 << SNAP_INO_BITS | 5),
+            Err(Errno::ESTALE)
+        );
+        // The last slot fits; the one after it is refused rather than wrapping into bit 63.
+        // (Slots 1 .. SNAP_SLOT_MAX - 1 taken; only their count matters to the next new id.)
+        slots.ids = vec![0; SNAP_SLOT_MAX as usize - 1];
+        slots.by_id.clear();
+        let last = slots.fuse_ino(1000, Ino(1)).unwrap();
+        assert_eq!(last, SNAP_BIT | SNAP_SLOT_MAX << SNAP_INO_BITS | 1);
+        assert!(is_snap(INodeNo(last)));
+        assert_eq!(slots.resolve(last), Ok((1000, Ino(1))));
+        assert_eq!(slots.fuse_ino(1001, Ino(1)), Err(Errno::EOVERFLOW));
+    }
 }

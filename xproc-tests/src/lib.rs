@@ -368,7 +368,7 @@ impl TestStore {
 
     /// A store on its own tmpfs of `mib` MiB (`<tmp>/fs/store`; scratch stays on the host), for
     /// tests that fill the disk. `None`, after a loud SKIPPED line, if no tmpfs can be mounted
-    /// (not root).
+    /// (not root); under CI that panics instead ([`skip`]).
     pub fn on_tmpfs(mib: u32) -> Option<TestStore> {
         let dir = tempfile::Builder::new()
             .prefix("verfs-xproc-")
@@ -388,10 +388,10 @@ impl TestStore {
             ],
         );
         if !out.success() {
-            eprintln!(
-                "\n*** SKIPPED: cannot mount a tmpfs (needs root):\n{} ***\n",
+            skip(&format!(
+                "cannot mount a tmpfs (needs root):\n{}",
                 out.describe()
-            );
+            ));
             return None;
         }
         Some(
@@ -486,6 +486,40 @@ impl TestStore {
     /// `verfs cat PATH` bytes (must succeed).
     pub fn cat(&self, path: &str) -> Vec<u8> {
         self.ok(&["cat", path]).stdout
+    }
+
+    /// Leave what crash point L1 leaves (data-layout.md 8: a writer killed during the `pwrite` of
+    /// a log record): the complete header and part of the payload of the next record (the lsn
+    /// after the head) at the end of the last segment. A SIGKILL cannot tear one `pwrite`, so
+    /// tests that claim L1 plant it. Call only while no process writes the log. Returns the segment and its
+    /// length before the torn bytes (where [LOG-5] must cut it).
+    pub fn plant_torn_log_tail(&self) -> (PathBuf, u64) {
+        let status = self.ok(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&status.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}\n{}", status.describe()));
+        let head = v["lsn"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("status --json without lsn: {v}"));
+        let seg = self.root.join("log").join(
+            self.log_segments()
+                .pop()
+                .expect("the store has a log segment"),
+        );
+        let len = fs::metadata(&seg).expect("stat segment").len();
+        let payload = vec![0x5a; 300];
+        // Record type 1 (a transaction), data-layout.md "Log record".
+        let rec = verfs_coordination::txlog::encode_record(
+            1,
+            verfs_coordination::txlog::Lsn(head + 1),
+            &payload,
+        );
+        let torn = &rec[..rec.len() - payload.len() / 2];
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .expect("open segment");
+        f.write_all(torn).expect("append torn record");
+        (seg, len)
     }
 
     /// Names of the log segments (`log/*.seg`), sorted.
@@ -997,15 +1031,33 @@ pub fn fuse_missing() -> Option<String> {
     None
 }
 
-/// Return from the test, loudly, when FUSE is unavailable ([`fuse_missing`]).
+/// Return from the test, loudly, when FUSE is unavailable ([`fuse_missing`]); under CI
+/// ([`in_ci`]) fail it instead ([`skip`]).
 #[macro_export]
 macro_rules! require_fuse {
     () => {
         if let Some(why) = $crate::fuse_missing() {
-            eprintln!("\n*** SKIPPED: {why} ***\n");
+            $crate::skip(&why);
             return;
         }
     };
+}
+
+/// Is this a CI run: `CI` set to anything non-empty (what GitHub, GitLab and most runners set),
+/// or `VERFS_CI=1`? There a test that lacks a capability fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("VERFS_CI").is_some_and(|v| v == "1")
+}
+
+/// The one place a test gives up for lack of root, FUSE or a tool. Outside CI: a loud SKIPPED
+/// line, and the caller returns (the test passes). Under CI ([`in_ci`]): a panic, so a CI machine
+/// that lacks what the suite needs is red, not green with the mount suite never run.
+pub fn skip(why: &str) {
+    if in_ci() {
+        panic!("*** CI: this test cannot run: {why} (CI must provide it; see README \"Test\") ***");
+    }
+    eprintln!("\n*** SKIPPED: {why} ***\n");
 }
 
 /// Run `program args...` under [`EXT_TIMEOUT`]; any exit status is returned. A run longer than

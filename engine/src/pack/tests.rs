@@ -230,6 +230,66 @@ fn small_pack(dir: &Path) -> (PackId, PathBuf, Vec<Vec<u8>>) {
     (id, pack_path(dir, id), chunks)
 }
 
+/// What readers of a damaged copy of `small_pack` must do ([PACK-2]..[PACK-4]): a chunk whose
+/// record the damage reaches (`hit`) is an error naming the pack, never wrong bytes; every other
+/// chunk reads back exactly. Only damage to the 24-byte pack header may make `open` refuse the
+/// whole pack (`header_damaged`), and then with an error naming it.
+#[track_caller]
+fn check_readers(
+    dir: &Path,
+    id: PackId,
+    chunks: &[Vec<u8>],
+    records: &[ScannedRecord],
+    header_damaged: bool,
+    hit: impl Fn(&ScannedRecord) -> bool,
+    what: &str,
+) {
+    let path = pack_path(dir, id);
+    let r = match PackReader::open(dir, id) {
+        Ok(r) => r,
+        Err(e) => {
+            assert!(header_damaged, "{what}: open refused an intact header: {e}");
+            assert!(
+                e.to_string().contains(&path.display().to_string()),
+                "{what}: {e}"
+            );
+            return;
+        }
+    };
+    for c in chunks {
+        let cid = ChunkId::of(c);
+        let rec = records
+            .iter()
+            .find(|x| x.chunk_id == cid)
+            .expect("every chunk has a record");
+        match r.read_chunk(cid) {
+            Ok(got) => {
+                assert_eq!(&got, c, "{what}: wrong bytes for chunk {cid}");
+                assert!(
+                    !hit(rec),
+                    "{what}: damaged record at {} was served",
+                    rec.offset
+                );
+            }
+            Err(e) => {
+                assert!(
+                    hit(rec) || header_damaged,
+                    "{what}: intact record at {} refused: {e}",
+                    rec.offset
+                );
+                assert!(
+                    matches!(e, PackError::Corrupt { .. } | PackError::NotFound { .. }),
+                    "{what}: {e}"
+                );
+                assert!(
+                    e.to_string().contains(&path.display().to_string()),
+                    "{what}: {e}"
+                );
+            }
+        }
+    }
+}
+
 /// Every byte flipped, one at a time, is reported by `scan` with an offset ([PACK-1], [PACK-3],
 /// [PACK-4]); a reader never returns wrong bytes; records away from the damage stay readable.
 #[test]
@@ -267,14 +327,25 @@ fn every_flipped_byte_is_detected() {
             for r in &rep.records {
                 assert!(orig_records.contains(r));
             }
-            // Readers: correct bytes or an error, never wrong bytes.
-            if let Ok(r) = PackReader::open(d.path(), id) {
-                for c in &chunks {
-                    if let Ok(got) = r.read_chunk(ChunkId::of(c)) {
-                        assert_eq!(&got, c, "flip at {i}");
-                    }
+            // Readers: the damaged record is refused, every other one reads back exactly; both
+            // with an index built by scanning and through the intact `.idx` (then only
+            // `read_chunk`'s own checks stand between the damage and the caller).
+            let at = i as u64;
+            for with_idx in [false, true] {
+                if with_idx {
+                    fs::copy(index_path(src.path(), id), index_path(d.path(), id)).unwrap();
                 }
+                check_readers(
+                    d.path(),
+                    id,
+                    &chunks,
+                    &orig_records,
+                    i < 24,
+                    |r| r.offset <= at && at < r.end(),
+                    &format!("flip {mask:#x} at {i} (.idx: {with_idx})"),
+                );
             }
+            fs::remove_file(index_path(d.path(), id)).unwrap();
             // The cleaner never cuts a complete record ([PACK-7]).
             if let Ok(Some(cut)) = truncate_torn_tail(&copy) {
                 panic!("flip {mask:#x} at {i} made truncate_torn_tail cut at {cut}");
@@ -339,13 +410,17 @@ fn truncation_at_every_length() {
                 "len {len}: {kind:?}"
             );
         }
-        if let Ok(r) = PackReader::open(d.path(), id) {
-            for c in &chunks {
-                if let Ok(got) = r.read_chunk(ChunkId::of(c)) {
-                    assert_eq!(&got, c);
-                }
-            }
-        }
+        // Readers: every record the cut left whole reads back; a cut one is refused.
+        let l = len as u64;
+        check_readers(
+            d.path(),
+            id,
+            &chunks,
+            &orig_records,
+            len < 24,
+            |r| r.end() > l,
+            &format!("cut at {len}"),
+        );
         let cut = truncate_torn_tail(&copy).unwrap();
         let new_len = fs::metadata(&copy).unwrap().len();
         assert_eq!(cut.is_some(), !boundary, "len {len}");

@@ -7,8 +7,9 @@
 //! a killed command is atomic: a killed put leaves nothing or the whole file, a killed put of a
 //! directory all of its files or none (one batch = one record, layout 6.3 step 2), a killed mv
 //! leaves the entry at exactly one of its two names, a killed rm leaves it whole or gone;
-//! torn log tails and half-written packs of killed writers are repaired ([LOG-5], crash points
-//! L1, P1, P2, R1); recover is safe while other processes use the store (engine/src/recover.rs).
+//! torn log tails (planted as crash point L1 leaves them: a SIGKILL cannot tear one `pwrite`)
+//! and half-written packs of killed writers are repaired ([LOG-5], crash points L1, P1, P2, R1);
+//! recover is safe while other processes use the store (engine/src/recover.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -382,9 +383,19 @@ fn random_sigkills_never_break_the_store() {
     // Every check below runs even when an earlier one failed, so one run reports everything.
     let st = &sh.st;
     let mut bad: Vec<String> = Vec::new();
+    // A SIGKILL never tears one `pwrite`, so the kills above cannot leave crash point L1's torn
+    // log record: plant one as L1 leaves it, for the final recover to cut ([LOG-5]).
+    let (torn_seg, torn_at) = st.plant_torn_log_tail();
     let rec = st.run(&["recover"]);
     if !rec.success() {
         bad.push(format!("final recover failed:\n{}", rec.describe()));
+    }
+    let seg_len = fs::metadata(&torn_seg).map(|m| m.len()).unwrap_or(0);
+    if seg_len != torn_at {
+        bad.push(format!(
+            "recover left {} at {seg_len} bytes, the torn record at {torn_at} not cut",
+            torn_seg.display()
+        ));
     }
     let fsck = st.run(&["fsck"]);
     if !fsck.success() || !fsck.stdout.is_empty() {

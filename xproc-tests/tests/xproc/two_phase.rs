@@ -261,6 +261,58 @@ fn checkpoint_truncates_the_log_with_live_voters() {
     st.assert_fsck_clean();
 }
 
+/// The other half of [2PC-2] for checkpoints: the covered segments are deleted only after every
+/// live process voted. A live process that cannot vote (SIGSTOPped: alive by its pid, its lease
+/// not yet expired) keeps every segment until the two-phase timeout decides Abort; once it runs
+/// again, the next checkpoint truncates. A checkpoint that deleted segments without asking would
+/// delete them at once, under a process that may still need them.
+#[test]
+fn checkpoint_waits_for_the_vote_of_a_stalled_live_process() {
+    const SHORT_MS: u64 = 2_000;
+    let st = store_with_segments();
+    // Shorter than the lease timeout (10 s), so the stalled process stays live throughout.
+    st.set_config("two_phase", "timeout_ms", &SHORT_MS.to_string());
+    let before = st.log_segments();
+    let mut pool = Pool::new(st.scratch(), agent());
+    let a = hold(&mut pool, &st, "hold-running", "/probe-running");
+    let b = hold(&mut pool, &st, "hold-stalled", "/probe-stalled");
+    assert!(pool.sigstop(b), "SIGSTOP did not reach the holder");
+    let out = st.ok(&["checkpoint"]);
+    let after = st.log_segments();
+    assert!(
+        out.elapsed >= Duration::from_millis(SHORT_MS * 9 / 10),
+        "checkpoint decided in {:.2}s without the stalled process's vote (timeout {SHORT_MS} ms):\n{}",
+        out.elapsed.as_secs_f64(),
+        out.describe()
+    );
+    for seg in &before {
+        assert!(
+            after.contains(seg),
+            "segment {seg} deleted while a live process had not voted: {after:?} (before: {before:?})"
+        );
+    }
+    assert_eq!(fs::read_dir(st.root().join("2pc")).unwrap().count(), 0);
+    assert!(pool.sigcont(b), "SIGCONT did not reach the holder");
+    let again = st.ok(&["checkpoint"]);
+    let truncated = st.log_segments();
+    assert!(
+        truncated.len() <= 2 && again.elapsed < Duration::from_millis(SHORT_MS),
+        "once every live process votes, the checkpoint truncates at once: {truncated:?} in {:.2}s",
+        again.elapsed.as_secs_f64()
+    );
+    fs::write(st.scratch().join("go-commit"), b"").unwrap();
+    for i in [a, b] {
+        let f = pool.wait(i, Duration::from_secs(30));
+        assert!(f.status.success(), "{}", f.describe());
+    }
+    let names = st.ls("/");
+    assert!(
+        names.contains(&"probe-running".to_owned()) && names.contains(&"probe-stalled".to_owned()),
+        "{names:?}"
+    );
+    st.assert_fsck_clean();
+}
+
 /// [2PC-4] in the engine: "one that exists but is dead by `liveness` is passed to
 /// `on_dead_participant` (the engine claims and cleans it)". A SIGKILLed process that nobody
 /// cleaned yet must not hold log truncation hostage until the two-phase timeout.
