@@ -708,14 +708,17 @@ fn permission_denied() {
         let o = as_nobody(&fx.store, &args);
         fails_with(&o, &[s], "Permission denied");
     }
-    // A readable store whose leases/ is not writable: the lease cannot be taken.
-    fs::set_permissions(&fx.store, fs::Permissions::from_mode(0o755)).unwrap();
+    // A store made readable to others (as stores were before [STORE-4]) whose leases/ is not
+    // writable: the lease cannot be taken, and the message says what is needed.
+    chmod_r(&fx.store, 0o755, 0o644);
     let o = as_nobody(&fx.store, &["ls", "/"]);
-    fails_with(
+    let line = fails_with(
         &o,
         &[fx.store.join("leases").to_str().unwrap()],
         "Permission denied",
     );
+    assert!(line.contains("verfs needs write access to"), "{line}");
+    chmod_r(&fx.store, 0o700, 0o600);
     // A local source nobody may not read.
     let secret = fx.path("secret.txt");
     fs::write(&secret, b"x").unwrap();
@@ -728,6 +731,17 @@ fn permission_denied() {
     // Back as root, nothing was lost or left behind.
     fx.assert_intact_and_clean();
     ok(&open, &["fsck"]);
+}
+
+fn chmod_r(p: &Path, dir_mode: u32, file_mode: u32) {
+    let is_dir = fs::symlink_metadata(p).unwrap().is_dir();
+    let mode = if is_dir { dir_mode } else { file_mode };
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    if is_dir {
+        for e in fs::read_dir(p).unwrap() {
+            chmod_r(&e.unwrap().path(), dir_mode, file_mode);
+        }
+    }
 }
 
 fn chown_r(p: &Path, uid: u32) {
