@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::error::Error;
 use crate::ids::InodeNo;
-use crate::meta::{components, Extent, FileKind, Inode, Timestamp, Tx};
+use crate::meta::{components, show_path, Extent, FileKind, Inode, Timestamp, Tx};
 use crate::store::{ts_of, Held, PendingFile, Store, TransferReport};
 
 /// Called with the number of bytes just transferred.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
 
-fn comps_of(path: &str) -> Result<Vec<Vec<u8>>, Error> {
+fn comps_of<P: AsRef<[u8]> + ?Sized>(path: &P) -> Result<Vec<Vec<u8>>, Error> {
     Ok(components(path)?.into_iter().map(|c| c.to_vec()).collect())
 }
 
@@ -230,9 +230,10 @@ fn store_file(store: &Store, job: FileJob, read: &AtomicU64) -> FileDone {
 pub fn put(
     store: &Store,
     sources: &[PathBuf],
-    dest: &str,
+    dest: impl AsRef<[u8]>,
     progress: Progress<'_>,
 ) -> Result<TransferReport, Error> {
+    let dest = dest.as_ref();
     let mut report = TransferReport::default();
     let dest_is_dir = store.read(|s| {
         let tx = Tx::new(s);
@@ -244,7 +245,7 @@ pub fn put(
     })?;
     if sources.len() > 1 && !dest_is_dir {
         return Err(Error::NotADirectory {
-            path: format!("{dest} (target of several sources)"),
+            path: format!("{} (target of several sources)", show_path(dest)),
         });
     }
     let workers = match store.config().pipeline.file_workers {
@@ -399,7 +400,7 @@ struct TreeNode {
     children: Vec<TreeNode>,
 }
 
-fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
+fn snapshot_tree(store: &Store, path: &[u8]) -> Result<TreeNode, Error> {
     store.view(path, |s, path| {
         let tx = Tx::new(s);
         let ino = tx.resolve(path)?;
@@ -437,11 +438,15 @@ fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
 /// `cp -r` does) and reports the path that failed. Nothing in the store changes.
 pub fn get(
     store: &Store,
-    path: &str,
+    path: impl AsRef<[u8]>,
     local: &Path,
     progress: Progress<'_>,
 ) -> Result<TransferReport, Error> {
-    let tree = snapshot_tree(store, path)?;
+    let (tree, path) = (
+        snapshot_tree(store, path.as_ref())?,
+        show_path(path.as_ref()),
+    );
+    let path = path.as_str();
     let target = match fs::metadata(local) {
         Ok(m) if m.is_dir() => {
             if tree.name.is_empty() {
@@ -495,7 +500,7 @@ fn get_entry(
                 let sp = format!(
                     "{}/{}",
                     store_path.trim_end_matches('/'),
-                    String::from_utf8_lossy(&c.name)
+                    show_path(&c.name)
                 );
                 get_entry(
                     store,
