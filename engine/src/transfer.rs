@@ -442,11 +442,10 @@ pub fn get(
     local: &Path,
     progress: Progress<'_>,
 ) -> Result<TransferReport, Error> {
-    let (tree, path) = (
-        snapshot_tree(store, path.as_ref())?,
-        show_path(path.as_ref()),
-    );
-    let path = path.as_str();
+    let tree = snapshot_tree(store, path.as_ref())?;
+    // Below, the store path only names files in messages.
+    let shown = show_path(path.as_ref());
+    let path = shown.as_str();
     let target = match fs::metadata(local) {
         Ok(m) if m.is_dir() => {
             if tree.name.is_empty() {
