@@ -118,6 +118,16 @@ pub enum Command {
         #[arg(short = 'o', value_name = "OPTS")]
         options: Vec<String>,
     },
+    /// Make `mount -t fuse.verfs STORE MOUNTPOINT` and /etc/fstab entries of type fuse.verfs
+    /// work: a symlink DIR/mount.fuse.verfs to this binary (mount(8) runs it as the mount helper).
+    InstallMountHelper {
+        /// Where mount(8) looks for helpers.
+        #[arg(long, default_value = "/sbin")]
+        dir: PathBuf,
+        /// Replace an existing DIR/mount.fuse.verfs.
+        #[arg(long)]
+        force: bool,
+    },
     /// Unmount (also clears the dead endpoint of a killed mount); waits for the final flush.
     Umount {
         mountpoint: PathBuf,
@@ -144,8 +154,17 @@ pub enum SnapshotCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cmd::run(cli) {
+    // Run by mount(8) for type fuse.verfs through the symlink `install-mount-helper` makes.
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let result = if std::path::Path::new(&argv0).file_name()
+        == Some(std::ffi::OsStr::new(cmd::mount::MOUNT_HELPER))
+    {
+        cmd::mount::helper(&args.collect::<Vec<_>>())
+    } else {
+        cmd::run(Cli::parse())
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("verfs: {}", one_line(&e));

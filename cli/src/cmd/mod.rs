@@ -2,7 +2,7 @@
 
 mod fsck;
 mod io;
-mod mount;
+pub mod mount;
 pub mod names;
 mod namespace;
 mod snapshot;
@@ -72,7 +72,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             mountpoint,
             daemon,
             options,
-        } => mount::mount(&cli, mountpoint, *daemon, options),
+        } => mount::mount(&cli.store, mountpoint, *daemon, options),
+        Command::InstallMountHelper { dir, force } => mount::install_helper(dir, *force),
         Command::Umount { mountpoint, lazy } => mount::umount(&cli, mountpoint, *lazy),
     }
 }
