@@ -554,8 +554,8 @@ impl Store {
     pub fn snapshot_restore(
         &self,
         name: &str,
-        path: impl AsRef<[u8]>,
-        dest: impl AsRef<[u8]>,
+        path: &(impl AsRef<[u8]> + ?Sized),
+        dest: &(impl AsRef<[u8]> + ?Sized),
     ) -> Result<Restored, Error> {
         let (path, dest) = (path.as_ref(), dest.as_ref());
         let id = self.snapshot_id(name)?;

@@ -1173,7 +1173,10 @@ impl Store {
     /// Resolve a store path (no symlinks followed) to its inode and extents; `/.snapshots/NAME/...`
     /// paths are read from that snapshot. Paths here and below are bytes (`&str`, `&[u8]`, an
     /// `OsStr`'s bytes): a stored name need not be UTF-8.
-    pub fn lookup(&self, path: impl AsRef<[u8]>) -> Result<(Inode, Vec<Extent>), Error> {
+    pub fn lookup(
+        &self,
+        path: &(impl AsRef<[u8]> + ?Sized),
+    ) -> Result<(Inode, Vec<Extent>), Error> {
         self.view(path.as_ref(), |s, path| {
             let tx = Tx::new(s);
             let ino = tx.resolve(path)?;
@@ -1184,12 +1187,12 @@ impl Store {
         })?
     }
 
-    pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<Inode, Error> {
+    pub fn stat(&self, path: &(impl AsRef<[u8]> + ?Sized)) -> Result<Inode, Error> {
         Ok(self.lookup(path)?.0)
     }
 
     /// A directory's entries with their inodes, sorted by name; a non-directory lists itself.
-    pub fn list(&self, path: impl AsRef<[u8]>) -> Result<Vec<(Vec<u8>, Inode)>, Error> {
+    pub fn list(&self, path: &(impl AsRef<[u8]> + ?Sized)) -> Result<Vec<(Vec<u8>, Inode)>, Error> {
         let path = path.as_ref();
         if let Some((name, _)) = crate::snapshot::split_path(path) {
             if name.is_empty() {
@@ -1232,7 +1235,11 @@ impl Store {
     }
 
     /// `cat`: a regular file's bytes to `out`.
-    pub fn cat(&self, path: impl AsRef<[u8]>, out: &mut dyn Write) -> Result<(), Error> {
+    pub fn cat(
+        &self,
+        path: &(impl AsRef<[u8]> + ?Sized),
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
         let path = path.as_ref();
         let (inode, extents) = self.lookup(path)?;
         match inode.kind {
@@ -1247,14 +1254,19 @@ impl Store {
         }
     }
 
-    pub fn read_all(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Error> {
+    pub fn read_all(&self, path: &(impl AsRef<[u8]> + ?Sized)) -> Result<Vec<u8>, Error> {
         let mut v = Vec::new();
         self.cat(path, &mut v)?;
         Ok(v)
     }
 
     /// `mkdir [-p]`.
-    pub fn mkdir(&self, path: impl AsRef<[u8]>, perm: u32, parents: bool) -> Result<(), Error> {
+    pub fn mkdir(
+        &self,
+        path: &(impl AsRef<[u8]> + ?Sized),
+        perm: u32,
+        parents: bool,
+    ) -> Result<(), Error> {
         let path = path.as_ref();
         self.transact(true, |tx| {
             if parents {
@@ -1272,7 +1284,7 @@ impl Store {
     }
 
     /// `rm [-r]` (a directory needs `recursive`).
-    pub fn remove(&self, path: impl AsRef<[u8]>, recursive: bool) -> Result<(), Error> {
+    pub fn remove(&self, path: &(impl AsRef<[u8]> + ?Sized), recursive: bool) -> Result<(), Error> {
         let path = path.as_ref();
         self.transact(true, |tx| {
             let at = tx.entry(path)?;
@@ -1285,7 +1297,7 @@ impl Store {
     }
 
     /// `rmdir`: an empty directory.
-    pub fn rmdir(&self, path: impl AsRef<[u8]>) -> Result<(), Error> {
+    pub fn rmdir(&self, path: &(impl AsRef<[u8]> + ?Sized)) -> Result<(), Error> {
         let path = path.as_ref();
         self.transact(true, |tx| {
             let at = tx.entry(path)?;
@@ -1305,7 +1317,11 @@ impl Store {
 
     /// `mv SRC DST`: when DST is an existing directory the entry moves inside it. Decided under
     /// the log lock, so of several processes racing to move one source exactly one succeeds.
-    pub fn rename(&self, src: impl AsRef<[u8]>, dst: impl AsRef<[u8]>) -> Result<(), Error> {
+    pub fn rename(
+        &self,
+        src: &(impl AsRef<[u8]> + ?Sized),
+        dst: &(impl AsRef<[u8]> + ?Sized),
+    ) -> Result<(), Error> {
         let (src, dst) = (src.as_ref(), dst.as_ref());
         self.transact(true, |tx| {
             let from = tx.entry(src)?;
@@ -1321,8 +1337,8 @@ impl Store {
     /// `ln TARGET LINK` (hard) or `ln -s TARGET LINK` (symbolic; TARGET is stored as given).
     pub fn link(
         &self,
-        target: impl AsRef<[u8]>,
-        link: impl AsRef<[u8]>,
+        target: &(impl AsRef<[u8]> + ?Sized),
+        link: &(impl AsRef<[u8]> + ?Sized),
         symbolic: bool,
     ) -> Result<(), Error> {
         let (target, link) = (target.as_ref(), link.as_ref());

@@ -230,7 +230,7 @@ fn store_file(store: &Store, job: FileJob, read: &AtomicU64) -> FileDone {
 pub fn put(
     store: &Store,
     sources: &[PathBuf],
-    dest: impl AsRef<[u8]>,
+    dest: &(impl AsRef<[u8]> + ?Sized),
     progress: Progress<'_>,
 ) -> Result<TransferReport, Error> {
     let dest = dest.as_ref();
@@ -438,7 +438,7 @@ fn snapshot_tree(store: &Store, path: &[u8]) -> Result<TreeNode, Error> {
 /// `cp -r` does) and reports the path that failed. Nothing in the store changes.
 pub fn get(
     store: &Store,
-    path: impl AsRef<[u8]>,
+    path: &(impl AsRef<[u8]> + ?Sized),
     local: &Path,
     progress: Progress<'_>,
 ) -> Result<TransferReport, Error> {

@@ -213,7 +213,8 @@ pub fn ls(cli: &Cli, paths: &[OsString], long: bool, quoting: Option<Quoting>) -
     let store = super::open(cli, "cli ls")?;
     let q = Quoting::for_stdout(quoting);
     let mut failed = false;
-    let mut files: Rows = Vec::new();
+    // (argument, its entries): the non-directories first, then the directories, each sorted.
+    let mut files: Vec<(Vec<u8>, Rows)> = Vec::new();
     let mut dirs: Vec<(Vec<u8>, Rows)> = Vec::new();
     let mut sorted: Vec<&OsString> = paths.iter().collect();
     sorted.sort_by(|a, b| bytes(a).cmp(bytes(b)));
@@ -224,11 +225,7 @@ pub fn ls(cli: &Cli, paths: &[OsString], long: bool, quoting: Option<Quoting>) -
                 let is_dir = store
                     .stat(bytes(p))
                     .map_or(true, |i| i.kind == FileKind::Dir);
-                if is_dir {
-                    dirs.push((bytes(p).to_vec(), entries));
-                } else if let Some((_, i)) = entries.into_iter().next() {
-                    files.push((bytes(p).to_vec(), i));
-                }
+                if is_dir { &mut dirs } else { &mut files }.push((bytes(p).to_vec(), entries));
             }
             Err(e) => {
                 eprintln!("verfs: ls: {e}");
@@ -238,31 +235,26 @@ pub fn ls(cli: &Cli, paths: &[OsString], long: bool, quoting: Option<Quoting>) -
     }
     let mut out = std::io::stdout().lock();
     if cli.json {
-        let rows = |v: &[(Vec<u8>, Inode)]| -> Vec<serde_json::Value> {
+        let rows = |v: &Rows| -> Vec<serde_json::Value> {
             v.iter().map(|(n, i)| inode_json(n, i)).collect()
         };
-        if paths.len() == 1 {
-            let v = if files.is_empty() {
-                dirs.first().map(|d| rows(&d.1)).unwrap_or_default()
-            } else {
-                rows(&files)
-            };
-            writeln!(out, "{}", serde_json::Value::Array(v))?;
+        let listed = files.iter().chain(&dirs);
+        let v: Vec<serde_json::Value> = if paths.len() == 1 {
+            // One path: its entries, as before several were taken.
+            listed.flat_map(|(_, e)| rows(e)).collect()
         } else {
-            // Several paths: one object per argument, in the order listed.
-            let mut v: Vec<serde_json::Value> = files
-                .iter()
-                .map(|(n, i)| serde_json::json!({ "path": names::json(n), "entries": [inode_json(n, i)] }))
-                .collect();
-            v.extend(
-                dirs.iter().map(
-                    |(p, e)| serde_json::json!({ "path": names::json(p), "entries": rows(e) }),
-                ),
-            );
-            writeln!(out, "{}", serde_json::Value::Array(v))?;
-        }
+            listed
+                .map(|(p, e)| serde_json::json!({ "path": names::json(p), "entries": rows(e) }))
+                .collect()
+        };
+        writeln!(out, "{}", serde_json::Value::Array(v))?;
     } else {
         let mut owners = Owners::default();
+        // A non-directory is shown by its argument, as given (`ls d/f` prints `d/f`).
+        let files: Rows = files
+            .into_iter()
+            .flat_map(|(p, e)| e.into_iter().map(move |(_, i)| (p.clone(), i)))
+            .collect();
         write_rows(&mut out, &files, long, q, &mut owners)?;
         let mut first = files.is_empty();
         for (p, entries) in &dirs {
