@@ -2,6 +2,7 @@
 
 mod cmd;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,25 +40,32 @@ pub enum Command {
     Put {
         /// Local files or directories, then the store destination.
         #[arg(required = true, num_args = 2..)]
-        paths: Vec<String>,
+        paths: Vec<OsString>,
+        /// Print no summary line.
+        #[arg(short = 'q', long)]
+        quiet: bool,
     },
     /// Copy a file or tree out of the store (like `cp -r`).
-    Get { path: String, local: PathBuf },
+    Get { path: OsString, local: PathBuf },
     /// Write a stored file's bytes to stdout.
-    Cat { path: String },
-    /// List a directory (one name per line).
+    Cat { path: OsString },
+    /// List directories (one name per line; a "PATH:" header before each when there are
+    /// several). Names are printed raw to a pipe and quoted like GNU `ls` on a terminal.
     Ls {
         #[arg(default_value = "/")]
-        path: String,
-        /// Long format: type, mode, links, owner, size, mtime, name.
+        paths: Vec<OsString>,
+        /// Long format, as `ls -l`: mode, links, owner, group, size, modification time, name.
         #[arg(short = 'l')]
         long: bool,
+        /// How names are printed (default: shell-escape on a terminal, else literal).
+        #[arg(long, value_enum)]
+        quoting_style: Option<cmd::names::Quoting>,
     },
     /// Show an entry's attributes.
-    Stat { path: String },
+    Stat { path: OsString },
     /// Create a directory.
     Mkdir {
-        path: String,
+        path: OsString,
         /// Create missing parents; no error if it exists.
         #[arg(short = 'p', long)]
         parents: bool,
@@ -67,16 +75,16 @@ pub enum Command {
     },
     /// Remove a file or symlink (or a tree with -r).
     Rm {
-        path: String,
+        path: OsString,
         #[arg(short = 'r', long)]
         recursive: bool,
     },
     /// Rename or move an entry (into DST if DST is a directory).
-    Mv { src: String, dst: String },
+    Mv { src: OsString, dst: OsString },
     /// Make a hard link, or a symbolic link with -s.
     Ln {
-        target: String,
-        link: String,
+        target: OsString,
+        link: OsString,
         #[arg(short = 's', long)]
         symbolic: bool,
     },
@@ -114,6 +122,16 @@ pub enum Command {
         #[arg(short = 'o', value_name = "OPTS")]
         options: Vec<String>,
     },
+    /// Make `mount -t fuse.verfs STORE MOUNTPOINT` and /etc/fstab entries of type fuse.verfs
+    /// work: a symlink DIR/mount.fuse.verfs to this binary (mount(8) runs it as the mount helper).
+    InstallMountHelper {
+        /// Where mount(8) looks for helpers.
+        #[arg(long, default_value = "/sbin")]
+        dir: PathBuf,
+        /// Replace an existing DIR/mount.fuse.verfs.
+        #[arg(long)]
+        force: bool,
+    },
     /// Unmount (also clears the dead endpoint of a killed mount); waits for the final flush.
     Umount {
         mountpoint: PathBuf,
@@ -134,14 +152,23 @@ pub enum SnapshotCmd {
     /// Copy PATH of snapshot NAME into the live tree at DEST, sharing data (no copy).
     Restore {
         name: String,
-        path: String,
-        dest: String,
+        path: OsString,
+        dest: OsString,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cmd::run(cli) {
+    // Run by mount(8) for type fuse.verfs through the symlink `install-mount-helper` makes.
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let result = if std::path::Path::new(&argv0).file_name()
+        == Some(std::ffi::OsStr::new(cmd::mount::MOUNT_HELPER))
+    {
+        cmd::mount::helper(&args.collect::<Vec<_>>())
+    } else {
+        cmd::run(Cli::parse())
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("verfs: {}", one_line(&e));

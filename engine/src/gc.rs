@@ -312,6 +312,10 @@ pub struct GcReport {
     /// Sealed packs examined, and how many bytes of them are garbage now.
     pub packs_examined: u64,
     pub garbage_bytes: u64,
+    /// Garbage still on disk after stage 2, and in how many packs (a pack that stage 2 rewrote
+    /// or deleted holds none).
+    pub garbage_bytes_left: u64,
+    pub packs_with_garbage_left: u64,
     pub packs_rewritten: u64,
     pub packs_deleted: u64,
     /// Bytes of pack files freed on disk by stage 2.
@@ -565,6 +569,8 @@ fn stage1(
         }
         report.packs_examined += 1;
         report.garbage_bytes += garbage_bytes;
+        report.garbage_bytes_left += garbage_bytes;
+        report.packs_with_garbage_left += u64::from(garbage_bytes > 0);
         out.push(PackState {
             id: *id,
             len,
@@ -786,6 +792,11 @@ fn rewrite(store: &Store, p: &PackState, report: &mut GcReport) -> Result<(), Er
     match res {
         Ok(new_len) => {
             report.bytes_reclaimed += len.saturating_sub(new_len);
+            // The rewrite kept only live records (or deleted the pack): none of its garbage is left.
+            report.garbage_bytes_left = report.garbage_bytes_left.saturating_sub(p.garbage_bytes);
+            report.packs_with_garbage_left = report
+                .packs_with_garbage_left
+                .saturating_sub(u64::from(p.garbage_bytes > 0));
             if new_len == 0 {
                 report.packs_deleted += 1;
             } else {

@@ -390,21 +390,45 @@ pub const NAME_MAX: usize = 255;
 /// The root entry through which a mount shows snapshots (never stored).
 pub const SNAPSHOTS_DIR: &str = ".snapshots";
 
+/// A store path for messages: as is when it is UTF-8, else each byte that is not part of a UTF-8
+/// character as `\xNN` (names are bytes; an error must still say which one it means).
+pub fn show_path(path: &[u8]) -> String {
+    match std::str::from_utf8(path) {
+        Ok(s) => s.to_owned(),
+        Err(_) => {
+            let mut out = String::new();
+            for chunk in path.utf8_chunks() {
+                out.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            out
+        }
+    }
+}
+
 /// Split a store path (`/a/b/c`, `a/b`, `/`) into its components, refusing `.`/`..` and empty
-/// names so that every path has exactly one meaning.
-pub fn components(path: &str) -> Result<Vec<&[u8]>, Error> {
+/// names so that every path has exactly one meaning. A path is bytes (`&str`, `&[u8]`, or an
+/// `OsStr`'s bytes): a name need not be UTF-8.
+pub fn components<P: AsRef<[u8]> + ?Sized>(path: &P) -> Result<Vec<&[u8]>, Error> {
+    let path = path.as_ref();
     let mut out = Vec::new();
-    for c in path.split('/') {
+    for c in path.split(|&b| b == b'/') {
         match c {
-            "" | "." => continue,
-            ".." => {
+            b"" | b"." => continue,
+            b".." => {
                 return Err(Error::InvalidPath {
-                    path: path.into(),
+                    path: show_path(path),
                     reason: "'..' is not allowed".into(),
                 })
             }
-            c if c.len() > NAME_MAX => return Err(Error::NameTooLong { path: path.into() }),
-            c => out.push(c.as_bytes()),
+            c if c.len() > NAME_MAX => {
+                return Err(Error::NameTooLong {
+                    path: show_path(path),
+                })
+            }
+            c => out.push(c),
         }
     }
     Ok(out)
@@ -413,10 +437,10 @@ pub fn components(path: &str) -> Result<Vec<&[u8]>, Error> {
 /// [SNAP-5]: nothing below `/.snapshots/NAME` can be changed (a mount shows snapshots there; the
 /// live tree has no such entry). Checked where every path-based change names its target, so the
 /// error says why instead of "not found".
-fn check_writable(path: &str, comps: &[&[u8]]) -> Result<(), Error> {
+fn check_writable(path: &[u8], comps: &[&[u8]]) -> Result<(), Error> {
     if comps.len() >= 2 && comps[0] == SNAPSHOTS_DIR.as_bytes() {
         return Err(Error::ReadOnly {
-            path: path.into(),
+            path: show_path(path),
             reason: "a snapshot never changes; `verfs snapshot restore` copies out of one".into(),
         });
     }
@@ -557,42 +581,48 @@ impl<'a> Tx<'a> {
     }
 
     /// Resolve a path to an inode (symlinks are not followed).
-    pub fn resolve(&self, path: &str) -> Result<InodeNo, Error> {
+    pub fn resolve<P: AsRef<[u8]> + ?Sized>(&self, path: &P) -> Result<InodeNo, Error> {
+        let path = path.as_ref();
         let mut cur = InodeNo::ROOT;
         for c in components(path)? {
-            let dir = self
-                .inode(cur)
-                .ok_or_else(|| Error::NotFound { path: path.into() })?;
+            let dir = self.inode(cur).ok_or_else(|| Error::NotFound {
+                path: show_path(path),
+            })?;
             if dir.kind != FileKind::Dir {
-                return Err(Error::NotADirectory { path: path.into() });
+                return Err(Error::NotADirectory {
+                    path: show_path(path),
+                });
             }
-            cur = self
-                .lookup(cur, c)
-                .ok_or_else(|| Error::NotFound { path: path.into() })?;
+            cur = self.lookup(cur, c).ok_or_else(|| Error::NotFound {
+                path: show_path(path),
+            })?;
         }
         Ok(cur)
     }
 
     /// The parent directory and name a path designates; the parent must exist and be a directory.
-    pub fn entry(&self, path: &str) -> Result<Entry, Error> {
+    pub fn entry<P: AsRef<[u8]> + ?Sized>(&self, path: &P) -> Result<Entry, Error> {
+        let path = path.as_ref();
         let comps = components(path)?;
         check_writable(path, &comps)?;
         let Some((last, dirs)) = comps.split_last() else {
             return Err(Error::InvalidPath {
-                path: path.into(),
+                path: show_path(path),
                 reason: "the root has no name".into(),
             });
         };
         let mut cur = InodeNo::ROOT;
         for c in dirs {
-            cur = self
-                .lookup(cur, c)
-                .ok_or_else(|| Error::NotFound { path: path.into() })?;
-            let i = self
-                .inode(cur)
-                .ok_or_else(|| Error::NotFound { path: path.into() })?;
+            cur = self.lookup(cur, c).ok_or_else(|| Error::NotFound {
+                path: show_path(path),
+            })?;
+            let i = self.inode(cur).ok_or_else(|| Error::NotFound {
+                path: show_path(path),
+            })?;
             if i.kind != FileKind::Dir {
-                return Err(Error::NotADirectory { path: path.into() });
+                return Err(Error::NotADirectory {
+                    path: show_path(path),
+                });
             }
         }
         Ok(Entry {
@@ -638,14 +668,19 @@ impl<'a> Tx<'a> {
     }
 
     /// `mkdir -p`: every missing directory of `path` is created; existing ones are kept.
-    pub fn mkdir_p(&mut self, path: &str, perm: u32) -> Result<InodeNo, Error> {
+    pub fn mkdir_p<P: AsRef<[u8]> + ?Sized>(
+        &mut self,
+        path: &P,
+        perm: u32,
+    ) -> Result<InodeNo, Error> {
+        let path = path.as_ref();
         let mut cur = InodeNo::ROOT;
         let mut sofar = String::new();
         let comps = components(path)?;
         check_writable(path, &comps)?;
         for c in comps {
             sofar.push('/');
-            sofar.push_str(&String::from_utf8_lossy(c));
+            sofar.push_str(&show_path(c));
             cur = match self.lookup(cur, c) {
                 Some(ino) => {
                     let i = self.inode(ino).ok_or_else(|| Error::NotFound {
@@ -727,7 +762,7 @@ impl<'a> Tx<'a> {
                     parent: ino,
                     name: name.clone(),
                 };
-                let cpath = format!("{path}/{}", String::from_utf8_lossy(&name));
+                let cpath = format!("{path}/{}", show_path(&name));
                 self.remove_tree(&child, &cpath)?;
             }
         }

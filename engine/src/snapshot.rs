@@ -28,7 +28,8 @@ use crate::format::meta as enc;
 use crate::format::{Dec, Enc};
 use crate::ids::{ChunkId, InodeNo};
 use crate::meta::{
-    components, Entry, FileKind, Inode, MetaState, Op, Timestamp, Tx, NAME_MAX, SNAPSHOTS_DIR,
+    components, show_path, Entry, FileKind, Inode, MetaState, Op, Timestamp, Tx, NAME_MAX,
+    SNAPSHOTS_DIR,
 };
 use crate::store::{Store, PROPOSAL_SNAPSHOT};
 
@@ -230,22 +231,22 @@ pub fn check_name(name: &str) -> Result<(), Error> {
 }
 
 /// `/.snapshots/NAME/REST` -> (NAME, "/REST"); `/.snapshots` -> ("", "/"). None for live paths.
-pub fn split_path(path: &str) -> Option<(String, String)> {
+pub fn split_path<P: AsRef<[u8]> + ?Sized>(path: &P) -> Option<(String, Vec<u8>)> {
     let comps = components(path).ok()?;
     let (first, rest) = comps.split_first()?;
     if *first != SNAPSHOTS_DIR.as_bytes() {
         return None;
     }
     let Some((name, rest)) = rest.split_first() else {
-        return Some((String::new(), "/".into()));
+        return Some((String::new(), b"/".to_vec()));
     };
-    let mut r = String::new();
+    let mut r = Vec::new();
     for c in rest {
-        r.push('/');
-        r.push_str(&String::from_utf8_lossy(c));
+        r.push(b'/');
+        r.extend_from_slice(c);
     }
     if r.is_empty() {
-        r.push('/');
+        r.push(b'/');
     }
     Some((String::from_utf8_lossy(name).into_owned(), r))
 }
@@ -337,11 +338,11 @@ impl Store {
 
     /// Run `f` on the tree a store path is in: a snapshot's for `/.snapshots/NAME/...` (with the
     /// path inside it), else the live tree.
-    pub fn view<R>(&self, path: &str, f: impl FnOnce(&MetaState, &str) -> R) -> Result<R, Error> {
+    pub fn view<R>(&self, path: &[u8], f: impl FnOnce(&MetaState, &[u8]) -> R) -> Result<R, Error> {
         match split_path(path) {
             None => self.read(|s| f(s, path)),
             Some((name, _)) if name.is_empty() => Err(Error::InvalidPath {
-                path: path.into(),
+                path: show_path(path),
                 reason: "the list of snapshots: use `verfs snapshot list`".into(),
             }),
             Some((name, rest)) => {
@@ -550,7 +551,13 @@ impl Store {
     /// `verfs snapshot restore NAME PATH DEST`: copy `PATH` of the snapshot into the live tree at
     /// `DEST` (into it, if it is a directory), sharing every chunk: no data is copied. Hard links
     /// inside the copied tree stay hard links. One transaction: all or nothing.
-    pub fn snapshot_restore(&self, name: &str, path: &str, dest: &str) -> Result<Restored, Error> {
+    pub fn snapshot_restore(
+        &self,
+        name: &str,
+        path: &(impl AsRef<[u8]> + ?Sized),
+        dest: &(impl AsRef<[u8]> + ?Sized),
+    ) -> Result<Restored, Error> {
+        let (path, dest) = (path.as_ref(), dest.as_ref());
         let id = self.snapshot_id(name)?;
         let tree = self.snapshot_tree(id)?;
         let src_root = Tx::new(&tree).resolve(path)?;
@@ -571,13 +578,11 @@ impl Store {
                 .is_some_and(|i| i.kind == FileKind::Dir);
             let (at, at_path) = if dest_is_dir {
                 let Some(n) = &src_name else {
-                    return Err(Error::Exists { path: dest.into() });
+                    return Err(Error::Exists {
+                        path: show_path(dest),
+                    });
                 };
-                let p = format!(
-                    "{}/{}",
-                    dest.trim_end_matches('/'),
-                    String::from_utf8_lossy(n)
-                );
+                let p = format!("{}/{}", show_path(dest).trim_end_matches('/'), show_path(n));
                 let parent = dest_ino.unwrap_or(InodeNo::ROOT);
                 (
                     Entry {
@@ -587,7 +592,7 @@ impl Store {
                     p,
                 )
             } else {
-                (tx.entry(dest)?, dest.to_string())
+                (tx.entry(dest)?, show_path(dest))
             };
             let mut map: HashMap<InodeNo, InodeNo> = HashMap::new();
             copy_in(tx, &tree, src_root, &at, &at_path, &mut map, &mut report)

@@ -17,13 +17,13 @@ use nix::sys::stat::SFlag;
 use crate::error::Error;
 use crate::ids::InodeNo;
 use crate::localdir::{LocalDir, WriteEntryError};
-use crate::meta::{components, Extent, FileKind, Inode, Tx};
+use crate::meta::{components, show_path, Extent, FileKind, Inode, Tx};
 use crate::store::{ts_of, Held, PendingFile, Store, TransferReport};
 
 /// Called with the number of bytes just transferred.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
 
-fn comps_of(path: &str) -> Result<Vec<Vec<u8>>, Error> {
+fn comps_of<P: AsRef<[u8]> + ?Sized>(path: &P) -> Result<Vec<Vec<u8>>, Error> {
     Ok(components(path)?.into_iter().map(|c| c.to_vec()).collect())
 }
 
@@ -232,9 +232,10 @@ fn store_file(store: &Store, job: FileJob, read: &AtomicU64) -> FileDone {
 pub fn put(
     store: &Store,
     sources: &[PathBuf],
-    dest: &str,
+    dest: &(impl AsRef<[u8]> + ?Sized),
     progress: Progress<'_>,
 ) -> Result<TransferReport, Error> {
+    let dest = dest.as_ref();
     let mut report = TransferReport::default();
     let dest_is_dir = store.read(|s| {
         let tx = Tx::new(s);
@@ -246,7 +247,7 @@ pub fn put(
     })?;
     if sources.len() > 1 && !dest_is_dir {
         return Err(Error::NotADirectory {
-            path: format!("{dest} (target of several sources)"),
+            path: format!("{} (target of several sources)", show_path(dest)),
         });
     }
     let workers = match store.config().pipeline.file_workers {
@@ -401,7 +402,7 @@ struct TreeNode {
     children: Vec<TreeNode>,
 }
 
-fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
+fn snapshot_tree(store: &Store, path: &[u8]) -> Result<TreeNode, Error> {
     store.view(path, |s, path| {
         let tx = Tx::new(s);
         let ino = tx.resolve(path)?;
@@ -447,11 +448,14 @@ fn snapshot_tree(store: &Store, path: &str) -> Result<TreeNode, Error> {
 /// be opened.
 pub fn get(
     store: &Store,
-    path: &str,
+    path: &(impl AsRef<[u8]> + ?Sized),
     local: &Path,
     progress: Progress<'_>,
 ) -> Result<TransferReport, Error> {
-    let tree = snapshot_tree(store, path)?;
+    let tree = snapshot_tree(store, path.as_ref())?;
+    // Below, the store path only names files in messages.
+    let shown = show_path(path.as_ref());
+    let path = shown.as_str();
     let mut g = Get {
         store,
         report: TransferReport::default(),
@@ -502,11 +506,7 @@ pub fn get(
 }
 
 fn child_path(parent: &str, name: &[u8]) -> String {
-    format!(
-        "{}/{}",
-        parent.trim_end_matches('/'),
-        String::from_utf8_lossy(name)
-    )
+    format!("{}/{}", parent.trim_end_matches('/'), show_path(name))
 }
 
 /// One `get` in progress: what it has copied and what failed.

@@ -1837,8 +1837,9 @@ fn watch_stop_signals(stop: &Arc<AtomicBool>, mp: &Path) {
     }
 }
 
-/// Lazy unmount of `mp` (`MNT_DETACH` as root, else `fusermount3 -uz`).
-fn detach(mp: &Path) {
+/// Lazy unmount of `mp` (`MNT_DETACH` as root, else `fusermount3 -uz`). Also what a fenced mount
+/// process does before it exits, so that it leaves no dead endpoint behind.
+pub fn detach(mp: &Path) {
     if let Ok(c) = std::ffi::CString::new(mp.as_os_str().as_bytes()) {
         // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {

@@ -1,15 +1,18 @@
 //! `put`, `get`, `cat`.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use verfs_engine::error::Error;
-use verfs_engine::store::TransferReport;
+use verfs_engine::store::{Store, TransferReport};
 use verfs_engine::transfer;
 
+use super::bytes;
 use crate::Cli;
 
 fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
@@ -42,7 +45,7 @@ fn local_size(p: &Path) -> u64 {
     }
 }
 
-pub fn put(cli: &Cli, paths: &[String]) -> Result<ExitCode> {
+pub fn put(cli: &Cli, paths: &[OsString], quiet: bool) -> Result<ExitCode> {
     let (dest, sources) = paths
         .split_last()
         .ok_or_else(|| anyhow::anyhow!("put needs LOCAL... DEST"))?;
@@ -58,17 +61,43 @@ pub fn put(cli: &Cli, paths: &[String]) -> Result<ExitCode> {
     }
     let store = super::open(cli, "cli put")?;
     let total = sources.iter().map(|s| local_size(s)).sum();
-    with_progress(cli, store, Some(total), |store, tick| {
-        transfer::put(store, &sources, dest, tick)
+    let before = store.stats().snapshot();
+    let t0 = Instant::now();
+    let summary = |store: &Store, r: &TransferReport| {
+        // What this put added to the packs (compressed), from this process's own counters.
+        let stored = store.stats().snapshot().bytes_stored - before.bytes_stored;
+        (!quiet).then(|| put_summary(r, stored, t0.elapsed()))
+    };
+    with_progress(cli, store, Some(total), summary, |store, tick| {
+        transfer::put(store, &sources, bytes(dest), tick)
     })
 }
 
-/// Run a transfer with a progress bar on a terminal, close the store, print the report as JSON.
+/// The one line a successful `put` prints (as restic's backup summary): what was copied, how
+/// much of it was new, what that took in the packs, and how long it took.
+fn put_summary(r: &TransferReport, stored: u64, took: Duration) -> String {
+    format!(
+        "verfs: put {} files, {} directories, {} symlinks, {} bytes: {} bytes new in {} chunks, {} chunks already stored (dedup), {} bytes added to the store, {:.2} s",
+        r.files,
+        r.dirs,
+        r.symlinks,
+        r.bytes,
+        r.new_chunk_bytes,
+        r.new_chunks,
+        r.dedup_chunks,
+        stored,
+        took.as_secs_f64()
+    )
+}
+
+/// Run a transfer with a progress bar on a terminal, close the store, print the report as JSON
+/// (or `summary`'s line on stderr).
 fn with_progress(
     cli: &Cli,
-    store: verfs_engine::store::Store,
+    store: Store,
     total: Option<u64>,
-    run: impl FnOnce(&verfs_engine::store::Store, &mut dyn FnMut(u64)) -> Result<TransferReport, Error>,
+    summary: impl FnOnce(&Store, &TransferReport) -> Option<String>,
+    run: impl FnOnce(&Store, &mut dyn FnMut(u64)) -> Result<TransferReport, Error>,
 ) -> Result<ExitCode> {
     let pb = progress_bar(total);
     let mut tick = |n: u64| {
@@ -80,9 +109,12 @@ fn with_progress(
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
+    let line = summary(&store, &report);
     super::finish(store)?;
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);
+    } else if let Some(line) = line {
+        eprintln!("{line}");
     }
     // Like `cp -r`: every entry that could not be copied is named, the rest was copied, and the
     // exit status says that something failed.
@@ -96,18 +128,22 @@ fn with_progress(
     })
 }
 
-pub fn get(cli: &Cli, path: &str, local: &Path) -> Result<ExitCode> {
+pub fn get(cli: &Cli, path: &OsStr, local: &Path) -> Result<ExitCode> {
     let store = super::open(cli, "cli get")?;
-    with_progress(cli, store, None, |store, tick| {
-        transfer::get(store, path, local, tick)
-    })
+    with_progress(
+        cli,
+        store,
+        None,
+        |_, _| None,
+        |store, tick| transfer::get(store, bytes(path), local, tick),
+    )
 }
 
-pub fn cat(cli: &Cli, path: &str) -> Result<ExitCode> {
+pub fn cat(cli: &Cli, path: &OsStr) -> Result<ExitCode> {
     let store = super::open(cli, "cli cat")?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    match store.cat(path, &mut out) {
+    match store.cat(bytes(path), &mut out) {
         Ok(()) => {}
         // `verfs cat f | head` closes the pipe early: not an error.
         Err(verfs_engine::error::Error::Io { source, .. })

@@ -2,12 +2,16 @@
 
 mod fsck;
 mod io;
-mod mount;
+pub mod mount;
+pub mod names;
 mod namespace;
 mod snapshot;
 mod status;
 
 use std::process::ExitCode;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
 use anyhow::Result;
 use verfs_engine::store::{OpenOptions, Store};
@@ -74,10 +78,14 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Put { paths } => io::put(cli, paths),
+        Command::Put { paths, quiet } => io::put(cli, paths, *quiet),
         Command::Get { path, local } => io::get(cli, path, local),
         Command::Cat { path } => io::cat(cli, path),
-        Command::Ls { path, long } => namespace::ls(cli, path, *long),
+        Command::Ls {
+            paths,
+            long,
+            quoting_style,
+        } => namespace::ls(cli, paths, *long, *quoting_style),
         Command::Stat { path } => namespace::stat(cli, path),
         Command::Mkdir {
             path,
@@ -101,9 +109,15 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
             mountpoint,
             daemon,
             options,
-        } => mount::mount(cli, mountpoint, *daemon, options),
+        } => mount::mount(&cli.store, mountpoint, *daemon, options),
+        Command::InstallMountHelper { dir, force } => mount::install_helper(dir, *force),
         Command::Umount { mountpoint, lazy } => mount::umount(cli, mountpoint, *lazy),
     }
+}
+
+/// A store path given on the command line, as the bytes the engine takes.
+pub fn bytes(p: &OsStr) -> &[u8] {
+    p.as_bytes()
 }
 
 /// Close the store (seal pack, release lease) after running maintenance that is due. A checkpoint

@@ -54,13 +54,13 @@ pub fn snapshot(cli: &Cli, cmd: &SnapshotCmd) -> Result<ExitCode> {
             }
         }
         SnapshotCmd::Restore { name, path, dest } => {
-            let r = store.snapshot_restore(name, path, dest)?;
+            let r = store.snapshot_restore(name, super::bytes(path), super::bytes(dest))?;
             if cli.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 eprintln!(
-                    "verfs: restored {path} of snapshot {name} to {dest}: {} files, {} directories, {} others, {} bytes (no data copied)",
-                    r.files, r.dirs, r.others, r.bytes
+                    "verfs: restored {} of snapshot {name} to {}: {} files, {} directories, {} others, {} bytes (no data copied)",
+                    path.to_string_lossy(), dest.to_string_lossy(), r.files, r.dirs, r.others, r.bytes
                 );
             }
         }
@@ -81,8 +81,8 @@ fn print_report(cli: &Cli, r: &GcReport) -> Result<()> {
         r.packs_rewritten,
         r.packs_deleted,
         r.bytes_reclaimed,
-        r.garbage_bytes.saturating_sub(r.bytes_reclaimed),
-        r.packs_examined,
+        r.garbage_bytes_left,
+        r.packs_with_garbage_left,
         r.millis
     );
     for x in &r.recovered {
