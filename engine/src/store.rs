@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use verfs_coordination::io_site;
 use verfs_coordination::journal::{ActionId, Journal};
 use verfs_coordination::lease::{Lease, LeaseKeeper};
 use verfs_coordination::two_phase;
@@ -345,7 +346,8 @@ impl Store {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(root).map_err(Error::io(root))?;
+                io_site!("store.init-mkdir-root", fs::create_dir_all(root))
+                    .map_err(Error::io(root))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                 return Err(Error::NotADirectory {
@@ -367,10 +369,13 @@ impl Store {
             layout.twopc(),
             layout.snapshots(),
         ] {
-            fs::create_dir_all(&d).map_err(Error::io(&d))?;
+            io_site!("store.init-mkdir", fs::create_dir_all(&d)).map_err(Error::io(&d))?;
         }
         if !layout.log().join("LOCK").exists() {
-            let _ = fs::remove_dir_all(layout.log());
+            let _ = io_site!(
+                "store.init-remove-partial-log",
+                fs::remove_dir_all(layout.log())
+            );
             txlog::create(&layout.log())?;
         }
         // A previous init that died: roll its manifest back (or forward) first.
@@ -726,7 +731,7 @@ impl Store {
         let Some((file, len)) = handle else {
             return Ok(());
         };
-        let res = file.sync_data();
+        let res = io_site!("store.pack-group-sync", file.sync_data());
         let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(o) = guard.as_mut().filter(|o| o.writer.id() == need.0) {
             match &res {
@@ -1445,7 +1450,7 @@ impl Store {
         let decision = self.propose(PROPOSAL_LOG_TRUNCATE, serde_json::json!({ "lsn": lsn.0 }))?;
         if decision.decision.is_commit() {
             for p in covered.iter().chain(stale.iter()) {
-                match fs::remove_file(p) {
+                match io_site!("store.log-truncate-unlink", fs::remove_file(p)) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => {
