@@ -63,9 +63,6 @@ pub const SITES: &[&str] = &[
     "txlog.append-write",
     "txlog.append-cut",
     "txlog.roll-fsync-old",
-    "txlog.roll-create",
-    "txlog.roll-write-header",
-    "txlog.roll-fsync-new",
     "txlog.sync",
     // journal
     "journal.create",

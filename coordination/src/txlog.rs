@@ -842,22 +842,9 @@ impl<S: StateMachine> TxLog<S> {
         io_site!("txlog.roll-fsync-old", view.seg.sync_data()).map_err(io_err(&view.seg_path))?;
         let next = Lsn(view.lsn.0 + 1);
         let path = self.dir.join(segment_name(next));
-        let f = io_site!(
-            "txlog.roll-create",
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-        )
-        .map_err(io_err(&path))?;
-        io_site!(
-            "txlog.roll-write-header",
-            f.write_all_at(&encode_segment_header(next), 0)
-        )
-        .map_err(io_err(&path))?;
-        io_site!("txlog.roll-fsync-new", f.sync_all()).map_err(io_err(&path))?;
-        fsutil::fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        // The new segment appears with its whole header or not at all (temp + rename): a
+        // segment file cut inside its header would make every later open of the log fail.
+        fsutil::write_atomic(&path, &encode_segment_header(next)).map_err(io_err(&path))?;
         // Commit point of the rollover: the segment-end record in the old segment.
         self.write_segment_end(view)?;
         Self::catch_up(view)?;

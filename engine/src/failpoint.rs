@@ -35,7 +35,6 @@ pub const SITES: &[&str] = &[
     "gc.discard-repair-truncate",
     "gc.discard-repair-fsync",
     "gc.orphan-index-unlink",
-    "gc.bad-discard-unlink",
     "gc.stale-snapshot-unlink",
     "gc.orphan-discard-unlink",
     // snapshots

@@ -554,10 +554,7 @@ fn stage1(
             Err(e) => {
                 // Derived data: rebuild it from the index.
                 report.problems.push(format!("{e}; rebuilt"));
-                let _ = io_site!(
-                    "gc.bad-discard-unlink",
-                    fs::remove_file(discard_path(&layout.packs(), *id))
-                );
+                let _ = fs::remove_file(discard_path(&layout.packs(), *id));
                 Discard::default()
             }
         };

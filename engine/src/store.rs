@@ -321,8 +321,10 @@ impl Store {
         }
         match fs::read_dir(root) {
             Ok(mut rd) => {
-                if let Some(Ok(e)) = rd.next() {
-                    // A half-finished init (no FORMAT, our own folders) may be completed.
+                if let Some(Ok(_)) = rd.next() {
+                    // A half-finished init (no FORMAT, our own folders, and the manifest temps
+                    // of `config.toml` and `FORMAT` that the recovery below rolls back) may be
+                    // completed.
                     let ours = [
                         CONFIG_FILE,
                         LOG_DIR,
@@ -333,11 +335,17 @@ impl Store {
                         TWOPC_DIR,
                         SNAPSHOT_DIR,
                     ];
-                    let all_ours = fs::read_dir(root)
+                    let is_ours = |name: &str| {
+                        ours.contains(&name)
+                            || [CONFIG_FILE, FORMAT_FILE]
+                                .iter()
+                                .any(|t| name.starts_with(&format!(".{t}.mf-")))
+                    };
+                    let foreign = fs::read_dir(root)
                         .map_err(Error::io(root))?
                         .filter_map(|e| e.ok())
-                        .all(|e| ours.contains(&e.file_name().to_string_lossy().as_ref()));
-                    if !all_ours {
+                        .find(|e| !is_ours(&e.file_name().to_string_lossy()));
+                    if let Some(e) = foreign {
                         return Err(Error::InvalidPath {
                             path: root.display().to_string(),
                             reason: format!("directory is not empty (found {:?})", e.file_name()),
@@ -656,7 +664,16 @@ impl Store {
             ) {
                 Ok(w) => w,
                 Err(e) => {
-                    let _ = self.journal.end(action);
+                    if crate::pack::pack_path(&self.layout.packs(), id).exists() {
+                        // Its removal failed too: seal it at close like a salvaged pack, so no
+                        // unsealed pack without a journal entry is left behind.
+                        self.unsealed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((id, action));
+                    } else {
+                        let _ = self.journal.end(action);
+                    }
                     return Err(e.into());
                 }
             };
