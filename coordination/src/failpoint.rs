@@ -53,9 +53,6 @@ pub const SITES: &[&str] = &[
     "fsutil.excl-temp-unlink",
     // txlog
     "txlog.init-create-lock",
-    "txlog.init-create-segment",
-    "txlog.init-write-header",
-    "txlog.init-fsync",
     "txlog.torn-truncate",
     "txlog.torn-fsync",
     "txlog.segment-end-write",

@@ -302,23 +302,12 @@ pub struct TxLog<S: StateMachine> {
 /// format file exists, so a half-initialized store is never opened.
 pub fn create(log_dir: &Path) -> Result<(), LogError> {
     fs::create_dir_all(log_dir).map_err(io_err(log_dir))?;
+    // The first segment is complete before `LOCK` exists: store init takes an existing `LOCK`
+    // for a finished log, so a crash or I/O error in between must not leave a torn segment.
+    let seg_path = log_dir.join(segment_name(Lsn(1)));
+    fsutil::write_atomic(&seg_path, &encode_segment_header(Lsn(1))).map_err(io_err(&seg_path))?;
     let lock_path = log_dir.join("LOCK");
     io_site!("txlog.init-create-lock", File::create(&lock_path)).map_err(io_err(&lock_path))?;
-    let seg_path = log_dir.join(segment_name(Lsn(1)));
-    let f = io_site!(
-        "txlog.init-create-segment",
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&seg_path)
-    )
-    .map_err(io_err(&seg_path))?;
-    io_site!(
-        "txlog.init-write-header",
-        f.write_all_at(&encode_segment_header(Lsn(1)), 0)
-    )
-    .map_err(io_err(&seg_path))?;
-    io_site!("txlog.init-fsync", f.sync_all()).map_err(io_err(&seg_path))?;
     fsutil::fsync_dir(log_dir).map_err(io_err(log_dir))
 }
 
