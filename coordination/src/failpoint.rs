@@ -1,5 +1,5 @@
-//! Failpoints at the store's write sites, for fault-injection tests (`data-layout.md` 11,
-//! "Failpoints").
+//! Failpoints at the store's write sites, for fault-injection tests (`data-layout.md` 6.8,
+//! "Design choices").
 //!
 //! Every write, fsync, rename, unlink, truncate and create of a store file in this crate and in
 //! the engine is wrapped in [`io_site!`]: `io_site!("txlog.append-write", f.write_all_at(..))`.

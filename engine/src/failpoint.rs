@@ -1,5 +1,5 @@
 //! The engine's failpoint sites (see `verfs_coordination::failpoint` for how a site works and
-//! how `FAILPOINTS` configures it; `data-layout.md` 11, "Failpoints").
+//! how `FAILPOINTS` configures it; `data-layout.md` 6.8, "Design choices").
 
 /// The failpoint sites of this crate, one per wrapped call.
 pub const SITES: &[&str] = &[

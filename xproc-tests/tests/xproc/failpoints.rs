@@ -1,4 +1,4 @@
-//! Fault injection at every write site (issue 11, section 2; `data-layout.md` 11, "Failpoints").
+//! Fault injection at every write site (issue 11, section 2; `data-layout.md` 6.8).
 //!
 //! Every `io_site!` of the engine and coordination crates (`all_sites()`) gets, in turn, EIO,
 //! ENOSPC and a crash (abort) injected through `FAILPOINTS` in a real `verfs` process running the
