@@ -7,9 +7,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::io_site;
+
 /// fsync a directory so that creates, renames and unlinks inside it are durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    io_site!("fsutil.fsync-dir", File::open(dir)?.sync_all())
 }
 
 /// The directory holding `path` (`.` for a bare name).
@@ -37,14 +39,17 @@ pub fn temp_path_beside(path: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_path_beside(path);
     let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        let mut f = io_site!(
+            "fsutil.atomic-create",
+            OpenOptions::new().write(true).create_new(true).open(&tmp)
+        )?;
+        io_site!("fsutil.atomic-write", f.write_all(bytes))?;
+        io_site!("fsutil.atomic-fsync", f.sync_all())?;
+        io_site!("fsutil.atomic-rename", fs::rename(&tmp, path))?;
         fsync_dir(&parent_of(path))
     })();
     if res.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = io_site!("fsutil.atomic-cleanup-unlink", fs::remove_file(&tmp));
     }
     res
 }
@@ -56,11 +61,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// with `EEXIST` exactly like `O_EXCL` and is atomic on NFSv4 as well.
 pub fn create_exclusive(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     let tmp = temp_path_beside(path);
-    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let mut f = io_site!(
+        "fsutil.excl-create",
+        OpenOptions::new().write(true).create_new(true).open(&tmp)
+    )?;
     let res = (|| {
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        match fs::hard_link(&tmp, path) {
+        io_site!("fsutil.excl-write", f.write_all(bytes))?;
+        io_site!("fsutil.excl-fsync", f.sync_all())?;
+        match io_site!("fsutil.excl-link", fs::hard_link(&tmp, path)) {
             Ok(()) => {
                 fsync_dir(&parent_of(path))?;
                 Ok(true)
@@ -69,7 +77,7 @@ pub fn create_exclusive(path: &Path, bytes: &[u8]) -> io::Result<bool> {
             Err(e) => Err(e),
         }
     })();
-    let _ = fs::remove_file(&tmp);
+    let _ = io_site!("fsutil.excl-temp-unlink", fs::remove_file(&tmp));
     res
 }
 

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::fsutil;
+use crate::io_site;
 
 /// File name of the journal inside a lease folder.
 pub const JOURNAL_FILE: &str = "journal";
@@ -333,12 +334,15 @@ impl Journal {
             source,
         };
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io)?;
+        let file = io_site!(
+            "journal.create",
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&path)
+        )
+        .map_err(io)?;
         if !existed {
             // The file's own fdatasync does not make its name durable.
             fsutil::fsync_dir(lease_dir).map_err(io)?;
@@ -379,9 +383,9 @@ impl Journal {
             return Err(AppendError::Broken);
         }
         let bytes = rec.encode();
-        let res = inner.file.write_all(&bytes).and_then(|()| {
+        let res = io_site!("journal.append-write", inner.file.write_all(&bytes)).and_then(|()| {
             if sync {
-                inner.file.sync_data()
+                io_site!("journal.append-fsync", inner.file.sync_data())
             } else {
                 Ok(())
             }
@@ -394,7 +398,7 @@ impl Journal {
             Err(e) => {
                 // A partial record followed by later appends would read as corruption in the
                 // middle and hide everything after it, so cut it off or stop writing ([JNL-3]).
-                if inner.file.set_len(inner.len).is_err() {
+                if io_site!("journal.append-cut", inner.file.set_len(inner.len)).is_err() {
                     inner.broken = true;
                 }
                 Err(AppendError::Io(e))

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctlfile::{self, CtlError};
 use crate::fsutil;
+use crate::io_site;
 
 /// Control-file kind of `leases/<id>/info`.
 pub const INFO_KIND: &str = "lease";
@@ -537,25 +538,29 @@ impl Lease {
             let path = path.to_path_buf();
             move |source| AcquireError::Io { path, source }
         };
-        fs::create_dir(&new_dir).map_err(io(&new_dir))?;
+        io_site!("lease.create-dir", fs::create_dir(&new_dir)).map_err(io(&new_dir))?;
         let built = (|| {
             ctlfile::write(&new_dir.join(INFO_FILE), INFO_KIND, &info)?;
             let hb_path = new_dir.join(HEARTBEAT_FILE);
-            let mut hb = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&hb_path)
-                .map_err(io(&hb_path))?;
+            let mut hb = io_site!(
+                "lease.heartbeat-create",
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&hb_path)
+            )
+            .map_err(io(&hb_path))?;
             let first = Heartbeat {
                 counter: 0,
                 unix_ms: unix_ms(SystemTime::now()),
             };
-            hb.write_all(&first.encode()).map_err(io(&hb_path))?;
-            hb.sync_all().map_err(io(&hb_path))?;
+            io_site!("lease.heartbeat-write-first", hb.write_all(&first.encode()))
+                .map_err(io(&hb_path))?;
+            io_site!("lease.heartbeat-fsync-first", hb.sync_all()).map_err(io(&hb_path))?;
             fsutil::fsync_dir(&new_dir).map_err(io(&new_dir))?;
             // [LEASE-1]: the folder appears under its final name complete or not at all.
-            fs::rename(&new_dir, &dir).map_err(io(&dir))?;
+            io_site!("lease.publish-rename", fs::rename(&new_dir, &dir)).map_err(io(&dir))?;
             fsutil::fsync_dir(leases_dir).map_err(io(leases_dir))?;
             Ok(hb)
         })();
@@ -621,7 +626,11 @@ impl Lease {
         };
         // [LEASE-4]: no fsync on a local disk: after a power loss the boot id differs, so the
         // heartbeat's durability never matters.
-        self.heartbeat.write_all_at(&hb.encode(), 0).map_err(io)?;
+        io_site!(
+            "lease.heartbeat-write",
+            self.heartbeat.write_all_at(&hb.encode(), 0)
+        )
+        .map_err(io)?;
         if self.flush {
             self.heartbeat.sync_data().map_err(io)?;
         }
@@ -725,7 +734,7 @@ impl Lease {
             let (id, path) = (id.clone(), path.to_path_buf());
             move |source| ReleaseError::Io { id, path, source }
         };
-        fs::rename(&self.dir, &claimed).map_err(io(&self.dir))?;
+        io_site!("lease.release-rename", fs::rename(&self.dir, &claimed)).map_err(io(&self.dir))?;
         fsutil::fsync_dir(&self.leases_dir).map_err(io(&self.leases_dir))?;
         remove_tree(&claimed).map_err(io(&claimed))?;
         fsutil::fsync_dir(&self.leases_dir).map_err(io(&self.leases_dir))
@@ -990,7 +999,7 @@ fn claim_rename(
         let (id, path) = (id.clone(), path.to_path_buf());
         move |source| ClaimError::Io { id, path, source }
     };
-    match fs::rename(from, &to) {
+    match io_site!("lease.claim-rename", fs::rename(from, &to)) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(from)(e)),
@@ -1084,7 +1093,7 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
         r => r,
     };
     if !meta.is_dir() {
-        return gone_ok(fs::remove_file(path));
+        return gone_ok(io_site!("lease.remove-file", fs::remove_file(path)));
     }
     let rd = match fs::read_dir(path) {
         Ok(rd) => rd,
@@ -1098,7 +1107,7 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    gone_ok(fs::remove_dir(path))
+    gone_ok(io_site!("lease.remove-dir", fs::remove_dir(path)))
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@
 //! - [`lock::LockTable`]: DLM-mode lock manager (named resources, POSIX ranges) on OFD locks.
 //! - [`two_phase`]: file-voted two-phase commit among the live processes.
 //! - [`ctlfile`] and [`fsutil`]: the checksummed control-file envelope and durable file primitives.
+//! - [`failpoint`]: fault injection at every store write site, for tests ([`io_site!`]).
 //!
 //! The byte formats and protocols are specified in `data-layout.md` at the repository root.
 
 pub mod ctlfile;
+pub mod failpoint;
 pub mod fsutil;
 pub mod journal;
 pub mod lease;

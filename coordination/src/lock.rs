@@ -506,13 +506,16 @@ impl LockTable {
 /// Read-write (OFD read locks need a readable, write locks a writable description), close-on-exec
 /// (std's default: an exec'd child must not keep the description, and with it the locks, alive).
 fn open_table(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o666)
-        .open(path)
+    crate::io_site!(
+        "lock.table-create",
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o666)
+            .open(path)
+    )
 }
 
 /// Level of the tail byte held by one owner for one inode.

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctlfile::{self, CtlError};
 use crate::fsutil;
+use crate::io_site;
 use crate::lease::LeaseId;
 
 /// Control-file kind of `manifests/<id>.prepare`.
@@ -352,12 +353,14 @@ impl Manifest {
             path: tmp.clone(),
             source,
         };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
+        let mut f = io_site!(
+            "manifest.stage-create",
+            OpenOptions::new().write(true).create_new(true).open(&tmp)
+        )
+        .map_err(io)?;
+        io_site!("manifest.stage-write", f.write_all(bytes))
+            .and_then(|()| io_site!("manifest.stage-fsync", f.sync_all()))
             .map_err(io)?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
         self.temp_dirs.insert(fsutil::parent_of(&tmp));
         self.entries.push(entry);
         Ok(())
@@ -485,7 +488,7 @@ impl Drop for Manifest {
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
+    match io_site!("manifest.remove", fs::remove_file(path)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r,
     }
@@ -518,30 +521,32 @@ fn apply(root: &Path, id: &ManifestId, entries: &[ManifestEntry]) -> Vec<String>
             continue;
         };
         match &e.op {
-            EntryOp::Write { len, crc32 } => match fs::rename(&tmp, &target) {
-                Ok(()) => {
-                    dirs.insert(fsutil::parent_of(&target));
-                }
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    // Applied before (by this owner or another recoverer), or lost: only the
-                    // target's content tells which.
-                    match file_len_crc(&target) {
-                        Ok((l, c)) if l == *len && c == *crc32 => {
-                            dirs.insert(fsutil::parent_of(&target));
-                        }
-                        Ok((l, c)) => problems.push(format!(
-                            "{}: temp is gone and target has len {l} crc32 {c:08x}, \
-                             expected len {len} crc32 {crc32:08x}",
-                            target.display()
-                        )),
-                        Err(err) => problems.push(format!(
-                            "{}: temp is gone and target unreadable: {err}",
-                            target.display()
-                        )),
+            EntryOp::Write { len, crc32 } => {
+                match io_site!("manifest.apply-rename", fs::rename(&tmp, &target)) {
+                    Ok(()) => {
+                        dirs.insert(fsutil::parent_of(&target));
                     }
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        // Applied before (by this owner or another recoverer), or lost: only the
+                        // target's content tells which.
+                        match file_len_crc(&target) {
+                            Ok((l, c)) if l == *len && c == *crc32 => {
+                                dirs.insert(fsutil::parent_of(&target));
+                            }
+                            Ok((l, c)) => problems.push(format!(
+                                "{}: temp is gone and target has len {l} crc32 {c:08x}, \
+                             expected len {len} crc32 {crc32:08x}",
+                                target.display()
+                            )),
+                            Err(err) => problems.push(format!(
+                                "{}: temp is gone and target unreadable: {err}",
+                                target.display()
+                            )),
+                        }
+                    }
+                    Err(err) => problems.push(format!("renaming {}: {err}", tmp.display())),
                 }
-                Err(err) => problems.push(format!("renaming {}: {err}", tmp.display())),
-            },
+            }
             EntryOp::Remove => match remove_if_exists(&target) {
                 Ok(()) => {
                     dirs.insert(fsutil::parent_of(&target));

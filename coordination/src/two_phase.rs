@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctlfile::{self, CtlError};
 use crate::fsutil;
+use crate::io_site;
 use crate::lease::{self, remove_tree, unix_ms, Lease, LeaseConfig, LeaseId, LeaseState};
 use crate::manifest::{valid_pair_id, ParseIdError};
 
@@ -298,7 +299,7 @@ pub fn propose(
     };
     let new_dir = twopc_dir.join(format!("{NEW_PREFIX}{txn}"));
     let dir = twopc_dir.join(txn.as_str());
-    fs::create_dir(&new_dir).map_err(create_err(&new_dir))?;
+    io_site!("twopc.create-dir", fs::create_dir(&new_dir)).map_err(create_err(&new_dir))?;
     let created = (|| {
         let p = new_dir.join(PROPOSAL_FILE);
         ctlfile::write(&p, PROPOSAL_KIND, &proposal).map_err(|e| match e {
@@ -306,7 +307,7 @@ pub fn propose(
             other => create_err(&p)(io::Error::other(other.to_string())),
         })?;
         // [2PC-1]: participants see the proposal complete or not at all.
-        fs::rename(&new_dir, &dir).map_err(create_err(&dir))?;
+        io_site!("twopc.publish-rename", fs::rename(&new_dir, &dir)).map_err(create_err(&dir))?;
         fsutil::fsync_dir(twopc_dir).map_err(create_err(twopc_dir))
     })();
     if let Err(e) = created {
@@ -497,7 +498,7 @@ pub fn finish(twopc_dir: &Path, txn: &TxnId) -> Result<(), FinishError> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(&done)(e)),
         }
-        match fs::rename(&dir, &gone) {
+        match io_site!("twopc.finish-rename", fs::rename(&dir, &gone)) {
             Ok(()) => fsutil::fsync_dir(twopc_dir).map_err(io(twopc_dir))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(&dir)(e)),

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::fsutil;
+use crate::io_site;
 
 /// Log sequence number: the 1-based index of a transaction record in the log. `Lsn(0)` is the
 /// empty log.
@@ -400,17 +401,12 @@ pub struct TxLog<S: StateMachine> {
 /// format file exists, so a half-initialized store is never opened.
 pub fn create(log_dir: &Path) -> Result<(), LogError> {
     fs::create_dir_all(log_dir).map_err(io_err(log_dir))?;
-    let lock_path = log_dir.join("LOCK");
-    File::create(&lock_path).map_err(io_err(&lock_path))?;
+    // The first segment is complete before `LOCK` exists: store init takes an existing `LOCK`
+    // for a finished log, so a crash or I/O error in between must not leave a torn segment.
     let seg_path = log_dir.join(segment_name(Lsn(1)));
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&seg_path)
-        .map_err(io_err(&seg_path))?;
-    f.write_all_at(&encode_segment_header(Lsn(1)), 0)
-        .map_err(io_err(&seg_path))?;
-    f.sync_all().map_err(io_err(&seg_path))?;
+    fsutil::write_atomic(&seg_path, &encode_segment_header(Lsn(1))).map_err(io_err(&seg_path))?;
+    let lock_path = log_dir.join("LOCK");
+    io_site!("txlog.init-create-lock", File::create(&lock_path)).map_err(io_err(&lock_path))?;
     fsutil::fsync_dir(log_dir).map_err(io_err(log_dir))
 }
 
@@ -850,8 +846,8 @@ impl<S: StateMachine> TxLog<S> {
                 .write(true)
                 .open(&view.seg_path)
                 .map_err(io_err(&view.seg_path))?;
-            f.set_len(offset).map_err(io_err(&view.seg_path))?;
-            f.sync_all().map_err(io_err(&view.seg_path))?;
+            io_site!("txlog.torn-truncate", f.set_len(offset)).map_err(io_err(&view.seg_path))?;
+            io_site!("txlog.torn-fsync", f.sync_all()).map_err(io_err(&view.seg_path))?;
             view.seg = Arc::new(File::open(&view.seg_path).map_err(io_err(&view.seg_path))?);
         }
         let next = self.dir.join(segment_name(Lsn(view.lsn.0 + 1)));
@@ -870,9 +866,9 @@ impl<S: StateMachine> TxLog<S> {
             .write(true)
             .open(&view.seg_path)
             .map_err(io_err(&view.seg_path))?;
-        f.write_all_at(&rec, view.offset)
+        io_site!("txlog.segment-end-write", f.write_all_at(&rec, view.offset))
             .map_err(io_err(&view.seg_path))?;
-        f.sync_data().map_err(io_err(&view.seg_path))?;
+        io_site!("txlog.segment-end-fsync", f.sync_data()).map_err(io_err(&view.seg_path))?;
         Ok(())
     }
 
@@ -918,9 +914,9 @@ impl<S: StateMachine> TxLog<S> {
                 f
             }
         };
-        if let Err(e) = wf.write_all_at(&rec, view.offset) {
+        if let Err(e) = io_site!("txlog.append-write", wf.write_all_at(&rec, view.offset)) {
             // ENOSPC or EIO mid-record: cut it so the next reader does not see a torn record.
-            let _ = wf.set_len(view.offset);
+            let _ = io_site!("txlog.append-cut", wf.set_len(view.offset));
             return Err(io_err(&view.seg_path)(e).into());
         }
         view.state
@@ -941,19 +937,12 @@ impl<S: StateMachine> TxLog<S> {
     /// Start a new segment. The old one is synced first so that group commit only ever has to
     /// sync the segment that is current when it runs.
     fn roll_segment(&self, view: &mut View<S>) -> Result<(), LogError> {
-        view.seg.sync_data().map_err(io_err(&view.seg_path))?;
+        io_site!("txlog.roll-fsync-old", view.seg.sync_data()).map_err(io_err(&view.seg_path))?;
         let next = Lsn(view.lsn.0 + 1);
         let path = self.dir.join(segment_name(next));
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        f.write_all_at(&encode_segment_header(next), 0)
-            .map_err(io_err(&path))?;
-        f.sync_all().map_err(io_err(&path))?;
-        fsutil::fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        // The new segment appears with its whole header or not at all (temp + rename): a
+        // segment file cut inside its header would make every later open of the log fail.
+        fsutil::write_atomic(&path, &encode_segment_header(next)).map_err(io_err(&path))?;
         // Commit point of the rollover: the segment-end record in the old segment.
         self.write_segment_end(view)?;
         Self::catch_up(view)?;
@@ -972,7 +961,7 @@ impl<S: StateMachine> TxLog<S> {
             (v.seg.clone(), v.seg_path.clone(), v.lsn)
         };
         // Records in older segments were synced when their segment was rolled.
-        seg.sync_data().map_err(io_err(&path))?;
+        io_site!("txlog.sync", seg.sync_data()).map_err(io_err(&path))?;
         *durable = head.max(lsn);
         Ok(())
     }

@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use verfs_coordination::fsutil;
 use verfs_coordination::lock::{LockOwner, LockTable, Mode, Resource, Wait};
 use verfs_coordination::manifest::Manifest;
 use verfs_coordination::two_phase;
+use verfs_coordination::{fsutil, io_site};
 
 use crate::error::Error;
 use crate::format::pack::{self as pfmt, IndexEntry, PackHeader, PackIndex, RECORD_HEADER_LEN};
@@ -237,22 +237,28 @@ fn append_discard(
 ) -> Result<(), Error> {
     let path = discard_path(packs_dir, id);
     let io = Error::io(&path);
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(Error::io(&path))?;
+    let mut f = io_site!(
+        "gc.discard-create",
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+    )
+    .map_err(Error::io(&path))?;
     let len = f.metadata().map_err(Error::io(&path))?.len();
     let mut start = existing.valid_len;
     if start < DISCARD_HEADER_LEN as u64 {
-        f.set_len(0).map_err(Error::io(&path))?;
-        f.write_all_at(&encode_header(id), 0)
-            .map_err(Error::io(&path))?;
+        io_site!("gc.discard-reset-truncate", f.set_len(0)).map_err(Error::io(&path))?;
+        io_site!(
+            "gc.discard-header-write",
+            f.write_all_at(&encode_header(id), 0)
+        )
+        .map_err(Error::io(&path))?;
         start = DISCARD_HEADER_LEN as u64;
     } else if len != start {
-        f.set_len(start).map_err(Error::io(&path))?;
+        io_site!("gc.discard-cut-truncate", f.set_len(start)).map_err(Error::io(&path))?;
     }
     let mut payload = Vec::with_capacity(batch.len() * DISCARD_ENTRY_LEN);
     for (c, stored) in batch {
@@ -269,8 +275,8 @@ fn append_discard(
     cp.extend_from_slice(&lsn.to_le_bytes());
     cp.extend_from_slice(&(batch.len() as u64).to_le_bytes());
     out.extend_from_slice(&encode_record(TYPE_CHECKPOINT, &cp));
-    f.write_all_at(&out, start).map_err(Error::io(&path))?;
-    f.sync_data().map_err(io)?;
+    io_site!("gc.discard-write", f.write_all_at(&out, start)).map_err(Error::io(&path))?;
+    io_site!("gc.discard-fsync", f.sync_data()).map_err(io)?;
     if existing.valid_len == 0 {
         fsutil::fsync_dir(packs_dir).map_err(Error::io(packs_dir))?;
     }
@@ -284,14 +290,14 @@ pub fn repair_discard(packs_dir: &Path, id: PackId) -> Result<Option<u64>, Error
     let Some(at) = d.torn_at else { return Ok(None) };
     let path = discard_path(packs_dir, id);
     if at < DISCARD_HEADER_LEN as u64 {
-        fs::remove_file(&path).map_err(Error::io(&path))?;
+        io_site!("gc.discard-repair-unlink", fs::remove_file(&path)).map_err(Error::io(&path))?;
     } else {
         let f = OpenOptions::new()
             .write(true)
             .open(&path)
             .map_err(Error::io(&path))?;
-        f.set_len(at).map_err(Error::io(&path))?;
-        f.sync_all().map_err(Error::io(&path))?;
+        io_site!("gc.discard-repair-truncate", f.set_len(at)).map_err(Error::io(&path))?;
+        io_site!("gc.discard-repair-fsync", f.sync_all()).map_err(Error::io(&path))?;
     }
     Ok(Some(at))
 }
@@ -481,7 +487,12 @@ fn stage1(
     // The sweep: every sealed pack against the index.
     let listing = pack::list_packs(&layout.packs()).map_err(Error::from)?;
     for id in &listing.orphan_indexes {
-        if fs::remove_file(index_path(&layout.packs(), *id)).is_ok() {
+        if io_site!(
+            "gc.orphan-index-unlink",
+            fs::remove_file(index_path(&layout.packs(), *id))
+        )
+        .is_ok()
+        {
             report.stale_files_removed += 1;
         }
     }
@@ -598,7 +609,9 @@ pub(crate) fn remove_stale_snapshot_files(store: &Store, report: &mut GcReport) 
         return;
     };
     for (id, path) in files {
-        if !known.contains(&id) && fs::remove_file(&path).is_ok() {
+        if !known.contains(&id)
+            && io_site!("gc.stale-snapshot-unlink", fs::remove_file(&path)).is_ok()
+        {
             report.stale_files_removed += 1;
         }
     }
@@ -614,7 +627,9 @@ fn remove_orphan_discards(packs_dir: &Path, present: &HashSet<PackId>, report: &
             .strip_suffix(".discard")
             .and_then(|h| h.parse::<PackId>().ok())
         {
-            if !present.contains(&id) && fs::remove_file(e.path()).is_ok() {
+            if !present.contains(&id)
+                && io_site!("gc.orphan-discard-unlink", fs::remove_file(e.path())).is_ok()
+            {
                 report.stale_files_removed += 1;
             }
         }

@@ -25,6 +25,7 @@ pub mod access;
 pub mod chunker;
 pub mod config;
 pub mod error;
+pub mod failpoint;
 pub mod format;
 pub mod fsck;
 pub mod fsops;

@@ -15,6 +15,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver};
 
+use verfs_coordination::io_site;
+
 use crate::chunker::SharedChunk;
 use crate::ids::ChunkId;
 use crate::pack::{ChunkCompressor, Encoding, PackError};
@@ -90,8 +92,11 @@ pub const STATS_FILE: &str = "stats.json";
 pub fn publish(lease_dir: &std::path::Path, s: &StatsSnapshot) -> std::io::Result<()> {
     let tmp = lease_dir.join(format!("{STATS_FILE}.tmp"));
     let body = serde_json::to_vec(s).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, lease_dir.join(STATS_FILE))
+    io_site!("stats.publish-write", std::fs::write(&tmp, body))?;
+    io_site!(
+        "stats.publish-rename",
+        std::fs::rename(&tmp, lease_dir.join(STATS_FILE))
+    )
 }
 
 /// The counters a live process last published, if it did.
@@ -125,8 +130,8 @@ pub fn fold_into_store(root: &std::path::Path, s: &StatsSnapshot) -> Result<(), 
     total.add(s);
     let tmp = root.join(format!("{STORE_STATS_FILE}.tmp"));
     let body = serde_json::to_vec(&total).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, body)
-        .and_then(|()| std::fs::rename(&tmp, &path))
+    io_site!("stats.fold-write", std::fs::write(&tmp, body))
+        .and_then(|()| io_site!("stats.fold-rename", std::fs::rename(&tmp, &path)))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -145,7 +145,10 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
                         .log()
                         .segments_covered_by(verfs_coordination::txlog::Lsn(lsn))?
                     {
-                        let _ = fs::remove_file(seg);
+                        let _ = verfs_coordination::io_site!(
+                            "recover.log-truncate-unlink",
+                            fs::remove_file(seg)
+                        );
                     }
                 }
             }
@@ -386,7 +389,11 @@ fn remove_dead_temps(store: &Store, cfg: &LeaseConfig, report: &mut RecoverRepor
                     .and_then(|t| t.elapsed().ok())
                     .map(|a| a >= min_age)
                     .unwrap_or(false);
-            if !running && old_enough && fs::remove_file(e.path()).is_ok() {
+            if !running
+                && old_enough
+                && verfs_coordination::io_site!("recover.temp-unlink", fs::remove_file(e.path()))
+                    .is_ok()
+            {
                 report
                     .temp_files_removed
                     .push(e.path().display().to_string());

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use verfs_coordination::io_site;
 use verfs_coordination::manifest::Manifest;
 use verfs_coordination::two_phase;
 
@@ -415,7 +416,7 @@ impl Store {
             })?;
             crate::crash_point("snapshot-begun");
             let dir = self.layout().snapshots();
-            fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+            io_site!("snapshot.mkdir", fs::create_dir_all(&dir)).map_err(Error::io(&dir))?;
             let mut m = Manifest::begin(&self.layout().manifests(), self.lease().id());
             m.stage(&snap_path(&dir, id), &bytes)
                 .map_err(Error::coordination)?;
@@ -447,7 +448,10 @@ impl Store {
                     Ok(())
                 });
                 if undone.is_ok() {
-                    let _ = fs::remove_file(snap_path(&self.layout().snapshots(), id));
+                    let _ = io_site!(
+                        "snapshot.undo-unlink",
+                        fs::remove_file(snap_path(&self.layout().snapshots(), id))
+                    );
                     let _ = self.journal.end(action);
                 }
                 return Err(e);
@@ -479,7 +483,7 @@ impl Store {
             Ok(())
         })?;
         let path = snap_path(&self.layout().snapshots(), id);
-        match fs::remove_file(&path) {
+        match io_site!("snapshot.delete-unlink", fs::remove_file(&path)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&path)(e)),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use verfs_coordination::io_site;
 use verfs_coordination::journal::{ActionId, Journal};
 use verfs_coordination::lease::{Lease, LeaseKeeper};
 use verfs_coordination::two_phase;
@@ -334,8 +335,10 @@ impl Store {
         }
         match fs::read_dir(root) {
             Ok(mut rd) => {
-                if let Some(Ok(e)) = rd.next() {
-                    // A half-finished init (no FORMAT, our own folders) may be completed.
+                if let Some(Ok(_)) = rd.next() {
+                    // A half-finished init (no FORMAT, our own folders, and the manifest temps
+                    // of `config.toml` and `FORMAT` that the recovery below rolls back) may be
+                    // completed.
                     let ours = [
                         CONFIG_FILE,
                         LOG_DIR,
@@ -347,11 +350,17 @@ impl Store {
                         SNAPSHOT_DIR,
                         crate::access::RESERVE_FILE,
                     ];
-                    let all_ours = fs::read_dir(root)
+                    let is_ours = |name: &str| {
+                        ours.contains(&name)
+                            || [CONFIG_FILE, FORMAT_FILE]
+                                .iter()
+                                .any(|t| name.starts_with(&format!(".{t}.mf-")))
+                    };
+                    let foreign = fs::read_dir(root)
                         .map_err(Error::io(root))?
                         .filter_map(|e| e.ok())
-                        .all(|e| ours.contains(&e.file_name().to_string_lossy().as_ref()));
-                    if !all_ours {
+                        .find(|e| !is_ours(&e.file_name().to_string_lossy()));
+                    if let Some(e) = foreign {
                         return Err(Error::InvalidPath {
                             path: root.display().to_string(),
                             reason: format!("directory is not empty (found {:?})", e.file_name()),
@@ -360,7 +369,8 @@ impl Store {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(root).map_err(Error::io(root))?;
+                io_site!("store.init-mkdir-root", fs::create_dir_all(root))
+                    .map_err(Error::io(root))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                 return Err(Error::NotADirectory {
@@ -384,10 +394,13 @@ impl Store {
             layout.twopc(),
             layout.snapshots(),
         ] {
-            fs::create_dir_all(&d).map_err(Error::io(&d))?;
+            io_site!("store.init-mkdir", fs::create_dir_all(&d)).map_err(Error::io(&d))?;
         }
         if !layout.log().join("LOCK").exists() {
-            let _ = fs::remove_dir_all(layout.log());
+            let _ = io_site!(
+                "store.init-remove-partial-log",
+                fs::remove_dir_all(layout.log())
+            );
             txlog::create(&layout.log())?;
         }
         // A previous init that died: roll its manifest back (or forward) first.
@@ -671,7 +684,16 @@ impl Store {
             ) {
                 Ok(w) => w,
                 Err(e) => {
-                    let _ = self.journal.end(action);
+                    if crate::pack::pack_path(&self.layout.packs(), id).exists() {
+                        // Its removal failed too: seal it at close like a salvaged pack, so no
+                        // unsealed pack without a journal entry is left behind.
+                        self.unsealed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((id, action));
+                    } else {
+                        let _ = self.journal.end(action);
+                    }
                     return Err(e.into());
                 }
             };
@@ -753,7 +775,7 @@ impl Store {
         let Some((file, len)) = handle else {
             return Ok(());
         };
-        let res = file.sync_data();
+        let res = io_site!("store.pack-group-sync", file.sync_data());
         let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(o) = guard.as_mut().filter(|o| o.writer.id() == need.0) {
             match &res {
@@ -1507,7 +1529,7 @@ impl Store {
         let decision = self.propose(PROPOSAL_LOG_TRUNCATE, serde_json::json!({ "lsn": lsn.0 }))?;
         if decision.decision.is_commit() {
             for p in covered.iter().chain(stale.iter()) {
-                match fs::remove_file(p) {
+                match io_site!("store.log-truncate-unlink", fs::remove_file(p)) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => {

@@ -36,6 +36,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use verfs_coordination::io_site;
+
 pub use reader::{IndexSource, PackReader};
 pub use scan::{check_index, scan, Problem, ProblemKind, ScanReport, ScannedRecord};
 pub use writer::{
@@ -213,7 +215,7 @@ pub fn seal_existing(packs_dir: &Path, id: PackId) -> Result<SealedPack, PackErr
     }
     // The dead writer may never have synced its last records; they become durable before the
     // .idx that lists them.
-    file.sync_all().map_err(|e| PackError::io(&path, e))?;
+    io_site!("pack.seal-existing-fsync", file.sync_all()).map_err(|e| PackError::io(&path, e))?;
     let entries: Vec<IndexEntry> = report
         .records
         .iter()
@@ -267,9 +269,12 @@ pub fn truncate_torn_tail(path: &Path) -> Result<Option<u64>, PackError> {
         // blocks reached the disk: either way no record was ever appended.
         let torn = header.is_some_and(|h| h.is_torn_prefix(&b)) || b.iter().all(|&x| x == 0);
         if let (true, Some(header)) = (torn, header) {
-            std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| PackError::io(path, e))?;
+            io_site!(
+                "pack.torn-header-write",
+                std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
+            )
+            .and_then(|()| io_site!("pack.torn-header-fsync", file.sync_all()))
+            .map_err(|e| PackError::io(path, e))?;
             return Ok(Some(PACK_HEADER_LEN as u64));
         }
         if len < PACK_HEADER_LEN as u64 {
@@ -293,8 +298,8 @@ pub fn truncate_torn_tail(path: &Path) -> Result<Option<u64>, PackError> {
     let Some(cut) = report.torn_tail() else {
         return Ok(None);
     };
-    file.set_len(cut)
-        .and_then(|()| file.sync_all())
+    io_site!("pack.torn-cut-truncate", file.set_len(cut))
+        .and_then(|()| io_site!("pack.torn-cut-fsync", file.sync_all()))
         .map_err(|e| PackError::io(path, e))?;
     Ok(Some(cut))
 }

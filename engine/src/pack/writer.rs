@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use verfs_coordination::fsutil;
+use verfs_coordination::{fsutil, io_site};
 
 use super::scan::Problem;
 use super::{index_path, pack_path, PackError};
@@ -200,18 +200,20 @@ impl PackWriter {
     ) -> Result<PackWriter, PackError> {
         let compressor = ChunkCompressor::new(level)?;
         let path = pack_path(packs_dir, id);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| PackError::io(&path, e))?;
-        let init = file
-            .write_all_at(&PackHeader { pack_id: id }.encode(), 0)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| PackError::io(&path, e))
-            .and_then(|()| fsutil::fsync_dir(packs_dir).map_err(|e| PackError::io(packs_dir, e)));
+        let file = io_site!(
+            "pack.create",
+            OpenOptions::new().write(true).create_new(true).open(&path)
+        )
+        .map_err(|e| PackError::io(&path, e))?;
+        let init = io_site!(
+            "pack.header-write",
+            file.write_all_at(&PackHeader { pack_id: id }.encode(), 0)
+        )
+        .and_then(|()| io_site!("pack.header-fsync", file.sync_all()))
+        .map_err(|e| PackError::io(&path, e))
+        .and_then(|()| fsutil::fsync_dir(packs_dir).map_err(|e| PackError::io(packs_dir, e)));
         if let Err(e) = init {
-            let _ = std::fs::remove_file(&path);
+            let _ = io_site!("pack.create-cleanup-unlink", std::fs::remove_file(&path));
             return Err(e);
         }
         let len = PACK_HEADER_LEN as u64;
@@ -360,7 +362,7 @@ impl PackWriter {
         let Some((file, len)) = self.sync_handle()? else {
             return Ok(());
         };
-        if let Err(e) = file.sync_data() {
+        if let Err(e) = io_site!("pack.sync", file.sync_data()) {
             self.poison(format!("fdatasync failed: {e}"));
             return Err(PackError::io(&self.path, e));
         }
@@ -407,9 +409,8 @@ impl PackWriter {
         if self.poisoned.is_some() {
             let keep = self.synced;
             self.buf.clear();
-            self.file
-                .set_len(keep)
-                .and_then(|()| self.file.sync_all())
+            io_site!("pack.salvage-truncate", self.file.set_len(keep))
+                .and_then(|()| io_site!("pack.salvage-fsync", self.file.sync_all()))
                 .map_err(|e| PackError::io(&self.path, e))?;
             self.written = keep;
             let id = self.id;
@@ -469,8 +470,12 @@ impl PackWriter {
         }
         // Positional write: the file offset of each record is decided here, not by a cursor.
         // Data never eats into the store's space reserve (kept for reading and freeing).
-        let res = crate::access::leave_reserve(&self.file, self.buf.len() as u64)
-            .and_then(|()| self.file.write_all_at(&self.buf, self.written));
+        let res = crate::access::leave_reserve(&self.file, self.buf.len() as u64).and_then(|()| {
+            io_site!(
+                "pack.append-write",
+                self.file.write_all_at(&self.buf, self.written)
+            )
+        });
         if let Err(e) = res {
             self.poisoned = Some(format!("write failed: {e}"));
             return Err(PackError::io(&self.path, e));

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 
+mod failpoints;
 mod fencing;
 mod gc;
 mod locks;

@@ -1,0 +1,73 @@
+//! The engine's failpoint sites (see `verfs_coordination::failpoint` for how a site works and
+//! how `FAILPOINTS` configures it; `data-layout.md` 6.8, "Design choices").
+
+/// The failpoint sites of this crate, one per wrapped call.
+pub const SITES: &[&str] = &[
+    // store
+    "store.init-mkdir-root",
+    "store.init-mkdir",
+    "store.init-remove-partial-log",
+    "store.pack-group-sync",
+    "store.log-truncate-unlink",
+    // pack writer
+    "pack.create",
+    "pack.header-write",
+    "pack.header-fsync",
+    "pack.create-cleanup-unlink",
+    "pack.append-write",
+    "pack.sync",
+    "pack.salvage-truncate",
+    "pack.salvage-fsync",
+    // packs of dead writers
+    "pack.seal-existing-fsync",
+    "pack.torn-header-write",
+    "pack.torn-header-fsync",
+    "pack.torn-cut-truncate",
+    "pack.torn-cut-fsync",
+    // gc
+    "gc.discard-create",
+    "gc.discard-reset-truncate",
+    "gc.discard-header-write",
+    "gc.discard-cut-truncate",
+    "gc.discard-write",
+    "gc.discard-fsync",
+    "gc.discard-repair-unlink",
+    "gc.discard-repair-truncate",
+    "gc.discard-repair-fsync",
+    "gc.orphan-index-unlink",
+    "gc.stale-snapshot-unlink",
+    "gc.orphan-discard-unlink",
+    // snapshots
+    "snapshot.mkdir",
+    "snapshot.undo-unlink",
+    "snapshot.delete-unlink",
+    // recover
+    "recover.log-truncate-unlink",
+    "recover.temp-unlink",
+    // advisory counters
+    "stats.publish-write",
+    "stats.publish-rename",
+    "stats.fold-write",
+    "stats.fold-rename",
+];
+
+/// Every site of the engine and of the coordination crate it uses.
+pub fn all_sites() -> Vec<&'static str> {
+    verfs_coordination::failpoint::SITES
+        .iter()
+        .chain(SITES)
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_list_matches_the_sources() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let problems = verfs_coordination::failpoint::check_site_list(&src, SITES);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+}
