@@ -56,7 +56,13 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
     let mut report = RecoverReport::default();
     let now = SystemTime::now();
 
-    for entry in lease::list(&layout.leases()).map_err(Error::coordination)? {
+    let mut entries = lease::list(&layout.leases()).map_err(Error::coordination)?;
+    // Abandoned claims last: a claim can be taken over only once its dead cleaner's own lease
+    // is claimed, which this same pass does first. (In listing order it was a coin toss whether
+    // a recover killed while cleaning was itself cleaned before or after its claim was looked
+    // at, leaving `<id>.claimed-<dead recover>` until the next pass.)
+    entries.sort_by_key(|e| matches!(e.state, LeaseState::Claimed { .. }));
+    for entry in entries {
         if entry.id == me {
             continue;
         }
