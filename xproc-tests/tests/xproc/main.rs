@@ -10,6 +10,7 @@
 mod fencing;
 mod gc;
 mod locks;
+mod model;
 mod mount_kill;
 mod mount_multi;
 mod mount_perms;
