@@ -610,6 +610,23 @@ impl Run {
         }
     }
 
+    /// Preferably a name that does not exist yet, in an existing directory (for creating ops).
+    fn new_path(&mut self, t: &Tree) -> String {
+        if self.rng.gen_bool(0.7) {
+            let free: Vec<String> = t
+                .dirs()
+                .into_iter()
+                .filter(|d| d.is_empty() || d.split('/').count() < MAX_DEPTH)
+                .flat_map(|d| NAMES.iter().map(move |n| join_rel(d, n)))
+                .filter(|p| !t.nodes.contains_key(p))
+                .collect();
+            if !free.is_empty() {
+                return free[self.rng.gen_range(0..free.len())].clone();
+            }
+        }
+        self.path(t)
+    }
+
     /// Preferably an existing regular file.
     fn file_path(&mut self, t: &Tree) -> String {
         let files: Vec<&str> = t
@@ -663,7 +680,7 @@ impl Run {
         let op = match self.rng.gen_range(0..100) {
             0..=11 => {
                 let (seed, len) = self.content();
-                let path = self.path(t);
+                let path = self.new_path(t);
                 Op::Create { path, mode: self.mode(), excl: self.rng.gen_bool(0.3), seed, len }
             }
             12..=23 => {
@@ -688,11 +705,11 @@ impl Run {
                 };
                 Op::Rename { from, to, flags }
             }
-            40..=44 => Op::Link { from: self.file_path(t), to: self.path(t) },
+            40..=44 => Op::Link { from: self.file_path(t), to: self.new_path(t) },
             45..=49 => Op::Unlink { path: self.path(t) },
-            50..=56 => Op::Mkdir { path: self.path(t), mode: [0o755, 0o700, 0o750][self.rng.gen_range(0..3)] },
+            50..=56 => Op::Mkdir { path: self.new_path(t), mode: [0o755, 0o700, 0o750][self.rng.gen_range(0..3)] },
             57..=60 => Op::Rmdir { path: self.path(t) },
-            61..=64 => Op::Symlink { target: self.symlink_target(t), path: self.path(t) },
+            61..=64 => Op::Symlink { target: self.symlink_target(t), path: self.new_path(t) },
             65..=67 => Op::Chmod { path: self.path(t), mode: self.mode() },
             68..=72 => {
                 let len = self.rng.gen_range(0..64);
@@ -728,10 +745,10 @@ impl Run {
             85..=88 => {
                 let symbolic = self.rng.gen_bool(0.5);
                 let target = if symbolic { self.symlink_target(t) } else { self.file_path(t) };
-                Op::Ln { target, link: self.path(t), symbolic }
+                Op::Ln { target, link: self.new_path(t), symbolic }
             }
             89..=92 => Op::Rm { path: self.path(t), recursive: self.rng.gen_bool(0.3) },
-            93..=96 => Op::CliMkdir { path: self.path(t) },
+            93..=96 => Op::CliMkdir { path: self.new_path(t) },
             _ => {
                 self.next_snapshot += 1;
                 Op::Snapshot { name: format!("s{}", self.next_snapshot) }
@@ -853,6 +870,17 @@ fn model_two_mounts_and_cli() {
     drop(a);
     drop(b);
     run.st.assert_fsck_clean();
+    // What the run exercised, so a run that only ever hits errors shows.
+    let mut classes: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &run.log {
+        let op = l.split(": ").nth(1).and_then(|s| s.split([' ', '{']).next()).unwrap_or("?");
+        let res = l.rsplit("-> ").next().unwrap_or("?");
+        *classes.entry(format!("{op} {res}")).or_default() += 1;
+    }
+    if std::env::var_os("VERFS_MODEL_LOG").is_some() {
+        eprintln!("{}", run.log.join("\n"));
+    }
+    eprintln!("model test: outcomes {classes:?}");
     eprintln!(
         "model test: seed {seed}, {steps} steps, {} entries at the end, {} snapshots, {:.1}s",
         t.nodes.len(),
