@@ -69,6 +69,14 @@ enum Op {
     Chmod { path: String, mode: u32 },
     SetXattr { path: String, name: String, value: Vec<u8>, flags: i32 },
     RemoveXattr { path: String, name: String },
+    /// Open `path` read-write, write through the descriptor, run `then` through the same mount
+    /// while it is open, then fstat and read the whole file through the descriptor and close:
+    /// a process's own writes and orphans ([ORPH-1]).
+    Held { path: String, off: u64, seed: u64, len: usize, then: HeldThen },
+    /// Open `path` through mount A and through mount B, write through each, close in the given
+    /// order. Data-layout 6.7: each close splices its ranges over the current extents, so the
+    /// model applies the two writes in close order.
+    TwoWriters { path: String, a: (u64, u64, usize), b: (u64, u64, usize), b_closes_first: bool },
     // Through the CLI: the model applies what the command is documented to do.
     Put { dest: String, name: String, mode: u32, seed: u64, len: usize },
     Mv { from: String, to: String },
@@ -92,6 +100,17 @@ impl Op {
     }
 }
 
+/// What a [`Op::Held`] does while its file is open.
+#[derive(Clone, Debug)]
+enum HeldThen {
+    Unlink,
+    /// Rename another entry over the open file's name.
+    RenameOver(String),
+    RenameTo(String),
+    /// Read another path (a hard link of the file, or anything) before the close.
+    ReadOther(String),
+}
+
 /// What an operation returned: success or an errno; `Other` is a CLI failure whose message names
 /// no errno (never equal to anything).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,11 +118,17 @@ enum Outcome {
     Ok,
     Errno(nix::errno::Errno),
     Other(String),
+    /// A [`Op::Held`]: what it read (sizes, link count and hashes).
+    Read(String),
 }
 
 fn outcome(r: std::io::Result<()>) -> Outcome {
+    outcome_of(r.map(|()| Outcome::Ok))
+}
+
+fn outcome_of(r: std::io::Result<Outcome>) -> Outcome {
     match r {
-        Ok(()) => Outcome::Ok,
+        Ok(o) => o,
         Err(e) => match e.raw_os_error() {
             Some(n) => Outcome::Errno(nix::errno::Errno::from_raw(n)),
             None => Outcome::Other(e.to_string()),
@@ -131,6 +156,32 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
 /// Apply a mount operation under `base` (a mountpoint or the model directory).
 fn apply_posix(base: &Path, op: &Op) -> Outcome {
     let p = |r: &str| base.join(r);
+    if let Op::Held { path, off, seed, len, then } = op {
+        return outcome_of((|| -> std::io::Result<Outcome> {
+            let f = fs::OpenOptions::new().read(true).write(true).open(p(path))?;
+            f.write_all_at(&data(*seed, *len), *off)?;
+            let other = match then {
+                HeldThen::Unlink => fs::remove_file(p(path)).map(|()| String::new()),
+                HeldThen::RenameOver(from) => fs::rename(p(from), p(path)).map(|()| String::new()),
+                HeldThen::RenameTo(to) => fs::rename(p(path), p(to)).map(|()| String::new()),
+                HeldThen::ReadOther(o) => fs::read(p(o)).map(|b| format!("{} bytes {}", b.len(), &sha256(&b)[..12])),
+            };
+            let other = match other {
+                Ok(s) => s,
+                Err(e) => format!("{:?}", outcome(Err(e))),
+            };
+            let md = f.metadata()?;
+            let mut all = vec![0u8; md.len() as usize];
+            f.read_exact_at(&mut all, 0)?;
+            drop(f);
+            Ok(Outcome::Read(format!(
+                "then: {other}; fd: size {} nlink {} sha {}",
+                md.len(),
+                md.nlink(),
+                &sha256(&all)[..12]
+            )))
+        })());
+    }
     outcome((|| -> std::io::Result<()> {
         match op {
             Op::Create { path, mode, excl, seed, len } => {
@@ -187,6 +238,15 @@ fn apply_posix(base: &Path, op: &Op) -> Outcome {
                 let n = CString::new(name.as_str()).expect("xattr name");
                 // SAFETY: valid path and name.
                 cvt(unsafe { libc::lremovexattr(cpath(&p(path)).as_ptr(), n.as_ptr()) })
+            }
+            Op::TwoWriters { path, a, b, b_closes_first } => {
+                // The model: one file, the writes in close order.
+                let f = fs::OpenOptions::new().write(true).open(p(path))?;
+                let order = if *b_closes_first { [b, a] } else { [a, b] };
+                for (off, seed, len) in order {
+                    f.write_all_at(&data(*seed, *len), *off)?;
+                }
+                Ok(())
             }
             _ => unreachable!("not a mount operation: {op:?}"),
         }
@@ -677,7 +737,7 @@ impl Run {
             Some(Kind::File { size, .. }) => *size,
             _ => 0,
         };
-        let op = match self.rng.gen_range(0..100) {
+        let op = match self.rng.gen_range(0..110) {
             0..=11 => {
                 let (seed, len) = self.content();
                 let path = self.new_path(t);
@@ -749,6 +809,28 @@ impl Run {
             }
             89..=92 => Op::Rm { path: self.path(t), recursive: self.rng.gen_bool(0.3) },
             93..=96 => Op::CliMkdir { path: self.new_path(t) },
+            105.. => {
+                let path = self.file_path(t);
+                let size = size_of(&path);
+                let mut w = || (self.rng.gen_range(0..size + 16384), self.rng.gen::<u64>(), self.rng.gen_range(1..16384));
+                let (a, b) = (w(), w());
+                Op::TwoWriters { path, a, b, b_closes_first: self.rng.gen_bool(0.5) }
+            }
+            100.. => {
+                let path = self.file_path(t);
+                let size = size_of(&path);
+                let then = match self.rng.gen_range(0..4) {
+                    0 => HeldThen::Unlink,
+                    1 => HeldThen::RenameOver(self.file_path(t)),
+                    2 => HeldThen::RenameTo(self.path(t)),
+                    _ => {
+                        // Preferably another name of the same inode.
+                        let twin = t.links.iter().find(|g| g.contains(&path)).and_then(|g| g.iter().find(|p| **p != path));
+                        HeldThen::ReadOther(twin.cloned().unwrap_or_else(|| self.file_path(t)))
+                    }
+                };
+                Op::Held { path, off: self.rng.gen_range(0..size + 8192), seed: self.rng.gen(), len: self.rng.gen_range(1..8192), then }
+            }
             _ => {
                 self.next_snapshot += 1;
                 Op::Snapshot { name: format!("s{}", self.next_snapshot) }
@@ -764,6 +846,20 @@ impl Run {
         let cli = |args: &[&str]| cli_outcome(&self.st.run(args));
         let abs = |p: &str| format!("/{p}");
         match (op, exec) {
+            (Op::TwoWriters { path, a, b, b_closes_first }, _) => outcome((|| {
+                let open = |m: &Mount| fs::OpenOptions::new().write(true).open(m.join(path));
+                let (fa, fb) = (open(&self.mounts[0])?, open(&self.mounts[1])?);
+                fa.write_all_at(&data(a.1, a.2), a.0)?;
+                fb.write_all_at(&data(b.1, b.2), b.0)?;
+                if *b_closes_first {
+                    drop(fb);
+                    drop(fa);
+                } else {
+                    drop(fa);
+                    drop(fb);
+                }
+                Ok(())
+            })()),
             (_, Exec::A | Exec::B) => apply_posix(self.mount(exec).path(), op),
             (Op::Put { dest, .. }, _) => {
                 cli(&["put", &self.put_src.to_string_lossy(), &abs(dest)])
