@@ -57,33 +57,118 @@ const XATTR_NAMES: &[&str] = &["user.k0", "user.k1", "user.k2"];
 #[derive(Clone, Debug)]
 enum Op {
     // Through a mount: the same system call on the mount and on the model.
-    Create { path: String, mode: u32, excl: bool, seed: u64, len: usize },
-    Write { path: String, off: u64, seed: u64, len: usize },
-    Truncate { path: String, len: u64, via_fd: bool },
-    Rename { from: String, to: String, flags: u32 },
-    Link { from: String, to: String },
-    Unlink { path: String },
-    Mkdir { path: String, mode: u32 },
-    Rmdir { path: String },
-    Symlink { target: String, path: String },
-    Chmod { path: String, mode: u32 },
-    SetXattr { path: String, name: String, value: Vec<u8>, flags: i32 },
-    RemoveXattr { path: String, name: String },
+    Create {
+        path: String,
+        mode: u32,
+        excl: bool,
+        seed: u64,
+        len: usize,
+    },
+    Write {
+        path: String,
+        off: u64,
+        seed: u64,
+        len: usize,
+    },
+    Truncate {
+        path: String,
+        len: u64,
+        via_fd: bool,
+    },
+    Rename {
+        from: String,
+        to: String,
+        flags: u32,
+    },
+    Link {
+        from: String,
+        to: String,
+    },
+    Unlink {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+        mode: u32,
+    },
+    Rmdir {
+        path: String,
+    },
+    Symlink {
+        target: String,
+        path: String,
+    },
+    Chmod {
+        path: String,
+        mode: u32,
+    },
+    SetXattr {
+        path: String,
+        name: String,
+        value: Vec<u8>,
+        flags: i32,
+    },
+    RemoveXattr {
+        path: String,
+        name: String,
+    },
     /// Open `path` read-write, write through the descriptor, run `then` through the same mount
     /// while it is open, then fstat and read the whole file through the descriptor and close:
     /// a process's own writes and orphans ([ORPH-1]).
-    Held { path: String, off: u64, seed: u64, len: usize, then: HeldThen },
+    Held {
+        path: String,
+        off: u64,
+        seed: u64,
+        len: usize,
+        then: HeldThen,
+    },
     /// Open `path` through mount A and through mount B, write through each, close in the given
     /// order. Data-layout 6.7: each close splices its ranges over the current extents, so the
     /// model applies the two writes in close order.
-    TwoWriters { path: String, a: (u64, u64, usize), b: (u64, u64, usize), b_closes_first: bool },
+    TwoWriters {
+        path: String,
+        a: (u64, u64, usize),
+        b: (u64, u64, usize),
+        b_closes_first: bool,
+    },
     // Through the CLI: the model applies what the command is documented to do.
-    Put { dest: String, name: String, mode: u32, seed: u64, len: usize },
-    Mv { from: String, to: String },
-    Ln { target: String, link: String, symbolic: bool },
-    Rm { path: String, recursive: bool },
-    CliMkdir { path: String },
-    Snapshot { name: String },
+    Put {
+        dest: String,
+        name: String,
+        mode: u32,
+        seed: u64,
+        len: usize,
+    },
+    Mv {
+        from: String,
+        to: String,
+    },
+    Ln {
+        target: String,
+        link: String,
+        symbolic: bool,
+    },
+    Rm {
+        path: String,
+        recursive: bool,
+    },
+    CliMkdir {
+        path: String,
+    },
+    Snapshot {
+        name: String,
+    },
+    /// `verfs snapshot create` while a mount holds unflushed writes to `path` (written through an
+    /// open descriptor, closed after the snapshot): the mount's barrier vote commits them, so the
+    /// snapshot has them (data-layout "snapshot barrier").
+    DirtySnapshot {
+        name: String,
+        path: String,
+        via_b: bool,
+        off: u64,
+        seed: u64,
+        len: usize,
+    },
 }
 
 impl Op {
@@ -96,6 +181,7 @@ impl Op {
                 | Op::Rm { .. }
                 | Op::CliMkdir { .. }
                 | Op::Snapshot { .. }
+                | Op::DirtySnapshot { .. }
         )
     }
 }
@@ -156,15 +242,27 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
 /// Apply a mount operation under `base` (a mountpoint or the model directory).
 fn apply_posix(base: &Path, op: &Op) -> Outcome {
     let p = |r: &str| base.join(r);
-    if let Op::Held { path, off, seed, len, then } = op {
+    if let Op::Held {
+        path,
+        off,
+        seed,
+        len,
+        then,
+    } = op
+    {
         return outcome_of((|| -> std::io::Result<Outcome> {
-            let f = fs::OpenOptions::new().read(true).write(true).open(p(path))?;
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(p(path))?;
             f.write_all_at(&data(*seed, *len), *off)?;
             let other = match then {
                 HeldThen::Unlink => fs::remove_file(p(path)).map(|()| String::new()),
                 HeldThen::RenameOver(from) => fs::rename(p(from), p(path)).map(|()| String::new()),
                 HeldThen::RenameTo(to) => fs::rename(p(path), p(to)).map(|()| String::new()),
-                HeldThen::ReadOther(o) => fs::read(p(o)).map(|b| format!("{} bytes {}", b.len(), &sha256(&b)[..12])),
+                HeldThen::ReadOther(o) => {
+                    fs::read(p(o)).map(|b| format!("{} bytes {}", b.len(), &sha256(&b)[..12]))
+                }
             };
             let other = match other {
                 Ok(s) => s,
@@ -184,7 +282,13 @@ fn apply_posix(base: &Path, op: &Op) -> Outcome {
     }
     outcome((|| -> std::io::Result<()> {
         match op {
-            Op::Create { path, mode, excl, seed, len } => {
+            Op::Create {
+                path,
+                mode,
+                excl,
+                seed,
+                len,
+            } => {
                 let mut o = fs::OpenOptions::new();
                 o.write(true).mode(*mode);
                 if *excl {
@@ -195,13 +299,21 @@ fn apply_posix(base: &Path, op: &Op) -> Outcome {
                 let mut f = o.open(p(path))?;
                 f.write_all(&data(*seed, *len))
             }
-            Op::Write { path, off, seed, len } => fs::OpenOptions::new()
+            Op::Write {
+                path,
+                off,
+                seed,
+                len,
+            } => fs::OpenOptions::new()
                 .write(true)
                 .open(p(path))?
                 .write_all_at(&data(*seed, *len), *off),
             Op::Truncate { path, len, via_fd } => {
                 if *via_fd {
-                    fs::OpenOptions::new().write(true).open(p(path))?.set_len(*len)
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(p(path))?
+                        .set_len(*len)
                 } else {
                     // SAFETY: a valid NUL-terminated path.
                     cvt(unsafe { libc::truncate(cpath(&p(path)).as_ptr(), *len as libc::off_t) })
@@ -212,7 +324,13 @@ fn apply_posix(base: &Path, op: &Op) -> Outcome {
                 let (a, b) = (cpath(&p(from)), cpath(&p(to)));
                 // SAFETY: valid NUL-terminated paths.
                 cvt(unsafe {
-                    libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), *flags)
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        *flags,
+                    )
                 })
             }
             Op::Link { from, to } => fs::hard_link(p(from), p(to)),
@@ -220,8 +338,15 @@ fn apply_posix(base: &Path, op: &Op) -> Outcome {
             Op::Mkdir { path, mode } => fs::DirBuilder::new().mode(*mode).create(p(path)),
             Op::Rmdir { path } => fs::remove_dir(p(path)),
             Op::Symlink { target, path } => std::os::unix::fs::symlink(target, p(path)),
-            Op::Chmod { path, mode } => fs::set_permissions(p(path), fs::Permissions::from_mode(*mode)),
-            Op::SetXattr { path, name, value, flags } => {
+            Op::Chmod { path, mode } => {
+                fs::set_permissions(p(path), fs::Permissions::from_mode(*mode))
+            }
+            Op::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => {
                 let n = CString::new(name.as_str()).expect("xattr name");
                 // SAFETY: valid path and name; `value` outlives the call.
                 cvt(unsafe {
@@ -239,7 +364,12 @@ fn apply_posix(base: &Path, op: &Op) -> Outcome {
                 // SAFETY: valid path and name.
                 cvt(unsafe { libc::lremovexattr(cpath(&p(path)).as_ptr(), n.as_ptr()) })
             }
-            Op::TwoWriters { path, a, b, b_closes_first } => {
+            Op::TwoWriters {
+                path,
+                a,
+                b,
+                b_closes_first,
+            } => {
                 // The model: one file, the writes in close order.
                 let f = fs::OpenOptions::new().write(true).open(p(path))?;
                 let order = if *b_closes_first { [b, a] } else { [a, b] };
@@ -269,7 +399,9 @@ fn base_name(p: &str) -> &str {
 /// The CLI puts SRC into DST when DST is an existing directory (not following a symlink, as the
 /// store resolves paths without following them).
 fn into_dir_or_self(model: &Path, dst: &str, name: &str) -> String {
-    let is_dir = fs::symlink_metadata(model.join(dst)).map(|m| m.is_dir()).unwrap_or(false);
+    let is_dir = fs::symlink_metadata(model.join(dst))
+        .map(|m| m.is_dir())
+        .unwrap_or(false);
     if is_dir {
         join_rel(dst, name)
     } else {
@@ -296,14 +428,26 @@ fn apply_cli_model(model: &Path, tmp: &Path, put_src: &Path, op: &Op) -> Outcome
                 lstat_first(from)?;
                 fs::rename(m(from), m(&into_dir_or_self(model, to, base_name(from))))
             }
-            Op::Ln { target, link, symbolic: true } => {
-                std::os::unix::fs::symlink(target, m(&into_dir_or_self(model, link, base_name(target))))
-            }
-            Op::Ln { target, link, symbolic: false } => {
+            Op::Ln {
+                target,
+                link,
+                symbolic: true,
+            } => std::os::unix::fs::symlink(
+                target,
+                m(&into_dir_or_self(model, link, base_name(target))),
+            ),
+            Op::Ln {
+                target,
+                link,
+                symbolic: false,
+            } => {
                 if fs::symlink_metadata(m(target))?.is_dir() {
                     return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
                 }
-                fs::hard_link(m(target), m(&into_dir_or_self(model, link, base_name(target))))
+                fs::hard_link(
+                    m(target),
+                    m(&into_dir_or_self(model, link, base_name(target))),
+                )
             }
             Op::Rm { path, recursive } => {
                 if fs::symlink_metadata(m(path))?.is_dir() {
@@ -320,6 +464,16 @@ fn apply_cli_model(model: &Path, tmp: &Path, put_src: &Path, op: &Op) -> Outcome
                 fs::set_permissions(m(path), fs::Permissions::from_mode(0o755))
             }
             Op::Snapshot { .. } => Ok(()),
+            Op::DirtySnapshot {
+                path,
+                off,
+                seed,
+                len,
+                ..
+            } => fs::OpenOptions::new()
+                .write(true)
+                .open(m(path))?
+                .write_all_at(&data(*seed, *len), *off),
             _ => unreachable!("not a CLI operation: {op:?}"),
         }
     })())
@@ -384,7 +538,10 @@ impl Tree {
                     Kind::Dir => "dir".into(),
                     Kind::Symlink(t) => format!("symlink -> {t:?}"),
                 };
-                format!("/{p}\t{kind} mode {:o} nlink {} xattrs {:?}", n.mode, n.nlink, n.xattrs)
+                format!(
+                    "/{p}\t{kind} mode {:o} nlink {} xattrs {:?}",
+                    n.mode, n.nlink, n.xattrs
+                )
             })
             .collect();
         v.extend(self.links.iter().map(|g| format!("one inode: {g:?}")));
@@ -423,17 +580,22 @@ fn list_user_xattrs(p: &Path) -> std::io::Result<BTreeMap<String, String>> {
         return Err(std::io::Error::last_os_error());
     }
     let mut out = BTreeMap::new();
-    for name in buf[..n as usize].split(|&b| b == 0).filter(|n| n.starts_with(b"user.")) {
+    for name in buf[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| n.starts_with(b"user."))
+    {
         let cn = CString::new(name).expect("xattr name");
         let mut val = vec![0u8; 65536];
         // SAFETY: valid path and name; the buffer is as long as we say.
-        let m = unsafe {
-            libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len())
-        };
+        let m =
+            unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
         if m < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        out.insert(String::from_utf8_lossy(name).into_owned(), hex::encode(&val[..m as usize]));
+        out.insert(
+            String::from_utf8_lossy(name).into_owned(),
+            hex::encode(&val[..m as usize]),
+        );
     }
     Ok(out)
 }
@@ -444,7 +606,11 @@ fn describe(root: &Path) -> Result<Tree, String> {
     let mut inodes: HashMap<(u64, u64), Vec<String>> = HashMap::new();
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
-        let path = if rel.is_empty() { root.to_path_buf() } else { root.join(&rel) };
+        let path = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
         let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
         let md = fs::symlink_metadata(&path).map_err(|e| err("lstat", e))?;
         let kind = if md.is_dir() {
@@ -467,13 +633,27 @@ fn describe(root: &Path) -> Result<Tree, String> {
                     bytes.len()
                 ));
             }
-            Kind::File { size: md.len(), sha: sha256(&bytes) }
+            Kind::File {
+                size: md.len(),
+                sha: sha256(&bytes),
+            }
         };
         if kind != Kind::Dir {
-            inodes.entry((md.dev(), md.ino())).or_default().push(rel.clone());
+            inodes
+                .entry((md.dev(), md.ino()))
+                .or_default()
+                .push(rel.clone());
         }
         let xattrs = list_user_xattrs(&path).map_err(|e| err("listxattr", e))?;
-        nodes.insert(rel, Node { kind, mode: md.mode() & 0o7777, nlink: md.nlink(), xattrs });
+        nodes.insert(
+            rel,
+            Node {
+                kind,
+                mode: md.mode() & 0o7777,
+                nlink: md.nlink(),
+                xattrs,
+            },
+        );
     }
     let links = inodes
         .into_values()
@@ -538,7 +718,11 @@ impl Run {
             Ok(got) if got == *want => {}
             Ok(got) => self.fail(
                 step,
-                &format!("{label}: tree differs from the model ({})\n{}", root.display(), diff(want, &got)),
+                &format!(
+                    "{label}: tree differs from the model ({})\n{}",
+                    root.display(),
+                    diff(want, &got)
+                ),
             ),
             Err(e) => self.fail(step, &format!("{label}: {e}")),
         }
@@ -563,13 +747,14 @@ impl Run {
             let expect: BTreeSet<String> = want
                 .nodes
                 .keys()
-                .filter(|p| {
-                    !p.is_empty() && p.rsplit_once('/').map_or("", |(d, _)| d) == dir
-                })
+                .filter(|p| !p.is_empty() && p.rsplit_once('/').map_or("", |(d, _)| d) == dir)
                 .map(|p| base_name(p).to_owned())
                 .collect();
             if listed != expect {
-                self.fail(step, &format!("verfs ls /{dir}: {listed:?}, model has {expect:?}"));
+                self.fail(
+                    step,
+                    &format!("verfs ls /{dir}: {listed:?}, model has {expect:?}"),
+                );
             }
             for e in v.as_array().into_iter().flatten() {
                 let rel = join_rel(dir, e["name"].as_str().unwrap_or("?"));
@@ -585,15 +770,27 @@ impl Run {
                     && size.is_none_or(|s| e["size"] == s)
                     && e["target"].as_str() == target;
                 if !ok {
-                    self.fail(step, &format!("verfs ls --json /{dir}: entry {e} differs from the model {n:?}"));
+                    self.fail(
+                        step,
+                        &format!("verfs ls --json /{dir}: entry {e} differs from the model {n:?}"),
+                    );
                 }
                 if kind != "dir" {
-                    got_ino.entry(e["ino"].as_u64().unwrap_or(0)).or_default().push(rel.clone());
+                    got_ino
+                        .entry(e["ino"].as_u64().unwrap_or(0))
+                        .or_default()
+                        .push(rel.clone());
                 }
                 if let Kind::File { sha, .. } = &n.kind {
                     let out = self.st.run(&["cat", &format!("/{rel}")]);
                     if !out.success() || sha256(&out.stdout) != *sha {
-                        self.fail(step, &format!("verfs cat /{rel} differs from the model:\n{}", out.describe()));
+                        self.fail(
+                            step,
+                            &format!(
+                                "verfs cat /{rel} differs from the model:\n{}",
+                                out.describe()
+                            ),
+                        );
                     }
                 }
             }
@@ -607,14 +804,25 @@ impl Run {
             })
             .collect();
         if got_links != want.links {
-            self.fail(step, &format!("verfs ls: inodes shared {got_links:?}, model {:?}", want.links));
+            self.fail(
+                step,
+                &format!(
+                    "verfs ls: inodes shared {got_links:?}, model {:?}",
+                    want.links
+                ),
+            );
         }
     }
 
     fn compare_snapshots(&self, step: usize) {
         for (name, tree) in &self.snapshots {
             for m in &self.mounts {
-                self.compare(step, tree, &m.join(format!(".snapshots/{name}")), &format!("snapshot {name}"));
+                self.compare(
+                    step,
+                    tree,
+                    &m.join(format!(".snapshots/{name}")),
+                    &format!("snapshot {name}"),
+                );
             }
         }
     }
@@ -627,7 +835,11 @@ impl Run {
             m.mount();
         }
         let want = self.model_tree(step);
-        for (m, l) in self.mounts.iter().zip(["mount A after remount", "mount B after remount"]) {
+        for (m, l) in self
+            .mounts
+            .iter()
+            .zip(["mount A after remount", "mount B after remount"])
+        {
             self.compare(step, &want, m.path(), l);
         }
         self.compare_snapshots(step);
@@ -642,7 +854,12 @@ impl Run {
     /// An existing entry (not the root), or a new name in an existing directory, or (rarely) a
     /// name below a regular file or a missing directory.
     fn path(&mut self, t: &Tree) -> String {
-        let entries: Vec<&str> = t.nodes.keys().filter(|p| !p.is_empty()).map(String::as_str).collect();
+        let entries: Vec<&str> = t
+            .nodes
+            .keys()
+            .filter(|p| !p.is_empty())
+            .map(String::as_str)
+            .collect();
         let r = self.rng.gen_range(0..100);
         if r < 50 && !entries.is_empty() {
             return self.pick(&entries).to_owned();
@@ -723,7 +940,12 @@ impl Run {
 
     fn symlink_target(&mut self, t: &Tree) -> String {
         // Relative targets only, never `..`: resolved the same in the model and in a mount.
-        let entries: Vec<&str> = t.nodes.keys().filter(|p| !p.is_empty()).map(String::as_str).collect();
+        let entries: Vec<&str> = t
+            .nodes
+            .keys()
+            .filter(|p| !p.is_empty())
+            .map(String::as_str)
+            .collect();
         match self.rng.gen_range(0..3) {
             0 if !entries.is_empty() => self.pick(&entries).to_owned(),
             1 => self.pick(NAMES).to_owned(),
@@ -732,7 +954,11 @@ impl Run {
     }
 
     fn gen(&mut self, t: &Tree) -> (Op, Exec) {
-        let mount = if self.rng.gen_bool(0.5) { Exec::A } else { Exec::B };
+        let mount = if self.rng.gen_bool(0.5) {
+            Exec::A
+        } else {
+            Exec::B
+        };
         let size_of = |p: &str| match t.nodes.get(p).map(|n| &n.kind) {
             Some(Kind::File { size, .. }) => *size,
             _ => 0,
@@ -741,20 +967,35 @@ impl Run {
             0..=11 => {
                 let (seed, len) = self.content();
                 let path = self.new_path(t);
-                Op::Create { path, mode: self.mode(), excl: self.rng.gen_bool(0.3), seed, len }
+                Op::Create {
+                    path,
+                    mode: self.mode(),
+                    excl: self.rng.gen_bool(0.3),
+                    seed,
+                    len,
+                }
             }
             12..=23 => {
                 let path = self.file_path(t);
                 let size = size_of(&path);
                 let off = self.rng.gen_range(0..size + (64 << 10));
                 let len = self.rng.gen_range(1..16 << 10);
-                Op::Write { path, off, seed: self.rng.gen(), len }
+                Op::Write {
+                    path,
+                    off,
+                    seed: self.rng.gen(),
+                    len,
+                }
             }
             24..=30 => {
                 let path = self.file_path(t);
                 let size = size_of(&path);
                 let len = self.rng.gen_range(0..(size * 2 + 8192).min(4 << 20));
-                Op::Truncate { path, len, via_fd: self.rng.gen_bool(0.5) }
+                Op::Truncate {
+                    path,
+                    len,
+                    via_fd: self.rng.gen_bool(0.5),
+                }
             }
             31..=39 => {
                 let (from, to) = (self.path(t), self.path(t));
@@ -765,22 +1006,38 @@ impl Run {
                 };
                 Op::Rename { from, to, flags }
             }
-            40..=44 => Op::Link { from: self.file_path(t), to: self.new_path(t) },
+            40..=44 => Op::Link {
+                from: self.file_path(t),
+                to: self.new_path(t),
+            },
             45..=49 => Op::Unlink { path: self.path(t) },
-            50..=56 => Op::Mkdir { path: self.new_path(t), mode: [0o755, 0o700, 0o750][self.rng.gen_range(0..3)] },
+            50..=56 => Op::Mkdir {
+                path: self.new_path(t),
+                mode: [0o755, 0o700, 0o750][self.rng.gen_range(0..3)],
+            },
             57..=60 => Op::Rmdir { path: self.path(t) },
-            61..=64 => Op::Symlink { target: self.symlink_target(t), path: self.new_path(t) },
-            65..=67 => Op::Chmod { path: self.path(t), mode: self.mode() },
+            61..=64 => Op::Symlink {
+                target: self.symlink_target(t),
+                path: self.new_path(t),
+            },
+            65..=67 => Op::Chmod {
+                path: self.path(t),
+                mode: self.mode(),
+            },
             68..=72 => {
                 let len = self.rng.gen_range(0..64);
                 Op::SetXattr {
                     path: self.path(t),
                     name: self.pick(XATTR_NAMES).to_owned(),
                     value: random_bytes(self.rng.gen(), len),
-                    flags: [0, 0, libc::XATTR_CREATE, libc::XATTR_REPLACE][self.rng.gen_range(0..4)],
+                    flags: [0, 0, libc::XATTR_CREATE, libc::XATTR_REPLACE]
+                        [self.rng.gen_range(0..4)],
                 }
             }
-            73..=74 => Op::RemoveXattr { path: self.path(t), name: self.pick(XATTR_NAMES).to_owned() },
+            73..=74 => Op::RemoveXattr {
+                path: self.path(t),
+                name: self.pick(XATTR_NAMES).to_owned(),
+            },
             // The CLI.
             75..=79 => {
                 let (seed, len) = self.content();
@@ -804,17 +1061,41 @@ impl Run {
             }
             85..=88 => {
                 let symbolic = self.rng.gen_bool(0.5);
-                let target = if symbolic { self.symlink_target(t) } else { self.file_path(t) };
-                Op::Ln { target, link: self.new_path(t), symbolic }
+                let target = if symbolic {
+                    self.symlink_target(t)
+                } else {
+                    self.file_path(t)
+                };
+                Op::Ln {
+                    target,
+                    link: self.new_path(t),
+                    symbolic,
+                }
             }
-            89..=92 => Op::Rm { path: self.path(t), recursive: self.rng.gen_bool(0.3) },
-            93..=96 => Op::CliMkdir { path: self.new_path(t) },
+            89..=92 => Op::Rm {
+                path: self.path(t),
+                recursive: self.rng.gen_bool(0.3),
+            },
+            93..=96 => Op::CliMkdir {
+                path: self.new_path(t),
+            },
             105.. => {
                 let path = self.file_path(t);
                 let size = size_of(&path);
-                let mut w = || (self.rng.gen_range(0..size + 16384), self.rng.gen::<u64>(), self.rng.gen_range(1..16384));
+                let mut w = || {
+                    (
+                        self.rng.gen_range(0..size + 16384),
+                        self.rng.gen::<u64>(),
+                        self.rng.gen_range(1..16384),
+                    )
+                };
                 let (a, b) = (w(), w());
-                Op::TwoWriters { path, a, b, b_closes_first: self.rng.gen_bool(0.5) }
+                Op::TwoWriters {
+                    path,
+                    a,
+                    b,
+                    b_closes_first: self.rng.gen_bool(0.5),
+                }
             }
             100.. => {
                 let path = self.file_path(t);
@@ -825,15 +1106,40 @@ impl Run {
                     2 => HeldThen::RenameTo(self.path(t)),
                     _ => {
                         // Preferably another name of the same inode.
-                        let twin = t.links.iter().find(|g| g.contains(&path)).and_then(|g| g.iter().find(|p| **p != path));
+                        let twin = t
+                            .links
+                            .iter()
+                            .find(|g| g.contains(&path))
+                            .and_then(|g| g.iter().find(|p| **p != path));
                         HeldThen::ReadOther(twin.cloned().unwrap_or_else(|| self.file_path(t)))
                     }
                 };
-                Op::Held { path, off: self.rng.gen_range(0..size + 8192), seed: self.rng.gen(), len: self.rng.gen_range(1..8192), then }
+                Op::Held {
+                    path,
+                    off: self.rng.gen_range(0..size + 8192),
+                    seed: self.rng.gen(),
+                    len: self.rng.gen_range(1..8192),
+                    then,
+                }
+            }
+            97 => {
+                self.next_snapshot += 1;
+                let path = self.file_path(t);
+                let size = size_of(&path);
+                Op::DirtySnapshot {
+                    name: format!("s{}", self.next_snapshot),
+                    off: self.rng.gen_range(0..size + 8192),
+                    path,
+                    via_b: self.rng.gen_bool(0.5),
+                    seed: self.rng.gen(),
+                    len: self.rng.gen_range(1..32768),
+                }
             }
             _ => {
                 self.next_snapshot += 1;
-                Op::Snapshot { name: format!("s{}", self.next_snapshot) }
+                Op::Snapshot {
+                    name: format!("s{}", self.next_snapshot),
+                }
             }
         };
         let exec = if op.is_cli() { Exec::Cli } else { mount };
@@ -846,7 +1152,15 @@ impl Run {
         let cli = |args: &[&str]| cli_outcome(&self.st.run(args));
         let abs = |p: &str| format!("/{p}");
         match (op, exec) {
-            (Op::TwoWriters { path, a, b, b_closes_first }, _) => outcome((|| {
+            (
+                Op::TwoWriters {
+                    path,
+                    a,
+                    b,
+                    b_closes_first,
+                },
+                _,
+            ) => outcome((|| {
                 let open = |m: &Mount| fs::OpenOptions::new().write(true).open(m.join(path));
                 let (fa, fb) = (open(&self.mounts[0])?, open(&self.mounts[1])?);
                 fa.write_all_at(&data(a.1, a.2), a.0)?;
@@ -861,16 +1175,65 @@ impl Run {
                 Ok(())
             })()),
             (_, Exec::A | Exec::B) => apply_posix(self.mount(exec).path(), op),
-            (Op::Put { dest, .. }, _) => {
-                cli(&["put", &self.put_src.to_string_lossy(), &abs(dest)])
-            }
+            (Op::Put { dest, .. }, _) => cli(&["put", &self.put_src.to_string_lossy(), &abs(dest)]),
             (Op::Mv { from, to }, _) => cli(&["mv", &abs(from), &abs(to)]),
-            (Op::Ln { target, link, symbolic: true }, _) => cli(&["ln", "-s", target, &abs(link)]),
-            (Op::Ln { target, link, symbolic: false }, _) => cli(&["ln", &abs(target), &abs(link)]),
-            (Op::Rm { path, recursive: true }, _) => cli(&["rm", "-r", &abs(path)]),
-            (Op::Rm { path, recursive: false }, _) => cli(&["rm", &abs(path)]),
+            (
+                Op::Ln {
+                    target,
+                    link,
+                    symbolic: true,
+                },
+                _,
+            ) => cli(&["ln", "-s", target, &abs(link)]),
+            (
+                Op::Ln {
+                    target,
+                    link,
+                    symbolic: false,
+                },
+                _,
+            ) => cli(&["ln", &abs(target), &abs(link)]),
+            (
+                Op::Rm {
+                    path,
+                    recursive: true,
+                },
+                _,
+            ) => cli(&["rm", "-r", &abs(path)]),
+            (
+                Op::Rm {
+                    path,
+                    recursive: false,
+                },
+                _,
+            ) => cli(&["rm", &abs(path)]),
             (Op::CliMkdir { path }, _) => cli(&["mkdir", &abs(path)]),
             (Op::Snapshot { name }, _) => cli(&["snapshot", "create", name]),
+            (
+                Op::DirtySnapshot {
+                    name,
+                    path,
+                    via_b,
+                    off,
+                    seed,
+                    len,
+                },
+                _,
+            ) => {
+                let f = match fs::OpenOptions::new()
+                    .write(true)
+                    .open(self.mounts[usize::from(*via_b)].join(path))
+                {
+                    Ok(f) => f,
+                    Err(e) => return outcome(Err(e)),
+                };
+                if let Err(e) = f.write_all_at(&data(*seed, *len), *off) {
+                    return outcome(Err(e));
+                }
+                let r = cli(&["snapshot", "create", name]);
+                drop(f);
+                r
+            }
             _ => unreachable!("{op:?} by {exec:?}"),
         }
     }
@@ -878,7 +1241,14 @@ impl Run {
     fn step(&mut self, step: usize) {
         let before = self.model_tree(step);
         let (op, exec) = self.gen(&before);
-        if let Op::Put { name, mode, seed, len, .. } = &op {
+        if let Op::Put {
+            name,
+            mode,
+            seed,
+            len,
+            ..
+        } = &op
+        {
             // The local file `verfs put` copies (its name is the name it gets in a directory).
             let dir = self.put_src.parent().expect("put dir").to_path_buf();
             let _ = fs::remove_dir_all(&dir);
@@ -893,15 +1263,24 @@ impl Run {
             apply_posix(&self.model, &op)
         };
         let got = self.apply_verfs(&op, exec);
-        self.log.push(format!("{step:4} {exec:?}: {op:?} -> {got:?}"));
+        self.log
+            .push(format!("{step:4} {exec:?}: {op:?} -> {got:?}"));
         if want != got {
-            self.fail(step, &format!("outcome differs: model {want:?}, verfs {got:?}"));
+            self.fail(
+                step,
+                &format!("outcome differs: model {want:?}, verfs {got:?}"),
+            );
         }
         let after = self.model_tree(step);
-        if let (Op::Snapshot { name }, Outcome::Ok) = (&op, &got) {
+        if let (Op::Snapshot { name } | Op::DirtySnapshot { name, .. }, Outcome::Ok) = (&op, &got) {
             self.snapshots.push((name.clone(), after.clone()));
             let m = &self.mounts[self.rng.gen_range(0..2)];
-            self.compare(step, &after, &m.join(format!(".snapshots/{name}")), &format!("snapshot {name}"));
+            self.compare(
+                step,
+                &after,
+                &m.join(format!(".snapshots/{name}")),
+                &format!("snapshot {name}"),
+            );
         }
         // Seen through the other process: the other mount (either one after a CLI command).
         let other = match exec {
@@ -910,7 +1289,12 @@ impl Run {
             Exec::Cli if self.rng.gen_bool(0.5) => Exec::A,
             Exec::Cli => Exec::B,
         };
-        self.compare(step, &after, self.mount(other).path(), &format!("mount {other:?}"));
+        self.compare(
+            step,
+            &after,
+            self.mount(other).path(),
+            &format!("mount {other:?}"),
+        );
     }
 }
 
@@ -969,8 +1353,17 @@ fn model_two_mounts_and_cli() {
     // What the run exercised, so a run that only ever hits errors shows.
     let mut classes: BTreeMap<String, usize> = BTreeMap::new();
     for l in &run.log {
-        let op = l.split(": ").nth(1).and_then(|s| s.split([' ', '{']).next()).unwrap_or("?");
+        let op = l
+            .split(": ")
+            .nth(1)
+            .and_then(|s| s.split([' ', '{']).next())
+            .unwrap_or("?");
         let res = l.rsplit("-> ").next().unwrap_or("?");
+        let res = if res.starts_with("Read(") {
+            "Read"
+        } else {
+            res
+        };
         *classes.entry(format!("{op} {res}")).or_default() += 1;
     }
     if std::env::var_os("VERFS_MODEL_LOG").is_some() {
