@@ -777,10 +777,20 @@ impl Store {
         let truncated = d.truncated;
         // None: an explicit utimens after the last write set the mtime; a flush keeps it.
         let mtime = d.mtime;
+        let written_end = written.iter().map(|(_, e, _)| *e).max().unwrap_or(0);
         let res = self.transact_held(false, Some(&held), |tx| {
             let Some(mut inode) = tx.inode(ino).cloned() else {
                 // Deleted by another process meanwhile: its data goes with it.
-                return Ok(());
+                return Ok(size);
+            };
+            // Only a truncate (committed at once by `set_attr`) sets the size outright. Writes
+            // only extend the file as it is NOW: `d.size` is the size this overlay saw at its
+            // first write, and another process may have grown the file since (cutting to it
+            // would drop that process's committed ranges) or shrunk it (restoring it would
+            // resurrect a hole the other process truncated away).
+            let size = match truncated {
+                Some(_) => size,
+                None => inode.size.max(written_end),
             };
             let mut exts = tx.extents(ino);
             if let Some(t) = truncated {
@@ -799,9 +809,9 @@ impl Store {
             }
             tx.put_inode(inode);
             tx.set_extents(ino, exts);
-            Ok(())
+            Ok(size)
         });
-        res?;
+        let size = res?;
         let spare = std::mem::take(&mut d.ranges)
             .into_values()
             .max_by_key(Vec::capacity)

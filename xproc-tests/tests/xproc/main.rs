@@ -11,6 +11,7 @@ mod failpoints;
 mod fencing;
 mod gc;
 mod locks;
+mod model;
 mod mount_cli;
 mod mount_kill;
 mod mount_multi;

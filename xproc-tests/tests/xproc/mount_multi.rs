@@ -479,3 +479,65 @@ fn mount_multi_fcntl_blocking_waiters() {
     // Free again once every waiter closed its descriptor.
     assert_eq!(probe(&m2.join("f"), &["0:0:ex"]), "0:0:ex ok\n");
 }
+
+/// Regression, found by the model test (`model.rs`, seed 2, step 29): a close committed the size
+/// its overlay saw at its first write, so a file another mount had grown meanwhile was cut back
+/// (that mount's committed bytes lost), and one another mount had truncated was grown again with
+/// zeros. Data-layout 6.7 step 1: ranges other writers committed meanwhile are kept; as with one
+/// file on a local filesystem, the writes and the truncate apply in commit order.
+#[test]
+fn mount_multi_close_keeps_size_set_by_other_mount() {
+    require_fuse!();
+    use std::os::unix::fs::FileExt;
+    let st = TestStore::new();
+    let m1 = Mount::new(&st, &[]);
+    let m2 = Mount::new(&st, &[]);
+    let open = |p: std::path::PathBuf| fs::OpenOptions::new().write(true).open(p).unwrap();
+
+    // Grown by mount 2 while mount 1 has unflushed writes.
+    fs::write(m1.join("grown"), vec![b'o'; 1000]).unwrap();
+    let (f1, f2) = (open(m1.join("grown")), open(m2.join("grown")));
+    f1.write_all_at(&[b'A'; 100], 0).unwrap();
+    f2.write_all_at(&[b'B'; 100], 5000).unwrap();
+    drop(f2);
+    drop(f1);
+    let mut want = vec![b'o'; 1000];
+    want[..100].fill(b'A');
+    want.resize(5000, 0);
+    want.extend_from_slice(&[b'B'; 100]);
+    for (who, got) in [
+        ("mount 2", fs::read(m2.join("grown")).unwrap()),
+        ("mount 1", fs::read(m1.join("grown")).unwrap()),
+        ("verfs cat", st.cat("/grown")),
+    ] {
+        assert!(
+            got == want,
+            "{who}: {} bytes, want {} (mount 2's append kept)",
+            got.len(),
+            want.len()
+        );
+    }
+
+    // Truncated by mount 2 while mount 1 has unflushed writes below the new size.
+    fs::write(m1.join("shrunk"), vec![b'o'; 10_000]).unwrap();
+    let f1 = open(m1.join("shrunk"));
+    f1.write_all_at(&[b'A'; 10], 0).unwrap();
+    open(m2.join("shrunk")).set_len(100).unwrap();
+    drop(f1);
+    let mut want = vec![b'o'; 100];
+    want[..10].fill(b'A');
+    for (who, got) in [
+        ("mount 2", fs::read(m2.join("shrunk")).unwrap()),
+        ("verfs cat", st.cat("/shrunk")),
+    ] {
+        assert!(
+            got == want,
+            "{who}: {} bytes, want {} (mount 2's truncate kept)",
+            got.len(),
+            want.len()
+        );
+    }
+    drop(m1);
+    drop(m2);
+    st.assert_fsck_clean();
+}
