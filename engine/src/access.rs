@@ -74,6 +74,36 @@ pub fn check_writable(dir: &Path) -> Result<(), Error> {
     }
 }
 
+/// Refuse, naming the first file this user cannot read, when part of the store is unreadable:
+/// a checker would otherwise report every such file as damaged. Only the store's own folders
+/// are walked (packs, log, leases, ...), never file contents.
+pub fn check_readable(root: &Path) -> Result<(), Error> {
+    fn walk(p: &Path, depth: usize) -> Result<(), Error> {
+        let flags = nix::unistd::AccessFlags::R_OK;
+        let is_dir = fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false);
+        let flags = if is_dir { flags | nix::unistd::AccessFlags::X_OK } else { flags };
+        match nix::unistd::access(p, flags) {
+            Err(e @ (nix::errno::Errno::EACCES | nix::errno::Errno::EPERM)) => {
+                return Err(Error::NoReadAccess {
+                    path: p.to_path_buf(),
+                    source: io::Error::from(e),
+                })
+            }
+            // Vanished meanwhile (a lease released): not this check's business.
+            _ => {}
+        }
+        if is_dir && depth < 3 {
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path(), depth + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(root, 0)
+}
+
 /// Is the filesystem under `root` so full that a command might not find room for its lease and
 /// log record?
 fn nearly_full(root: &Path) -> bool {

@@ -59,6 +59,8 @@ pub enum Error {
     Coordination(String),
     #[error("verfs needs write access to {path} (read-only use is not supported): {source}")]
     NoWriteAccess { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}: a permission problem, not damage (run as the store's owner, or as a member of its group for a store made with `init --group`)")]
+    NoReadAccess { path: PathBuf, source: io::Error },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -89,7 +91,7 @@ impl Error {
             Error::Reserved { .. } => libc::EEXIST,
             Error::ReadOnly { .. } => libc::EROFS,
             Error::Fenced(_) => libc::EROFS,
-            Error::NoWriteAccess { .. } => libc::EACCES,
+            Error::NoWriteAccess { .. } | Error::NoReadAccess { .. } => libc::EACCES,
             _ => libc::EIO,
         }
     }

@@ -57,6 +57,7 @@ impl FsckReport {
 /// version); every kind of damage is reported in the [`FsckReport`].
 pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
     let layout = Layout::new(root);
+    crate::access::check_readable(root)?;
     layout.check()?;
     let mut r = FsckReport::default();
     let cfg = match Config::load(&layout.config()) {
