@@ -13,7 +13,9 @@ fn main() {
     let lib = out.join("libverfs_rec.so");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let status = Command::new(&cc)
-        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .args([
+            "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
+        ])
         .arg(&lib)
         .arg("shim/verfs_rec.c")
         .args(["-ldl", "-lpthread"])

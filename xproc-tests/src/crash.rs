@@ -75,16 +75,52 @@ pub mod op {
 /// real inode number of the file the call acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecOp {
-    Create { path: Vec<u8>, ino: u64 },
-    Trunc { ino: u64, len: u64 },
-    Write { ino: u64, off: u64, data: Vec<u8> },
-    Fsync { ino: u64, data_only: bool, dir: bool },
-    Rename { from: Vec<u8>, to: Vec<u8>, ino: u64, flags: u8 },
-    Unlink { path: Vec<u8>, ino: u64 },
-    Mkdir { path: Vec<u8>, ino: u64 },
-    Rmdir { path: Vec<u8>, ino: u64 },
-    Link { from: Vec<u8>, to: Vec<u8>, ino: u64 },
-    Symlink { target: Vec<u8>, path: Vec<u8>, ino: u64 },
+    Create {
+        path: Vec<u8>,
+        ino: u64,
+    },
+    Trunc {
+        ino: u64,
+        len: u64,
+    },
+    Write {
+        ino: u64,
+        off: u64,
+        data: Vec<u8>,
+    },
+    Fsync {
+        ino: u64,
+        data_only: bool,
+        dir: bool,
+    },
+    Rename {
+        from: Vec<u8>,
+        to: Vec<u8>,
+        ino: u64,
+        flags: u8,
+    },
+    Unlink {
+        path: Vec<u8>,
+        ino: u64,
+    },
+    Mkdir {
+        path: Vec<u8>,
+        ino: u64,
+    },
+    Rmdir {
+        path: Vec<u8>,
+        ino: u64,
+    },
+    Link {
+        from: Vec<u8>,
+        to: Vec<u8>,
+        ino: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+        path: Vec<u8>,
+        ino: u64,
+    },
     /// Written by the test driver between commands (`begin 3`, `ack 3`).
     Mark(String),
     /// A call the model cannot replay; the text says which and on what.
@@ -251,9 +287,16 @@ pub type Node = usize;
 pub enum Inode {
     /// `ver` is a hash of how the file came to be (its origin and every step applied to it):
     /// equal versions mean equal bytes, so fingerprints need not read the data.
-    File { data: Rc<Vec<u8>>, ver: u64 },
-    Dir { entries: Rc<BTreeMap<Vec<u8>, Node>> },
-    Symlink { target: Vec<u8> },
+    File {
+        data: Rc<Vec<u8>>,
+        ver: u64,
+    },
+    Dir {
+        entries: Rc<BTreeMap<Vec<u8>, Node>>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
 }
 
 /// A file tree: every inode that exists at any point of the recording (unreachable ones are
@@ -311,7 +354,12 @@ impl Tree {
         Ok((t, inos))
     }
 
-    fn scan_into(&mut self, dir: &Path, node: Node, inos: &mut HashMap<u64, Node>) -> std::io::Result<()> {
+    fn scan_into(
+        &mut self,
+        dir: &Path,
+        node: Node,
+        inos: &mut HashMap<u64, Node>,
+    ) -> std::io::Result<()> {
         let mut names: Vec<_> = fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
         names.sort_by_key(|e| e.file_name());
         for e in names {
@@ -387,7 +435,13 @@ impl Tree {
         out
     }
 
-    fn list_into(&self, dir: Node, prefix: String, depth: usize, out: &mut BTreeMap<String, Entry>) {
+    fn list_into(
+        &self,
+        dir: Node,
+        prefix: String,
+        depth: usize,
+        out: &mut BTreeMap<String, Entry>,
+    ) {
         let Some(entries) = self.entries(dir) else {
             return;
         };
@@ -460,7 +514,13 @@ impl Tree {
         self.write_dir(0, dest, 0, &mut written)
     }
 
-    fn write_dir(&self, dir: Node, at: &Path, depth: usize, written: &mut HashMap<Node, PathBuf>) -> std::io::Result<()> {
+    fn write_dir(
+        &self,
+        dir: Node,
+        at: &Path,
+        depth: usize,
+        written: &mut HashMap<Node, PathBuf>,
+    ) -> std::io::Result<()> {
         let Some(entries) = self.entries(dir) else {
             return Ok(());
         };
@@ -503,17 +563,37 @@ pub fn show(p: &[u8]) -> String {
 /// A recorded change, resolved to the one inode it changes.
 #[derive(Debug, Clone)]
 pub enum Step {
-    Write { node: Node, off: u64, data: Rc<Vec<u8>> },
-    Trunc { node: Node, len: u64 },
+    Write {
+        node: Node,
+        off: u64,
+        data: Rc<Vec<u8>>,
+    },
+    Trunc {
+        node: Node,
+        len: u64,
+    },
     /// A name set to an inode (create, mkdir, symlink, link, the target half of a rename across
     /// directories).
-    Link { dir: Node, name: Vec<u8>, node: Node },
+    Link {
+        dir: Node,
+        name: Vec<u8>,
+        node: Node,
+    },
     /// A name removed (unlink, rmdir, the source half of a rename across directories).
-    Unlink { dir: Node, name: Vec<u8> },
+    Unlink {
+        dir: Node,
+        name: Vec<u8>,
+    },
     /// A rename inside one directory: atomic.
-    Rename { dir: Node, from: Vec<u8>, to: Vec<u8> },
+    Rename {
+        dir: Node,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
     /// `fsync`/`fdatasync` of the inode.
-    Sync { node: Node },
+    Sync {
+        node: Node,
+    },
     SyncAll,
     Mark(String),
 }
@@ -626,7 +706,11 @@ impl Recording {
     /// Fails when a record does not fit the model (a path that does not exist, a name that
     /// holds another inode than the recorder saw, a write to an unknown inode): the recorder
     /// missed a call, or the model is wrong. Either way no image built from it could be trusted.
-    pub fn new(initial: Tree, mut inos: HashMap<u64, Node>, records: &[Record]) -> Result<Recording, LogError> {
+    pub fn new(
+        initial: Tree,
+        mut inos: HashMap<u64, Node>,
+        records: &[Record],
+    ) -> Result<Recording, LogError> {
         let mut live = initial.clone();
         let mut init = initial;
         let mut steps = Vec::new();
@@ -640,10 +724,14 @@ impl Recording {
         };
         for (i, r) in records.iter().enumerate() {
             let ctx = |e: LogError| LogError(format!("record {i} ({:?}): {}", brief(&r.op), e.0));
-            let check_name = |live: &Tree, path: &[u8], ino: u64, inos: &HashMap<u64, Node>| -> Result<Node, LogError> {
-                let n = live
-                    .lookup(path)
-                    .ok_or_else(|| LogError(format!("{} does not exist in the model", show(path))))?;
+            let check_name = |live: &Tree,
+                              path: &[u8],
+                              ino: u64,
+                              inos: &HashMap<u64, Node>|
+             -> Result<Node, LogError> {
+                let n = live.lookup(path).ok_or_else(|| {
+                    LogError(format!("{} does not exist in the model", show(path)))
+                })?;
                 if inos.get(&ino) != Some(&n) {
                     return Err(LogError(format!(
                         "{} is node {n} in the model, but the recorder saw inode {ino} (node {:?})",
@@ -713,7 +801,10 @@ impl Recording {
                     flags,
                 } => {
                     if *flags & 2 != 0 {
-                        unsupported.push(format!("record {i}: renameat2 RENAME_EXCHANGE {}", show(from)));
+                        unsupported.push(format!(
+                            "record {i}: renameat2 RENAME_EXCHANGE {}",
+                            show(from)
+                        ));
                         continue;
                     }
                     let n = check_name(&live, from, *ino, &inos).map_err(ctx)?;
@@ -884,7 +975,11 @@ impl Variant {
             v.push(Variant::NamesOnly);
             v.push(Variant::DataOnly);
         }
-        if data > 0 && pending.iter().any(|&i| matches!(steps[i], Step::Write { .. })) {
+        if data > 0
+            && pending
+                .iter()
+                .any(|&i| matches!(steps[i], Step::Write { .. }))
+        {
             v.push(Variant::NamesZeroData);
         }
         v.extend(randoms.iter().map(|&s| Variant::Random(s)));
@@ -935,7 +1030,10 @@ impl Variant {
                 let mut per_dir: BTreeMap<Node, (usize, usize)> = BTreeMap::new();
                 for &i in pending {
                     if !steps[i].is_data() {
-                        per_dir.entry(steps[i].owner().unwrap_or(0)).or_insert((0, 0)).0 += 1;
+                        per_dir
+                            .entry(steps[i].owner().unwrap_or(0))
+                            .or_insert((0, 0))
+                            .0 += 1;
                     }
                 }
                 for v in per_dir.values_mut() {
@@ -958,7 +1056,9 @@ impl Variant {
                         };
                         out.push((i, how));
                     } else {
-                        let d = per_dir.get_mut(&steps[i].owner().unwrap_or(0)).expect("counted");
+                        let d = per_dir
+                            .get_mut(&steps[i].owner().unwrap_or(0))
+                            .expect("counted");
                         if d.1 > 0 {
                             d.1 -= 1;
                             out.push((i, Survive::Whole));
@@ -1014,7 +1114,10 @@ impl<'r> Sweep<'r> {
                 }
             }
             Step::SyncAll => {
-                let mut all: Vec<usize> = std::mem::take(&mut self.pending).into_values().flatten().collect();
+                let mut all: Vec<usize> = std::mem::take(&mut self.pending)
+                    .into_values()
+                    .flatten()
+                    .collect();
                 all.sort_unstable();
                 for j in all {
                     apply(&mut self.base, steps, j, Survive::Whole, true);
@@ -1091,6 +1194,7 @@ pub fn candidates(rec: &Recording, randoms: usize, seed: u64) -> (Vec<(Image, u6
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 mod tests {
     //! The builder on tiny synthetic logs: it must model drop / prefix / tear / zero and
     //! unsynced directory entries exactly, or every image built from a real run is suspect.
@@ -1123,13 +1227,55 @@ mod tests {
     /// create d/f, write "abcd" at 0, fsync f, write "EF" at 4, [cut], fsync d.
     fn log() -> Vec<Record> {
         vec![
-            rec(7, RecOp::Create { path: b"d/f".to_vec(), ino: 200 }),
-            rec(7, RecOp::Write { ino: 200, off: 0, data: b"abcd".to_vec() }),
-            rec(7, RecOp::Fsync { ino: 200, data_only: false, dir: false }),
-            rec(7, RecOp::Write { ino: 200, off: 4, data: b"EF".to_vec() }),
+            rec(
+                7,
+                RecOp::Create {
+                    path: b"d/f".to_vec(),
+                    ino: 200,
+                },
+            ),
+            rec(
+                7,
+                RecOp::Write {
+                    ino: 200,
+                    off: 0,
+                    data: b"abcd".to_vec(),
+                },
+            ),
+            rec(
+                7,
+                RecOp::Fsync {
+                    ino: 200,
+                    data_only: false,
+                    dir: false,
+                },
+            ),
+            rec(
+                7,
+                RecOp::Write {
+                    ino: 200,
+                    off: 4,
+                    data: b"EF".to_vec(),
+                },
+            ),
             rec(7, RecOp::Mark("ack 0".into())),
-            rec(7, RecOp::Fsync { ino: 101, data_only: false, dir: true }),
-            rec(7, RecOp::Rename { from: b"old".to_vec(), to: b"new".to_vec(), ino: 100, flags: 0 }),
+            rec(
+                7,
+                RecOp::Fsync {
+                    ino: 101,
+                    data_only: false,
+                    dir: true,
+                },
+            ),
+            rec(
+                7,
+                RecOp::Rename {
+                    from: b"old".to_vec(),
+                    to: b"new".to_vec(),
+                    ino: 100,
+                    flags: 0,
+                },
+            ),
         ]
     }
 
@@ -1157,14 +1303,24 @@ mod tests {
         let p = sw.pending();
         assert_eq!(p, vec![0, 3]);
         let img = |v| sw.build(v, &p, true);
-        assert_eq!(file(&img(Variant::Durable), "d/f"), None, "name not synced: no file");
+        assert_eq!(
+            file(&img(Variant::Durable), "d/f"),
+            None,
+            "name not synced: no file"
+        );
         assert_eq!(file(&img(Variant::Live), "d/f").unwrap(), b"abcdEF");
         assert_eq!(file(&img(Variant::Prefix(1)), "d/f").unwrap(), b"abcd");
         assert_eq!(file(&img(Variant::Torn(2)), "d/f").unwrap(), b"abcdE");
-        assert_eq!(file(&img(Variant::TornZeros(2)), "d/f").unwrap(), b"abcdE\0");
+        assert_eq!(
+            file(&img(Variant::TornZeros(2)), "d/f").unwrap(),
+            b"abcdE\0"
+        );
         assert_eq!(file(&img(Variant::Zeroed(2)), "d/f").unwrap(), b"abcd\0\0");
         assert_eq!(file(&img(Variant::NamesOnly), "d/f").unwrap(), b"abcd");
-        assert_eq!(file(&img(Variant::NamesZeroData), "d/f").unwrap(), b"abcd\0\0");
+        assert_eq!(
+            file(&img(Variant::NamesZeroData), "d/f").unwrap(),
+            b"abcd\0\0"
+        );
         assert_eq!(file(&img(Variant::DataOnly), "d/f"), None);
         // The data the base holds is the synced prefix, whatever the variant.
         assert_eq!(file(sw.base(), "old").unwrap(), b"OLD!");
@@ -1175,7 +1331,10 @@ mod tests {
         // After the directory fsync the name is durable; "EF" is still not.
         let p = sw.pending();
         assert_eq!(p, vec![3]);
-        assert_eq!(file(&sw.build(Variant::Durable, &p, true), "d/f").unwrap(), b"abcd");
+        assert_eq!(
+            file(&sw.build(Variant::Durable, &p, true), "d/f").unwrap(),
+            b"abcd"
+        );
         sw.advance();
         // The rename of `old` is pending: old or new, never both or neither.
         let p = sw.pending();
@@ -1196,7 +1355,10 @@ mod tests {
         fps.sort_unstable();
         fps.dedup();
         assert_eq!(fps.len(), c.len());
-        assert!(c.len() < total, "cut 0 and cut 1 durable images are equal: {c:?}");
+        assert!(
+            c.len() < total,
+            "cut 0 and cut 1 durable images are equal: {c:?}"
+        );
         // Materialized, distinct fingerprints are distinct listings and vice versa.
         let mut listings = BTreeSet::new();
         let mut sw = Sweep::new(&r);
@@ -1213,10 +1375,23 @@ mod tests {
     #[test]
     fn a_record_that_does_not_fit_the_model_is_refused() {
         let (t, inos) = start();
-        let bad = vec![rec(1, RecOp::Write { ino: 999, off: 0, data: b"x".to_vec() })];
+        let bad = vec![rec(
+            1,
+            RecOp::Write {
+                ino: 999,
+                off: 0,
+                data: b"x".to_vec(),
+            },
+        )];
         let e = Recording::new(t.clone(), inos.clone(), &bad).err().unwrap();
         assert!(e.0.contains("inode 999 is unknown"), "{e}");
-        let bad = vec![rec(1, RecOp::Unlink { path: b"old".to_vec(), ino: 101 })];
+        let bad = vec![rec(
+            1,
+            RecOp::Unlink {
+                path: b"old".to_vec(),
+                ino: 101,
+            },
+        )];
         let e = Recording::new(t, inos, &bad).err().unwrap();
         assert!(e.0.contains("recorder saw inode 101"), "{e}");
     }
@@ -1227,9 +1402,29 @@ mod tests {
         // prefix of them, so `b` never exists without `a` and `c` only after `b` was renamed.
         let (t, inos) = start();
         let recs = vec![
-            rec(1, RecOp::Create { path: b"d/a".to_vec(), ino: 300 }),
-            rec(1, RecOp::Create { path: b"d/b".to_vec(), ino: 301 }),
-            rec(1, RecOp::Rename { from: b"d/b".to_vec(), to: b"d/c".to_vec(), ino: 301, flags: 0 }),
+            rec(
+                1,
+                RecOp::Create {
+                    path: b"d/a".to_vec(),
+                    ino: 300,
+                },
+            ),
+            rec(
+                1,
+                RecOp::Create {
+                    path: b"d/b".to_vec(),
+                    ino: 301,
+                },
+            ),
+            rec(
+                1,
+                RecOp::Rename {
+                    from: b"d/b".to_vec(),
+                    to: b"d/c".to_vec(),
+                    ino: 301,
+                    flags: 0,
+                },
+            ),
         ];
         let r = Recording::new(t, inos, &recs).unwrap();
         let mut sw = Sweep::new(&r);

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 
+mod crash_images;
 mod fencing;
 mod gc;
 mod locks;
