@@ -929,8 +929,8 @@ pub enum Variant {
     NamesZeroData,
     /// Every pending file data change survives, no pending directory entry change does.
     DataOnly,
-    /// Seeded: per directory a random prefix of its pending changes; per write, kept, lost,
-    /// torn or zeroed at random.
+    /// Seeded: per inode (file or directory) a random prefix of its pending changes; the last
+    /// write kept of a file may be torn or zero-filled.
     Random(u64),
 }
 
@@ -1025,45 +1025,38 @@ impl Variant {
                 .collect(),
             Variant::Random(seed) => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-                // Directory changes reach the disk in order per directory (journaled
-                // filesystems commit them in order): keep a prefix of each directory's.
-                let mut per_dir: BTreeMap<Node, (usize, usize)> = BTreeMap::new();
+                // Per inode, a prefix of its pending changes survives, in order: directory
+                // changes are committed in order (journaled filesystems), and file data reaches
+                // the disk as a prefix of what was written (data-layout.md section 3). The last
+                // surviving write of a file may be torn or zero-filled.
+                let mut count: BTreeMap<Node, usize> = BTreeMap::new();
                 for &i in pending {
-                    if !steps[i].is_data() {
-                        per_dir
-                            .entry(steps[i].owner().unwrap_or(0))
-                            .or_insert((0, 0))
-                            .0 += 1;
-                    }
+                    *count.entry(steps[i].owner().unwrap_or(0)).or_default() += 1;
                 }
-                for v in per_dir.values_mut() {
-                    v.1 = rng.gen_range(0..=v.0);
-                }
+                let keep: BTreeMap<Node, usize> = count
+                    .iter()
+                    .map(|(&n, &c)| (n, rng.gen_range(0..=c)))
+                    .collect();
+                let mut seen: BTreeMap<Node, usize> = BTreeMap::new();
                 let mut out = Vec::new();
                 for &i in pending {
-                    if steps[i].is_data() {
-                        let how = match rng.gen_range(0..6) {
-                            0 | 1 => continue,
-                            2 => Survive::FirstHalf,
-                            3 => Survive::FirstHalfThenZeros,
-                            4 => Survive::Zeros,
-                            _ => Survive::Whole,
-                        };
-                        let how = if matches!(steps[i], Step::Trunc { .. }) {
-                            Survive::Whole
-                        } else {
-                            how
-                        };
-                        out.push((i, how));
-                    } else {
-                        let d = per_dir
-                            .get_mut(&steps[i].owner().unwrap_or(0))
-                            .expect("counted");
-                        if d.1 > 0 {
-                            d.1 -= 1;
-                            out.push((i, Survive::Whole));
-                        }
+                    let o = steps[i].owner().unwrap_or(0);
+                    let s = seen.entry(o).or_default();
+                    *s += 1;
+                    if *s > keep[&o] {
+                        continue;
                     }
+                    let how = if *s == keep[&o] && matches!(steps[i], Step::Write { .. }) {
+                        match rng.gen_range(0..4) {
+                            0 => Survive::FirstHalf,
+                            1 => Survive::FirstHalfThenZeros,
+                            2 => Survive::Zeros,
+                            _ => Survive::Whole,
+                        }
+                    } else {
+                        Survive::Whole
+                    };
+                    out.push((i, how));
                 }
                 out
             }
@@ -1397,7 +1390,7 @@ mod tests {
     }
 
     #[test]
-    fn random_variants_keep_directory_order() {
+    fn random_variants_keep_per_inode_order() {
         // Two creates and a rename in one directory, never synced: any random image holds a
         // prefix of them, so `b` never exists without `a` and `c` only after `b` was renamed.
         let (t, inos) = start();
@@ -1447,5 +1440,46 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(seen, allowed);
+        // Two unsynced appends to one file: the second never survives without the first.
+        let (t, inos) = start();
+        let recs = vec![
+            rec(
+                1,
+                RecOp::Write {
+                    ino: 100,
+                    off: 4,
+                    data: b"AAAA".to_vec(),
+                },
+            ),
+            rec(
+                1,
+                RecOp::Write {
+                    ino: 100,
+                    off: 8,
+                    data: b"BBBB".to_vec(),
+                },
+            ),
+        ];
+        let r = Recording::new(t, inos, &recs).unwrap();
+        let mut sw = Sweep::new(&r);
+        sw.advance();
+        sw.advance();
+        let p = sw.pending();
+        let mut contents = BTreeSet::new();
+        for s in 0..200 {
+            let f = file(&sw.build(Variant::Random(s), &p, true), "old").unwrap();
+            assert!(
+                f.len() <= 4 || &f[4..6] == b"AA" || f[4..].iter().all(|&b| b == 0),
+                "{f:?}"
+            );
+            if f.len() > 8 {
+                assert_eq!(&f[..8], b"OLD!AAAA", "{f:?}");
+            }
+            contents.insert(f);
+        }
+        assert!(
+            contents.contains(b"OLD!".as_slice()) && contents.contains(b"OLD!AAAABBBB".as_slice())
+        );
+        assert!(contents.len() >= 6, "{contents:?}");
     }
 }

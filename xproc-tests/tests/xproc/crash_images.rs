@@ -1,7 +1,7 @@
 //! Crash images (power loss): every state a power cut during one real run could leave.
 //!
 //! One run of real `verfs` commands (put, mkdir, mv, rm, snapshot create/delete, checkpoint, two
-//! puts at once, gc) under the LD_PRELOAD recorder (`shim/verfs_rec.c`) logs every write, truncate,
+//! puts at once, gc; 4 KiB log segments, so the log rolls) under the LD_PRELOAD recorder (`shim/verfs_rec.c`) logs every write, truncate,
 //! fsync and directory change under the store, in kernel order. The driver marks in the same log
 //! when each command starts and when it exited 0 (acknowledged: everything it changed is durable,
 //! data-layout.md [LOG-8]). `verfs_xproc_tests::crash` turns the log into crash images: at cut
@@ -443,6 +443,8 @@ fn crash_images() {
     eprintln!("crash images: VERFS_CRASH_SEED={seed} VERFS_CRASH_IMAGES={n_images} VERFS_CRASH_RANDOM={randoms}");
 
     let st = TestStore::new();
+    // Small segments: the run rolls the log (crash case L3) and checkpoints delete segments.
+    st.set_config("log", "segment_size", "4096");
     let root = fs::canonicalize(st.root()).unwrap();
     let src = st.scratch_dir("src");
     let mirror = st.scratch_dir("mirror");
@@ -588,17 +590,21 @@ fn crash_images() {
                     Ok(j) => j,
                     Err(_) => return,
                 };
+                // With VERFS_CRASH_KEEP, keep the image as built (the checks change it).
+                let pristine = job.dir.join("pristine");
+                if keep.is_some() {
+                    sh_ok(&format!(
+                        "cp -a {} {}",
+                        shq(job.dir.join("store")),
+                        shq(&pristine)
+                    ));
+                }
                 let r = check_image(&job, &cmds);
-                if r.is_err() {
-                    if let Some(k) = &keep {
-                        let dest = k.join(format!("image-{}", job.n));
-                        let _ = fs::create_dir_all(k);
-                        let _ = sh(&format!(
-                            "cp -a {} {}",
-                            shq(job.dir.join("store")),
-                            shq(&dest)
-                        ));
-                    }
+                if let (Err(e), Some(k)) = (&r, &keep) {
+                    let dest = k.join(format!("image-{}", job.n));
+                    let _ = fs::create_dir_all(k);
+                    sh_ok(&format!("cp -a {} {}", shq(&pristine), shq(&dest)));
+                    let _ = fs::write(dest.join("WHY"), format!("{}\n{e}\n", job.what));
                 }
                 let _ = fs::remove_dir_all(&job.dir);
                 results.lock().unwrap().push((job.what.clone(), r));
