@@ -759,8 +759,33 @@ impl<S: StateMachine> TxLog<S> {
         let next = self.dir.join(segment_name(Lsn(view.lsn.0 + 1)));
         let next_exists = next != view.seg_path && next.exists();
         if next_exists {
+            Self::complete_torn_segment_header(&next, Lsn(view.lsn.0 + 1))?;
             self.write_segment_end(view)?;
             Self::catch_up(view)?;
+        }
+        Ok(())
+    }
+
+    /// Before finishing an interrupted roll (8, case L3): a power loss before the new segment's
+    /// fsync can leave it shorter than its header, or with a prefix of its header followed by
+    /// zeros (its name reached the disk, its data did not). It holds no record yet, so write the
+    /// header it was meant to have; any other damage is left for the reader to report.
+    fn complete_torn_segment_header(path: &Path, first: Lsn) -> Result<(), LogError> {
+        let b = fs::read(path).map_err(io_err(path))?;
+        let full = encode_segment_header(first);
+        let k = b
+            .iter()
+            .zip(full.iter())
+            .take_while(|(a, c)| a == c)
+            .count();
+        let torn = b.len() <= full.len() && b[..] != full[..] && b[k..].iter().all(|&x| x == 0);
+        if torn {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            f.write_all_at(&full, 0).map_err(io_err(path))?;
+            f.sync_all().map_err(io_err(path))?;
         }
         Ok(())
     }
@@ -1126,6 +1151,43 @@ mod tests {
             matches!(err, CommitError::Log(LogError::Corrupt { .. })),
             "{err:?}"
         );
+    }
+
+    /// Regression (crash images, issue 11): a power loss during a roll, after the next
+    /// segment's name reached the disk but before its header did, leaves it empty or a prefix
+    /// of its header followed by zeros, and no segment-end record. The next writer completes the
+    /// header, writes the segment-end record and commits. Before, every commit failed with
+    /// "failed to fill whole buffer".
+    #[test]
+    fn power_loss_before_the_new_segment_header_is_synced_is_repaired() {
+        let (d, log, ck) = setup();
+        let a = open(&log, &ck, 200);
+        let mut n = 0;
+        while list_segments(&log).unwrap().len() < 2 {
+            n += 1;
+            put(&a, &format!("v{n}"));
+        }
+        drop(a);
+        let segs = list_segments(&log).unwrap();
+        let first = fs::read(&segs[0].1).unwrap();
+        let end_len = encode_record(TYPE_SEGMENT_END, Lsn(n), &(n + 1).to_le_bytes()).len();
+        let header = encode_segment_header(Lsn(n + 1));
+        for (keep, len) in [(0, 0), (5, 5), (0, 24), (9, 24), (23, 23)] {
+            let copy = tempfile::tempdir().unwrap();
+            fsutil_copy_dir(d.path(), copy.path());
+            let (log2, ck2) = (copy.path().join("log"), copy.path().join("checkpoints"));
+            let name = |i: usize| log2.join(segs[i].1.file_name().unwrap());
+            fs::write(name(0), &first[..first.len() - end_len]).unwrap();
+            let mut b = header[..keep].to_vec();
+            b.resize(len, 0);
+            fs::write(name(1), &b).unwrap();
+            let l = open(&log2, &ck2, 200);
+            assert_eq!(l.read(|s, _| s.0.len()).unwrap() as u64, n);
+            put(&l, "after");
+            let all = open(&log2, &ck2, 200).read(|s, _| s.0.clone()).unwrap();
+            assert_eq!(all.len() as u64, n + 1, "{keep} of {len}");
+            assert_eq!(fs::read(name(1)).unwrap()[..24], header, "{keep} of {len}");
+        }
     }
 
     fn fsutil_copy_dir(from: &Path, to: &Path) {

@@ -1,14 +1,15 @@
 //! Crash images (power loss): every state a power cut during one real run could leave.
 //!
 //! One run of real `verfs` commands (put, mkdir, mv, rm, snapshot create/delete, checkpoint, two
-//! puts at once, gc; 4 KiB log segments, so the log rolls) under the LD_PRELOAD recorder (`shim/verfs_rec.c`) logs every write, truncate,
-//! fsync and directory change under the store, in kernel order. The driver marks in the same log
-//! when each command starts and when it exited 0 (acknowledged: everything it changed is durable,
-//! data-layout.md [LOG-8]). `verfs_xproc_tests::crash` turns the log into crash images: at cut
-//! points between the steps, everything synced survives and the unsynced rest survives as a
-//! variant says (none, all, each prefix, the last write torn / torn then zeros / zeroed, names
-//! without data, data without names, random mixes). Each distinct image is written out and
-//! checked with the real binary:
+//! puts at once, gc deleting and rewriting packs; 4 KiB log segments, so the log rolls and
+//! checkpoints delete segments) under the LD_PRELOAD recorder (`shim/verfs_rec.c`) logs every
+//! write, truncate, fsync and directory change under the store, in kernel order. The driver marks
+//! in the same log when each command starts and when it exited 0 (acknowledged: everything it
+//! changed is durable, data-layout.md [LOG-8]). `verfs_xproc_tests::crash` turns the log into
+//! crash images: at cut points between the steps, everything synced survives and the unsynced
+//! rest survives as a variant says (none, all, each prefix, the last write torn / torn then zeros
+//! / zeroed, names without data, data without names, random per-inode prefixes). Each distinct
+//! image is written out and checked with the real binary:
 //!
 //! 1. the store opens and reads: `get /` exits 0 and every path is as the acknowledged commands
 //!    left it; a path a command in flight changes is old or new, whole (a command that is one
@@ -521,6 +522,11 @@ fn crash_images() {
     w.run(
         &[(&["rm", "/d/big"], true)],
         &[&|m: &Path| fs::remove_file(m.join("d/big")).unwrap()],
+    );
+    // Most of the pack that holds /a's files becomes garbage: gc rewrites it (crash cases G2-G4).
+    w.run(
+        &[(&["rm", "/d/x"], true)],
+        &[&|m: &Path| fs::remove_file(m.join("d/x")).unwrap()],
     );
     w.run(&[(&["gc"], true)], &[&nothing]);
     w.run(&[(&["put", "e", "/e"], false)], &[&cp("e", "e")]);
