@@ -114,8 +114,10 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Parse a `.discard` file's bytes ([GC-7]). A short or all-zero tail is torn (a writer died
-/// mid-append); anything else that fails its checks is corruption, reported with its offset.
+/// Parse a `.discard` file's bytes ([GC-7]). A short tail is torn (a writer died mid-append),
+/// and so is a header or record that fails its checks when the file is all zeros from inside it
+/// to its end (a power loss before the `fdatasync`: data-layout.md section 3); anything else
+/// that fails its checks is corruption, reported with its offset.
 pub fn parse_discard(path: &Path, id: PackId, b: &[u8]) -> Result<Discard, Error> {
     let corrupt = |offset: usize, reason: String| Error::Corrupt {
         path: path.to_path_buf(),
@@ -123,6 +125,18 @@ pub fn parse_discard(path: &Path, id: PackId, b: &[u8]) -> Result<Discard, Error
         reason,
     };
     let mut d = Discard::default();
+    // Where the all-zero suffix of the file starts (`b.len()`: the last byte is not zero). A
+    // part that fails its checks is torn iff this falls inside it.
+    let zero_from = b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1);
+    let zero_tail_within =
+        |start: usize, extent: usize| zero_from < b.len() && zero_from < start + extent;
+    if b.len() >= DISCARD_HEADER_LEN
+        && (&b[..8] != DISCARD_MAGIC || crc32fast::hash(&b[..20]) != le_u32(&b[20..]))
+        && zero_tail_within(0, DISCARD_HEADER_LEN)
+    {
+        d.torn_at = Some(0);
+        return Ok(d);
+    }
     if b.len() < DISCARD_HEADER_LEN {
         let expect = encode_header(id);
         if expect.starts_with(b) || b.iter().all(|&x| x == 0) {
@@ -158,7 +172,7 @@ pub fn parse_discard(path: &Path, id: PackId, b: &[u8]) -> Result<Discard, Error
             return Err(corrupt(pos, "garbage after the last record".into()));
         }
         if &rest[..4] != DISCARD_RECORD_MAGIC {
-            if torn() {
+            if torn() || zero_tail_within(pos, 4) {
                 d.torn_at = Some(pos as u64);
                 break;
             }
@@ -167,6 +181,10 @@ pub fn parse_discard(path: &Path, id: PackId, b: &[u8]) -> Result<Discard, Error
         let kind = rest[4];
         let len = le_u32(&rest[8..]);
         if len > MAX_DISCARD_PAYLOAD || rest[5..8] != [0, 0, 0] {
+            if zero_tail_within(pos, DISCARD_RECORD_HEADER_LEN) {
+                d.torn_at = Some(pos as u64);
+                break;
+            }
             return Err(corrupt(pos, format!("bad record header (length {len})")));
         }
         let end = DISCARD_RECORD_HEADER_LEN + len as usize;
@@ -179,8 +197,8 @@ pub fn parse_discard(path: &Path, id: PackId, b: &[u8]) -> Result<Discard, Error
         h.update(&rest[..12]);
         h.update(payload);
         if h.finalize() != le_u32(&rest[12..]) {
-            if end == rest.len() && payload.iter().all(|&x| x == 0) {
-                // Header written, payload not yet (delayed allocation): torn.
+            if zero_tail_within(pos, end) {
+                // Written, but the end of it did not reach the disk (delayed allocation): torn.
                 d.torn_at = Some(pos as u64);
                 break;
             }
@@ -898,6 +916,42 @@ mod tests {
                 "cut at {n}"
             );
         }
+    }
+
+    // proves [GC-7]. Regression: a `.discard` file whose unsynced bytes read back as zeros
+    // after a power loss (crash image "names-zero-data": the name survived, the data did not)
+    // made `recover` fail with "bad magic (not a discard file)". Every zero-filled tail of
+    // every length, header included, is torn; what is left is a subset of the real content.
+    #[test]
+    fn discard_zero_filled_tail_after_power_loss_is_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, bytes) = sample(dir.path());
+        let good = parse_discard(Path::new("x"), id, &bytes).unwrap();
+        for n in [0, 1, 23, 24, 25, bytes.len()] {
+            let d = parse_discard(Path::new("x"), id, &vec![0; n]).unwrap();
+            assert!(
+                d.ids.is_empty() && (n == 0 || d.torn_at == Some(0)),
+                "{n} zeros: {d:?}"
+            );
+        }
+        for k in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[k..].iter_mut().for_each(|x| *x = 0);
+            let d = parse_discard(Path::new("x"), id, &b)
+                .unwrap_or_else(|e| panic!("zeros from byte {k}: {e}"));
+            assert!(
+                d.ids.iter().all(|(c, v)| good.ids.get(c) == Some(v)),
+                "zeros from byte {k}: {d:?}"
+            );
+            fs::write(discard_path(dir.path(), id), &b).unwrap();
+            repair_discard(dir.path(), id).unwrap();
+            let d = read_discard(dir.path(), id).unwrap();
+            assert_eq!(d.torn_at, None, "zeros from byte {k}");
+        }
+        // A record that fails its checks with data, not zeros, after it stays corruption.
+        let mut b = bytes.clone();
+        b[DISCARD_HEADER_LEN + DISCARD_RECORD_HEADER_LEN] ^= 1;
+        assert!(parse_discard(Path::new("x"), id, &b).is_err());
     }
 
     // Every flipped byte is either reported as corruption or seen as a torn tail (cut and

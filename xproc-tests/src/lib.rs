@@ -26,6 +26,8 @@
 //! assert_eq!(st.ok(&["ls", "/"]).stdout_str(), "a\n");
 //! ```
 
+pub mod crash;
+
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;

@@ -265,9 +265,14 @@ pub fn truncate_torn_tail(path: &Path) -> Result<Option<u64>, PackError> {
             .map_err(|e| PackError::io(path, e))?;
         let id = pack_id_of_path(path);
         let header = id.map(|pack_id| PackHeader { pack_id });
-        // Torn inside `create` (a prefix), or zero-filled by a power cut before the header's data
-        // blocks reached the disk: either way no record was ever appended.
-        let torn = header.is_some_and(|h| h.is_torn_prefix(&b)) || b.iter().all(|&x| x == 0);
+        // Torn inside `create` (a prefix), or zero-filled (wholly or after a prefix) by a power
+        // cut before the header's data blocks reached the disk: either way no record was ever
+        // appended.
+        let torn = header.is_some_and(|h| {
+            let full = h.encode();
+            let k = b.iter().zip(&full).take_while(|(a, b)| a == b).count();
+            h.is_torn_prefix(&b) || (b[..] != full[..] && b[k..].iter().all(|&x| x == 0))
+        }) || b.iter().all(|&x| x == 0);
         if let (true, Some(header)) = (torn, header) {
             io_site!(
                 "pack.torn-header-write",

@@ -335,7 +335,14 @@ impl Walker<'_> {
                     return Ok(());
                 };
                 let m = tail.len().min(RECORD_MAGIC.len());
-                if tail[..m] == RECORD_MAGIC[..m] || is_zero(&tail) {
+                let k = tail
+                    .iter()
+                    .zip(RECORD_MAGIC.iter())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                // A prefix of a header, or of the magic followed by zeros (power loss: the end
+                // of the append never reached the disk).
+                if tail[..m] == RECORD_MAGIC[..m] || is_zero(&tail[k..]) {
                     self.problem(
                         w,
                         off,
@@ -360,6 +367,16 @@ impl Walker<'_> {
             let h = match RecordHeader::decode(&hb) {
                 Ok(h) => h,
                 Err(e) => {
+                    if self.zeros_from_inside(off, &hb, hl)? {
+                        self.problem(
+                            w,
+                            off,
+                            off,
+                            ProblemKind::TornTail,
+                            format!("record header ends in zeros to the end of the file ({e})"),
+                        );
+                        return Ok(());
+                    }
                     if e.kind == DecodeErrorKind::BadMagic && self.zero_to_end(off)? {
                         // A crash before the filesystem wrote the data blocks of an extended file
                         // leaves zeros; a record never starts with zeros (its magic).
@@ -432,6 +449,19 @@ impl Walker<'_> {
                 return Ok(());
             };
             if !fmt::check_record_crc(&hb, &payload) {
+                if self.zeros_from_inside(off, &hb, h.record_len())? {
+                    self.problem(
+                        w,
+                        off,
+                        off,
+                        ProblemKind::TornTail,
+                        format!(
+                            "record of {} bytes whose end reads zeros to the end of the file",
+                            h.record_len()
+                        ),
+                    );
+                    return Ok(());
+                }
                 self.problem(
                     w,
                     off,
@@ -465,6 +495,40 @@ impl Walker<'_> {
             off = end;
         }
         Ok(())
+    }
+
+    /// Does the record at `off` (header bytes `hb`, `extent` bytes long as far as its header
+    /// can tell) fail because a power loss zero-filled its end ([PACK-7])? True iff it starts
+    /// with the record magic (or a prefix of it followed by zeros) and the file is all zeros from
+    /// a point inside it to the end. Only the last record of a file can be such a record.
+    fn zeros_from_inside(&self, off: u64, hb: &[u8], extent: u64) -> io::Result<bool> {
+        let k = hb
+            .iter()
+            .zip(RECORD_MAGIC.iter())
+            .take_while(|(a, b)| a == b)
+            .count() as u64;
+        if k == 0 {
+            return Ok(false);
+        }
+        let z = self.zero_suffix_start()?;
+        let magic_ok = k == RECORD_MAGIC.len() as u64 || z <= off + k;
+        Ok(magic_ok && z > off && z < off + extent && z < self.len)
+    }
+
+    /// Where the run of zero bytes that ends the file starts (`len`: the last byte is not zero).
+    fn zero_suffix_start(&self) -> io::Result<u64> {
+        let mut end = self.len;
+        while end > 0 {
+            let n = SEARCH_WINDOW.min(end);
+            let Some(b) = self.read(end - n, n)? else {
+                return Ok(self.len);
+            };
+            if let Some(i) = b.iter().rposition(|&x| x != 0) {
+                return Ok(end - n + i as u64 + 1);
+            }
+            end -= n;
+        }
+        Ok(0)
     }
 
     fn zero_to_end(&self, from: u64) -> io::Result<bool> {

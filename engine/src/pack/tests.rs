@@ -492,6 +492,90 @@ fn zero_filled_tail_is_cut() {
     let _ = id;
 }
 
+/// Regression (crash images, issue 11): a power loss before the `fdatasync` of an append can
+/// leave the last record's first bytes and zeros after them (the file grew, its last blocks were
+/// never written). Zeros from any byte inside the last record, its header included, are a torn
+/// tail ([PACK-7]): the cleaner cuts it (before, `recover` left it and `fsck` then reported a
+/// crc mismatch), and the other records stay. Zeros inside a record that is not the last stay
+/// corruption.
+#[test]
+fn zeros_inside_the_last_record_after_power_loss_are_a_torn_tail() {
+    let src = tempfile::tempdir().unwrap();
+    let (id, path, _) = small_pack(src.path());
+    let orig = fs::read(&path).unwrap();
+    let recs = scan_records(&path);
+    let last = recs.last().unwrap().offset as usize;
+    let d = tempfile::tempdir().unwrap();
+    let copy = pack_path(d.path(), id);
+    for k in last + 1..orig.len() {
+        let mut b = orig.clone();
+        b[k..].iter_mut().for_each(|x| *x = 0);
+        if b == orig {
+            continue;
+        }
+        fs::write(&copy, &b).unwrap();
+        let rep = scan(&copy).unwrap();
+        assert_eq!(
+            rep.torn_tail(),
+            Some(last as u64),
+            "zeros from {k}: {:?}",
+            rep.problems
+        );
+        assert_eq!(rep.problems.len(), 1, "zeros from {k}: {:?}", rep.problems);
+        assert_eq!(
+            truncate_torn_tail(&copy).unwrap(),
+            Some(last as u64),
+            "zeros from {k}"
+        );
+        assert_eq!(scan_records(&copy).len(), recs.len() - 1, "zeros from {k}");
+    }
+    // The same zeros inside a middle record, with the records after it intact: corruption.
+    let mid = recs[recs.len() - 2].offset as usize;
+    let mut b = orig.clone();
+    b[mid + 20..last].iter_mut().for_each(|x| *x = 0);
+    fs::write(&copy, &b).unwrap();
+    let rep = scan(&copy).unwrap();
+    assert_eq!(rep.torn_tail(), None, "{:?}", rep.problems);
+    assert!(!rep.is_clean());
+    assert_eq!(truncate_torn_tail(&copy).unwrap(), None);
+}
+
+/// Regression (crash images, issue 11): the 24-byte header of a new pack, written but not yet
+/// synced at a power loss, can read back as a prefix of itself followed by zeros; that is a
+/// torn header ([PACK-7]), which the cleaner completes (before, `recover` failed with "pack
+/// header crc 00000000 != computed ...").
+#[test]
+fn header_prefix_then_zeros_after_power_loss_is_a_torn_header() {
+    let d = tempfile::tempdir().unwrap();
+    let id = PackId(0x1234);
+    let path = pack_path(d.path(), id);
+    let full = crate::format::pack::PackHeader { pack_id: id }.encode();
+    for n in 1..24 {
+        for len in n..=24 {
+            let mut b = full[..n].to_vec();
+            b.resize(len, 0);
+            fs::write(&path, &b).unwrap();
+            assert_eq!(
+                truncate_torn_tail(&path).unwrap(),
+                Some(24),
+                "{n} bytes then zeros to {len}"
+            );
+            assert_eq!(fs::read(&path).unwrap(), full);
+        }
+    }
+    // A complete, valid header is not torn.
+    assert_eq!(truncate_torn_tail(&path).unwrap(), None);
+    // A header with a wrong byte before the zeros is not torn.
+    let mut b = full;
+    b[3] ^= 1;
+    b[12..].iter_mut().for_each(|x| *x = 0);
+    fs::write(&path, b).unwrap();
+    assert!(matches!(
+        truncate_torn_tail(&path),
+        Err(PackError::Corrupt { .. })
+    ));
+}
+
 /// Non-record bytes after the last record are garbage: reported, not cut.
 #[test]
 fn trailing_garbage_is_reported_not_cut() {

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 
+mod crash_images;
 mod failpoints;
 mod fencing;
 mod gc;
