@@ -648,20 +648,24 @@ fn apply(t: &mut Tree, steps: &[Step], i: usize, how: Survive, with_data: bool) 
             let Inode::File { data: d, ver } = &mut t.inodes[*node] else {
                 panic!("model: write step on a non-file");
             };
+            let off = *off as usize;
+            // Disks write whole 512-byte sectors and filesystems zero-fill whole blocks, so a
+            // write that reads zeros past some point does so from a sector boundary of the file;
+            // one that spans no boundary lands whole or reads all zeros.
+            let boundary = (off / SECTOR + 1) * SECTOR;
+            let zeros_from = if boundary < off + data.len() {
+                boundary - off
+            } else {
+                0
+            };
+            let how = match how {
+                Survive::FirstHalfThenZeros if zeros_from == 0 => Survive::Zeros,
+                h => h,
+            };
             *ver = hash_of((*ver, i, how));
             if with_data {
                 let d = Rc::make_mut(d);
-                let off = *off as usize;
                 let half = data.len() / 2;
-                // Disks write whole 512-byte sectors and filesystems zero-fill whole blocks, so a
-                // write that reads zeros past some point does so from a sector boundary of the
-                // file; one that spans no boundary lands whole or reads all zeros.
-                let boundary = (off / SECTOR + 1) * SECTOR;
-                let zeros_from = if boundary < off + data.len() {
-                    boundary - off
-                } else {
-                    0
-                };
                 match how {
                     Survive::Whole => write_at(d, off, data),
                     Survive::FirstHalf => write_at(d, off, &data[..half]),
