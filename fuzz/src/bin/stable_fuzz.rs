@@ -4,7 +4,8 @@
 //! Blind compared with libFuzzer (no coverage feedback: "new" means a new error message shape),
 //! but it runs anywhere `cargo build` does. Usage:
 //! `stable-fuzz TARGET SECONDS [ARTIFACT_DIR]`, or `stable-fuzz --list`,
-//! or `stable-fuzz TARGET --replay FILE...` to rerun saved inputs.
+//! `stable-fuzz TARGET --replay FILE...` to rerun saved inputs (a libFuzzer crash file too),
+//! or `stable-fuzz TARGET --write-seeds DIR` to write the seed corpus libFuzzer starts from.
 
 use std::collections::HashSet;
 use std::panic;
@@ -100,6 +101,15 @@ fn main() {
         eprintln!("usage: stable-fuzz TARGET SECONDS [ARTIFACT_DIR] | --list | TARGET --replay FILE...");
         std::process::exit(2);
     };
+    if args.get(1).map(String::as_str) == Some("--write-seeds") {
+        // Seed corpus for libFuzzer: the target's valid encodings, one file each.
+        let dir = PathBuf::from(args.get(2).expect("--write-seeds DIR"));
+        std::fs::create_dir_all(&dir).expect("seed dir");
+        for (i, s) in (t.seeds)().iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), s).expect("write seed");
+        }
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--replay") {
         for f in &args[2..] {
             let data = std::fs::read(f).expect("read input");
