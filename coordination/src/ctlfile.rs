@@ -185,7 +185,13 @@ mod tests {
             }
             other => panic!("expected Corrupt, got {other:?}"),
         };
-        let good = encode("doc", &Doc { a: 1, b: "y".into() });
+        let good = encode(
+            "doc",
+            &Doc {
+                a: 1,
+                b: "y".into(),
+            },
+        );
         assert_eq!(at(b"no newline", "doc"), 10);
         assert_eq!(at(&good, "other"), 10); // "VERFS-CTL " is 10 bytes
         let mut bad_crc = good.clone();
@@ -198,6 +204,9 @@ mod tests {
         f.extend_from_slice(body);
         f.push(b'\n');
         let off = at(&f, "doc") as usize;
-        assert!(off > body_at + 9 && off <= f.len(), "offset {off}, body at {body_at}");
+        assert!(
+            off > body_at + 9 && off <= f.len(),
+            "offset {off}, body at {body_at}"
+        );
     }
 }

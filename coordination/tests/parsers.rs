@@ -51,9 +51,16 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<usize>(), 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
         any::<usize>().prop_map(Mutation::Truncate),
         proptest::collection::vec(any::<u8>(), 1..64).prop_map(Mutation::Extend),
-        (any::<usize>(), prop_oneof![Just(1usize), Just(2), Just(4), Just(8)], extreme)
+        (
+            any::<usize>(),
+            prop_oneof![Just(1usize), Just(2), Just(4), Just(8)],
+            extreme
+        )
             .prop_map(|(i, w, v)| Mutation::Field(i, w, v)),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16))
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..16)
+        )
             .prop_map(|(i, v)| Mutation::Insert(i, v)),
     ]
 }
@@ -95,7 +102,10 @@ fn hostile(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
 #[track_caller]
 fn names_file_and_offset(msg: &str, path: &Path, offset: u64, len: usize) {
     assert!(msg.contains(&path.display().to_string()), "no path: {msg}");
-    assert!(offset <= len as u64, "offset {offset} past the end ({len}): {msg}");
+    assert!(
+        offset <= len as u64,
+        "offset {offset} past the end ({len}): {msg}"
+    );
 }
 
 /// A toy state machine: payloads must be UTF-8.
@@ -391,7 +401,12 @@ fn journal_sample() -> Vec<u8> {
         payload: b"{\"pack\":1}".to_vec(),
     }
     .encode();
-    b.extend(journal::Record::End { id: journal::ActionId(1) }.encode());
+    b.extend(
+        journal::Record::End {
+            id: journal::ActionId(1),
+        }
+        .encode(),
+    );
     b.extend(
         journal::Record::Begin {
             id: journal::ActionId(2),

@@ -298,10 +298,7 @@ impl Config {
             // Not read_to_string: its error for bad UTF-8 is an I/O error with no position.
             Ok(b) => String::from_utf8(b).map_err(|e| Error::Config {
                 path: path.into(),
-                reason: format!(
-                    "not UTF-8 at byte {}",
-                    e.utf8_error().valid_up_to()
-                ),
+                reason: format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(source) => {

@@ -64,7 +64,10 @@ fn mutation() -> impl Strategy<Value = Mutation> {
             extreme
         )
             .prop_map(|(i, w, v)| Mutation::Field(i, w, v)),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16))
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..16)
+        )
             .prop_map(|(i, v)| Mutation::Insert(i, v)),
     ]
 }
@@ -106,7 +109,10 @@ fn names_file_and_offset(e: &Error, path: &Path, len: usize) {
     assert!(msg.contains(&path.display().to_string()), "no path: {msg}");
     match e {
         Error::Corrupt { offset, .. } => {
-            assert!(*offset <= len as u64, "offset {offset} past the end ({len}): {msg}");
+            assert!(
+                *offset <= len as u64,
+                "offset {offset} past the end ({len}): {msg}"
+            );
             assert!(msg.contains(&format!("at byte {offset}")), "{msg}");
         }
         Error::Config { .. } => {}
@@ -263,8 +269,11 @@ fn inode_number_u64_max_is_not_a_panic() {
         },
     ];
     let mut s = MetaState::default();
-    s.apply(verfs_coordination::txlog::Lsn(1), &metafmt::encode_ops(&ops))
-        .unwrap();
+    s.apply(
+        verfs_coordination::txlog::Lsn(1),
+        &metafmt::encode_ops(&ops),
+    )
+    .unwrap();
     assert_eq!(s.next_ino, u64::MAX);
     let (snap, _) = snapshot::encode(&s, 3);
     let back = snapshot::decode(Path::new("/s/3.snap"), &snap, 3).unwrap();
@@ -285,7 +294,10 @@ fn snapshot_body_error_names_the_failing_byte() {
         panic!("{e}")
     };
     assert_eq!(*offset, 40 + 4, "{e}"); // the header is 40 bytes; the op starts after the count
-    assert!(e.to_string().contains("unknown file kind 99 at byte 13"), "{e}");
+    assert!(
+        e.to_string().contains("unknown file kind 99 at byte 13"),
+        "{e}"
+    );
 }
 
 proptest! {

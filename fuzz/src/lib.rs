@@ -35,22 +35,86 @@ pub struct Target {
 
 /// Every target, in the order `run.sh` runs them.
 pub const TARGETS: &[Target] = &[
-    Target { name: "txlog_record", run: txlog_record, seeds: txlog_record_seeds },
-    Target { name: "txlog_open", run: txlog_open, seeds: txlog_open_seeds },
-    Target { name: "checkpoint", run: checkpoint, seeds: checkpoint_seeds },
-    Target { name: "meta_ops", run: meta_ops, seeds: meta_ops_seeds },
-    Target { name: "format_file", run: format_file, seeds: format_file_seeds },
-    Target { name: "pack_header", run: pack_header, seeds: pack_header_seeds },
-    Target { name: "pack_record", run: pack_record, seeds: pack_record_seeds },
-    Target { name: "pack_index", run: pack_index, seeds: pack_index_seeds },
-    Target { name: "snapshot", run: snapshot_file, seeds: snapshot_seeds },
-    Target { name: "discard", run: discard, seeds: discard_seeds },
-    Target { name: "ctlfile", run: ctl, seeds: ctl_seeds },
-    Target { name: "manifest", run: manifest_recover, seeds: manifest_seeds },
-    Target { name: "journal", run: journal_file, seeds: journal_seeds },
-    Target { name: "lease", run: lease_folder, seeds: lease_seeds },
-    Target { name: "lock_table", run: lock_table, seeds: lock_table_seeds },
-    Target { name: "config", run: config_file, seeds: config_seeds },
+    Target {
+        name: "txlog_record",
+        run: txlog_record,
+        seeds: txlog_record_seeds,
+    },
+    Target {
+        name: "txlog_open",
+        run: txlog_open,
+        seeds: txlog_open_seeds,
+    },
+    Target {
+        name: "checkpoint",
+        run: checkpoint,
+        seeds: checkpoint_seeds,
+    },
+    Target {
+        name: "meta_ops",
+        run: meta_ops,
+        seeds: meta_ops_seeds,
+    },
+    Target {
+        name: "format_file",
+        run: format_file,
+        seeds: format_file_seeds,
+    },
+    Target {
+        name: "pack_header",
+        run: pack_header,
+        seeds: pack_header_seeds,
+    },
+    Target {
+        name: "pack_record",
+        run: pack_record,
+        seeds: pack_record_seeds,
+    },
+    Target {
+        name: "pack_index",
+        run: pack_index,
+        seeds: pack_index_seeds,
+    },
+    Target {
+        name: "snapshot",
+        run: snapshot_file,
+        seeds: snapshot_seeds,
+    },
+    Target {
+        name: "discard",
+        run: discard,
+        seeds: discard_seeds,
+    },
+    Target {
+        name: "ctlfile",
+        run: ctl,
+        seeds: ctl_seeds,
+    },
+    Target {
+        name: "manifest",
+        run: manifest_recover,
+        seeds: manifest_seeds,
+    },
+    Target {
+        name: "journal",
+        run: journal_file,
+        seeds: journal_seeds,
+    },
+    Target {
+        name: "lease",
+        run: lease_folder,
+        seeds: lease_seeds,
+    },
+    Target {
+        name: "lock_table",
+        run: lock_table,
+        seeds: lock_table_seeds,
+    },
+    Target {
+        name: "config",
+        run: config_file,
+        seeds: config_seeds,
+    },
 ];
 
 pub fn target(name: &str) -> Option<&'static Target> {
@@ -116,7 +180,10 @@ fn names(err: &dyn Display, path: &Path) {
 fn engine_err(e: &verfs_engine::error::Error, path: &Path, len: usize) {
     names(e, path);
     if let verfs_engine::error::Error::Corrupt { offset, .. } = e {
-        assert!(*offset <= len as u64, "offset {offset} past the end ({len}): {e}");
+        assert!(
+            *offset <= len as u64,
+            "offset {offset} past the end ({len}): {e}"
+        );
     }
 }
 
@@ -125,7 +192,10 @@ fn log_err(e: &txlog::LogError, len: Option<usize>) {
     if let txlog::LogError::Corrupt { offset, path, .. } = e {
         names(e, path);
         if let Some(len) = len {
-            assert!(*offset <= len as u64, "offset {offset} past the end ({len}): {e}");
+            assert!(
+                *offset <= len as u64,
+                "offset {offset} past the end ({len}): {e}"
+            );
         }
     }
 }
@@ -147,7 +217,9 @@ pub fn txlog_record(data: &[u8]) {
     let len = data.len() as u64;
     loop {
         match txlog::read_record_at(&f, off, len).expect("read_record_at io") {
-            txlog::RecordAt::Valid { len: l, payload, .. } => {
+            txlog::RecordAt::Valid {
+                len: l, payload, ..
+            } => {
                 assert!(l >= txlog::RECORD_HEADER_LEN && off + l <= len);
                 assert_eq!(payload.len() as u64 + txlog::RECORD_HEADER_LEN, l);
                 off += l;
@@ -181,8 +253,12 @@ pub fn txlog_open(data: &[u8]) {
         let lsn = le64(parts[2], 16).unwrap_or(0);
         fs::write(ckpt_dir.join(format!("{lsn:020}.ckpt")), parts[2]).expect("ckpt");
     }
-    match TxLog::<MetaState>::open(&log_dir, &ckpt_dir, LogConfig::default(), Box::new(|| Ok(())))
-    {
+    match TxLog::<MetaState>::open(
+        &log_dir,
+        &ckpt_dir,
+        LogConfig::default(),
+        Box::new(|| Ok(())),
+    ) {
         Ok(log) => {
             let _ = log.read(|s, lsn| (s.inodes.len(), lsn));
         }
@@ -240,7 +316,10 @@ fn meta_ops_seeds() -> Vec<Vec<u8>> {
 }
 
 fn sample_ops() -> Vec<Op> {
-    let t = Timestamp { secs: 1_700_000_000, nsecs: 5 };
+    let t = Timestamp {
+        secs: 1_700_000_000,
+        nsecs: 5,
+    };
     let dir = Inode {
         ino: InodeNo::ROOT,
         kind: FileKind::Dir,
@@ -267,18 +346,37 @@ fn sample_ops() -> Vec<Op> {
     vec![
         Op::PutInode(dir),
         Op::PutInode(file),
-        Op::Link { parent: InodeNo::ROOT, name: b"f".to_vec(), ino: InodeNo(2) },
+        Op::Link {
+            parent: InodeNo::ROOT,
+            name: b"f".to_vec(),
+            ino: InodeNo(2),
+        },
         Op::SetExtents {
             ino: InodeNo(2),
-            extents: vec![verfs_engine::meta::Extent { file_off: 0, chunk, chunk_off: 0, len: 5 }],
+            extents: vec![verfs_engine::meta::Extent {
+                file_off: 0,
+                chunk,
+                chunk_off: 0,
+                len: 5,
+            }],
         },
         Op::AddChunk {
             id: chunk,
-            entry: verfs_engine::meta::ChunkEntry { pack: PackId(1), raw_len: 5 },
+            entry: verfs_engine::meta::ChunkEntry {
+                pack: PackId(1),
+                raw_len: 5,
+            },
         },
-        Op::SnapshotBegin { id: 1, name: b"s".to_vec(), time: t },
+        Op::SnapshotBegin {
+            id: 1,
+            name: b"s".to_vec(),
+            time: t,
+        },
         Op::SnapshotReady { id: 1 },
-        Op::Unlink { parent: InodeNo::ROOT, name: b"g".to_vec() },
+        Op::Unlink {
+            parent: InodeNo::ROOT,
+            name: b"g".to_vec(),
+        },
         Op::RemoveChunk { id: ChunkId(9) },
         Op::SnapshotDrop { id: 4 },
         Op::DeleteInode(InodeNo(77)),
@@ -301,7 +399,12 @@ pub fn format_file(data: &[u8]) {
 }
 
 fn format_file_seeds() -> Vec<Vec<u8>> {
-    vec![FormatFile { version: 2, uuid: [7; 16] }.encode().to_vec()]
+    vec![FormatFile {
+        version: 2,
+        uuid: [7; 16],
+    }
+    .encode()
+    .to_vec()]
 }
 
 pub fn pack_header(data: &[u8]) {
@@ -313,7 +416,11 @@ pub fn pack_header(data: &[u8]) {
 }
 
 fn pack_header_seeds() -> Vec<Vec<u8>> {
-    vec![PackHeader { pack_id: PackId(0x1234) }.encode().to_vec()]
+    vec![PackHeader {
+        pack_id: PackId(0x1234),
+    }
+    .encode()
+    .to_vec()]
 }
 
 /// Build a pack from fuzzed records and walk it the three ways verfs does: full scan with hash
@@ -459,7 +566,12 @@ fn pack_index_seeds() -> Vec<Vec<u8>> {
     let entries = PackIndex::decode(&idx).expect("idx").entries;
     let mut raw = Vec::new();
     for e in &entries {
-        let IndexEntry { chunk_id, offset, raw_len, stored_len } = *e;
+        let IndexEntry {
+            chunk_id,
+            offset,
+            raw_len,
+            stored_len,
+        } = *e;
         raw.extend_from_slice(&chunk_id.to_bytes());
         raw.extend_from_slice(&offset.to_le_bytes());
         raw.extend_from_slice(&raw_len.to_le_bytes());
@@ -609,7 +721,10 @@ fn ctl_seeds() -> Vec<Vec<u8>> {
     };
     vec![
         ctlfile::encode(two_phase::PROPOSAL_KIND, &p),
-        ctlfile::encode(two_phase::VOTE_KIND, &two_phase::Vote::Abort { reason: "x".into() }),
+        ctlfile::encode(
+            two_phase::VOTE_KIND,
+            &two_phase::Vote::Abort { reason: "x".into() },
+        ),
         serde_json::to_vec(&p).expect("json"),
     ]
 }
@@ -675,10 +790,19 @@ fn journal_seeds() -> Vec<Vec<u8>> {
         payload: b"{\"pack\":1}".to_vec(),
     }
     .encode();
-    b.extend(journal::Record::End { id: journal::ActionId(1) }.encode());
     b.extend(
-        journal::Record::Begin { id: journal::ActionId(2), kind: "gc".into(), payload: vec![] }
-            .encode(),
+        journal::Record::End {
+            id: journal::ActionId(1),
+        }
+        .encode(),
+    );
+    b.extend(
+        journal::Record::Begin {
+            id: journal::ActionId(2),
+            kind: "gc".into(),
+            payload: vec![],
+        }
+        .encode(),
     );
     vec![b]
 }
@@ -717,9 +841,17 @@ fn lease_seeds() -> Vec<Vec<u8>> {
         kind: "cli put".into(),
         started_unix_ms: 3,
     };
-    let hb = lease::Heartbeat { counter: 1, unix_ms: 2 }.encode();
+    let hb = lease::Heartbeat {
+        counter: 1,
+        unix_ms: 2,
+    }
+    .encode();
     vec![
-        join(&[b"0123456789abcdef", &ctlfile::encode(lease::INFO_KIND, &info), &hb]),
+        join(&[
+            b"0123456789abcdef",
+            &ctlfile::encode(lease::INFO_KIND, &info),
+            &hb,
+        ]),
         join(&[b"0123456789abcdef.claimed-fedcba9876543210", b"", &hb]),
         join(&[b".new-0123456789abcdef-77", b"", b""]),
     ]
@@ -734,7 +866,8 @@ pub fn lock_table(data: &[u8]) {
     let o = t.owner().expect("owner");
     let name = String::from_utf8_lossy(&data[..data.len().min(64)]).into_owned();
     let res = lock::Resource::Named(name);
-    o.try_acquire(&res, lock::Mode::Ex).expect("acquire on a private table");
+    o.try_acquire(&res, lock::Mode::Ex)
+        .expect("acquire on a private table");
     o.release(&res).expect("release");
 }
 
@@ -752,7 +885,8 @@ pub fn config_file(data: &[u8]) {
         Ok(c) => {
             let p = c.chunker();
             let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
-            let chunker = verfs_engine::chunker::Chunker::new(&data[..], p).expect("validated params");
+            let chunker =
+                verfs_engine::chunker::Chunker::new(&data[..], p).expect("validated params");
             let total: usize = chunker.map(|c| c.expect("in-memory read").data.len()).sum();
             assert_eq!(total, data.len());
         }

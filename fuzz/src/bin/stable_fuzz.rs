@@ -44,8 +44,20 @@ fn mutate(rng: &mut SmallRng, input: &[u8], pool: &[Vec<u8>]) -> Vec<u8> {
             5 if n >= 8 => {
                 let w = [1usize, 2, 4, 8][rng.gen_range(0..4)];
                 let i = rng.gen_range(0..=n - w);
-                let v: u64 = [0, 1, 0x7f, 0x80, 0xff, 0xffff, 0x7fff_ffff, 0xffff_ffff, u64::MAX, u64::MAX - 1, 1 << 20, 1 << 30]
-                    [rng.gen_range(0..12)];
+                let v: u64 = [
+                    0,
+                    1,
+                    0x7f,
+                    0x80,
+                    0xff,
+                    0xffff,
+                    0x7fff_ffff,
+                    0xffff_ffff,
+                    u64::MAX,
+                    u64::MAX - 1,
+                    1 << 20,
+                    1 << 30,
+                ][rng.gen_range(0..12)];
                 b[i..i + w].copy_from_slice(&v.to_le_bytes()[..w]);
             }
             6 if !pool.is_empty() => {
@@ -98,7 +110,9 @@ fn main() {
         return;
     }
     let Some(t) = args.first().and_then(|n| verfs_fuzz::target(n)) else {
-        eprintln!("usage: stable-fuzz TARGET SECONDS [ARTIFACT_DIR] | --list | TARGET --replay FILE...");
+        eprintln!(
+            "usage: stable-fuzz TARGET SECONDS [ARTIFACT_DIR] | --list | TARGET --replay FILE..."
+        );
         std::process::exit(2);
     };
     if args.get(1).map(String::as_str) == Some("--write-seeds") {
@@ -119,8 +133,15 @@ fn main() {
         return;
     }
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
-    let artifacts = PathBuf::from(args.get(2).cloned().unwrap_or_else(|| format!("artifacts/{}", t.name)));
-    let seed: u64 = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let artifacts = PathBuf::from(
+        args.get(2)
+            .cloned()
+            .unwrap_or_else(|| format!("artifacts/{}", t.name)),
+    );
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     let mut rng = SmallRng::seed_from_u64(seed);
     // Quiet panics: the runner reports them itself.
     panic::set_hook(Box::new(|_| {}));
@@ -139,8 +160,14 @@ fn main() {
             execs += 1;
             if let Some(msg) = outcome_key(&r) {
                 // One artifact per crash site, not per message: digits and quoted text vary.
-                let key: String = msg.split('"').step_by(2).collect::<String>().chars()
-                    .filter(|c| !c.is_ascii_digit()).take(80).collect();
+                let key: String = msg
+                    .split('"')
+                    .step_by(2)
+                    .collect::<String>()
+                    .chars()
+                    .filter(|c| !c.is_ascii_digit())
+                    .take(80)
+                    .collect();
                 if crashes.insert(key.clone()) && crashes.len() <= 50 {
                     std::fs::create_dir_all(&artifacts).expect("artifact dir");
                     let f = artifacts.join(format!("crash-{:016x}", rand::random::<u64>()));
