@@ -20,8 +20,13 @@ pub const MAGIC: &str = "VERFS-CTL";
 pub enum CtlError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path}: corrupt control file: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    /// `offset`: the byte of the file where the damage was found.
+    #[error("{path}: corrupt control file at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
 }
 
 impl CtlError {
@@ -44,39 +49,67 @@ pub fn encode<T: Serialize>(kind: &str, value: &T) -> Vec<u8> {
 
 /// Decode a control file of `kind`; `path` is only used in error messages.
 pub fn decode<T: DeserializeOwned>(path: &Path, kind: &str, bytes: &[u8]) -> Result<T, CtlError> {
-    let corrupt = |reason: String| CtlError::Corrupt {
+    let corrupt = |offset: usize, reason: String| CtlError::Corrupt {
         path: path.to_path_buf(),
+        offset: offset as u64,
         reason,
     };
     let nl = bytes
         .iter()
         .position(|&b| b == b'\n')
-        .ok_or_else(|| corrupt("no header line".into()))?;
-    let header =
-        std::str::from_utf8(&bytes[..nl]).map_err(|_| corrupt("header is not UTF-8".into()))?;
+        .ok_or_else(|| corrupt(bytes.len(), "no header line".into()))?;
+    let header = std::str::from_utf8(&bytes[..nl])
+        .map_err(|e| corrupt(e.valid_up_to(), "header is not UTF-8".into()))?;
     let mut parts = header.split(' ');
     if parts.next() != Some(MAGIC) {
-        return Err(corrupt("bad magic".into()));
+        return Err(corrupt(0, "bad magic".into()));
     }
+    let kind_at = MAGIC.len() + 1;
     let got_kind = parts.next().unwrap_or("");
     if got_kind != kind {
-        return Err(corrupt(format!("kind {got_kind:?}, expected {kind:?}")));
+        return Err(corrupt(
+            kind_at,
+            format!("kind {got_kind:?}, expected {kind:?}"),
+        ));
     }
+    let crc_at = kind_at + got_kind.len() + 1;
     let crc = parts
         .next()
         .and_then(|c| u32::from_str_radix(c, 16).ok())
-        .ok_or_else(|| corrupt("bad crc field".into()))?;
-    let body = &bytes[nl + 1..];
+        .ok_or_else(|| corrupt(crc_at, "bad crc field".into()))?;
+    let body_at = nl + 1;
+    let body = &bytes[body_at..];
     let body = body
         .strip_suffix(b"\n")
-        .ok_or_else(|| corrupt("truncated (no final newline)".into()))?;
+        .ok_or_else(|| corrupt(bytes.len(), "truncated (no final newline)".into()))?;
     let actual = crc32fast::hash(body);
     if actual != crc {
-        return Err(corrupt(format!(
-            "crc32 mismatch: stored {crc:08x}, computed {actual:08x}"
-        )));
+        // The damage may be anywhere in the body: report where it starts.
+        return Err(corrupt(
+            body_at,
+            format!("crc32 mismatch: stored {crc:08x}, computed {actual:08x}"),
+        ));
     }
-    serde_json::from_slice(body).map_err(|e| corrupt(format!("bad JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| corrupt(body_at + json_offset(body, &e), format!("bad JSON: {e}")))
+}
+
+/// Byte offset in `body` of the line and column a JSON error names (serde_json counts columns in
+/// bytes, 1-based; line 0 means no position, e.g. a type error after the whole value).
+fn json_offset(body: &[u8], e: &serde_json::Error) -> usize {
+    if e.line() == 0 {
+        return 0;
+    }
+    let line_start = if e.line() == 1 {
+        0
+    } else {
+        body.iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(e.line() - 2)
+            .map_or(body.len(), |(i, _)| i + 1)
+    };
+    (line_start + e.column().saturating_sub(1)).min(body.len())
 }
 
 /// Read and decode a control file.
@@ -137,5 +170,43 @@ mod tests {
         }
         assert!(decode::<Doc>(Path::new("p"), "other", &bytes).is_err());
         assert!(decode::<Doc>(Path::new("p"), "doc", &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// Every rejection names the file and the byte where the damage was found.
+    #[test]
+    fn rejections_name_path_and_offset() {
+        let p = Path::new("/s/leases/x/info");
+        let at = |bytes: &[u8], kind: &str| match decode::<Doc>(p, kind, bytes) {
+            Err(CtlError::Corrupt { offset, .. }) => {
+                let msg = decode::<Doc>(p, kind, bytes).unwrap_err().to_string();
+                assert!(msg.contains("/s/leases/x/info"), "{msg}");
+                assert!(msg.contains(&format!("at byte {offset}")), "{msg}");
+                offset
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        let good = encode(
+            "doc",
+            &Doc {
+                a: 1,
+                b: "y".into(),
+            },
+        );
+        assert_eq!(at(b"no newline", "doc"), 10);
+        assert_eq!(at(&good, "other"), 10); // "VERFS-CTL " is 10 bytes
+        let mut bad_crc = good.clone();
+        bad_crc[14] = b'g';
+        assert_eq!(at(&bad_crc, "doc"), 14);
+        // Valid envelope, JSON of the wrong shape: the offset points into the body.
+        let body = b"{\"a\": 1,\n \"b\": 7}";
+        let mut f = format!("{MAGIC} doc {:08x}\n", crc32fast::hash(body)).into_bytes();
+        let body_at = f.len();
+        f.extend_from_slice(body);
+        f.push(b'\n');
+        let off = at(&f, "doc") as usize;
+        assert!(
+            off > body_at + 9 && off <= f.len(),
+            "offset {off}, body at {body_at}"
+        );
     }
 }

@@ -574,14 +574,14 @@ impl<S: StateMachine> TxLog<S> {
         let (first, seg_path) = segs
             .iter()
             .rev()
-            .find(|(first, _)| first.0 <= base.0 + 1)
+            .find(|(first, _)| first.0 <= base.0.saturating_add(1))
             .cloned()
             .ok_or_else(|| LogError::Corrupt {
                 path: log_dir.to_path_buf(),
                 offset: 0,
                 reason: format!(
                     "no log segment covers lsn {} (checkpoint at {base}); segments: {:?}",
-                    base.0 + 1,
+                    base.0.saturating_add(1),
                     segs.iter().map(|s| s.0 .0).collect::<Vec<_>>()
                 ),
             })?;
@@ -601,6 +601,15 @@ impl<S: StateMachine> TxLog<S> {
                 path: seg_path,
                 offset: 12,
                 reason: format!("header says first lsn {hdr_first}, name says {first}"),
+            });
+        }
+        // Lsns start at 1: a segment claiming to start at 0 (name and header agreeing) is damage,
+        // and would make the lsn before it underflow.
+        if first.0 == 0 {
+            return Err(LogError::Corrupt {
+                path: seg_path,
+                offset: 12,
+                reason: "segment starts at lsn 0; lsns start at 1".into(),
             });
         }
         let mut view = View {
@@ -670,11 +679,16 @@ impl<S: StateMachine> TxLog<S> {
     }
 
     fn check_next(view: &View<S>, lsn: Lsn) -> Result<(), LogError> {
-        if lsn.0 != view.lsn.0 + 1 {
+        // Checked: lsns on disk are untrusted, and u64::MAX has no successor.
+        let expected = view.lsn.0.checked_add(1);
+        if Some(lsn.0) != expected {
             return Err(LogError::Corrupt {
                 path: view.seg_path.clone(),
                 offset: view.offset,
-                reason: format!("record lsn {lsn} where {} was expected", view.lsn.0 + 1),
+                reason: format!(
+                    "record lsn {lsn} where {} was expected",
+                    expected.map_or("none".to_string(), |e| e.to_string())
+                ),
             });
         }
         Ok(())
@@ -693,13 +707,14 @@ impl<S: StateMachine> TxLog<S> {
                 offset: view.offset,
                 reason: "segment-end record without next lsn".into(),
             })?;
-        if next.0 != view.lsn.0 + 1 {
+        let expected = view.lsn.0.checked_add(1);
+        if Some(next.0) != expected {
             return Err(LogError::Corrupt {
                 path: view.seg_path.clone(),
                 offset: view.offset,
                 reason: format!(
                     "segment-end points at lsn {next}, expected {}",
-                    view.lsn.0 + 1
+                    expected.map_or("none".to_string(), |e| e.to_string())
                 ),
             });
         }

@@ -294,8 +294,12 @@ readahead_chunks = 8
 impl Config {
     /// Read and validate `config.toml`; a missing file means all defaults.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let text = match std::fs::read(path) {
+            // Not read_to_string: its error for bad UTF-8 is an I/O error with no position.
+            Ok(b) => String::from_utf8(b).map_err(|e| Error::Config {
+                path: path.into(),
+                reason: format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(source) => {
                 return Err(Error::Io {
@@ -428,6 +432,16 @@ fn toml_reason(text: &str, e: &toml::de::Error) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_utf8_config_names_path_and_byte() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.toml");
+        std::fs::write(&p, b"[gc]\ninterval_ms = \xff1\n").unwrap();
+        let msg = Config::load(&p).unwrap_err().to_string();
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
+        assert!(msg.contains("not UTF-8 at byte 19"), "{msg}");
+    }
 
     #[test]
     fn default_toml_matches_defaults() {

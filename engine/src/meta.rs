@@ -188,7 +188,8 @@ impl MetaState {
     pub fn apply_op(&mut self, op: &Op) {
         match op {
             Op::PutInode(i) => {
-                self.next_ino = self.next_ino.max(i.ino.0 + 1);
+                // Saturating: inode numbers come from disk, and u64::MAX has no successor.
+                self.next_ino = self.next_ino.max(i.ino.0.saturating_add(1));
                 if i.kind == FileKind::Dir {
                     self.dirs.entry(i.ino).or_default();
                 }

@@ -184,7 +184,8 @@ pub fn decode(path: &Path, bytes: &[u8], id: u64) -> Result<MetaState, Error> {
     if crc32fast::hash(body) != body_crc {
         return Err(corrupt(SNAP_HEADER_LEN as u64, "body crc mismatch".into()));
     }
-    let ops = enc::decode_ops(body).map_err(|e| corrupt(SNAP_HEADER_LEN as u64, e))?;
+    let ops = enc::decode_ops_at(body)
+        .map_err(|(at, e)| corrupt((SNAP_HEADER_LEN + at) as u64, format!("body: {e}")))?;
     let mut s = MetaState::default();
     for op in &ops {
         match op {
@@ -200,7 +201,13 @@ pub fn decode(path: &Path, bytes: &[u8], id: u64) -> Result<MetaState, Error> {
     if s.inodes.get(&InodeNo::ROOT).map(|i| i.kind) != Some(FileKind::Dir) {
         return Err(corrupt(SNAP_HEADER_LEN as u64, "no root directory".into()));
     }
-    s.next_ino = s.inodes.keys().map(|i| i.0 + 1).max().unwrap_or(2);
+    // Saturating: an inode number of u64::MAX read from the file has no successor.
+    s.next_ino = s
+        .inodes
+        .keys()
+        .map(|i| i.0.saturating_add(1))
+        .max()
+        .unwrap_or(2);
     Ok(s)
 }
 

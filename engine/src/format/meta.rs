@@ -117,7 +117,10 @@ fn dts(d: &mut Dec<'_>) -> Result<Timestamp, String> {
     let secs = d.i64()?;
     let nsecs = d.u32()?;
     if nsecs >= 1_000_000_000 {
-        return Err(format!("nanoseconds {nsecs} out of range"));
+        return Err(format!(
+            "nanoseconds {nsecs} out of range at byte {}",
+            d.pos - 4
+        ));
     }
     Ok(Timestamp { secs, nsecs })
 }
@@ -125,7 +128,8 @@ fn dts(d: &mut Dec<'_>) -> Result<Timestamp, String> {
 fn decode_inode(d: &mut Dec<'_>) -> Result<Inode, String> {
     let ino = InodeNo(d.u64()?);
     let kind = d.u8()?;
-    let kind = FileKind::from_u8(kind).ok_or_else(|| format!("unknown file kind {kind}"))?;
+    let kind = FileKind::from_u8(kind)
+        .ok_or_else(|| format!("unknown file kind {kind} at byte {}", d.pos - 1))?;
     let perm = d.u32()?;
     let uid = d.u32()?;
     let gid = d.u32()?;
@@ -179,7 +183,10 @@ pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, String> {
             let n = d.u32()? as usize;
             // Each extent is 32 bytes: refuse counts the payload cannot hold before allocating.
             if n > (d.buf.len() - d.pos) / 32 {
-                return Err(format!("extent count {n} exceeds the record"));
+                return Err(format!(
+                    "extent count {n} at byte {} exceeds the record",
+                    d.pos - 4
+                ));
             }
             let mut extents = Vec::with_capacity(n);
             for _ in 0..n {
@@ -213,21 +220,33 @@ pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, String> {
     })
 }
 
+/// Decode a payload of ops; the error says at which byte of `bytes` decoding failed.
 pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, String> {
+    decode_ops_at(bytes).map_err(|(_, reason)| reason)
+}
+
+/// [`decode_ops`], with the byte of `bytes` where the failing op starts, so that a caller that
+/// knows where `bytes` lies in a file can name the file offset.
+pub fn decode_ops_at(bytes: &[u8]) -> Result<Vec<Op>, (usize, String)> {
     let mut d = Dec::new(bytes);
-    let n = d.u32()? as usize;
+    let n = d.u32().map_err(|e| (0, e))? as usize;
     // The smallest op is 9 bytes.
     if n > bytes.len() / 9 + 1 {
-        return Err(format!("op count {n} exceeds the record"));
+        return Err((0, format!("op count {n} at byte 0 exceeds the record")));
     }
     let mut ops = Vec::with_capacity(n);
-    for _ in 0..n {
-        ops.push(decode_op(&mut d)?);
+    for i in 0..n {
+        let at = d.pos;
+        ops.push(decode_op(&mut d).map_err(|e| (at, format!("op {i} at byte {at}: {e}")))?);
     }
     if !d.done() {
-        return Err(format!(
-            "{} trailing bytes after {n} ops",
-            d.buf.len() - d.pos
+        return Err((
+            d.pos,
+            format!(
+                "{} trailing bytes at byte {} after {n} ops",
+                d.buf.len() - d.pos,
+                d.pos
+            ),
         ));
     }
     Ok(ops)
