@@ -27,30 +27,27 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod format;
-pub mod fsck;
-pub mod fsops;
 pub mod gc;
 pub mod ids;
+pub mod kinds;
+pub mod layout;
 pub mod localdir;
 pub mod meta;
+pub mod ops;
+pub mod overlay;
 pub mod pack;
 pub mod pipeline;
-pub mod recover;
 pub mod snapshot;
 pub mod store;
-pub mod transfer;
 
-/// Test hook for crash points: if the environment variable `VERFS_CRASH_POINT` names `point`,
-/// the process aborts here (no destructor runs: its lease, journal and files stay as a SIGKILL
-/// would leave them). Used by the crash tests of snapshots and GC; costs one cached lookup.
-pub fn crash_point(point: &str) {
-    static WANTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if WANTED
-        .get_or_init(|| std::env::var("VERFS_CRASH_POINT").ok())
-        .as_deref()
-        == Some(point)
-    {
-        eprintln!("verfs: VERFS_CRASH_POINT={point}: aborting here");
-        std::process::abort();
-    }
+// Compatibility paths (issue 12), kept so callers outside the engine build unchanged; remove once
+// they use the new paths.
+/// Now [`failpoint::crash_point`].
+pub use failpoint::crash_point;
+/// Now [`ops::fsck`], [`ops::recover`], [`ops::transfer`].
+pub use ops::{fsck, recover, transfer};
+/// Now [`ops::inode`] (the operations) and [`overlay`] (`Seek`, `seek_extents`, `punch`, ...).
+pub mod fsops {
+    pub use crate::ops::inode::{RenameMode, SetAttr};
+    pub use crate::overlay::{punch, seek_extents, DirtyFile, OpenFiles, Seek, DIRTY_LIMIT};
 }

@@ -1,6 +1,6 @@
 //! The data plane's parallel stages and this process's counters.
 //!
-//! [`Store::write_stream`](crate::store::Store::write_stream) runs the chunker (FastCDC + XXH3)
+//! `Store::write_stream` (in `store`, the layer above) runs the chunker (FastCDC + XXH3)
 //! and the dedup lookup on the calling thread and hands every new chunk to a rayon pool that
 //! compresses it ([`Compressors`]); the caller appends the results to its pack in stream order,
 //! at most `[pipeline] queue_chunks` chunks behind, so reading and chunking, compression on every
@@ -19,6 +19,7 @@ use verfs_coordination::io_site;
 
 use crate::chunker::SharedChunk;
 use crate::ids::ChunkId;
+use crate::kinds::LOCK_STATS;
 use crate::pack::{ChunkCompressor, Encoding, PackError};
 
 /// Declares [`Stats`] (atomics) and [`StatsSnapshot`] (plain numbers, the JSON body) with the
@@ -107,8 +108,6 @@ pub fn read_published(lease_dir: &std::path::Path) -> Option<StatsSnapshot> {
 
 /// `STORE/stats.json`: the counters of every process that closed the store cleanly, summed.
 pub const STORE_STATS_FILE: &str = "stats.json";
-/// The DLM resource that serializes updates of `STORE/stats.json`.
-pub const LOCK_STATS: &str = "stats";
 
 /// Add `s` to `STORE/stats.json` (read, add, write a temp, rename), under the DLM lock `stats`
 /// in EX so concurrent closers do not lose each other's counts. Advisory: a process that dies

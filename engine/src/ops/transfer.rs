@@ -17,8 +17,9 @@ use nix::sys::stat::SFlag;
 use crate::error::Error;
 use crate::ids::InodeNo;
 use crate::localdir::{LocalDir, WriteEntryError};
-use crate::meta::{components, show_path, Extent, FileKind, Inode, Tx};
-use crate::store::{ts_of, Held, PendingFile, Store, TransferReport};
+use crate::meta::{components, show_path, Entry, Extent, FileKind, Inode, Timestamp, Tx};
+use crate::ops::namespace::{display, mkdir_comps};
+use crate::store::{Held, PendingFile, Store, TransferReport};
 
 /// Called with the number of bytes just transferred.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
@@ -607,5 +608,67 @@ impl<W: Write> Write for ProgressWriter<'_, '_, W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl Store {
+    /// Commit a batch of files written by [`Store::write_stream`] below `base` (directories
+    /// created as needed, existing regular files replaced). The pack is synced first.
+    pub fn commit_files(
+        &self,
+        base: &[Vec<u8>],
+        dirs: &[(Vec<Vec<u8>>, Inode)],
+        files: Vec<PendingFile>,
+        held: Option<&Held>,
+    ) -> Result<(), Error> {
+        self.sync_pack()?;
+        self.transact_held(false, held, |tx| {
+            for (comps, proto) in dirs {
+                let full: Vec<Vec<u8>> = base.iter().chain(comps.iter()).cloned().collect();
+                let ino = mkdir_comps(tx, &full, proto.perm)?;
+                if let Some(mut i) = tx.inode(ino).cloned() {
+                    i.perm = proto.perm;
+                    i.uid = proto.uid;
+                    i.gid = proto.gid;
+                    i.mtime = proto.mtime;
+                    i.atime = proto.atime;
+                    tx.put_inode(i);
+                }
+            }
+            for f in files {
+                let full: Vec<Vec<u8>> = base.iter().chain(f.comps.iter()).cloned().collect();
+                let Some((name, parents)) = full.split_last() else {
+                    continue;
+                };
+                let parent = mkdir_comps(tx, parents, 0o755)?;
+                let at = Entry {
+                    parent,
+                    name: name.clone(),
+                };
+                let path = display(&full);
+                let kind = f.inode.kind;
+                let ino = tx.write_file(&at, &path, f.inode.clone(), f.extents)?;
+                // Restore the attributes `create` resets.
+                if let Some(mut i) = tx.inode(ino).cloned() {
+                    i.kind = kind;
+                    i.size = f.inode.size;
+                    i.mtime = f.inode.mtime;
+                    i.atime = f.inode.atime;
+                    i.target = f.inode.target.clone();
+                    i.rdev = f.inode.rdev;
+                    tx.put_inode(i);
+                }
+            }
+            Ok(())
+        })?;
+        self.maybe_roll_pack()
+    }
+}
+
+/// A timestamp from file metadata.
+pub fn ts_of(secs: i64, nsecs: i64) -> Timestamp {
+    Timestamp {
+        secs,
+        nsecs: nsecs.clamp(0, 999_999_999) as u32,
     }
 }

@@ -16,9 +16,10 @@ use verfs_coordination::txlog::{self, LogConfig, Lsn, RecordAt, TxLog};
 use crate::config::Config;
 use crate::error::Error;
 use crate::ids::{ChunkId, InodeNo, PackId};
+use crate::kinds::{ACTION_OPEN_PACK, ACTION_ORPHAN};
+use crate::layout::Layout;
 use crate::meta::{FileKind, MetaState};
 use crate::pack::{self, ProblemKind};
-use crate::store::{Layout, ACTION_OPEN_PACK, ACTION_ORPHAN};
 
 /// One violated invariant: where, and what is wrong.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -18,8 +18,12 @@ use verfs_coordination::two_phase;
 use crate::error::Error;
 use crate::ids::InodeNo;
 use crate::ids::PackId;
+use crate::kinds::{
+    ACTION_GC_REWRITE, ACTION_OPEN_PACK, ACTION_ORPHAN, ACTION_SNAPSHOT, LOCK_GC,
+    PROPOSAL_LOG_TRUNCATE,
+};
 use crate::pack;
-use crate::store::{Store, ACTION_OPEN_PACK, ACTION_ORPHAN, PROPOSAL_LOG_TRUNCATE};
+use crate::store::Store;
 
 /// What recovery did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -251,7 +255,7 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
                             report.orphans_deleted += 1;
                         }
                     }
-                    crate::snapshot::ACTION_SNAPSHOT => {
+                    ACTION_SNAPSHOT => {
                         let Some(id) = arg(&|s| u64::from_str_radix(s, 16).ok()) else {
                             continue;
                         };
@@ -270,7 +274,7 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
                             report.snapshots_dropped.push(n);
                         }
                     }
-                    crate::gc::ACTION_GC_REWRITE => {
+                    ACTION_GC_REWRITE => {
                         report
                             .gc_rewrites_interrupted
                             .push(String::from_utf8_lossy(&a.payload).into_owned());
@@ -320,7 +324,7 @@ fn finish_gc(store: &Store, report: &mut RecoverReport) {
             return;
         }
     };
-    let gc = verfs_coordination::lock::Resource::Named(crate::gc::LOCK_GC.into());
+    let gc = verfs_coordination::lock::Resource::Named(LOCK_GC.into());
     if table
         .try_acquire(&gc, verfs_coordination::lock::Mode::Ex)
         .is_err()
