@@ -60,15 +60,17 @@ pub fn set_root_mode(root: &Path, group: Option<u32>) -> Result<(), Error> {
 /// Refuse early, with a message that says what is needed, when this user cannot write `dir`
 /// (every process needs a lease folder there; read-only use is not supported).
 pub fn check_writable(dir: &Path) -> Result<(), Error> {
-    match nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
-    {
+    match nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    ) {
         Ok(()) => Ok(()),
-        Err(e @ (nix::errno::Errno::EACCES | nix::errno::Errno::EPERM | nix::errno::Errno::EROFS)) => {
-            Err(Error::NoWriteAccess {
-                path: dir.to_path_buf(),
-                source: io::Error::from(e),
-            })
-        }
+        Err(
+            e @ (nix::errno::Errno::EACCES | nix::errno::Errno::EPERM | nix::errno::Errno::EROFS),
+        ) => Err(Error::NoWriteAccess {
+            path: dir.to_path_buf(),
+            source: io::Error::from(e),
+        }),
         // Anything else (a missing folder) is reported by the step that needs it.
         Err(_) => Ok(()),
     }
@@ -81,7 +83,11 @@ pub fn check_readable(root: &Path) -> Result<(), Error> {
     fn walk(p: &Path, depth: usize) -> Result<(), Error> {
         let flags = nix::unistd::AccessFlags::R_OK;
         let is_dir = fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false);
-        let flags = if is_dir { flags | nix::unistd::AccessFlags::X_OK } else { flags };
+        let flags = if is_dir {
+            flags | nix::unistd::AccessFlags::X_OK
+        } else {
+            flags
+        };
         match nix::unistd::access(p, flags) {
             Err(e @ (nix::errno::Errno::EACCES | nix::errno::Errno::EPERM)) => {
                 return Err(Error::NoReadAccess {
@@ -108,7 +114,9 @@ pub fn check_readable(root: &Path) -> Result<(), Error> {
 /// log record?
 fn nearly_full(root: &Path) -> bool {
     match nix::sys::statvfs::statvfs(root) {
-        Ok(s) => (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64) < RESERVE_BYTES,
+        Ok(s) => {
+            (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64) < RESERVE_BYTES
+        }
         Err(_) => false,
     }
 }
@@ -157,7 +165,10 @@ pub fn refill(root: &Path) {
     else {
         return;
     };
-    if f.metadata().map(|m| m.blocks() * 512 >= RESERVE_BYTES).unwrap_or(true) {
+    if f.metadata()
+        .map(|m| m.blocks() * 512 >= RESERVE_BYTES)
+        .unwrap_or(true)
+    {
         return;
     }
     if allocate(&f, RESERVE_BYTES).is_err() {

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use verfs_coordination::txlog::LogError;
 
+use crate::format::DecodeError;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -69,6 +71,16 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }
+    }
+
+    /// Name the file a [`DecodeError`] is about: it becomes [`Error::Corrupt`] with its offset.
+    pub fn corrupt(path: impl Into<PathBuf>) -> impl FnOnce(DecodeError) -> Error {
+        let path = path.into();
+        move |e| Error::Corrupt {
+            path,
+            offset: e.offset,
+            reason: e.reason,
+        }
     }
 
     /// Wrap an error of a coordination mechanism (lease, journal, manifest, two-phase commit).
