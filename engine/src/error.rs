@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use verfs_coordination::txlog::LogError;
 
 use crate::format::DecodeError;
+use crate::model::PathError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -124,6 +125,15 @@ impl From<crate::pack::PackError> for Error {
             },
             PackError::Io { path, source } => Error::Io { path, source },
             other => Error::Coordination(other.to_string()),
+        }
+    }
+}
+
+impl From<PathError> for Error {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::Invalid { path, reason } => Error::InvalidPath { path, reason },
+            PathError::NameTooLong { path } => Error::NameTooLong { path },
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod gc;
 pub mod ids;
 pub mod localdir;
 pub mod meta;
+pub mod model;
 pub mod pack;
 pub mod pipeline;
 pub mod recover;

@@ -7,7 +7,7 @@
 use super::meta as enc;
 use super::{Dec, DecodeError, Enc};
 use crate::ids::InodeNo;
-use crate::meta::{FileKind, Op};
+use crate::model::{FileKind, Op};
 
 pub const SNAP_MAGIC: &[u8; 8] = b"VERFSSN1";
 pub const SNAP_VERSION: u32 = 1;
