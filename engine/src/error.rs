@@ -110,25 +110,6 @@ impl Error {
     }
 }
 
-impl From<crate::pack::PackError> for Error {
-    fn from(e: crate::pack::PackError) -> Self {
-        use crate::pack::PackError;
-        match e {
-            PackError::Corrupt {
-                path,
-                offset,
-                reason,
-            } => Error::Corrupt {
-                path,
-                offset,
-                reason,
-            },
-            PackError::Io { path, source } => Error::Io { path, source },
-            other => Error::Coordination(other.to_string()),
-        }
-    }
-}
-
 impl From<PathError> for Error {
     fn from(e: PathError) -> Self {
         match e {

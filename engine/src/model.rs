@@ -2,14 +2,14 @@
 //! timestamps, and store paths (splitting, showing).
 //!
 //! Plain data and pure functions. Owns no state and no byte format: the encodings are in
-//! [`crate::format`], the state built from ops and the validated builder of ops in
-//! [`crate::meta`].
+//! `format`, the state built from ops and the validated builder of ops in
+//! `meta`.
 
 use std::collections::BTreeMap;
 
 use crate::ids::{ChunkId, InodeNo, PackId};
 
-/// What an inode is. Its on-disk code is [`crate::format::meta`]'s.
+/// What an inode is. Its on-disk code is `format::meta`'s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
     File,
@@ -107,7 +107,7 @@ pub struct ChunkEntry {
 }
 
 /// One change in a log record. Applying is total: an op that does not fit the state (which a
-/// validated [`crate::meta::Tx`] never produces) is applied as far as it can be, so every process still
+/// validated `meta::Tx` never produces) is applied as far as it can be, so every process still
 /// derives the same state from the same log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -142,7 +142,7 @@ pub enum Op {
 }
 
 /// A store path that names nothing: [`components`] refuses it. Converts into
-/// [`crate::error::Error::InvalidPath`] / [`crate::error::Error::NameTooLong`].
+/// `Error::InvalidPath` / `Error::NameTooLong` (in `error`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PathError {

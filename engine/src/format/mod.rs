@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Bytes that do not decode: what failed and at which byte offset of the file (or of the slice
 /// the decoder was given, when its caller says so). The caller that knows the path adds it
-/// ([`crate::error::Error::corrupt`]).
+/// (`Error::corrupt` in `error`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt at byte {offset}: {reason}")]
 pub struct DecodeError {
