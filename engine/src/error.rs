@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 use verfs_coordination::txlog::LogError;
 
+use crate::format::DecodeError;
+use crate::model::PathError;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -71,6 +74,16 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
+    /// Name the file a [`DecodeError`] is about: it becomes [`Error::Corrupt`] with its offset.
+    pub fn corrupt(path: impl Into<PathBuf>) -> impl FnOnce(DecodeError) -> Error {
+        let path = path.into();
+        move |e| Error::Corrupt {
+            path,
+            offset: e.offset,
+            reason: e.reason,
+        }
+    }
+
     /// Wrap an error of a coordination mechanism (lease, journal, manifest, two-phase commit).
     pub fn coordination(e: impl std::fmt::Display) -> Error {
         Error::Coordination(e.to_string())
@@ -97,21 +110,11 @@ impl Error {
     }
 }
 
-impl From<crate::pack::PackError> for Error {
-    fn from(e: crate::pack::PackError) -> Self {
-        use crate::pack::PackError;
+impl From<PathError> for Error {
+    fn from(e: PathError) -> Self {
         match e {
-            PackError::Corrupt {
-                path,
-                offset,
-                reason,
-            } => Error::Corrupt {
-                path,
-                offset,
-                reason,
-            },
-            PackError::Io { path, source } => Error::Io { path, source },
-            other => Error::Coordination(other.to_string()),
+            PathError::Invalid { path, reason } => Error::InvalidPath { path, reason },
+            PathError::NameTooLong { path } => Error::NameTooLong { path },
         }
     }
 }

@@ -30,22 +30,17 @@ use verfs_coordination::two_phase;
 use verfs_coordination::{fsutil, io_site};
 
 use crate::error::Error;
+use crate::format::discard as dfmt;
 use crate::format::pack::{self as pfmt, IndexEntry, PackHeader, PackIndex, RECORD_HEADER_LEN};
 use crate::ids::{ChunkId, PackId};
 use crate::pack::{self, index_path, pack_path};
 use crate::snapshot;
 use crate::store::{Store, PROPOSAL_GC_REWRITE};
 
-pub const DISCARD_MAGIC: &[u8; 8] = b"VERFSDC1";
-pub const DISCARD_VERSION: u32 = 1;
-pub const DISCARD_HEADER_LEN: usize = 24;
-pub const DISCARD_RECORD_MAGIC: &[u8; 4] = b"VDCR";
-pub const DISCARD_RECORD_HEADER_LEN: usize = 16;
-pub const DISCARD_ENTRY_LEN: usize = 20;
-const TYPE_BATCH: u8 = 1;
-const TYPE_CHECKPOINT: u8 = 2;
-/// Largest payload a discard record may claim (a batch of ~800k ids).
-const MAX_DISCARD_PAYLOAD: u32 = 16 << 20;
+pub use crate::format::discard::{
+    Discard, DISCARD_ENTRY_LEN, DISCARD_HEADER_LEN, DISCARD_MAGIC, DISCARD_RECORD_HEADER_LEN,
+    DISCARD_RECORD_MAGIC, DISCARD_VERSION,
+};
 
 /// Journal action kind while this process rewrites a pack; payload: the pack id.
 pub const ACTION_GC_REWRITE: &str = "gc-rewrite";
@@ -64,174 +59,10 @@ fn pack_lock(id: PackId) -> Resource {
 // ---------------------------------------------------------------------------------------------
 // The `.discard` file
 
-/// A parsed `.discard` file.
-#[derive(Clone, Debug, Default)]
-pub struct Discard {
-    /// Every id listed, with the stored length of its record.
-    pub ids: HashMap<ChunkId, u32>,
-    /// The lsn of the last checkpoint record: every batch before it was garbage at that lsn.
-    pub checkpoint_lsn: Option<u64>,
-    /// Length of the valid prefix; anything after it is a torn tail (or the file is absent: 0).
-    pub valid_len: u64,
-    /// Where a torn tail starts, if the file ends in one.
-    pub torn_at: Option<u64>,
-    /// Batches after the last checkpoint (the writer died before checkpointing them).
-    pub unconfirmed: usize,
-}
-
-fn encode_record(kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(DISCARD_RECORD_HEADER_LEN + payload.len());
-    out.extend_from_slice(DISCARD_RECORD_MAGIC);
-    out.push(kind);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let mut h = crc32fast::Hasher::new();
-    h.update(&out);
-    h.update(payload);
-    out.extend_from_slice(&h.finalize().to_le_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-fn encode_header(id: PackId) -> Vec<u8> {
-    let mut h = Vec::with_capacity(DISCARD_HEADER_LEN);
-    h.extend_from_slice(DISCARD_MAGIC);
-    h.extend_from_slice(&DISCARD_VERSION.to_le_bytes());
-    h.extend_from_slice(&id.0.to_le_bytes());
-    let crc = crc32fast::hash(&h);
-    h.extend_from_slice(&crc.to_le_bytes());
-    h
-}
-
-fn le_u32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[..4]);
-    u32::from_le_bytes(a)
-}
-fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
-}
-
-/// Parse a `.discard` file's bytes ([GC-7]). A short tail is torn (a writer died mid-append),
-/// and so is a header or record that fails its checks when the file is all zeros from inside it
-/// to its end (a power loss before the `fdatasync`: data-layout.md section 3); anything else
-/// that fails its checks is corruption, reported with its offset.
+/// Parse a `.discard` file's bytes ([GC-7]): [`crate::format::discard::parse`], errors naming
+/// `path`.
 pub fn parse_discard(path: &Path, id: PackId, b: &[u8]) -> Result<Discard, Error> {
-    let corrupt = |offset: usize, reason: String| Error::Corrupt {
-        path: path.to_path_buf(),
-        offset: offset as u64,
-        reason,
-    };
-    let mut d = Discard::default();
-    // Where the all-zero suffix of the file starts (`b.len()`: the last byte is not zero). A
-    // part that fails its checks is torn iff this falls inside it.
-    let zero_from = b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1);
-    let zero_tail_within =
-        |start: usize, extent: usize| zero_from < b.len() && zero_from < start + extent;
-    if b.len() >= DISCARD_HEADER_LEN
-        && (&b[..8] != DISCARD_MAGIC || crc32fast::hash(&b[..20]) != le_u32(&b[20..]))
-        && zero_tail_within(0, DISCARD_HEADER_LEN)
-    {
-        d.torn_at = Some(0);
-        return Ok(d);
-    }
-    if b.len() < DISCARD_HEADER_LEN {
-        let expect = encode_header(id);
-        if expect.starts_with(b) || b.iter().all(|&x| x == 0) {
-            d.torn_at = Some(0);
-            return Ok(d);
-        }
-        return Err(corrupt(0, format!("{} bytes: not a discard file", b.len())));
-    }
-    if &b[..8] != DISCARD_MAGIC {
-        return Err(corrupt(0, "bad magic (not a discard file)".into()));
-    }
-    if crc32fast::hash(&b[..20]) != le_u32(&b[20..]) {
-        return Err(corrupt(20, "header crc mismatch".into()));
-    }
-    if le_u32(&b[8..]) != DISCARD_VERSION {
-        return Err(corrupt(8, format!("version {}", le_u32(&b[8..]))));
-    }
-    if le_u64(&b[12..]) != id.0 {
-        return Err(corrupt(
-            12,
-            format!("header names pack {}", PackId(le_u64(&b[12..]))),
-        ));
-    }
-    let mut pos = DISCARD_HEADER_LEN;
-    while pos < b.len() {
-        let rest = &b[pos..];
-        let torn = || rest.iter().all(|&x| x == 0);
-        if rest.len() < DISCARD_RECORD_HEADER_LEN {
-            if torn() || DISCARD_RECORD_MAGIC.starts_with(&rest[..rest.len().min(4)]) {
-                d.torn_at = Some(pos as u64);
-                break;
-            }
-            return Err(corrupt(pos, "garbage after the last record".into()));
-        }
-        if &rest[..4] != DISCARD_RECORD_MAGIC {
-            if torn() || zero_tail_within(pos, 4) {
-                d.torn_at = Some(pos as u64);
-                break;
-            }
-            return Err(corrupt(pos, "bad record magic".into()));
-        }
-        let kind = rest[4];
-        let len = le_u32(&rest[8..]);
-        if len > MAX_DISCARD_PAYLOAD || rest[5..8] != [0, 0, 0] {
-            if zero_tail_within(pos, DISCARD_RECORD_HEADER_LEN) {
-                d.torn_at = Some(pos as u64);
-                break;
-            }
-            return Err(corrupt(pos, format!("bad record header (length {len})")));
-        }
-        let end = DISCARD_RECORD_HEADER_LEN + len as usize;
-        if rest.len() < end {
-            d.torn_at = Some(pos as u64);
-            break;
-        }
-        let payload = &rest[DISCARD_RECORD_HEADER_LEN..end];
-        let mut h = crc32fast::Hasher::new();
-        h.update(&rest[..12]);
-        h.update(payload);
-        if h.finalize() != le_u32(&rest[12..]) {
-            if zero_tail_within(pos, end) {
-                // Written, but the end of it did not reach the disk (delayed allocation): torn.
-                d.torn_at = Some(pos as u64);
-                break;
-            }
-            return Err(corrupt(pos, "record crc mismatch".into()));
-        }
-        match kind {
-            TYPE_BATCH if (len as usize).is_multiple_of(DISCARD_ENTRY_LEN) => {
-                for e in payload.chunks_exact(DISCARD_ENTRY_LEN) {
-                    let mut a = [0u8; 16];
-                    a.copy_from_slice(&e[..16]);
-                    d.ids
-                        .insert(ChunkId(u128::from_le_bytes(a)), le_u32(&e[16..]));
-                }
-                d.unconfirmed += 1;
-            }
-            TYPE_CHECKPOINT if len == 16 => {
-                d.checkpoint_lsn = Some(le_u64(payload));
-                d.unconfirmed = 0;
-            }
-            _ => {
-                return Err(corrupt(
-                    pos,
-                    format!("unknown record type {kind} or bad length {len}"),
-                ))
-            }
-        }
-        pos += end;
-        d.valid_len = pos as u64;
-    }
-    if d.torn_at.is_none() {
-        d.valid_len = b.len() as u64;
-    }
-    Ok(d)
+    dfmt::parse(id, b).map_err(Error::corrupt(path))
 }
 
 /// Read `packs/<id>.discard` (absent: empty).
@@ -271,28 +102,14 @@ fn append_discard(
         io_site!("gc.discard-reset-truncate", f.set_len(0)).map_err(Error::io(&path))?;
         io_site!(
             "gc.discard-header-write",
-            f.write_all_at(&encode_header(id), 0)
+            f.write_all_at(&dfmt::encode_header(id), 0)
         )
         .map_err(Error::io(&path))?;
         start = DISCARD_HEADER_LEN as u64;
     } else if len != start {
         io_site!("gc.discard-cut-truncate", f.set_len(start)).map_err(Error::io(&path))?;
     }
-    let mut payload = Vec::with_capacity(batch.len() * DISCARD_ENTRY_LEN);
-    for (c, stored) in batch {
-        payload.extend_from_slice(&c.0.to_le_bytes());
-        payload.extend_from_slice(&stored.to_le_bytes());
-    }
-    let mut out = Vec::new();
-    for part in
-        payload.chunks((MAX_DISCARD_PAYLOAD as usize / DISCARD_ENTRY_LEN) * DISCARD_ENTRY_LEN)
-    {
-        out.extend_from_slice(&encode_record(TYPE_BATCH, part));
-    }
-    let mut cp = Vec::with_capacity(16);
-    cp.extend_from_slice(&lsn.to_le_bytes());
-    cp.extend_from_slice(&(batch.len() as u64).to_le_bytes());
-    out.extend_from_slice(&encode_record(TYPE_CHECKPOINT, &cp));
+    let out = dfmt::encode_append(batch, lsn);
     io_site!("gc.discard-write", f.write_all_at(&out, start)).map_err(Error::io(&path))?;
     io_site!("gc.discard-fsync", f.sync_data()).map_err(io)?;
     if existing.valid_len == 0 {

@@ -33,6 +33,7 @@ pub mod kinds;
 pub mod layout;
 pub mod localdir;
 pub mod meta;
+pub mod model;
 pub mod ops;
 pub mod overlay;
 pub mod pack;

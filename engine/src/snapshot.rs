@@ -25,8 +25,7 @@ use verfs_coordination::manifest::Manifest;
 use verfs_coordination::two_phase;
 
 use crate::error::Error;
-use crate::format::meta as enc;
-use crate::format::{Dec, Enc};
+use crate::format::snapshot::{self as snapfmt, SnapEncoder};
 use crate::ids::{ChunkId, InodeNo};
 use crate::meta::{
     components, show_path, Entry, FileKind, Inode, MetaState, Op, Timestamp, Tx, NAME_MAX,
@@ -34,9 +33,7 @@ use crate::meta::{
 };
 use crate::store::{Store, PROPOSAL_SNAPSHOT};
 
-pub const SNAP_MAGIC: &[u8; 8] = b"VERFSSN1";
-pub const SNAP_VERSION: u32 = 1;
-pub const SNAP_HEADER_LEN: usize = 40;
+pub use crate::format::snapshot::{SNAP_HEADER_LEN, SNAP_MAGIC, SNAP_VERSION};
 
 /// Journal action kind while this process creates a snapshot; payload: its id (16 hex).
 pub const ACTION_SNAPSHOT: &str = "snapshot";
@@ -83,123 +80,36 @@ fn reachable(s: &MetaState) -> Vec<InodeNo> {
 /// inodes it holds.
 pub fn encode(s: &MetaState, id: u64) -> (Vec<u8>, u64) {
     let inos = reachable(s);
-    let mut body = Enc::default();
-    let mut count = 0u32;
-    body.u32(0);
+    let mut file = SnapEncoder::new();
     for ino in &inos {
         if let Some(i) = s.inodes.get(ino) {
-            enc::encode_op(&mut body, &Op::PutInode(i.clone()));
-            count += 1;
+            file.push(&Op::PutInode(i.clone()));
         }
     }
     for ino in &inos {
         for (name, child) in s.dirs.get(ino).into_iter().flatten() {
-            enc::encode_op(
-                &mut body,
-                &Op::Link {
-                    parent: *ino,
-                    name: name.clone(),
-                    ino: *child,
-                },
-            );
-            count += 1;
+            file.push(&Op::Link {
+                parent: *ino,
+                name: name.clone(),
+                ino: *child,
+            });
         }
         if let Some(x) = s.extents.get(ino) {
-            enc::encode_op(
-                &mut body,
-                &Op::SetExtents {
-                    ino: *ino,
-                    extents: x.clone(),
-                },
-            );
-            count += 1;
+            file.push(&Op::SetExtents {
+                ino: *ino,
+                extents: x.clone(),
+            });
         }
     }
-    let mut body = body.0;
-    body[..4].copy_from_slice(&count.to_le_bytes());
-    let mut h = Enc::default();
-    h.0.extend_from_slice(SNAP_MAGIC);
-    h.u32(SNAP_VERSION);
-    h.u32(0);
-    h.u64(id);
-    h.u64(body.len() as u64);
-    h.u32(crc32fast::hash(&body));
-    let crc = crc32fast::hash(&h.0);
-    h.u32(crc);
-    debug_assert_eq!(h.0.len(), SNAP_HEADER_LEN);
-    h.0.extend_from_slice(&body);
-    (h.0, inos.len() as u64)
+    (file.finish(id), inos.len() as u64)
 }
 
 /// Parse a snapshot file ([SNAP-4]); every failure names the file and the byte offset.
 pub fn decode(path: &Path, bytes: &[u8], id: u64) -> Result<MetaState, Error> {
-    let corrupt = |offset: u64, reason: String| Error::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason,
-    };
-    if bytes.len() < SNAP_HEADER_LEN {
-        return Err(corrupt(
-            0,
-            format!(
-                "{} bytes, shorter than the {SNAP_HEADER_LEN}-byte header",
-                bytes.len()
-            ),
-        ));
-    }
-    let h = &bytes[..SNAP_HEADER_LEN];
-    if &h[..8] != SNAP_MAGIC {
-        return Err(corrupt(0, "bad magic (not a snapshot file)".into()));
-    }
-    let mut d = Dec::new(&h[8..]);
-    let field = |r: Result<u64, String>| r.map_err(|e| corrupt(8, e));
-    let version = field(d.u32().map(u64::from))?;
-    let _flags = field(d.u32().map(u64::from))?;
-    let file_id = field(d.u64())?;
-    let body_len = field(d.u64())?;
-    let body_crc = field(d.u32().map(u64::from))? as u32;
-    let header_crc = field(d.u32().map(u64::from))? as u32;
-    if crc32fast::hash(&h[..36]) != header_crc {
-        return Err(corrupt(36, "header crc mismatch".into()));
-    }
-    if version != u64::from(SNAP_VERSION) {
-        return Err(corrupt(
-            8,
-            format!("snapshot format version {version}, this verfs reads {SNAP_VERSION}"),
-        ));
-    }
-    if file_id != id {
-        return Err(corrupt(
-            16,
-            format!("header names snapshot {file_id:016x}, the file name {id:016x}"),
-        ));
-    }
-    let body = &bytes[SNAP_HEADER_LEN..];
-    if body.len() as u64 != body_len {
-        return Err(corrupt(
-            24,
-            format!("body is {} bytes, the header says {body_len}", body.len()),
-        ));
-    }
-    if crc32fast::hash(body) != body_crc {
-        return Err(corrupt(SNAP_HEADER_LEN as u64, "body crc mismatch".into()));
-    }
-    let ops = enc::decode_ops_at(body)
-        .map_err(|(at, e)| corrupt((SNAP_HEADER_LEN + at) as u64, format!("body: {e}")))?;
+    let ops = snapfmt::decode(bytes, id).map_err(Error::corrupt(path))?;
     let mut s = MetaState::default();
     for op in &ops {
-        match op {
-            Op::PutInode(_) | Op::Link { .. } | Op::SetExtents { .. } => s.apply_op(op),
-            other => {
-                return Err(corrupt(
-                    SNAP_HEADER_LEN as u64,
-                    format!("unexpected op in a snapshot: {other:?}"),
-                ))
-            }
-        }
-    }
-    if s.inodes.get(&InodeNo::ROOT).map(|i| i.kind) != Some(FileKind::Dir) {
-        return Err(corrupt(SNAP_HEADER_LEN as u64, "no root directory".into()));
+        s.apply_op(op);
     }
     // Saturating: an inode number of u64::MAX read from the file has no successor.
     s.next_ino = s

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{Dec, Enc};
 use crate::ids::{ChunkId, InodeNo, PackId};
-use crate::meta::{ChunkEntry, Extent, FileKind, Inode, Op, Timestamp};
+use crate::model::{ChunkEntry, Extent, FileKind, Inode, Op, Timestamp};
 
 pub const TAG_PUT_INODE: u8 = 1;
 pub const TAG_DELETE_INODE: u8 = 2;
@@ -20,6 +20,33 @@ pub const TAG_SNAPSHOT_BEGIN: u8 = 8;
 pub const TAG_SNAPSHOT_READY: u8 = 9;
 pub const TAG_SNAPSHOT_DROP: u8 = 10;
 
+/// The on-disk code of a file kind.
+pub fn kind_code(k: FileKind) -> u8 {
+    match k {
+        FileKind::File => 1,
+        FileKind::Dir => 2,
+        FileKind::Symlink => 3,
+        FileKind::Fifo => 4,
+        FileKind::Socket => 5,
+        FileKind::CharDev => 6,
+        FileKind::BlockDev => 7,
+    }
+}
+
+/// The file kind of an on-disk code, if it is one.
+pub fn kind_of_code(v: u8) -> Option<FileKind> {
+    Some(match v {
+        1 => FileKind::File,
+        2 => FileKind::Dir,
+        3 => FileKind::Symlink,
+        4 => FileKind::Fifo,
+        5 => FileKind::Socket,
+        6 => FileKind::CharDev,
+        7 => FileKind::BlockDev,
+        _ => return None,
+    })
+}
+
 fn ts(e: &mut Enc, t: Timestamp) {
     e.i64(t.secs);
     e.u32(t.nsecs);
@@ -27,7 +54,7 @@ fn ts(e: &mut Enc, t: Timestamp) {
 
 fn encode_inode(e: &mut Enc, i: &Inode) {
     e.u64(i.ino.0);
-    e.u8(i.kind as u8);
+    e.u8(kind_code(i.kind));
     e.u32(i.perm);
     e.u32(i.uid);
     e.u32(i.gid);
@@ -128,7 +155,7 @@ fn dts(d: &mut Dec<'_>) -> Result<Timestamp, String> {
 fn decode_inode(d: &mut Dec<'_>) -> Result<Inode, String> {
     let ino = InodeNo(d.u64()?);
     let kind = d.u8()?;
-    let kind = FileKind::from_u8(kind)
+    let kind = kind_of_code(kind)
         .ok_or_else(|| format!("unknown file kind {kind} at byte {}", d.pos - 1))?;
     let perm = d.u32()?;
     let uid = d.u32()?;
@@ -277,7 +304,7 @@ mod tests {
             .prop_map(
                 |(ino, kind, perm, nlink, size, secs, nsecs, target, xattrs)| Inode {
                     ino: InodeNo(ino),
-                    kind: FileKind::from_u8(kind).unwrap_or(FileKind::File),
+                    kind: kind_of_code(kind).unwrap_or(FileKind::File),
                     perm,
                     uid: perm ^ 1,
                     gid: nlink,

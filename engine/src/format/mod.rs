@@ -2,10 +2,31 @@
 //!
 //! Specified in `data-layout.md`: "Format file", "Metadata records", "Pack file".
 
+pub mod discard;
 pub mod meta;
 pub mod pack;
+pub mod snapshot;
 
 use std::path::Path;
+
+/// Bytes that do not decode: what failed and at which byte offset of the file (or of the slice
+/// the decoder was given, when its caller says so). The caller that knows the path adds it
+/// (`Error::corrupt` in `error`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt at byte {offset}: {reason}")]
+pub struct DecodeError {
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl DecodeError {
+    pub fn new(offset: u64, reason: impl Into<String>) -> Self {
+        DecodeError {
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Magic at offset 0 of `STORE/FORMAT`.
 pub const FORMAT_MAGIC: &[u8; 8] = b"VERFSTOR";

@@ -5,7 +5,7 @@
 //! offsets in comments here.
 //!
 //! Everything here is pure: bytes in, values out (or a [`DecodeError`] saying which byte is wrong).
-//! File handling, scanning and recovery live in [`crate::pack`].
+//! File handling, scanning and recovery live in the `pack` module.
 
 use std::fmt;
 

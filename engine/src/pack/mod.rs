@@ -25,6 +25,7 @@
 //! ```
 
 mod reader;
+mod record;
 mod scan;
 mod writer;
 
@@ -44,6 +45,7 @@ pub use writer::{
     ChunkCompressor, CompressedChunk, PackWriter, RecordLoc, SealedPack, WriterStats,
 };
 
+use crate::error::Error;
 use crate::format::pack::{IndexEntry, PackHeader, PackIndex, PACK_HEADER_LEN};
 use crate::ids::{ChunkId, PackId};
 
@@ -83,6 +85,25 @@ impl PackError {
         PackError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+/// What the rest of the engine sees of a pack error (corruption and I/O keep path and offset).
+impl From<PackError> for Error {
+    fn from(e: PackError) -> Self {
+        match e {
+            PackError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                path,
+                offset,
+                reason,
+            },
+            PackError::Io { path, source } => Error::Io { path, source },
+            other => Error::Coordination(other.to_string()),
         }
     }
 }

@@ -1,6 +1,5 @@
 //! [`PackReader`]: checked random access to the chunks of one pack, shared between threads.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -8,10 +7,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::record::decode_payload;
 use super::scan::{Walk, Walker};
 use super::{index_path, pack_path, PackError};
 use crate::format::pack::{
-    self as fmt, Encoding, PackHeader, PackIndex, RecordHeader, PACK_HEADER_LEN, RECORD_HEADER_LEN,
+    self as fmt, PackHeader, PackIndex, RecordHeader, PACK_HEADER_LEN, RECORD_HEADER_LEN,
 };
 use crate::ids::{ChunkId, PackId};
 
@@ -381,44 +381,4 @@ impl PackReader {
     fn write_state(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-thread_local! {
-    // A zstd decompression context is ~100 KiB and costly to set up; one per thread, reused.
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// Decode a crc-checked payload and check it is exactly `raw_len` bytes hashing to the chunk id
-/// ([PACK-4]). `Err(reason)` otherwise.
-pub(crate) fn decode_payload(h: &RecordHeader, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let data = match h.encoding {
-        Encoding::Raw => payload.to_vec(),
-        Encoding::Zstd => DECOMPRESSOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(
-                    zstd::bulk::Decompressor::new()
-                        .map_err(|e| format!("cannot create a zstd context: {e}"))?,
-                );
-            }
-            let d = slot.as_mut().ok_or("zstd context missing")?;
-            // Capacity bounds the output: a damaged frame cannot make us allocate more than raw_len.
-            let mut out = Vec::with_capacity(h.raw_len as usize);
-            d.decompress_to_buffer(payload, &mut out)
-                .map_err(|e| format!("zstd payload does not decode to {} bytes: {e}", h.raw_len))?;
-            Ok::<_, String>(out)
-        })?,
-    };
-    if data.len() != h.raw_len as usize {
-        return Err(format!(
-            "payload decodes to {} bytes, header says {}",
-            data.len(),
-            h.raw_len
-        ));
-    }
-    let got = ChunkId::of(&data);
-    if got != h.chunk_id {
-        return Err(format!("bytes hash to {got}, record says {}", h.chunk_id));
-    }
-    Ok(data)
 }

@@ -479,7 +479,7 @@ impl Walker<'_> {
                 continue;
             }
             if self.verify_hash {
-                if let Err(reason) = super::reader::decode_payload(&h, &payload) {
+                if let Err(reason) = super::record::decode_payload(&h, &payload) {
                     self.problem(w, off, off, ProblemKind::HashMismatch, reason);
                     off = end;
                     continue;

@@ -285,8 +285,16 @@ fn full_disk_still_reads_and_frees() {
     st.ok(&["put", host.join("keep").to_str().unwrap(), "/keep"]);
     let mut m = Mount::new(&st, &[]);
     let out = ext("cp", &[&host.join("big"), &m.join("big")]);
-    assert!(!out.success(), "24 MiB fit into 12 MiB:\n{}", out.describe());
-    assert!(out.stderr.contains("No space left on device"), "{}", out.describe());
+    assert!(
+        !out.success(),
+        "24 MiB fit into 12 MiB:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("No space left on device"),
+        "{}",
+        out.describe()
+    );
     let free = |p: &std::path::Path| {
         let s = nix::sys::statvfs::statvfs(p).unwrap();
         s.blocks_available() as u64 * s.fragment_size() as u64
@@ -306,13 +314,23 @@ fn full_disk_still_reads_and_frees() {
     st.ok(&["rm", "/big"]);
     let gc = st.ok(&["gc", "--json"]);
     assert!(gc.success());
-    assert!(!m.join("big").exists(), "the mount still shows the removed file");
+    assert!(
+        !m.join("big").exists(),
+        "the mount still shows the removed file"
+    );
     // Space comes back, and no empty pack is left behind.
-    assert!(free(st.root()) > 4 << 20, "only {} bytes free after rm + gc", free(st.root()));
+    assert!(
+        free(st.root()) > 4 << 20,
+        "only {} bytes free after rm + gc",
+        free(st.root())
+    );
     for e in fs::read_dir(st.root().join("packs")).unwrap().flatten() {
         let len = e.metadata().unwrap().len();
         let name = e.file_name().to_string_lossy().into_owned();
-        assert!(!(name.ends_with(".pack") && len <= 24), "empty pack left: {name}");
+        assert!(
+            !(name.ends_with(".pack") && len <= 24),
+            "empty pack left: {name}"
+        );
     }
     // New writes work, through the mount and the CLI.
     fs::write(m.join("after"), b"after the full disk").unwrap();

@@ -1,0 +1,29 @@
+//! The metadata: the state the transaction log materializes, and the validated builder of its
+//! records.
+//!
+//! - [`MetaState`] (`state.rs`) is the materialized view of the transaction log: inodes,
+//!   directory entries, each file's extents, the chunk index (chunk id -> pack id) and the
+//!   snapshots. It changes only by applying [`Op`]s read from the log, in log order, so every
+//!   process that has read the log up to lsn N holds the same state.
+//! - [`Tx`] (`tx.rs`) is how a change is made: it runs under the log lock against the
+//!   up-to-date state, validates each step against the state plus its own earlier steps (an
+//!   overlay), and produces the ops of one log record.
+//!
+//! Does not own the model types ([`crate::model`]) nor their encodings ([`crate::format::meta`],
+//! `data-layout.md`, "Metadata records"), nor the log itself (`verfs_coordination::txlog`).
+
+mod state;
+mod tx;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+
+pub use state::{MetaState, SnapInfo};
+pub use tx::Tx;
+
+// The model types used to live here: kept at their old paths so callers need no edit.
+pub use crate::model::{
+    components, show_path, ChunkEntry, Entry, Extent, FileKind, Inode, Op, Timestamp, NAME_MAX,
+    SNAPSHOTS_DIR,
+};

@@ -1,0 +1,211 @@
+//! [`MetaState`]: the metadata at one lsn, built by applying ops in log order, and its lookups.
+//! Also the log's [`StateMachine`]: record payloads and checkpoint bodies.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use verfs_coordination::txlog::{Lsn, StateMachine};
+
+use crate::format::meta as enc;
+use crate::ids::{ChunkId, InodeNo};
+use crate::model::{ChunkEntry, Extent, FileKind, Inode, Op, Timestamp};
+
+/// A snapshot as the metadata knows it; its tree is in `snapshots/<id>.snap`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapInfo {
+    pub name: Vec<u8>,
+    pub time: Timestamp,
+    /// The file is complete and durable. A snapshot that is not ready blocks GC's stage 1 (its
+    /// references are not known yet) until it is ready or dropped.
+    pub ready: bool,
+}
+
+/// The whole metadata state at some lsn.
+#[derive(Clone, Debug, Default)]
+pub struct MetaState {
+    pub inodes: HashMap<InodeNo, Inode>,
+    pub dirs: HashMap<InodeNo, BTreeMap<Vec<u8>, InodeNo>>,
+    pub extents: HashMap<InodeNo, Vec<Extent>>,
+    pub chunks: HashMap<ChunkId, ChunkEntry>,
+    /// Snapshots by id.
+    pub snapshots: BTreeMap<u64, SnapInfo>,
+    pub next_ino: u64,
+}
+
+impl MetaState {
+    pub fn apply_op(&mut self, op: &Op) {
+        match op {
+            Op::PutInode(i) => {
+                // Saturating: inode numbers come from disk, and u64::MAX has no successor.
+                self.next_ino = self.next_ino.max(i.ino.0.saturating_add(1));
+                if i.kind == FileKind::Dir {
+                    self.dirs.entry(i.ino).or_default();
+                }
+                self.inodes.insert(i.ino, i.clone());
+            }
+            Op::DeleteInode(ino) => {
+                self.inodes.remove(ino);
+                self.dirs.remove(ino);
+                self.extents.remove(ino);
+            }
+            Op::Link { parent, name, ino } => {
+                self.dirs
+                    .entry(*parent)
+                    .or_default()
+                    .insert(name.clone(), *ino);
+            }
+            Op::Unlink { parent, name } => {
+                if let Some(d) = self.dirs.get_mut(parent) {
+                    d.remove(name);
+                }
+            }
+            Op::SetExtents { ino, extents } => {
+                if extents.is_empty() {
+                    self.extents.remove(ino);
+                } else {
+                    self.extents.insert(*ino, extents.clone());
+                }
+            }
+            Op::AddChunk { id, entry } => {
+                self.chunks.insert(*id, *entry);
+            }
+            Op::RemoveChunk { id } => {
+                self.chunks.remove(id);
+            }
+            Op::SnapshotBegin { id, name, time } => {
+                self.snapshots.insert(
+                    *id,
+                    SnapInfo {
+                        name: name.clone(),
+                        time: *time,
+                        ready: false,
+                    },
+                );
+            }
+            Op::SnapshotReady { id } => {
+                if let Some(s) = self.snapshots.get_mut(id) {
+                    s.ready = true;
+                }
+            }
+            Op::SnapshotDrop { id } => {
+                self.snapshots.remove(id);
+            }
+        }
+    }
+
+    /// Every chunk some inode's extents reference (orphans included).
+    pub fn referenced_chunks(&self) -> HashSet<ChunkId> {
+        self.extents
+            .values()
+            .flat_map(|v| v.iter().map(|x| x.chunk))
+            .collect()
+    }
+
+    /// The snapshot named `name`, ready or not.
+    pub fn snapshot_by_name(&self, name: &[u8]) -> Option<(u64, &SnapInfo)> {
+        self.snapshots
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .map(|(id, s)| (*id, s))
+    }
+
+    pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Option<InodeNo> {
+        self.dirs.get(&parent)?.get(name).copied()
+    }
+
+    /// The ops that rebuild this state from empty (the checkpoint body, in a canonical order).
+    pub fn to_ops(&self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        let mut inos: Vec<_> = self.inodes.keys().copied().collect();
+        inos.sort();
+        for ino in &inos {
+            if let Some(i) = self.inodes.get(ino) {
+                ops.push(Op::PutInode(i.clone()));
+            }
+        }
+        for ino in &inos {
+            if let Some(d) = self.dirs.get(ino) {
+                for (name, child) in d {
+                    ops.push(Op::Link {
+                        parent: *ino,
+                        name: name.clone(),
+                        ino: *child,
+                    });
+                }
+            }
+            if let Some(x) = self.extents.get(ino) {
+                ops.push(Op::SetExtents {
+                    ino: *ino,
+                    extents: x.clone(),
+                });
+            }
+        }
+        let mut chunks: Vec<_> = self.chunks.iter().collect();
+        chunks.sort_by_key(|(id, _)| **id);
+        for (id, entry) in chunks {
+            ops.push(Op::AddChunk {
+                id: *id,
+                entry: *entry,
+            });
+        }
+        for (id, s) in &self.snapshots {
+            ops.push(Op::SnapshotBegin {
+                id: *id,
+                name: s.name.clone(),
+                time: s.time,
+            });
+            if s.ready {
+                ops.push(Op::SnapshotReady { id: *id });
+            }
+        }
+        ops
+    }
+}
+
+impl StateMachine for MetaState {
+    fn empty() -> Self {
+        // The root directory exists in every store from lsn 0 on; its attributes are replaced by
+        // the first record `init` writes.
+        let mut s = MetaState {
+            next_ino: 2,
+            ..Default::default()
+        };
+        s.apply_op(&Op::PutInode(Inode::new(
+            InodeNo::ROOT,
+            FileKind::Dir,
+            0o755,
+        )));
+        s
+    }
+
+    fn apply(&mut self, _lsn: Lsn, payload: &[u8]) -> Result<(), String> {
+        for op in enc::decode_ops(payload)? {
+            self.apply_op(&op);
+        }
+        Ok(())
+    }
+
+    fn encode_checkpoint(&self) -> Vec<u8> {
+        let mut out = enc::encode_ops(&self.to_ops());
+        // next_ino may exceed every live inode + 1 (deleted inodes are never reused).
+        out.extend_from_slice(&self.next_ino.to_le_bytes());
+        out
+    }
+
+    fn decode_checkpoint(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 8 {
+            return Err("checkpoint body too short".into());
+        }
+        let (ops, tail) = bytes.split_at(bytes.len() - 8);
+        let mut s = MetaState {
+            next_ino: 2,
+            ..Default::default()
+        };
+        for op in enc::decode_ops(ops)? {
+            s.apply_op(&op);
+        }
+        let mut a = [0u8; 8];
+        a.copy_from_slice(tail);
+        s.next_ino = s.next_ino.max(u64::from_le_bytes(a));
+        Ok(s)
+    }
+}
