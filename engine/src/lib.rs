@@ -27,7 +27,6 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod format;
-pub mod gc;
 pub mod ids;
 pub mod kinds;
 pub mod layout;
@@ -38,15 +37,14 @@ pub mod ops;
 pub mod overlay;
 pub mod pack;
 pub mod pipeline;
-pub mod snapshot;
 pub mod store;
 
 // Compatibility paths (issue 12), kept so callers outside the engine build unchanged; remove once
 // they use the new paths.
 /// Now [`failpoint::crash_point`].
 pub use failpoint::crash_point;
-/// Now [`ops::fsck`], [`ops::recover`], [`ops::transfer`].
-pub use ops::{fsck, recover, transfer};
+/// Now [`ops::fsck`], [`ops::gc`], [`ops::recover`], [`ops::snapshot`], [`ops::transfer`].
+pub use ops::{fsck, gc, recover, snapshot, transfer};
 /// Now [`ops::inode`] (the operations) and [`overlay`] (`Seek`, `seek_extents`, `punch`, ...).
 pub mod fsops {
     pub use crate::ops::inode::{RenameMode, SetAttr};

@@ -28,7 +28,7 @@ use nix::sys::stat::{
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
-use crate::meta::{Inode, Timestamp};
+use crate::model::{Inode, Timestamp};
 
 /// Why one entry could not be written. Names the host path; the caller adds the store path.
 #[derive(Debug, thiserror::Error)]

@@ -351,12 +351,12 @@ fn check_packs(
         );
     }
     for id in &listing.discards {
-        let path = crate::gc::discard_path(&layout.packs(), *id);
+        let path = crate::ops::gc::discard_path(&layout.packs(), *id);
         if listing.packs.binary_search(id).is_err() {
             r.problem(path.display().to_string(), "discard file without its pack");
             continue;
         }
-        match crate::gc::read_discard(&layout.packs(), *id) {
+        match crate::ops::gc::read_discard(&layout.packs(), *id) {
             Ok(d) => {
                 if let Some(at) = d.torn_at {
                     r.problem(
@@ -427,7 +427,7 @@ fn check_snapshots(layout: &Layout, s: &MetaState, r: &mut FsckReport) {
         let name = String::from_utf8_lossy(&info.name);
         let at = format!(
             "snapshot {name} ({})",
-            crate::snapshot::snap_path(&dir, *id).display()
+            crate::ops::snapshot::snap_path(&dir, *id).display()
         );
         if !info.ready {
             r.problem(
@@ -436,7 +436,7 @@ fn check_snapshots(layout: &Layout, s: &MetaState, r: &mut FsckReport) {
             );
             continue;
         }
-        match crate::snapshot::load(&dir, *id) {
+        match crate::ops::snapshot::load(&dir, *id) {
             Ok(tree) => {
                 let mut missing: Vec<_> = tree
                     .referenced_chunks()
@@ -457,7 +457,7 @@ fn check_snapshots(layout: &Layout, s: &MetaState, r: &mut FsckReport) {
     if let Ok(rd) = std::fs::read_dir(&dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            match crate::snapshot::id_of_name(&name) {
+            match crate::ops::snapshot::id_of_name(&name) {
                 Some(id) if s.snapshots.contains_key(&id) => {}
                 Some(_) => r.problem(
                     e.path().display().to_string(),

@@ -1,17 +1,20 @@
 //! The operations over a [`Store`], one file each: `namespace` (CLI path operations), `inode`
-//! (the mount's operations by inode), `transfer` (put/get), `fsck`, `recover`, `maintain`
+//! (the mount's operations by inode), `transfer` (put/get), `snapshot` (create, list, delete,
+//! restore, and reading snapshot trees), `gc/` (the two stages), `recover`, `fsck`, `maintain`
 //! (checkpoint and log truncation). Each is an `impl Store` block (methods the CLI and the mount
 //! call on their handle) or free functions taking `&Store` (whole-store passes that are not a
-//! handle's business: `recover`, `fsck`, `transfer::put`), as they were before.
+//! handle's business: `gc::run_pass`, `recover`, `fsck`, `transfer::put`), as they were before.
 //!
 //! What they share lives here: [`Store::propose`], a two-phase commit that cleans up after a
 //! participant that died without voting.
 
 pub mod fsck;
+pub mod gc;
 pub mod inode;
 pub mod maintain;
 pub mod namespace;
 pub mod recover;
+pub mod snapshot;
 pub mod transfer;
 
 use verfs_coordination::two_phase;

@@ -35,7 +35,7 @@ impl Store {
     /// A directory's entries with their inodes, sorted by name; a non-directory lists itself.
     pub fn list(&self, path: &(impl AsRef<[u8]> + ?Sized)) -> Result<Vec<(Vec<u8>, Inode)>, Error> {
         let path = path.as_ref();
-        if let Some((name, _)) = crate::snapshot::split_path(path) {
+        if let Some((name, _)) = crate::ops::snapshot::split_path(path) {
             if name.is_empty() {
                 // `/.snapshots`: one read-only directory per ready snapshot.
                 return Ok(self

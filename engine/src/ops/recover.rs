@@ -312,8 +312,8 @@ fn seal_dead_pack(packs: &Path, id: PackId, report: &mut RecoverReport) -> Resul
 /// `.discard` tails. The tails are cut only under the `gc` lock in EX (a live GC appends under it),
 /// so while a GC runs they are left for it.
 fn finish_gc(store: &Store, report: &mut RecoverReport) {
-    let mut gc_report = crate::gc::GcReport::default();
-    crate::gc::remove_stale_snapshot_files(store, &mut gc_report);
+    let mut gc_report = crate::ops::gc::GcReport::default();
+    crate::ops::gc::remove_stale_snapshot_files(store, &mut gc_report);
     report.stale_files_removed += gc_report.stale_files_removed;
     let table = match verfs_coordination::lock::LockTable::open(&store.layout().root.join("locks"))
         .and_then(|t| t.owner())
@@ -341,7 +341,7 @@ fn finish_gc(store: &Store, report: &mut RecoverReport) {
             else {
                 continue;
             };
-            match crate::gc::repair_discard(&packs, id) {
+            match crate::ops::gc::repair_discard(&packs, id) {
                 Ok(Some(at)) => report.discard_tails_cut.push((name, at)),
                 Ok(None) => {}
                 Err(e) => report.problems.push(e.to_string()),

@@ -27,16 +27,17 @@ use verfs_coordination::two_phase;
 use crate::error::Error;
 use crate::format::snapshot::{self as snapfmt, SnapEncoder};
 use crate::ids::{ChunkId, InodeNo};
+use crate::kinds::PROPOSAL_SNAPSHOT;
 use crate::meta::{
     components, show_path, Entry, FileKind, Inode, MetaState, Op, Timestamp, Tx, NAME_MAX,
     SNAPSHOTS_DIR,
 };
-use crate::store::{Store, PROPOSAL_SNAPSHOT};
+use crate::store::Store;
 
 pub use crate::format::snapshot::{SNAP_HEADER_LEN, SNAP_MAGIC, SNAP_VERSION};
 
-/// Journal action kind while this process creates a snapshot; payload: its id (16 hex).
-pub const ACTION_SNAPSHOT: &str = "snapshot";
+/// Compatibility path (issue 12): the name now lives in `kinds`.
+pub use crate::kinds::ACTION_SNAPSHOT;
 
 /// `snapshots/<id, 16 hex>.snap`.
 pub fn snap_path(dir: &Path, id: u64) -> PathBuf {
@@ -331,14 +332,14 @@ impl Store {
                 });
                 Ok((bytes, inodes))
             })?;
-            crate::crash_point("snapshot-begun");
+            crate::failpoint::crash_point("snapshot-begun");
             let dir = self.layout().snapshots();
             io_site!("snapshot.mkdir", fs::create_dir_all(&dir)).map_err(Error::io(&dir))?;
             let mut m = Manifest::begin(&self.layout().manifests(), self.lease().id());
             m.stage(&snap_path(&dir, id), &bytes)
                 .map_err(Error::coordination)?;
             m.commit().map_err(Error::coordination)?;
-            crate::crash_point("snapshot-written");
+            crate::failpoint::crash_point("snapshot-written");
             self.transact(true, |tx| {
                 if !tx.base().snapshots.contains_key(&id) {
                     return Err(Error::Snapshot {

@@ -1,0 +1,165 @@
+//! Two-stage garbage collection (`data-layout.md`, 5.10 and 6.9).
+//!
+//! **Stage 1 (metadata)**, under the DLM lock `gc` in EX: chunks that no live inode and no
+//! snapshot references are removed from the index in one transaction that re-checks, under the
+//! log lock, that nothing references them at the log head ([GC-1], [GC-2]). Then every sealed
+//! pack's records are compared with the index: a record whose chunk the index does not place in
+//! that pack is garbage, and new garbage ids are appended to the pack's `.discard` file, followed
+//! by a checkpoint record. The index is the truth; the `.discard` file is the durable, resumable
+//! account of what stage 2 may drop.
+//!
+//! **Stage 2 (packs)**, under `gc` in PR and `gc-pack:<id>` in EX (two workers never touch one
+//! pack at once, [GC-3]): a sealed pack whose garbage share reaches `gc.rewrite_threshold` is
+//! proposed to every live process (two-phase commit `gc-rewrite`); each votes Commit only if it
+//! holds no in-flight reference to a dropped chunk of it ([GC-4]). Then the survivors (records
+//! the index places in the pack, read after the decision) are copied verbatim into a new pack
+//! that a manifest publishes under the same id, with its `.idx`, removing the `.discard` file.
+//! Metadata is not touched. A pack with no survivor is removed by the same kind of manifest.
+
+//!
+//! Files: `stage1.rs` (the index and the `.discard` accounts), `stage2.rs` (the two-phase commit
+//! and the pack rewrite), `discard.rs` (reading, appending and repairing `.discard` files; their
+//! bytes are `format::discard`'s). A pass first runs `recover` ([GC-8]).
+
+mod discard;
+mod stage1;
+mod stage2;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use verfs_coordination::lock::{LockOwner, LockTable, Mode, Resource, Wait};
+
+use crate::error::Error;
+use crate::format::pack::IndexEntry;
+use crate::ids::{ChunkId, PackId};
+use crate::store::Store;
+
+pub use discard::{discard_path, parse_discard, read_discard, repair_discard};
+pub(crate) use stage1::remove_stale_snapshot_files;
+
+pub use crate::format::discard::{
+    Discard, DISCARD_ENTRY_LEN, DISCARD_HEADER_LEN, DISCARD_MAGIC, DISCARD_RECORD_HEADER_LEN,
+    DISCARD_RECORD_MAGIC, DISCARD_VERSION,
+};
+// Compatibility paths (issue 12): the names now live in `kinds`.
+pub use crate::kinds::{ACTION_GC_REWRITE, LOCK_GC};
+
+/// What one GC pass did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    /// Chunks dropped from the index by stage 1, and their uncompressed bytes.
+    pub chunks_removed: u64,
+    pub chunk_bytes_removed: u64,
+    /// Why stage 1 removed nothing this pass, if it was skipped.
+    pub stage1_skipped: Option<String>,
+    /// Garbage records newly listed in `.discard` files.
+    pub discarded_records: u64,
+    /// Sealed packs examined, and how many bytes of them are garbage now.
+    pub packs_examined: u64,
+    pub garbage_bytes: u64,
+    /// Garbage still on disk after stage 2, and in how many packs (a pack that stage 2 rewrote
+    /// or deleted holds none).
+    pub garbage_bytes_left: u64,
+    pub packs_with_garbage_left: u64,
+    pub packs_rewritten: u64,
+    pub packs_deleted: u64,
+    /// Bytes of pack files freed on disk by stage 2.
+    pub bytes_reclaimed: u64,
+    /// Packs left alone because another worker was on them.
+    pub packs_busy: u64,
+    /// Why stage 2 did nothing this pass (the two-phase commit was refused), if so.
+    pub stage2_refused: Option<String>,
+    /// Snapshot files and orphaned `.idx`/`.discard` files removed.
+    pub stale_files_removed: u64,
+    /// What the pass first cleaned up after dead processes ([GC-8]): dead leases, manifests
+    /// settled (an interrupted rewrite rolled forward or back), two-phase commits decided.
+    pub recovered: Vec<String>,
+    pub millis: u64,
+    pub problems: Vec<String>,
+}
+
+/// Progress of a pass: (what, done, total).
+pub type GcProgress<'a> = &'a mut dyn FnMut(&str, u64, u64);
+
+/// Per sealed pack: its file length, index, and which of its records are garbage now.
+struct PackState {
+    id: PackId,
+    len: u64,
+    entries: Vec<IndexEntry>,
+    garbage: Vec<(ChunkId, u32)>,
+    garbage_bytes: u64,
+}
+
+fn lock_owner(store: &Store) -> Result<LockOwner, Error> {
+    let t = LockTable::open(&store.layout().root.join("locks")).map_err(Error::coordination)?;
+    t.owner().map_err(Error::coordination)
+}
+
+/// One full pass: stage 1 then stage 2. Safe beside any number of other processes, including
+/// other GC passes.
+pub fn run_pass(store: &Store, progress: GcProgress<'_>) -> Result<GcReport, Error> {
+    let t0 = Instant::now();
+    let mut report = GcReport::default();
+    // [GC-8]: a GC (or anything else) that died is finished or undone first, so an interrupted
+    // rewrite never blocks this pass, whether or not `verfs recover` ran.
+    let rec = crate::ops::recover::recover(store)?;
+    for (id, why) in &rec.leases_cleaned {
+        report.recovered.push(format!("dead process {id} ({why})"));
+    }
+    if rec.manifests_rolled_forward + rec.manifests_rolled_back > 0 {
+        report.recovered.push(format!(
+            "manifests: {} rolled forward, {} rolled back",
+            rec.manifests_rolled_forward, rec.manifests_rolled_back
+        ));
+    }
+    report
+        .recovered
+        .extend(rec.two_phase_decided.iter().cloned());
+    for n in &rec.snapshots_dropped {
+        report
+            .recovered
+            .push(format!("dropped snapshot {n} (its creator died)"));
+    }
+    report.stale_files_removed += rec.stale_files_removed;
+    report
+        .problems
+        .extend(rec.problems.iter().map(|p| format!("recovery: {p}")));
+    let owner = lock_owner(store)?;
+    let gc = Resource::Named(LOCK_GC.into());
+    let packs = {
+        owner
+            .acquire(&gc, Mode::Ex, Wait::Forever)
+            .map_err(Error::coordination)?;
+        let r = stage1::stage1(store, &mut report, progress);
+        let _ = owner.release(&gc);
+        r?
+    };
+    crate::failpoint::crash_point("gc-after-stage1");
+    owner
+        .acquire(&gc, Mode::Pr, Wait::Forever)
+        .map_err(Error::coordination)?;
+    let r = stage2::stage2(store, &owner, packs, &mut report, progress);
+    let _ = owner.release(&gc);
+    r?;
+    report.millis = t0.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// `verfs gc --worker`: a pass every `gc.interval_ms` until `stop` is set (checked every 100 ms
+/// and between the steps of a pass's caller). Each pass's report goes to `on_pass`.
+pub fn run_worker(
+    store: &Store,
+    stop: &AtomicBool,
+    on_pass: &mut dyn FnMut(Result<GcReport, Error>),
+) {
+    let interval = Duration::from_millis(store.config().gc.interval_ms);
+    while !stop.load(Ordering::SeqCst) {
+        let r = run_pass(store, &mut |_, _, _| {});
+        on_pass(r);
+        let until = Instant::now() + interval;
+        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+        }
+    }
+}
