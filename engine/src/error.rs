@@ -74,12 +74,13 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
-    /// Name the file a [`DecodeError`] is about: it becomes [`Error::Corrupt`] with its offset.
+    /// Name the file a [`DecodeError`] is about: it becomes [`Error::Corrupt`] at
+    /// its `at` (which must then be an offset in the file), with its reason.
     pub fn corrupt(path: impl Into<PathBuf>) -> impl FnOnce(DecodeError) -> Error {
         let path = path.into();
         move |e| Error::Corrupt {
             path,
-            offset: e.offset,
+            offset: e.at,
             reason: e.reason,
         }
     }

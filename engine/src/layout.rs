@@ -101,10 +101,10 @@ impl Layout {
                 })
             }
         };
-        let ff = FormatFile::decode(&fpath, &bytes).map_err(|reason| Error::Corrupt {
+        let ff = FormatFile::decode(&fpath, &bytes).map_err(|e| Error::Corrupt {
             path: fpath.clone(),
             offset: 0,
-            reason,
+            reason: e.reason,
         })?;
         if ff.version != FORMAT_VERSION {
             return Err(Error::WrongVersion {

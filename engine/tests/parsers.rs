@@ -314,7 +314,8 @@ proptest! {
                 }
                 prop_assert_eq!(metafmt::encode_ops(&ops), bytes);
             }
-            Err((at, reason)) => {
+            Err(e) => {
+                let (at, reason) = (e.at as usize, e.reason);
                 prop_assert!(at <= bytes.len(), "{} {}", at, reason);
                 prop_assert!(reason.contains("at byte"), "{}", reason);
             }

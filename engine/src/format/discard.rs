@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::DecodeError;
+use super::{DecodeError, DecodeErrorKind as Kind};
 use crate::ids::{ChunkId, PackId};
 
 pub const DISCARD_MAGIC: &[u8; 8] = b"VERFSDC1";
@@ -96,7 +96,8 @@ fn le_u64(b: &[u8]) -> u64 {
 /// to its end (a power loss before the `fdatasync`: data-layout.md section 3); anything else
 /// that fails its checks is corruption, reported with its offset.
 pub fn parse(id: PackId, b: &[u8]) -> Result<Discard, DecodeError> {
-    let corrupt = |offset: usize, reason: String| DecodeError::new(offset as u64, reason);
+    let corrupt =
+        |offset: usize, kind: Kind, reason: String| DecodeError::new(offset as u64, kind, reason);
     let mut d = Discard::default();
     // Where the all-zero suffix of the file starts (`b.len()`: the last byte is not zero). A
     // part that fails its checks is torn iff this falls inside it.
@@ -116,20 +117,33 @@ pub fn parse(id: PackId, b: &[u8]) -> Result<Discard, DecodeError> {
             d.torn_at = Some(0);
             return Ok(d);
         }
-        return Err(corrupt(0, format!("{} bytes: not a discard file", b.len())));
+        return Err(corrupt(
+            0,
+            Kind::Short,
+            format!("{} bytes: not a discard file", b.len()),
+        ));
     }
     if &b[..8] != DISCARD_MAGIC {
-        return Err(corrupt(0, "bad magic (not a discard file)".into()));
+        return Err(corrupt(
+            0,
+            Kind::BadMagic,
+            "bad magic (not a discard file)".into(),
+        ));
     }
     if crc32fast::hash(&b[..20]) != le_u32(&b[20..]) {
-        return Err(corrupt(20, "header crc mismatch".into()));
+        return Err(corrupt(20, Kind::Checksum, "header crc mismatch".into()));
     }
     if le_u32(&b[8..]) != DISCARD_VERSION {
-        return Err(corrupt(8, format!("version {}", le_u32(&b[8..]))));
+        return Err(corrupt(
+            8,
+            Kind::BadField,
+            format!("version {}", le_u32(&b[8..])),
+        ));
     }
     if le_u64(&b[12..]) != id.0 {
         return Err(corrupt(
             12,
+            Kind::BadField,
             format!("header names pack {}", PackId(le_u64(&b[12..]))),
         ));
     }
@@ -142,14 +156,18 @@ pub fn parse(id: PackId, b: &[u8]) -> Result<Discard, DecodeError> {
                 d.torn_at = Some(pos as u64);
                 break;
             }
-            return Err(corrupt(pos, "garbage after the last record".into()));
+            return Err(corrupt(
+                pos,
+                Kind::BadField,
+                "garbage after the last record".into(),
+            ));
         }
         if &rest[..4] != DISCARD_RECORD_MAGIC {
             if torn() || zero_tail_within(pos, 4) {
                 d.torn_at = Some(pos as u64);
                 break;
             }
-            return Err(corrupt(pos, "bad record magic".into()));
+            return Err(corrupt(pos, Kind::BadMagic, "bad record magic".into()));
         }
         let kind = rest[4];
         let len = le_u32(&rest[8..]);
@@ -158,7 +176,11 @@ pub fn parse(id: PackId, b: &[u8]) -> Result<Discard, DecodeError> {
                 d.torn_at = Some(pos as u64);
                 break;
             }
-            return Err(corrupt(pos, format!("bad record header (length {len})")));
+            return Err(corrupt(
+                pos,
+                Kind::BadField,
+                format!("bad record header (length {len})"),
+            ));
         }
         let end = DISCARD_RECORD_HEADER_LEN + len as usize;
         if rest.len() < end {
@@ -175,7 +197,7 @@ pub fn parse(id: PackId, b: &[u8]) -> Result<Discard, DecodeError> {
                 d.torn_at = Some(pos as u64);
                 break;
             }
-            return Err(corrupt(pos, "record crc mismatch".into()));
+            return Err(corrupt(pos, Kind::Checksum, "record crc mismatch".into()));
         }
         match kind {
             TYPE_BATCH if (len as usize).is_multiple_of(DISCARD_ENTRY_LEN) => {
@@ -194,6 +216,7 @@ pub fn parse(id: PackId, b: &[u8]) -> Result<Discard, DecodeError> {
             _ => {
                 return Err(corrupt(
                     pos,
+                    Kind::BadField,
                     format!("unknown record type {kind} or bad length {len}"),
                 ))
             }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Dec, Enc};
+use super::{Dec, DecodeError, DecodeErrorKind, Enc};
 use crate::ids::{ChunkId, InodeNo, PackId};
 use crate::model::{ChunkEntry, Extent, FileKind, Inode, Op, Timestamp};
 
@@ -140,23 +140,32 @@ pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
     e.0
 }
 
-fn dts(d: &mut Dec<'_>) -> Result<Timestamp, String> {
+/// A field of `d` at `at` holds a value the format forbids.
+fn bad(at: usize, reason: String) -> DecodeError {
+    DecodeError::new(at as u64, DecodeErrorKind::BadField, reason)
+}
+
+fn dts(d: &mut Dec<'_>) -> Result<Timestamp, DecodeError> {
     let secs = d.i64()?;
     let nsecs = d.u32()?;
     if nsecs >= 1_000_000_000 {
-        return Err(format!(
-            "nanoseconds {nsecs} out of range at byte {}",
-            d.pos - 4
+        return Err(bad(
+            d.pos - 4,
+            format!("nanoseconds {nsecs} out of range at byte {}", d.pos - 4),
         ));
     }
     Ok(Timestamp { secs, nsecs })
 }
 
-fn decode_inode(d: &mut Dec<'_>) -> Result<Inode, String> {
+fn decode_inode(d: &mut Dec<'_>) -> Result<Inode, DecodeError> {
     let ino = InodeNo(d.u64()?);
     let kind = d.u8()?;
-    let kind = kind_of_code(kind)
-        .ok_or_else(|| format!("unknown file kind {kind} at byte {}", d.pos - 1))?;
+    let kind = kind_of_code(kind).ok_or_else(|| {
+        bad(
+            d.pos - 1,
+            format!("unknown file kind {kind} at byte {}", d.pos - 1),
+        )
+    })?;
     let perm = d.u32()?;
     let uid = d.u32()?;
     let gid = d.u32()?;
@@ -191,7 +200,8 @@ fn decode_inode(d: &mut Dec<'_>) -> Result<Inode, String> {
     })
 }
 
-pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, String> {
+/// Decode one op; errors are at their offset in `d`'s buffer.
+pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, DecodeError> {
     let tag = d.u8()?;
     Ok(match tag {
         TAG_PUT_INODE => Op::PutInode(decode_inode(d)?),
@@ -210,9 +220,9 @@ pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, String> {
             let n = d.u32()? as usize;
             // Each extent is 32 bytes: refuse counts the payload cannot hold before allocating.
             if n > (d.buf.len() - d.pos) / 32 {
-                return Err(format!(
-                    "extent count {n} at byte {} exceeds the record",
-                    d.pos - 4
+                return Err(bad(
+                    d.pos - 4,
+                    format!("extent count {n} at byte {} exceeds the record", d.pos - 4),
                 ));
             }
             let mut extents = Vec::with_capacity(n);
@@ -243,31 +253,36 @@ pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, String> {
         },
         TAG_SNAPSHOT_READY => Op::SnapshotReady { id: d.u64()? },
         TAG_SNAPSHOT_DROP => Op::SnapshotDrop { id: d.u64()? },
-        t => return Err(format!("unknown op tag {t} at byte {}", d.pos - 1)),
+        t => {
+            return Err(bad(
+                d.pos - 1,
+                format!("unknown op tag {t} at byte {}", d.pos - 1),
+            ))
+        }
     })
 }
 
-/// Decode a payload of ops; the error says at which byte of `bytes` decoding failed.
-pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, String> {
-    decode_ops_at(bytes).map_err(|(_, reason)| reason)
-}
-
-/// [`decode_ops`], with the byte of `bytes` where the failing op starts, so that a caller that
-/// knows where `bytes` lies in a file can name the file offset.
-pub fn decode_ops_at(bytes: &[u8]) -> Result<Vec<Op>, (usize, String)> {
+/// Decode a payload of ops. The error is at the byte of `bytes` where the failing op starts
+/// (so that a caller that knows where `bytes` lies in a file can name the file offset), and its
+/// reason says at which byte decoding failed.
+pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, DecodeError> {
     let mut d = Dec::new(bytes);
-    let n = d.u32().map_err(|e| (0, e))? as usize;
+    let n = d.u32().map_err(|e| DecodeError { at: 0, ..e })? as usize;
     // The smallest op is 9 bytes.
     if n > bytes.len() / 9 + 1 {
-        return Err((0, format!("op count {n} at byte 0 exceeds the record")));
+        return Err(bad(0, format!("op count {n} at byte 0 exceeds the record")));
     }
     let mut ops = Vec::with_capacity(n);
     for i in 0..n {
         let at = d.pos;
-        ops.push(decode_op(&mut d).map_err(|e| (at, format!("op {i} at byte {at}: {e}")))?);
+        ops.push(decode_op(&mut d).map_err(|e| DecodeError {
+            at: at as u64,
+            kind: e.kind,
+            reason: format!("op {i} at byte {at}: {}", e.reason),
+        })?);
     }
     if !d.done() {
-        return Err((
+        return Err(bad(
             d.pos,
             format!(
                 "{} trailing bytes at byte {} after {n} ops",
@@ -277,6 +292,11 @@ pub fn decode_ops_at(bytes: &[u8]) -> Result<Vec<Op>, (usize, String)> {
         ));
     }
     Ok(ops)
+}
+
+/// [`decode_ops`] (the name it had when it alone reported the offset).
+pub fn decode_ops_at(bytes: &[u8]) -> Result<Vec<Op>, DecodeError> {
+    decode_ops(bytes)
 }
 
 #[cfg(test)]

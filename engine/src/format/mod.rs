@@ -1,28 +1,59 @@
 //! Byte formats of the engine's own files. The only module that knows byte offsets.
 //!
-//! Specified in `data-layout.md`: "Format file", "Metadata records", "Pack file".
+//! Pure: bytes in, values out, or a [`DecodeError`] saying what failed and at which byte. Owns
+//! the format file ([`FormatFile`]), metadata records ([`meta`]), packs and their indexes
+//! ([`pack`]), snapshot files ([`snapshot`]) and `.discard` files ([`discard`]). Does not own
+//! files, paths or I/O (the layers above do, and name the path in their errors), and imports
+//! nothing above `ids`/`model`.
+//!
+//! Specified in `data-layout.md`: "Format file", "Metadata records", "Pack file", snapshot and
+//! discard files.
 
 pub mod discard;
 pub mod meta;
 pub mod pack;
 pub mod snapshot;
 
+use std::fmt;
 use std::path::Path;
 
-/// Bytes that do not decode: what failed and at which byte offset of the file (or of the slice
-/// the decoder was given, when its caller says so). The caller that knows the path adds it
-/// (`Error::corrupt` in `error`).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("corrupt at byte {offset}: {reason}")]
+/// Why some bytes are not a valid structure: what failed (`kind`, `reason`) and where. `at` is
+/// the byte offset of the offending field inside the bytes the decoder was given (each decoder
+/// says what they are; the caller adds their position in the file, and the file's path:
+/// `Error::corrupt` in `error`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodeError {
-    pub offset: u64,
+    pub at: u64,
+    pub kind: DecodeErrorKind,
     pub reason: String,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// Fewer bytes than the structure needs.
+    Short,
+    /// The magic does not match: not this kind of structure at all.
+    BadMagic,
+    /// A field holds a value the format forbids (version, flags, reserved, lengths, order).
+    BadField,
+    /// The stored crc32 does not match the bytes.
+    Checksum,
+}
+
+impl std::error::Error for DecodeError {}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (at +{})", self.reason, self.at)
+    }
+}
+
 impl DecodeError {
-    pub fn new(offset: u64, reason: impl Into<String>) -> Self {
+    pub fn new(at: u64, kind: DecodeErrorKind, reason: impl Into<String>) -> Self {
         DecodeError {
-            offset,
+            at,
+            kind,
             reason: reason.into(),
         }
     }
@@ -54,20 +85,33 @@ impl FormatFile {
     }
 
     /// Decode, checking magic and crc; the version is returned as found (the caller refuses it).
-    pub fn decode(path: &Path, b: &[u8]) -> Result<FormatFile, String> {
+    /// Every error is at 0 (`path` is unused: the caller names the file).
+    pub fn decode(path: &Path, b: &[u8]) -> Result<FormatFile, DecodeError> {
         let _ = path;
         if b.len() < 8 || &b[0..8] != FORMAT_MAGIC {
-            return Err("not a verfs format file (bad magic)".into());
+            return Err(DecodeError::new(
+                0,
+                DecodeErrorKind::BadMagic,
+                "not a verfs format file (bad magic)",
+            ));
         }
         if b.len() != FORMAT_FILE_LEN {
-            return Err(format!(
-                "format file is {} bytes, expected {FORMAT_FILE_LEN}",
-                b.len()
+            return Err(DecodeError::new(
+                0,
+                DecodeErrorKind::Short,
+                format!(
+                    "format file is {} bytes, expected {FORMAT_FILE_LEN}",
+                    b.len()
+                ),
             ));
         }
         let crc = u32::from_le_bytes([b[32], b[33], b[34], b[35]]);
         if crc32fast::hash(&b[0..32]) != crc {
-            return Err("format file crc32 mismatch".into());
+            return Err(DecodeError::new(
+                0,
+                DecodeErrorKind::Checksum,
+                "format file crc32 mismatch",
+            ));
         }
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[16..32]);
@@ -105,7 +149,8 @@ impl Enc {
     }
 }
 
-/// Bounds-checked little-endian reader: never panics on short or hostile input.
+/// Bounds-checked little-endian reader: never panics on short or hostile input. Errors are at
+/// the offset in `buf` where the value starts.
 pub struct Dec<'a> {
     pub buf: &'a [u8],
     pub pos: usize,
@@ -115,35 +160,39 @@ impl<'a> Dec<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
         Dec { buf, pos: 0 }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() - self.pos < n {
-            return Err(format!("truncated at byte {} (need {n} more)", self.pos));
+            return Err(DecodeError::new(
+                self.pos as u64,
+                DecodeErrorKind::Short,
+                format!("truncated at byte {} (need {n} more)", self.pos),
+            ));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
     }
-    pub fn u8(&mut self) -> Result<u8, String> {
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    pub fn u32(&mut self) -> Result<u32, String> {
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    pub fn u64(&mut self) -> Result<u64, String> {
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
-    pub fn i64(&mut self) -> Result<i64, String> {
+    pub fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(self.u64()? as i64)
     }
-    pub fn u128(&mut self) -> Result<u128, String> {
+    pub fn u128(&mut self) -> Result<u128, DecodeError> {
         let mut a = [0u8; 16];
         a.copy_from_slice(self.take(16)?);
         Ok(u128::from_le_bytes(a))
     }
-    pub fn bytes(&mut self) -> Result<Vec<u8>, String> {
+    pub fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
         let n = self.u32()? as usize;
         Ok(self.take(n)?.to_vec())
     }

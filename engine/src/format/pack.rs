@@ -7,8 +7,6 @@
 //! Everything here is pure: bytes in, values out (or a [`DecodeError`] saying which byte is wrong).
 //! File handling, scanning and recovery live in the `pack` module.
 
-use std::fmt;
-
 use crate::ids::{ChunkId, PackId};
 
 pub const PACK_MAGIC: [u8; 8] = *b"VERFSPK1";
@@ -29,33 +27,7 @@ pub const INDEX_TRAILER_LEN: usize = 4;
 /// Flag bit 0 of a record: payload is one zstd frame. All other flag bits must be zero.
 const FLAG_ZSTD: u8 = 1;
 
-/// Why some bytes are not a valid structure. `at` is the byte offset of the offending field
-/// inside the structure being decoded (the caller adds the structure's position in the file).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DecodeError {
-    pub at: u64,
-    pub kind: DecodeErrorKind,
-    pub reason: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DecodeErrorKind {
-    /// Fewer bytes than the structure needs.
-    Short,
-    /// The magic does not match: not this kind of structure at all.
-    BadMagic,
-    /// A field holds a value the format forbids (version, flags, reserved, lengths, order).
-    BadField,
-    /// The stored crc32 does not match the bytes.
-    Checksum,
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (at +{})", self.reason, self.at)
-    }
-}
+pub use super::{DecodeError, DecodeErrorKind};
 
 fn err(at: u64, kind: DecodeErrorKind, reason: impl Into<String>) -> DecodeError {
     DecodeError {
@@ -200,15 +172,17 @@ pub struct RecordHeader {
 /// bytes; a zstd payload is non-empty and strictly smaller than `raw_len` (the writer stores a
 /// chunk raw unless compression saves space, and the tight bound makes a damaged length field
 /// visible before any payload is read).
-pub fn check_lengths(encoding: Encoding, raw_len: u32, stored_len: u32) -> Result<(), String> {
+/// `Err` is at 0, of kind [`DecodeErrorKind::BadField`].
+pub fn check_lengths(encoding: Encoding, raw_len: u32, stored_len: u32) -> Result<(), DecodeError> {
+    let bad = |reason: String| Err(err(0, DecodeErrorKind::BadField, reason));
     if raw_len > MAX_RAW_LEN {
-        return Err(format!("raw_len {raw_len} exceeds {MAX_RAW_LEN}"));
+        return bad(format!("raw_len {raw_len} exceeds {MAX_RAW_LEN}"));
     }
     match encoding {
-        Encoding::Raw if stored_len != raw_len => Err(format!(
+        Encoding::Raw if stored_len != raw_len => bad(format!(
             "raw record with stored_len {stored_len} != raw_len {raw_len}"
         )),
-        Encoding::Zstd if stored_len == 0 || stored_len >= raw_len => Err(format!(
+        Encoding::Zstd if stored_len == 0 || stored_len >= raw_len => bad(format!(
             "zstd record with stored_len {stored_len} not in 1..raw_len ({raw_len})"
         )),
         _ => Ok(()),
@@ -272,8 +246,7 @@ impl RecordHeader {
         }
         let raw_len = u32_at(b, 24);
         let stored_len = u32_at(b, 28);
-        check_lengths(encoding, raw_len, stored_len)
-            .map_err(|r| err(24, DecodeErrorKind::BadField, r))?;
+        check_lengths(encoding, raw_len, stored_len).map_err(|e| err(24, e.kind, e.reason))?;
         Ok(RecordHeader {
             encoding,
             chunk_id: id_at(b, 8),

@@ -5,7 +5,7 @@
 //! into a snapshot, nor turning the ops into a tree: that is the snapshot module's.
 
 use super::meta as enc;
-use super::{Dec, DecodeError, Enc};
+use super::{Dec, DecodeError, DecodeErrorKind as Kind, Enc};
 use crate::ids::InodeNo;
 use crate::model::{FileKind, Op};
 
@@ -60,10 +60,10 @@ impl SnapEncoder {
 /// `PutInode`, `Link` or `SetExtents`, and the last `PutInode` of the root makes it a directory.
 /// Offsets in errors are of the file.
 pub fn decode(bytes: &[u8], id: u64) -> Result<Vec<Op>, DecodeError> {
-    let corrupt = |offset: u64, reason: String| DecodeError::new(offset, reason);
     if bytes.len() < SNAP_HEADER_LEN {
-        return Err(corrupt(
+        return Err(DecodeError::new(
             0,
+            Kind::Short,
             format!(
                 "{} bytes, shorter than the {SNAP_HEADER_LEN}-byte header",
                 bytes.len()
@@ -72,10 +72,14 @@ pub fn decode(bytes: &[u8], id: u64) -> Result<Vec<Op>, DecodeError> {
     }
     let h = &bytes[..SNAP_HEADER_LEN];
     if &h[..8] != SNAP_MAGIC {
-        return Err(corrupt(0, "bad magic (not a snapshot file)".into()));
+        return Err(DecodeError::new(
+            0,
+            Kind::BadMagic,
+            "bad magic (not a snapshot file)",
+        ));
     }
     let mut d = Dec::new(&h[8..]);
-    let field = |r: Result<u64, String>| r.map_err(|e| corrupt(8, e));
+    let field = |r: Result<u64, DecodeError>| r.map_err(|e| DecodeError { at: 8, ..e });
     let version = field(d.u32().map(u64::from))?;
     let _flags = field(d.u32().map(u64::from))?;
     let file_id = field(d.u64())?;
@@ -83,32 +87,42 @@ pub fn decode(bytes: &[u8], id: u64) -> Result<Vec<Op>, DecodeError> {
     let body_crc = field(d.u32().map(u64::from))? as u32;
     let header_crc = field(d.u32().map(u64::from))? as u32;
     if crc32fast::hash(&h[..36]) != header_crc {
-        return Err(corrupt(36, "header crc mismatch".into()));
+        return Err(DecodeError::new(36, Kind::Checksum, "header crc mismatch"));
     }
     if version != u64::from(SNAP_VERSION) {
-        return Err(corrupt(
+        return Err(DecodeError::new(
             8,
+            Kind::BadField,
             format!("snapshot format version {version}, this verfs reads {SNAP_VERSION}"),
         ));
     }
     if file_id != id {
-        return Err(corrupt(
+        return Err(DecodeError::new(
             16,
+            Kind::BadField,
             format!("header names snapshot {file_id:016x}, the file name {id:016x}"),
         ));
     }
     let body = &bytes[SNAP_HEADER_LEN..];
     if body.len() as u64 != body_len {
-        return Err(corrupt(
+        return Err(DecodeError::new(
             24,
+            Kind::BadField,
             format!("body is {} bytes, the header says {body_len}", body.len()),
         ));
     }
     if crc32fast::hash(body) != body_crc {
-        return Err(corrupt(SNAP_HEADER_LEN as u64, "body crc mismatch".into()));
+        return Err(DecodeError::new(
+            SNAP_HEADER_LEN as u64,
+            Kind::Checksum,
+            "body crc mismatch",
+        ));
     }
-    let ops = enc::decode_ops_at(body)
-        .map_err(|(at, e)| corrupt((SNAP_HEADER_LEN + at) as u64, format!("body: {e}")))?;
+    let ops = enc::decode_ops(body).map_err(|e| DecodeError {
+        at: SNAP_HEADER_LEN as u64 + e.at,
+        kind: e.kind,
+        reason: format!("body: {}", e.reason),
+    })?;
     let mut root_kind = None;
     for op in &ops {
         match op {
@@ -119,15 +133,20 @@ pub fn decode(bytes: &[u8], id: u64) -> Result<Vec<Op>, DecodeError> {
             }
             Op::Link { .. } | Op::SetExtents { .. } => {}
             other => {
-                return Err(corrupt(
+                return Err(DecodeError::new(
                     SNAP_HEADER_LEN as u64,
+                    Kind::BadField,
                     format!("unexpected op in a snapshot: {other:?}"),
                 ))
             }
         }
     }
     if root_kind != Some(FileKind::Dir) {
-        return Err(corrupt(SNAP_HEADER_LEN as u64, "no root directory".into()));
+        return Err(DecodeError::new(
+            SNAP_HEADER_LEN as u64,
+            Kind::BadField,
+            "no root directory",
+        ));
     }
     Ok(ops)
 }

@@ -178,7 +178,7 @@ impl StateMachine for MetaState {
     }
 
     fn apply(&mut self, _lsn: Lsn, payload: &[u8]) -> Result<(), String> {
-        for op in enc::decode_ops(payload)? {
+        for op in enc::decode_ops(payload).map_err(|e| e.reason)? {
             self.apply_op(&op);
         }
         Ok(())
@@ -200,7 +200,7 @@ impl StateMachine for MetaState {
             next_ino: 2,
             ..Default::default()
         };
-        for op in enc::decode_ops(ops)? {
+        for op in enc::decode_ops(ops).map_err(|e| e.reason)? {
             s.apply_op(&op);
         }
         let mut a = [0u8; 8];

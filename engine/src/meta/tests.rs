@@ -4,7 +4,7 @@ use verfs_coordination::txlog::{Lsn, StateMachine};
 
 use super::*;
 use crate::error::Error;
-use crate::ids::InodeNo;
+use crate::ids::{ChunkId, InodeNo, PackId};
 
 fn commit(
     s: &mut MetaState,

@@ -311,7 +311,7 @@ impl PackWriter {
             reason: format!("payload of {} bytes is too large", stored.len()),
         })?;
         check_lengths(encoding, raw_len, stored_len)
-            .map_err(|reason| PackError::InvalidInput { reason })?;
+            .map_err(|e| PackError::InvalidInput { reason: e.reason })?;
         let h = RecordHeader {
             encoding,
             chunk_id: id,
