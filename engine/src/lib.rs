@@ -39,6 +39,7 @@ pub mod recover;
 pub mod snapshot;
 pub mod store;
 pub mod transfer;
+pub mod view;
 
 /// Test hook for crash points: if the environment variable `VERFS_CRASH_POINT` names `point`,
 /// the process aborts here (no destructor runs: its lease, journal and files stay as a SIGKILL
