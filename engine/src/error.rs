@@ -89,26 +89,6 @@ impl Error {
     pub fn coordination(e: impl std::fmt::Display) -> Error {
         Error::Coordination(e.to_string())
     }
-
-    /// The errno a filesystem would return for this error.
-    pub fn errno(&self) -> i32 {
-        match self {
-            Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
-            Error::NotFound { .. } => libc::ENOENT,
-            Error::Exists { .. } => libc::EEXIST,
-            Error::NotADirectory { .. } => libc::ENOTDIR,
-            Error::IsADirectory { .. } => libc::EISDIR,
-            Error::NotEmpty { .. } => libc::ENOTEMPTY,
-            Error::NameTooLong { .. } => libc::ENAMETOOLONG,
-            Error::InvalidPath { .. } => libc::EINVAL,
-            Error::NoAttribute { .. } => libc::ENODATA,
-            Error::Reserved { .. } => libc::EEXIST,
-            Error::ReadOnly { .. } => libc::EROFS,
-            Error::Fenced(_) => libc::EROFS,
-            Error::NoWriteAccess { .. } | Error::NoReadAccess { .. } => libc::EACCES,
-            _ => libc::EIO,
-        }
-    }
 }
 
 impl From<PathError> for Error {

@@ -38,6 +38,7 @@ pub mod overlay;
 pub mod pack;
 pub mod pipeline;
 pub mod store;
+pub mod view;
 
 // Compatibility paths (issue 12), kept so callers outside the engine build unchanged; remove once
 // they use the new paths.

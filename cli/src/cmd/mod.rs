@@ -125,7 +125,7 @@ pub fn bytes(p: &OsStr) -> &[u8] {
 /// command with room checkpoints.
 pub fn finish(store: Store) -> Result<()> {
     match store.maintain() {
-        Err(e) if e.errno() == libc::ENOSPC => {
+        Err(e) if verfs_fs::errno(&e).code() == libc::ENOSPC => {
             eprintln!("verfs: checkpoint skipped: {e}");
         }
         r => {
