@@ -3,7 +3,7 @@
 //! A process records `Begin` (durably) before it starts an action that leaves state behind if the
 //! process dies half way (an open pack, temp files, a GC rewrite), and `End` when the action is
 //! finished or undone. The journal lives in the process's lease folder (`leases/<id>/journal`),
-//! so the cleaner that claims a dead lease ([`crate::lease::claim`]) gets the journal with it and
+//! so the cleaner that claims a dead lease (`lease::claim`, a module above this one) gets the journal with it and
 //! reads the actions still pending with [`read_pending`].
 //!
 //! Every action MUST be idempotent to clean up ([JNL-4]): the cleaner may run the cleanup of an

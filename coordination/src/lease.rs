@@ -11,12 +11,10 @@
 //! Formats, protocol steps and crash points: `docs/layout/coordination.md`, section "Leases"
 //! (rules `[LEASE-n]`).
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -25,7 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::ctlfile::{self, CtlError};
-use crate::fsutil;
+use crate::fsutil::{self, remove_tree};
+pub use crate::id::{LeaseId, ParseLeaseIdError};
 use crate::io_site;
 
 /// Control-file kind of `leases/<id>/info`.
@@ -46,80 +45,6 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Identity of one lease: 16 lowercase hex characters, random.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct LeaseId(String);
-
-impl LeaseId {
-    /// A fresh random id (64 bits: collisions between live leases are not a practical concern,
-    /// and [`Lease::acquire`] would fail rather than share a folder).
-    pub fn generate() -> LeaseId {
-        LeaseId(format!("{:016x}", rand::random::<u64>()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// For ids whose text was validated as part of a larger id (manifest and transaction ids).
-    pub(crate) fn from_validated(s: &str) -> LeaseId {
-        debug_assert!(LeaseId::is_valid(s));
-        LeaseId(s.to_owned())
-    }
-
-    pub(crate) fn is_valid(s: &str) -> bool {
-        s.len() == 16
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    }
-}
-
-impl fmt::Display for LeaseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for LeaseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LeaseId({})", self.0)
-    }
-}
-
-/// A string that is not 16 lowercase hex characters.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("invalid lease id {0:?}: expected 16 lowercase hex characters")]
-pub struct ParseLeaseIdError(pub String);
-
-impl FromStr for LeaseId {
-    type Err = ParseLeaseIdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if LeaseId::is_valid(s) {
-            Ok(LeaseId(s.to_owned()))
-        } else {
-            Err(ParseLeaseIdError(s.to_owned()))
-        }
-    }
-}
-
-impl TryFrom<String> for LeaseId {
-    type Error = ParseLeaseIdError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        if LeaseId::is_valid(&s) {
-            Ok(LeaseId(s))
-        } else {
-            Err(ParseLeaseIdError(s))
-        }
-    }
-}
-
-impl From<LeaseId> for String {
-    fn from(id: LeaseId) -> String {
-        id.0
-    }
 }
 
 /// Timing of leases; every process sharing a store must use the same values.
@@ -1079,35 +1004,6 @@ pub fn reclaim_abandoned(
         &leases_dir.join(claimed_name(id, old_cleaner)),
         me,
     )
-}
-
-/// `remove_dir_all` that treats entries vanishing under a concurrent remover as removed.
-pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let gone_ok = |r: io::Result<()>| match r {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    };
-    if !meta.is_dir() {
-        return gone_ok(io_site!("lease.remove-file", fs::remove_file(path)));
-    }
-    let rd = match fs::read_dir(path) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for ent in rd {
-        match ent {
-            Ok(ent) => remove_tree(&ent.path())?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    gone_ok(io_site!("lease.remove-dir", fs::remove_dir(path)))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 pub mod ctlfile;
 pub mod failpoint;
 pub mod fsutil;
+pub mod id;
 pub mod journal;
 pub mod lease;
 pub mod lock;
