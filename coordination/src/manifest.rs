@@ -156,6 +156,14 @@ pub enum CommitError {
     Apply { id: ManifestId, reason: String },
 }
 
+impl CommitError {
+    /// A recoverer rolled the manifest back (`RolledBack`): this process was declared dead while
+    /// stalled, exactly as if its lease had been claimed. Never retryable.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, CommitError::RolledBack { .. })
+    }
+}
+
 /// [`Manifest::abort`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

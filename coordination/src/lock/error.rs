@@ -93,6 +93,20 @@ pub enum AcquireError {
     },
 }
 
+impl AcquireError {
+    /// Contention, not failure: another owner holds a conflicting mode or the gate
+    /// (`WouldBlock`, `GateBusy`, `TimedOut`). The owner holds what it held before, so the same
+    /// call may simply be made again later (or with a longer [`Wait`](super::Wait)).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            AcquireError::WouldBlock { .. }
+                | AcquireError::GateBusy { .. }
+                | AcquireError::TimedOut { .. }
+        )
+    }
+}
+
 /// [`LockOwner::convert`] failed.
 ///
 /// Unless the variant says otherwise, the owner still holds the resource in its old mode.
@@ -163,6 +177,19 @@ pub enum ConvertError {
         converted: bool,
         source: io::Error,
     },
+}
+
+impl ConvertError {
+    /// Contention, not failure (`WouldBlock`, `GateBusy`, `TimedOut`): the resource is still
+    /// held in its old mode and the conversion may be tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ConvertError::WouldBlock { .. }
+                | ConvertError::GateBusy { .. }
+                | ConvertError::TimedOut { .. }
+        )
+    }
 }
 
 /// [`LockOwner::release`] failed. For a named resource the owner no longer counts it as held,

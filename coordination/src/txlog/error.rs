@@ -29,6 +29,14 @@ pub enum LogError {
     Reentered(&'static str),
 }
 
+impl LogError {
+    /// The `fence` check refused an append: this process's lease was claimed, so it must not
+    /// change the store any more. Never retryable.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, LogError::Fenced(_))
+    }
+}
+
 /// Why a commit did not happen. In every case nothing was appended.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -38,6 +46,13 @@ pub enum CommitError<E> {
     Rejected(E),
     #[error(transparent)]
     Log(#[from] LogError),
+}
+
+impl<E> CommitError<E> {
+    /// The log refused the commit because this process is fenced ([`LogError::is_fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, CommitError::Log(e) if e.is_fenced())
+    }
 }
 
 pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
