@@ -150,7 +150,10 @@ mod active {
             "eio" => Err(io::Error::from_raw_os_error(libc::EIO)),
             "enospc" => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
             "abort" => {
-                eprintln!("verfs: failpoint {name}: aborting here");
+                tracing::error!(
+                    failpoint = name,
+                    "failpoint fired: aborting the process here"
+                );
                 std::process::abort()
             }
             other => panic!("failpoint {name}: unknown action return({other})"),
