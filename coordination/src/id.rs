@@ -18,7 +18,7 @@ pub struct LeaseId(String);
 
 impl LeaseId {
     /// A fresh random id (64 bits: collisions between live leases are not a practical concern,
-    /// and [`Lease::acquire`] would fail rather than share a folder).
+    /// and `Lease::acquire` would fail rather than share a folder).
     pub fn generate() -> LeaseId {
         LeaseId(format!("{:016x}", rand::random::<u64>()))
     }

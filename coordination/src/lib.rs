@@ -25,7 +25,7 @@
 //! | 1 | `ctlfile`, `lock`, `txlog` |
 //! | 2 | `journal` |
 //! | 3 | `lease` (hands a dead process's journal file to its cleaner) |
-//! | 4 | `manifest`, `two_phase` (each uses leases; neither uses the other) |
+//! | 4 | `manifest` (needs only lease ids), `two_phase` (lists and reads leases) |
 //!
 //! # Errors
 //!

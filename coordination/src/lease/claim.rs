@@ -115,7 +115,7 @@ fn claim_rename(
 /// Claim dead lease `id` for `cleaner`: rename `leases/<id>` to `leases/<id>.claimed-<cleaner>`.
 ///
 /// `Ok(None)` when the folder is already gone (another cleaner won, or the owner released it).
-/// The caller decides deadness first (e.g. [`LeaseEntry::liveness`]); this is a plain rename
+/// The caller decides deadness first (e.g. [`LeaseEntry::liveness`](super::LeaseEntry::liveness)); this is a plain rename
 /// and takes no lock, so the transaction log may call it under its commit lock ([LEASE-6]).
 /// On an I/O error after the rename the claim may have happened: [`Claimed::open`] finds it.
 pub fn claim(
@@ -126,7 +126,7 @@ pub fn claim(
     claim_rename(leases_dir, id, &leases_dir.join(id.as_str()), cleaner)
 }
 
-/// Claim a `.new-<id>` folder left by a process that died inside [`Lease::acquire`].
+/// Claim a `.new-<id>` folder left by a process that died inside [`Lease::acquire`](super::Lease::acquire).
 ///
 /// Same result and failure states as [`claim`]; the caller checks the entry is dead first.
 pub fn claim_partial(

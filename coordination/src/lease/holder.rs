@@ -224,7 +224,7 @@ impl Lease {
 
     /// The fencing check ([LEASE-6]): `leases/<id>` still exists and holds this lease's info.
     ///
-    /// The transaction log calls this under its commit lock; [`claim`] is called under the same
+    /// The transaction log calls this under its commit lock; [`claim`](super::claim) is called under the same
     /// lock, so a commit is either before the claim or rejected. Changes nothing on disk.
     pub fn check_valid(&self) -> Result<(), FenceError> {
         let path = self.dir.join(INFO_FILE);
@@ -302,7 +302,7 @@ impl Lease {
     /// Remove this lease's folder ([LEASE-9]).
     ///
     /// The folder is first claimed by this lease itself, so a crash half way leaves
-    /// `<id>.claimed-<id>`, which any cleaner may take over and finish ([`reclaim_abandoned`]).
+    /// `<id>.claimed-<id>`, which any cleaner may take over and finish ([`reclaim_abandoned`](super::reclaim_abandoned)).
     /// The caller ends its journal's actions first; everything in the folder is deleted.
     /// Stop the [`LeaseKeeper`] first, or it would report this process as fenced.
     pub fn release(self) -> Result<(), ReleaseError> {

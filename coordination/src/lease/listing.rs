@@ -44,7 +44,7 @@ pub enum LeaseState {
     Live,
     /// `<id>.claimed-<cleaner>`: being cleaned by `cleaner`.
     Claimed { cleaner: LeaseId },
-    /// `.new-<id>`: [`Lease::acquire`] has not finished (or died) building it.
+    /// `.new-<id>`: [`Lease::acquire`](super::Lease::acquire) has not finished (or died) building it.
     Partial,
 }
 
@@ -71,7 +71,7 @@ pub struct LeaseEntry {
 }
 
 impl LeaseEntry {
-    /// [`liveness`] of this entry, using file times where the info or heartbeat are unreadable.
+    /// [`liveness`](super::liveness) of this entry, using file times where the info or heartbeat are unreadable.
     ///
     /// A torn heartbeat read must not make a live process look as old as its start time, so the
     /// heartbeat file's mtime (updated by every write) also counts as a sign of life.

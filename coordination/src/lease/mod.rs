@@ -13,8 +13,8 @@
 //!   folder to `<id>.claimed-<cleaner>` so exactly one cleaner gets its journal ([`Claimed`]), and
 //!   that rename is also what fences the dead process: [`Lease::check_valid`] fails from then on.
 //!
-//! Layers inside: `heartbeat` and `liveness` use only this file; `listing` uses both; `holder`
-//! and `claim` sit on top.
+//! Layers inside: `heartbeat` uses only this file, `liveness` adds `heartbeat`, `listing` uses
+//! both; `holder` and `claim` sit on top.
 //!
 //! Formats, protocol steps and crash points: `docs/layout/coordination.md`, section "Leases"
 //! (rules `[LEASE-n]`).

@@ -11,25 +11,25 @@ use std::time::Duration;
 
 use super::{Mode, Resource, GATE_TRY_LIMIT, MAX_INODES};
 
-/// [`LockTable::open`] or [`LockTable::owner`] failed; nothing was locked.
+/// [`LockTable::open`](super::LockTable::open) or [`LockTable::owner`](super::LockTable::owner) failed; nothing was locked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
     #[error("opening lock table {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    /// The path now names another file than the table opened by [`LockTable::open`]: someone
+    /// The path now names another file than the table opened by [`LockTable::open`](super::LockTable::open): someone
     /// deleted or replaced it, and owners on the two files would not see each other [LOCK-1].
     #[error("lock table {path} was deleted or replaced since it was opened; it must never be")]
     Replaced { path: PathBuf },
 }
 
-/// [`LockOwner::acquire`] or [`LockOwner::try_acquire`] failed.
+/// [`LockOwner::acquire`](super::LockOwner::acquire) or [`LockOwner::try_acquire`](super::LockOwner::try_acquire) failed.
 ///
 /// Unless the variant says otherwise, the owner holds exactly what it held before the call.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AcquireError {
-    /// Another owner holds `held`, incompatible with the request ([`Wait::No`]).
+    /// Another owner holds `held`, incompatible with the request ([`Wait::No`](super::Wait::No)).
     #[error("lock {resource} ({mode}) in {path}: would block, {held} is held by another owner")]
     WouldBlock {
         path: PathBuf,
@@ -37,7 +37,7 @@ pub enum AcquireError {
         mode: Mode,
         held: Mode,
     },
-    /// The gate of a named resource stayed busy for [`GATE_TRY_LIMIT`] ([`Wait::No`]): another
+    /// The gate of a named resource stayed busy for [`GATE_TRY_LIMIT`] ([`Wait::No`](super::Wait::No)): another
     /// owner is stopped or descheduled in the middle of a mode change.
     #[error("lock {resource} ({mode}) in {path}: the gate stayed busy for {GATE_TRY_LIMIT:?}")]
     GateBusy {
@@ -45,7 +45,7 @@ pub enum AcquireError {
         resource: Resource,
         mode: Mode,
     },
-    /// [`Wait::Timeout`] passed; `held` is the last conflicting mode seen (`None`: the gate).
+    /// [`Wait::Timeout`](super::Wait::Timeout) passed; `held` is the last conflicting mode seen (`None`: the gate).
     #[error(
         "lock {resource} ({mode}) in {path}: timed out after {waited:?} (last conflict: {held:?})"
     )]
@@ -56,7 +56,7 @@ pub enum AcquireError {
         waited: Duration,
         held: Option<Mode>,
     },
-    /// The owner already holds this named resource: use [`LockOwner::convert`].
+    /// The owner already holds this named resource: use [`LockOwner::convert`](super::LockOwner::convert).
     #[error("lock {resource} in {path}: already held by this owner in {held}")]
     AlreadyHeld {
         path: PathBuf,
@@ -107,7 +107,7 @@ impl AcquireError {
     }
 }
 
-/// [`LockOwner::convert`] failed.
+/// [`LockOwner::convert`](super::LockOwner::convert) failed.
 ///
 /// Unless the variant says otherwise, the owner still holds the resource in its old mode.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +192,7 @@ impl ConvertError {
     }
 }
 
-/// [`LockOwner::release`] failed. For a named resource the owner no longer counts it as held,
+/// [`LockOwner::release`](super::LockOwner::release) failed. For a named resource the owner no longer counts it as held,
 /// but the kernel may still hold its mode byte (stricter, never weaker) until the owner is
 /// dropped; for a range, the range may still be locked (retry, or drop the owner).
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +212,7 @@ pub enum ReleaseError {
     },
 }
 
-/// [`LockOwner::test`] failed; testing never changes any lock.
+/// [`LockOwner::test`](super::LockOwner::test) failed; testing never changes any lock.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestError {

@@ -21,7 +21,7 @@ pub enum LogError {
     },
     #[error("fenced: {0}")]
     Fenced(String),
-    /// A closure given to [`TxLog::read`], [`TxLog::commit`] or [`TxLog::exclusive`] called back
+    /// A closure given to [`TxLog::read`](super::TxLog::read), [`TxLog::commit`](super::TxLog::commit) or [`TxLog::exclusive`](super::TxLog::exclusive) called back
     /// into the same log on the same thread. That would wait for a lock this thread already holds
     /// (the hang `verfs status` had), so it is refused at once: use the state and lsn the closure
     /// was given instead. Always a programming error, never caused by data on disk.

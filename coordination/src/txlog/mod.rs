@@ -5,7 +5,7 @@
 //! (segment files, headers, listing), `record` (one log record and the torn-tail rules),
 //! `checkpoint` (checkpoint files), `view` (the materialized view and the re-entry guard) and
 //! `error`. Does not own what payloads mean (the [`StateMachine`]) nor who may commit: fencing is
-//! the `fence` callback the caller passes (a [`crate::lease`] check in verfs), so this module
+//! the `fence` callback the caller passes (a lease check in verfs), so this module
 //! imports nothing from the rest of the crate but `fsutil` and `io_site!`.
 //!
 //! Overview: a [`TxLog`] is one process's handle on `STORE/log/` (segment files) and

@@ -26,7 +26,7 @@ pub(super) struct View<S> {
     pub(super) writer: Option<(PathBuf, Arc<File>)>,
 }
 
-/// A write guard on the view that publishes the view's lsn to [`TxLog::applied_lsn`] on drop.
+/// A write guard on the view that publishes the view's lsn to [`TxLog::applied_lsn`](super::TxLog::applied_lsn) on drop.
 pub(super) struct ViewWriteGuard<'a, S> {
     pub(super) guard: RwLockWriteGuard<'a, View<S>>,
     pub(super) applied: &'a AtomicU64,
