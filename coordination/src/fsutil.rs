@@ -1,5 +1,8 @@
 //! Durable file primitives shared by every coordination mechanism.
 //!
+//! Owns atomic writes, directory fsync, temp names, file identity and tree removal. Does not own any
+//! store path or file format; it sits at the bottom and imports only the failpoint macro.
+//!
 //! Everything here uses only operations that also hold on NFSv4: `O_EXCL` create, rename inside one
 //! directory, fsync of files and directories (see `data-layout.md`, "Assumptions").
 

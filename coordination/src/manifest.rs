@@ -1,5 +1,9 @@
 //! Atomic multi-file operations: prepare, commit record, apply; roll forward or back on recovery.
 //!
+//! Owns `manifests/` (prepare and commit files, staging temps, apply, roll forward or back).
+//! Does not own the meaning of the files it changes, nor deciding that an owner is dead (the
+//! caller passes that to [`recover`]); it knows leases only by id.
+//!
 //! A [`Manifest`] changes several files, possibly in several directories, as one atomic step
 //! without relying on a rename across directories: every new content is first written to a temp
 //! file beside its target ([`Manifest::stage`]); the durable creation of `manifests/<id>.commit`

@@ -1,5 +1,8 @@
 //! File-voted two-phase commit among the live processes of a store.
 //!
+//! Owns `2pc/` (proposal, votes, decision, done) and the protocol over them. Does not own what is
+//! proposed or how a participant votes (the engine's handler), nor lease liveness (`lease`).
+//!
 //! A coordinator asks every other live process to confirm something (GC: "I hold no reference to
 //! these packs"; vault lock: "I dropped my keys") with [`propose`]. Each participant answers from
 //! its lease keeper's tick through [`poll_participant`] by writing a vote file. The coordinator
