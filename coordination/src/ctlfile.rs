@@ -1,5 +1,8 @@
 //! Control files: small JSON documents with a kind tag and a crc32, written atomically.
 //!
+//! Owns the envelope (magic, kind, crc32, JSON body) and its atomic write and exclusive create.
+//! Does not own any document's fields (each module that writes a control file defines its own).
+//!
 //! Byte format: `data-layout.md`, section "Control files". Leases, journals' headers, manifests and
 //! two-phase-commit files all use this envelope, so a torn or bit-flipped control file is always
 //! detected, never parsed as something else.

@@ -1,6 +1,10 @@
 //! Failpoints at the store's write sites, for fault-injection tests (`data-layout.md` 6.8,
 //! "Design choices").
 //!
+//! Owns the [`io_site!`] macro, the list of this crate's sites ([`SITES`]) and the check that the
+//! list matches the sources. Does not own any I/O itself nor the engine's sites (the engine keeps
+//! its own list).
+//!
 //! Every write, fsync, rename, unlink, truncate and create of a store file in this crate and in
 //! the engine is wrapped in [`io_site!`]: `io_site!("txlog.append-write", f.write_all_at(..))`.
 //! Each site has a unique name, listed in [`SITES`] (this crate) or the engine's `SITES`; a unit
@@ -150,7 +154,10 @@ mod active {
             "eio" => Err(io::Error::from_raw_os_error(libc::EIO)),
             "enospc" => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
             "abort" => {
-                eprintln!("verfs: failpoint {name}: aborting here");
+                tracing::error!(
+                    failpoint = name,
+                    "failpoint fired: aborting the process here"
+                );
                 std::process::abort()
             }
             other => panic!("failpoint {name}: unknown action return({other})"),

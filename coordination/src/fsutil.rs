@@ -1,5 +1,8 @@
 //! Durable file primitives shared by every coordination mechanism.
 //!
+//! Owns atomic writes, directory fsync, temp names, file identity and tree removal. Does not own any
+//! store path or file format; it sits at the bottom and imports only the failpoint macro.
+//!
 //! Everything here uses only operations that also hold on NFSv4: `O_EXCL` create, rename inside one
 //! directory, fsync of files and directories (see `data-layout.md`, "Assumptions").
 
@@ -97,6 +100,35 @@ pub fn temp_name_pid(name: &str) -> Option<u32> {
 pub fn file_identity(m: &std::fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     (m.dev(), m.ino())
+}
+
+/// `remove_dir_all` that treats entries vanishing under a concurrent remover as removed.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let gone_ok = |r: io::Result<()>| match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    };
+    if !meta.is_dir() {
+        return gone_ok(io_site!("lease.remove-file", fs::remove_file(path)));
+    }
+    let rd = match fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for ent in rd {
+        match ent {
+            Ok(ent) => remove_tree(&ent.path())?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    gone_ok(io_site!("lease.remove-dir", fs::remove_dir(path)))
 }
 
 #[cfg(test)]

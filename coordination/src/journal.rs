@@ -1,10 +1,14 @@
 //! Per-process recovery journal: the multi-step actions a process has in flight.
 //!
+//! Owns the journal file `leases/<id>/journal` (its record format, begin/end, compaction, reading
+//! what is pending). Does not own the lease folder it lives in nor who may read it after a death
+//! (`lease`, a layer above), nor what an action's cleanup does (the engine).
+//!
 //! A process records `Begin` (durably) before it starts an action that leaves state behind if the
 //! process dies half way (an open pack, temp files, a GC rewrite), and `End` when the action is
 //! finished or undone. The journal lives in the process's lease folder (`leases/<id>/journal`),
-//! so the cleaner that claims a dead lease ([`crate::lease::claim`]) gets the journal with it and
-//! reads the actions still pending with [`read_pending`].
+//! so the cleaner that claims a dead lease (`lease::claim`) gets the journal with it and reads
+//! the actions still pending with [`read_pending`].
 //!
 //! Every action MUST be idempotent to clean up ([JNL-4]): the cleaner may run the cleanup of an
 //! action that already completed (its `End` was lost), and a cleaner that dies is replaced by

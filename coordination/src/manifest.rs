@@ -1,5 +1,9 @@
 //! Atomic multi-file operations: prepare, commit record, apply; roll forward or back on recovery.
 //!
+//! Owns `manifests/` (prepare and commit files, staging temps, apply, roll forward or back).
+//! Does not own the meaning of the files it changes, nor deciding that an owner is dead (the
+//! caller passes that to [`recover`]); it knows leases only by id.
+//!
 //! A [`Manifest`] changes several files, possibly in several directories, as one atomic step
 //! without relying on a rename across directories: every new content is first written to a temp
 //! file beside its target ([`Manifest::stage`]); the durable creation of `manifests/<id>.commit`
@@ -19,19 +23,18 @@
 //! section "Manifests".
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::ctlfile::{self, CtlError};
 use crate::fsutil;
+use crate::id::LeaseId;
+pub use crate::id::{ManifestId, ParseIdError};
 use crate::io_site;
-use crate::lease::LeaseId;
 
 /// Control-file kind of `manifests/<id>.prepare`.
 pub const PREPARE_KIND: &str = "manifest-prepare";
@@ -40,74 +43,6 @@ pub const COMMIT_KIND: &str = "manifest-commit";
 /// An `Abort` decision of a dead owner is kept this long after the rollback, so that the owner,
 /// if it was only stalled, finds it instead of committing ([MAN-6]).
 pub const ABORT_TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
-
-/// Identity of one manifest: `<owner lease id>-<16 lowercase hex>`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ManifestId(String);
-
-impl ManifestId {
-    fn generate(owner: &LeaseId) -> ManifestId {
-        ManifestId(format!("{owner}-{:016x}", rand::random::<u64>()))
-    }
-
-    /// The lease that created the manifest.
-    pub fn owner(&self) -> LeaseId {
-        LeaseId::from_validated(&self.0[..16])
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-pub(crate) fn valid_pair_id(s: &str) -> bool {
-    s.len() == 33
-        && s.as_bytes()[16] == b'-'
-        && LeaseId::is_valid(&s[..16])
-        && LeaseId::is_valid(&s[17..])
-}
-
-/// A string that is not a valid two-part id (`<16 hex>-<16 hex>`).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("invalid id {0:?}: expected <16 hex>-<16 hex>")]
-pub struct ParseIdError(pub String);
-
-impl FromStr for ManifestId {
-    type Err = ParseIdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ManifestId::try_from(s.to_owned())
-    }
-}
-
-impl TryFrom<String> for ManifestId {
-    type Error = ParseIdError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        if valid_pair_id(&s) {
-            Ok(ManifestId(s))
-        } else {
-            Err(ParseIdError(s))
-        }
-    }
-}
-
-impl From<ManifestId> for String {
-    fn from(id: ManifestId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for ManifestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for ManifestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ManifestId({})", self.0)
-    }
-}
 
 /// What a manifest does to one target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +158,14 @@ pub enum CommitError {
     /// dead (or when forced for it).
     #[error("manifest {id} committed but not fully applied: {reason}")]
     Apply { id: ManifestId, reason: String },
+}
+
+impl CommitError {
+    /// A recoverer rolled the manifest back (`RolledBack`): this process was declared dead while
+    /// stalled, exactly as if its lease had been claimed. Never retryable.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, CommitError::RolledBack { .. })
+    }
 }
 
 /// [`Manifest::abort`] failed.

@@ -1,5 +1,8 @@
 //! File-voted two-phase commit among the live processes of a store.
 //!
+//! Owns `2pc/` (proposal, votes, decision, done) and the protocol over them. Does not own what is
+//! proposed or how a participant votes (the engine's handler), nor lease liveness (`lease`).
+//!
 //! A coordinator asks every other live process to confirm something (GC: "I hold no reference to
 //! these packs"; vault lock: "I dropped my keys") with [`propose`]. Each participant answers from
 //! its lease keeper's tick through [`poll_participant`] by writing a vote file. The coordinator
@@ -16,7 +19,6 @@
 //! Layout, protocol steps, crash points and rules `[2PC-n]`: `docs/layout/coordination.md`,
 //! section "Two-phase commit".
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,9 +31,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctlfile::{self, CtlError};
 use crate::fsutil;
+use crate::fsutil::remove_tree;
+use crate::id::LeaseId;
+pub use crate::id::TxnId;
 use crate::io_site;
-use crate::lease::{self, remove_tree, unix_ms, Lease, LeaseConfig, LeaseId, LeaseState};
-use crate::manifest::{valid_pair_id, ParseIdError};
+use crate::lease::{self, unix_ms, Lease, LeaseConfig, LeaseState};
 
 /// Control-file kind of `2pc/<txn>/proposal`.
 pub const PROPOSAL_KIND: &str = "2pc-proposal";
@@ -46,62 +50,6 @@ pub const DONE_FILE: &str = "done";
 const VOTE_PREFIX: &str = "vote-";
 const NEW_PREFIX: &str = ".new-";
 const DONE_PREFIX: &str = ".done-";
-
-/// Identity of one transaction: `<coordinator lease id>-<16 lowercase hex>`, so the coordinator
-/// of a half-created folder is known without reading it.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TxnId(String);
-
-impl TxnId {
-    fn generate(coordinator: &LeaseId) -> TxnId {
-        TxnId(format!("{coordinator}-{:016x}", rand::random::<u64>()))
-    }
-
-    pub fn coordinator(&self) -> LeaseId {
-        LeaseId::from_validated(&self.0[..16])
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for TxnId {
-    type Err = ParseIdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TxnId::try_from(s.to_owned())
-    }
-}
-
-impl TryFrom<String> for TxnId {
-    type Error = ParseIdError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        if valid_pair_id(&s) {
-            Ok(TxnId(s))
-        } else {
-            Err(ParseIdError(s))
-        }
-    }
-}
-
-impl From<TxnId> for String {
-    fn from(id: TxnId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for TxnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for TxnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TxnId({})", self.0)
-    }
-}
 
 /// The content of `proposal`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,689 @@
+//! The shared transaction log: every metadata change of every process, serializable by construction.
+//!
+//! Owns [`TxLog`] (open, catch-up, read, commit, group commit, checkpoint) and the types callers
+//! name ([`Lsn`], [`StateMachine`], [`LogConfig`]); the byte formats are in its parts: `segment`
+//! (segment files, headers, listing), `record` (one log record and the torn-tail rules),
+//! `checkpoint` (checkpoint files), `view` (the materialized view and the re-entry guard) and
+//! `error`. Does not own what payloads mean (the [`StateMachine`]) nor who may commit: fencing is
+//! the `fence` callback the caller passes (a lease check in verfs), so this module
+//! imports nothing from the rest of the crate but `fsutil` and `io_site!`.
+//!
+//! Overview: a [`TxLog`] is one process's handle on `STORE/log/` (segment files) and
+//! `STORE/checkpoints/`. It keeps a materialized view `S: StateMachine` of the whole state. A writer
+//! calls [`TxLog::commit`] with a closure: the closure runs under the log's exclusive lock against a
+//! view that has just been brought up to the log head, so whatever it validates (a name is free, an
+//! inode exists) is still true when its record is appended. The lock is held for the catch-up, the
+//! closure and one `pwrite`, never for an fsync; durability comes afterwards from a group commit
+//! ([`TxLog::sync_to`]) that lets every thread waiting at that moment share one `fdatasync`.
+//! Readers ([`TxLog::read`]) never take the log lock: they compare the segment's size with their
+//! read position, apply any new complete records, and answer.
+//!
+//! Byte formats, the commit steps and their commit point: `data-layout.md`, sections "Log segment"
+//! and "Commit protocol". Fencing: the `fence` callback given to [`TxLog::open`] is checked under the
+//! lock right before the append, so a process whose lease was claimed by a cleaner can never append.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use crate::fsutil;
+use crate::io_site;
+
+mod checkpoint;
+mod error;
+mod record;
+mod segment;
+mod view;
+
+pub use checkpoint::{decode_checkpoint_file, encode_checkpoint_file, list_checkpoints};
+pub use error::{CommitError, LogError};
+pub use record::{encode_record, read_record_at, RecordAt};
+pub use segment::{create, encode_segment_header, list_segments};
+
+use checkpoint::checkpoint_name;
+use error::io_err;
+use segment::{decode_segment_header, segment_name};
+use view::{InView, View, ViewWriteGuard};
+
+/// Log sequence number: the 1-based index of a transaction record in the log. `Lsn(0)` is the
+/// empty log.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct Lsn(pub u64);
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The state a log materializes. The log knows nothing about what the payloads mean.
+pub trait StateMachine: Send + Sync + 'static {
+    /// The state of an empty log.
+    fn empty() -> Self;
+    /// Apply one committed record. An error means the payload does not decode: corruption.
+    fn apply(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String>;
+    /// Serialize the whole state (a checkpoint body).
+    fn encode_checkpoint(&self) -> Vec<u8>;
+    /// Inverse of [`StateMachine::encode_checkpoint`].
+    fn decode_checkpoint(bytes: &[u8]) -> Result<Self, String>
+    where
+        Self: Sized;
+}
+
+/// Tunables of the log.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// A segment is closed and a new one started once it grows past this many bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"VERFSLG1";
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"VERFSCK1";
+pub const RECORD_MAGIC: &[u8; 4] = b"VLOG";
+pub const LOG_VERSION: u32 = 1;
+pub const SEGMENT_HEADER_LEN: u64 = 24;
+pub const RECORD_HEADER_LEN: u64 = 24;
+pub const CHECKPOINT_HEADER_LEN: u64 = 40;
+/// Largest payload a record may carry; anything larger in a header is corruption.
+pub const MAX_PAYLOAD: u64 = 1 << 30;
+
+const TYPE_TXN: u8 = 1;
+const TYPE_SEGMENT_END: u8 = 2;
+
+/// One process's handle on the shared log. `Send + Sync`: share it between threads with `Arc`.
+pub struct TxLog<S: StateMachine> {
+    dir: PathBuf,
+    ckpt_dir: PathBuf,
+    cfg: LogConfig,
+    /// The log lock file; the mutex serializes this process's threads, flock the processes.
+    lock: Mutex<File>,
+    lock_path: PathBuf,
+    view: RwLock<View<S>>,
+    /// `view.lsn`, published whenever a write guard on the view is dropped, so that
+    /// [`TxLog::applied_lsn`] takes no lock.
+    applied: AtomicU64,
+    /// Group commit: highest lsn known durable in this process.
+    durable: Mutex<Lsn>,
+    #[allow(clippy::type_complexity)]
+    fence: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
+/// Outcome of reading records from the view's position.
+enum CatchUp {
+    /// Reached the end of what is visible.
+    Done,
+    /// Stopped at a torn or in-flight record at this offset (only meaningful under the lock).
+    Torn(u64),
+}
+
+impl<S: StateMachine> TxLog<S> {
+    /// Open the log of a store: load the newest valid checkpoint and replay the segments after it.
+    ///
+    /// `fence` is called under the log lock before every append; an `Err` refuses the append
+    /// ([`LogError::Fenced`]). Read-only: opening changes nothing on disk.
+    pub fn open(
+        log_dir: &Path,
+        ckpt_dir: &Path,
+        cfg: LogConfig,
+        fence: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    ) -> Result<TxLog<S>, LogError> {
+        let lock_path = log_dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        // A concurrent log truncation may delete the segment we are about to open; retry from the
+        // newer checkpoint it published first.
+        let mut attempts = 0;
+        let view = loop {
+            match Self::load_view(log_dir, ckpt_dir) {
+                Ok(v) => break v,
+                Err(LogError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempts < 5 =>
+                {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let log = TxLog {
+            dir: log_dir.to_path_buf(),
+            ckpt_dir: ckpt_dir.to_path_buf(),
+            cfg,
+            lock: Mutex::new(lock),
+            lock_path,
+            durable: Mutex::new(Lsn(0)),
+            applied: AtomicU64::new(view.lsn.0),
+            view: RwLock::new(view),
+            fence,
+        };
+        log.refresh()?;
+        Ok(log)
+    }
+
+    fn load_view(log_dir: &Path, ckpt_dir: &Path) -> Result<View<S>, LogError> {
+        let (state, base) = Self::load_checkpoint(ckpt_dir)?;
+        let segs = list_segments(log_dir)?;
+        // The segment holding lsn base+1 is the last one whose first lsn is <= base+1.
+        let (first, seg_path) = segs
+            .iter()
+            .rev()
+            .find(|(first, _)| first.0 <= base.0.saturating_add(1))
+            .cloned()
+            .ok_or_else(|| LogError::Corrupt {
+                path: log_dir.to_path_buf(),
+                offset: 0,
+                reason: format!(
+                    "no log segment covers lsn {} (checkpoint at {base}); segments: {:?}",
+                    base.0.saturating_add(1),
+                    segs.iter().map(|s| s.0 .0).collect::<Vec<_>>()
+                ),
+            })?;
+        let f = File::open(&seg_path).map_err(io_err(&seg_path))?;
+        let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+        f.read_exact_at(&mut h, 0).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => LogError::Corrupt {
+                path: seg_path.clone(),
+                offset: 0,
+                reason: "segment header truncated".into(),
+            },
+            _ => io_err(&seg_path)(e),
+        })?;
+        let hdr_first = decode_segment_header(&seg_path, &h)?;
+        if hdr_first != first {
+            return Err(LogError::Corrupt {
+                path: seg_path,
+                offset: 12,
+                reason: format!("header says first lsn {hdr_first}, name says {first}"),
+            });
+        }
+        // Lsns start at 1: a segment claiming to start at 0 (name and header agreeing) is damage,
+        // and would make the lsn before it underflow.
+        if first.0 == 0 {
+            return Err(LogError::Corrupt {
+                path: seg_path,
+                offset: 12,
+                reason: "segment starts at lsn 0; lsns start at 1".into(),
+            });
+        }
+        let mut view = View {
+            state,
+            lsn: Lsn(first.0 - 1),
+            seg: Arc::new(f),
+            seg_path,
+            offset: SEGMENT_HEADER_LEN,
+            writer: None,
+        };
+        // Records up to `base` are already in the checkpoint: skip them without applying.
+        if view.lsn < base {
+            Self::skip_to(&mut view, base)?;
+        }
+        Ok(view)
+    }
+
+    fn load_checkpoint(ckpt_dir: &Path) -> Result<(S, Lsn), LogError> {
+        let ckpts = list_checkpoints(ckpt_dir)?;
+        let Some((lsn, path)) = ckpts.last() else {
+            return Ok((S::empty(), Lsn(0)));
+        };
+        // Only the newest checkpoint is trusted: older segments may already be gone, so falling
+        // back to an older one could silently skip transactions.
+        let bytes = fs::read(path).map_err(io_err(path))?;
+        let (hdr_lsn, body) = decode_checkpoint_file(path, &bytes)?;
+        if hdr_lsn != *lsn {
+            return Err(LogError::Corrupt {
+                path: path.clone(),
+                offset: 16,
+                reason: format!("header says lsn {hdr_lsn}, name says {lsn}"),
+            });
+        }
+        let state = S::decode_checkpoint(&body).map_err(|reason| LogError::Corrupt {
+            path: path.clone(),
+            offset: CHECKPOINT_HEADER_LEN,
+            reason,
+        })?;
+        Ok((state, hdr_lsn))
+    }
+
+    fn skip_to(view: &mut View<S>, base: Lsn) -> Result<(), LogError> {
+        while view.lsn < base {
+            let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
+            match read_record_at(&view.seg, view.offset, len).map_err(io_err(&view.seg_path))? {
+                RecordAt::Valid {
+                    kind: TYPE_TXN,
+                    lsn,
+                    len,
+                    ..
+                } => {
+                    Self::check_next(view, lsn)?;
+                    view.lsn = lsn;
+                    view.offset += len;
+                }
+                RecordAt::Valid { payload, .. } => Self::next_segment(view, &payload)?,
+                other => {
+                    return Err(LogError::Corrupt {
+                        path: view.seg_path.clone(),
+                        offset: view.offset,
+                        reason: format!("log ends ({other:?}) before checkpoint lsn {base}"),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_next(view: &View<S>, lsn: Lsn) -> Result<(), LogError> {
+        // Checked: lsns on disk are untrusted, and u64::MAX has no successor.
+        let expected = view.lsn.0.checked_add(1);
+        if Some(lsn.0) != expected {
+            return Err(LogError::Corrupt {
+                path: view.seg_path.clone(),
+                offset: view.offset,
+                reason: format!(
+                    "record lsn {lsn} where {} was expected",
+                    expected.map_or("none".to_string(), |e| e.to_string())
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn next_segment(view: &mut View<S>, payload: &[u8]) -> Result<(), LogError> {
+        let next = payload
+            .get(0..8)
+            .map(|b| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Lsn(u64::from_le_bytes(a))
+            })
+            .ok_or_else(|| LogError::Corrupt {
+                path: view.seg_path.clone(),
+                offset: view.offset,
+                reason: "segment-end record without next lsn".into(),
+            })?;
+        let expected = view.lsn.0.checked_add(1);
+        if Some(next.0) != expected {
+            return Err(LogError::Corrupt {
+                path: view.seg_path.clone(),
+                offset: view.offset,
+                reason: format!(
+                    "segment-end points at lsn {next}, expected {}",
+                    expected.map_or("none".to_string(), |e| e.to_string())
+                ),
+            });
+        }
+        let dir = fsutil::parent_of(&view.seg_path);
+        let path = dir.join(segment_name(next));
+        let f = File::open(&path).map_err(io_err(&path))?;
+        let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+        f.read_exact_at(&mut h, 0).map_err(io_err(&path))?;
+        let first = decode_segment_header(&path, &h)?;
+        if first != next {
+            return Err(LogError::Corrupt {
+                path,
+                offset: 12,
+                reason: format!("first lsn {first}, expected {next}"),
+            });
+        }
+        view.seg = Arc::new(f);
+        view.seg_path = path;
+        view.offset = SEGMENT_HEADER_LEN;
+        Ok(())
+    }
+
+    /// Apply every complete record past the view's position.
+    fn catch_up(view: &mut View<S>) -> Result<CatchUp, LogError> {
+        loop {
+            let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
+            match read_record_at(&view.seg, view.offset, len).map_err(io_err(&view.seg_path))? {
+                RecordAt::End => return Ok(CatchUp::Done),
+                RecordAt::Short | RecordAt::ZeroTail => return Ok(CatchUp::Torn(view.offset)),
+                RecordAt::Bad(reason) => {
+                    return Err(LogError::Corrupt {
+                        path: view.seg_path.clone(),
+                        offset: view.offset,
+                        reason,
+                    })
+                }
+                RecordAt::Valid {
+                    kind: TYPE_TXN,
+                    lsn,
+                    payload,
+                    len,
+                } => {
+                    Self::check_next(view, lsn)?;
+                    view.state
+                        .apply(lsn, &payload)
+                        .map_err(|reason| LogError::Corrupt {
+                            path: view.seg_path.clone(),
+                            offset: view.offset,
+                            reason: format!("record {lsn} does not decode: {reason}"),
+                        })?;
+                    view.lsn = lsn;
+                    view.offset += len;
+                }
+                RecordAt::Valid { payload, .. } => Self::next_segment(view, &payload)?,
+            }
+        }
+    }
+
+    /// Bring the view up to the log head. Readers call this implicitly through [`TxLog::read`].
+    pub fn refresh(&self) -> Result<Lsn, LogError> {
+        let mut view = self.write_view();
+        // An incomplete tail record is either being written right now or was left by a dead
+        // writer; either way it is not committed yet, so a reader simply stops before it.
+        Self::catch_up(&mut view)?;
+        Ok(view.lsn)
+    }
+
+    fn write_view(&self) -> ViewWriteGuard<'_, S> {
+        ViewWriteGuard {
+            guard: self.view.write().unwrap_or_else(|p| p.into_inner()),
+            applied: &self.applied,
+        }
+    }
+
+    fn read_view(&self) -> RwLockReadGuard<'_, View<S>> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` against a view that is at least as new as the log head at the time of the call.
+    /// Never takes the log lock and never waits for another process.
+    ///
+    /// `f` gets the state and its lsn: everything it may use. It must not call back into this
+    /// log (that is refused with [`LogError::Reentered`] rather than left to deadlock).
+    pub fn read<R>(&self, f: impl FnOnce(&S, Lsn) -> R) -> Result<R, LogError> {
+        let _inside = InView::enter("read")?;
+        {
+            let view = self.read_view();
+            let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
+            if len == view.offset {
+                return Ok(f(&view.state, view.lsn));
+            }
+        }
+        let mut view = self.write_view();
+        Self::catch_up(&mut view)?;
+        Ok(f(&view.state, view.lsn))
+    }
+
+    /// The last lsn this process has applied (no refresh, no lock: safe from anywhere).
+    pub fn applied_lsn(&self) -> Lsn {
+        Lsn(self.applied.load(Ordering::Acquire))
+    }
+
+    fn lock_log(&self) -> Result<MutexGuard<'_, File>, LogError> {
+        let guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        guard.lock().map_err(io_err(&self.lock_path))?;
+        Ok(guard)
+    }
+
+    /// Run `f` while holding the log lock, with the view at the log head. Used for actions that
+    /// must be serialized with every commit, such as claiming a dead process's lease (fencing).
+    pub fn exclusive<R>(&self, f: impl FnOnce(&S) -> R) -> Result<R, LogError> {
+        let _inside = InView::enter("exclusive")?;
+        let guard = self.lock_log()?;
+        let res = (|| {
+            let mut view = self.write_view();
+            self.catch_up_locked(&mut view)?;
+            Ok(f(&view.state))
+        })();
+        let _ = guard.unlock();
+        res
+    }
+
+    /// Catch up under the lock, cutting a torn tail left by a dead writer, and repairing a
+    /// rollover that died between creating the next segment and writing the segment-end record.
+    fn catch_up_locked(&self, view: &mut View<S>) -> Result<(), LogError> {
+        if let CatchUp::Torn(offset) = Self::catch_up(view)? {
+            // A torn record can only be a dead writer's in the *last* segment. Inside a closed one
+            // it means the segment was truncated: cutting it and appending here would fork the
+            // log from the later segments, silently hiding their records. Refuse instead.
+            let name = view.seg_path.file_name().map(|n| n.to_os_string());
+            let later: Vec<PathBuf> = list_segments(&self.dir)?
+                .into_iter()
+                .map(|(_, p)| p)
+                .filter(|p| p.file_name().map(|n| n.to_os_string()) > name)
+                .collect();
+            // Except an interrupted roll whose segment-end record a power loss tore (8, case
+            // L3): the records before it were synced before the next segment was created, and
+            // that segment is the only later one and holds no record yet. Cut the torn record;
+            // the roll is finished below.
+            let next = self.dir.join(segment_name(Lsn(view.lsn.0 + 1)));
+            let torn_roll = later.len() == 1
+                && later[0] == next
+                && fs::metadata(&next).is_ok_and(|m| m.len() <= SEGMENT_HEADER_LEN);
+            if !later.is_empty() && !torn_roll {
+                return Err(LogError::Corrupt {
+                    path: view.seg_path.clone(),
+                    offset,
+                    reason: "torn record inside a closed segment (later segments exist): the segment was truncated"
+                        .into(),
+                });
+            }
+            // We hold the lock, so no live writer is mid-append: the tail is a dead writer's.
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&view.seg_path)
+                .map_err(io_err(&view.seg_path))?;
+            io_site!("txlog.torn-truncate", f.set_len(offset)).map_err(io_err(&view.seg_path))?;
+            io_site!("txlog.torn-fsync", f.sync_all()).map_err(io_err(&view.seg_path))?;
+            view.seg = Arc::new(File::open(&view.seg_path).map_err(io_err(&view.seg_path))?);
+        }
+        let next = self.dir.join(segment_name(Lsn(view.lsn.0 + 1)));
+        let next_exists = next != view.seg_path && next.exists();
+        if next_exists {
+            Self::complete_torn_segment_header(&next, Lsn(view.lsn.0 + 1))?;
+            self.write_segment_end(view)?;
+            Self::catch_up(view)?;
+        }
+        Ok(())
+    }
+
+    /// Before finishing an interrupted roll (8, case L3): a power loss before the new segment's
+    /// fsync can leave it shorter than its header, or with a prefix of its header followed by
+    /// zeros (its name reached the disk, its data did not). It holds no record yet, so write the
+    /// header it was meant to have; any other damage is left for the reader to report.
+    fn complete_torn_segment_header(path: &Path, first: Lsn) -> Result<(), LogError> {
+        let b = fs::read(path).map_err(io_err(path))?;
+        let full = encode_segment_header(first);
+        let k = b
+            .iter()
+            .zip(full.iter())
+            .take_while(|(a, c)| a == c)
+            .count();
+        let torn = b.len() <= full.len() && b[..] != full[..] && b[k..].iter().all(|&x| x == 0);
+        if torn {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            f.write_all_at(&full, 0).map_err(io_err(path))?;
+            f.sync_all().map_err(io_err(path))?;
+        }
+        Ok(())
+    }
+
+    fn write_segment_end(&self, view: &mut View<S>) -> Result<(), LogError> {
+        let next = Lsn(view.lsn.0 + 1);
+        let rec = encode_record(TYPE_SEGMENT_END, view.lsn, &next.0.to_le_bytes());
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&view.seg_path)
+            .map_err(io_err(&view.seg_path))?;
+        io_site!("txlog.segment-end-write", f.write_all_at(&rec, view.offset))
+            .map_err(io_err(&view.seg_path))?;
+        io_site!("txlog.segment-end-fsync", f.sync_data()).map_err(io_err(&view.seg_path))?;
+        Ok(())
+    }
+
+    /// Commit one transaction.
+    ///
+    /// `f` runs under the log lock against the up-to-date state and returns the record payload
+    /// (or refuses with its own error). The record is appended and applied to this process's view;
+    /// the call returns its lsn once it is visible to every process. It is durable only after
+    /// [`TxLog::sync_to`] returns for that lsn (or use [`TxLog::commit_durable`]).
+    ///
+    /// On any error nothing was appended: a failed write is cut back before the lock is released.
+    pub fn commit<T, E>(
+        &self,
+        f: impl FnOnce(&S) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<(Lsn, T), CommitError<E>> {
+        let _inside = InView::enter("commit")?;
+        let guard = self.lock_log()?;
+        let res = self.commit_locked(f);
+        let _ = guard.unlock();
+        res
+    }
+
+    fn commit_locked<T, E>(
+        &self,
+        f: impl FnOnce(&S) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<(Lsn, T), CommitError<E>> {
+        let mut view = self.write_view();
+        self.catch_up_locked(&mut view)?;
+        let (payload, out) = f(&view.state).map_err(CommitError::Rejected)?;
+        (self.fence)().map_err(LogError::Fenced)?;
+        let lsn = Lsn(view.lsn.0 + 1);
+        let rec = encode_record(TYPE_TXN, lsn, &payload);
+        let wf = match &view.writer {
+            Some((p, f)) if *p == view.seg_path => f.clone(),
+            _ => {
+                let f = Arc::new(
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&view.seg_path)
+                        .map_err(io_err(&view.seg_path))?,
+                );
+                view.writer = Some((view.seg_path.clone(), f.clone()));
+                f
+            }
+        };
+        if let Err(e) = io_site!("txlog.append-write", wf.write_all_at(&rec, view.offset)) {
+            // ENOSPC or EIO mid-record: cut it so the next reader does not see a torn record.
+            let _ = io_site!("txlog.append-cut", wf.set_len(view.offset));
+            return Err(io_err(&view.seg_path)(e).into());
+        }
+        view.state
+            .apply(lsn, &payload)
+            .map_err(|reason| LogError::Corrupt {
+                path: view.seg_path.clone(),
+                offset: view.offset,
+                reason: format!("own record {lsn} does not apply: {reason}"),
+            })?;
+        view.lsn = lsn;
+        view.offset += rec.len() as u64;
+        if view.offset >= self.cfg.segment_bytes {
+            self.roll_segment(&mut view)?;
+        }
+        Ok((lsn, out))
+    }
+
+    /// Start a new segment. The old one is synced first so that group commit only ever has to
+    /// sync the segment that is current when it runs.
+    fn roll_segment(&self, view: &mut View<S>) -> Result<(), LogError> {
+        io_site!("txlog.roll-fsync-old", view.seg.sync_data()).map_err(io_err(&view.seg_path))?;
+        let next = Lsn(view.lsn.0 + 1);
+        let path = self.dir.join(segment_name(next));
+        // The new segment appears with its whole header or not at all (temp + rename): a
+        // segment file cut inside its header would make every later open of the log fail.
+        fsutil::write_atomic(&path, &encode_segment_header(next)).map_err(io_err(&path))?;
+        // Commit point of the rollover: the segment-end record in the old segment.
+        self.write_segment_end(view)?;
+        Self::catch_up(view)?;
+        Ok(())
+    }
+
+    /// Make every record up to `lsn` durable. Threads that arrive while a sync runs share it
+    /// (group commit): one `fdatasync` covers every record appended before it started.
+    pub fn sync_to(&self, lsn: Lsn) -> Result<(), LogError> {
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        if *durable >= lsn {
+            return Ok(());
+        }
+        let (seg, path, head) = {
+            let v = self.read_view();
+            (v.seg.clone(), v.seg_path.clone(), v.lsn)
+        };
+        // Records in older segments were synced when their segment was rolled.
+        io_site!("txlog.sync", seg.sync_data()).map_err(io_err(&path))?;
+        *durable = head.max(lsn);
+        Ok(())
+    }
+
+    /// [`TxLog::commit`] followed by [`TxLog::sync_to`]: returns once the record is durable.
+    pub fn commit_durable<T, E>(
+        &self,
+        f: impl FnOnce(&S) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<(Lsn, T), CommitError<E>> {
+        let (lsn, out) = self.commit(f)?;
+        self.sync_to(lsn)?;
+        Ok((lsn, out))
+    }
+
+    /// Write a checkpoint of the current state (at the log head) and return its lsn.
+    ///
+    /// The checkpoint file is written to a temp name, fsynced and renamed into `checkpoints/`
+    /// (commit point: the rename, made durable by the directory fsync). A crash before leaves only
+    /// a temp file that recovery removes. Segments are not deleted here: see
+    /// [`TxLog::segments_covered_by`] and the two-phase log truncation in the engine.
+    pub fn checkpoint(&self) -> Result<Lsn, LogError> {
+        self.refresh()?;
+        let (lsn, body) = {
+            let v = self.read_view();
+            (v.lsn, v.state.encode_checkpoint())
+        };
+        let path = self.ckpt_dir.join(checkpoint_name(lsn));
+        if path.exists() {
+            return Ok(lsn);
+        }
+        // The records it covers must be durable before a checkpoint may stand in for them.
+        self.sync_to(lsn)?;
+        fsutil::write_atomic(&path, &encode_checkpoint_file(lsn, &body)).map_err(io_err(&path))?;
+        Ok(lsn)
+    }
+
+    /// Segments that hold only records at or below `lsn` (so a checkpoint at `lsn` replaces them),
+    /// never the segment currently being appended to.
+    pub fn segments_covered_by(&self, lsn: Lsn) -> Result<Vec<PathBuf>, LogError> {
+        let segs = list_segments(&self.dir)?;
+        let mut out = Vec::new();
+        for w in segs.windows(2) {
+            // Segment w[0] holds lsns [w0.first, w1.first - 1].
+            if w[1].0 .0 <= lsn.0 + 1 {
+                out.push(w[0].1.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checkpoints older than the newest one.
+    pub fn stale_checkpoints(&self) -> Result<Vec<PathBuf>, LogError> {
+        let mut c = list_checkpoints(&self.ckpt_dir)?;
+        c.pop();
+        Ok(c.into_iter().map(|(_, p)| p).collect())
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn checkpoint_dir(&self) -> &Path {
+        &self.ckpt_dir
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
