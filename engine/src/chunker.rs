@@ -107,6 +107,17 @@ pub enum ChunkerError {
     InvalidParams { reason: String },
 }
 
+/// What the rest of the engine sees of a chunker error (same message).
+impl From<ChunkerError> for crate::error::Error {
+    fn from(e: ChunkerError) -> Self {
+        match e {
+            ChunkerError::InvalidParams { reason } => {
+                crate::error::Error::InvalidChunkerParams { reason }
+            }
+        }
+    }
+}
+
 /// Streaming content-defined chunker over a [`Read`]; see the module docs.
 ///
 /// After the first error the iterator is finished (returns `None`): the source position is

@@ -32,6 +32,9 @@ pub fn errno(e: &Error) -> Errno {
         Error::Reserved { .. } => libc::EEXIST,
         Error::ReadOnly { .. } => libc::EROFS,
         Error::Fenced(_) => libc::EROFS,
+        // A typed coordination failure (fenced or not, retryable or not), a pack or chunker
+        // error: no POSIX meaning, like before they were typed.
+        Error::Coordination(_) | Error::Pack(_) | Error::InvalidChunkerParams { .. } => libc::EIO,
         Error::NoWriteAccess { .. } | Error::NoReadAccess { .. } => libc::EACCES,
         _ => libc::EIO,
     })
@@ -154,6 +157,8 @@ mod tests {
     use std::io;
     use std::path::PathBuf;
 
+    use verfs_engine::error::CoordinationError;
+
     use super::*;
 
     /// Every engine error variant reaches the kernel as the errno `rename(2)`, `open(2)` and
@@ -264,7 +269,16 @@ mod tests {
                 Errno::NO_XATTR,
             ),
             (Error::Fenced("claimed".into()), Errno::EROFS),
-            (Error::Coordination("c".into()), Errno::EIO),
+            (
+                Error::Coordination(CoordinationError::LeaseKeeper {
+                    source: io::Error::other("c"),
+                }),
+                Errno::EIO,
+            ),
+            (
+                Error::InvalidChunkerParams { reason: "r".into() },
+                Errno::EIO,
+            ),
             (Error::Internal("i".into()), Errno::EIO),
         ];
         for (e, want) in &cases {

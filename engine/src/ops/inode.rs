@@ -263,7 +263,7 @@ impl Store {
         mode: RenameMode,
     ) -> Result<(), Error> {
         check_name(newname)?;
-        self.transact(false, |tx| {
+        Ok(self.transact(false, |tx| {
             let from = Entry {
                 parent,
                 name: name.to_vec(),
@@ -288,7 +288,7 @@ impl Store {
                 }
                 _ => tx.rename(&from, &name_str(name), &to, &name_str(newname)),
             }
-        })
+        })?)
     }
 
     /// `link(2)`.
@@ -370,7 +370,7 @@ impl Store {
         create_only: bool,
         replace_only: bool,
     ) -> Result<(), Error> {
-        self.transact(false, |tx| {
+        Ok(self.transact(false, |tx| {
             let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -389,7 +389,7 @@ impl Store {
             i.ctime = Timestamp::now();
             tx.put_inode(i);
             Ok(())
-        })
+        })?)
     }
 
     pub fn get_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>, Error> {
@@ -407,7 +407,7 @@ impl Store {
     }
 
     pub fn remove_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<(), Error> {
-        self.transact(false, |tx| {
+        Ok(self.transact(false, |tx| {
             let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -419,7 +419,7 @@ impl Store {
             i.ctime = Timestamp::now();
             tx.put_inode(i);
             Ok(())
-        })
+        })?)
     }
 
     /// Read up to `len` bytes at `off` (short at end of file; holes read as zeros).

@@ -109,7 +109,7 @@ impl Store {
         parents: bool,
     ) -> Result<(), Error> {
         let path = path.as_ref();
-        self.transact(true, |tx| {
+        Ok(self.transact(true, |tx| {
             if parents {
                 tx.mkdir_p(path, perm).map(|_| ())
             } else {
@@ -121,26 +121,26 @@ impl Store {
                 )
                 .map(|_| ())
             }
-        })
+        })?)
     }
 
     /// `rm [-r]` (a directory needs `recursive`).
     pub fn remove(&self, path: &(impl AsRef<[u8]> + ?Sized), recursive: bool) -> Result<(), Error> {
         let path = path.as_ref();
-        self.transact(true, |tx| {
+        Ok(self.transact(true, |tx| {
             let at = tx.entry(path)?;
             if recursive {
                 tx.remove_tree(&at, &show_path(path))
             } else {
                 tx.remove(&at, &show_path(path), false)
             }
-        })
+        })?)
     }
 
     /// `rmdir`: an empty directory.
     pub fn rmdir(&self, path: &(impl AsRef<[u8]> + ?Sized)) -> Result<(), Error> {
         let path = path.as_ref();
-        self.transact(true, |tx| {
+        Ok(self.transact(true, |tx| {
             let at = tx.entry(path)?;
             if tx
                 .lookup(at.parent, &at.name)
@@ -153,7 +153,7 @@ impl Store {
                 });
             }
             tx.remove(&at, &show_path(path), true)
-        })
+        })?)
     }
 
     /// `mv SRC DST`: when DST is an existing directory the entry moves inside it. Decided under
@@ -164,7 +164,7 @@ impl Store {
         dst: &(impl AsRef<[u8]> + ?Sized),
     ) -> Result<(), Error> {
         let (src, dst) = (src.as_ref(), dst.as_ref());
-        self.transact(true, |tx| {
+        Ok(self.transact(true, |tx| {
             let from = tx.entry(src)?;
             tx.lookup(from.parent, &from.name)
                 .ok_or_else(|| Error::NotFound {
@@ -172,7 +172,7 @@ impl Store {
                 })?;
             let (to, to_path) = into_dir_or_self(tx, dst, &from.name)?;
             tx.rename(&from, &show_path(src), &to, &to_path)
-        })
+        })?)
     }
 
     /// `ln TARGET LINK` (hard) or `ln -s TARGET LINK` (symbolic; TARGET is stored as given).
@@ -183,7 +183,7 @@ impl Store {
         symbolic: bool,
     ) -> Result<(), Error> {
         let (target, link) = (target.as_ref(), link.as_ref());
-        self.transact(true, |tx| {
+        Ok(self.transact(true, |tx| {
             if symbolic {
                 let base = target
                     .rsplit(|&b| b == b'/')
@@ -201,7 +201,7 @@ impl Store {
                 let (to, to_path) = into_dir_or_self(tx, link, &src.name)?;
                 tx.link(ino, &show_path(target), &to, &to_path)
             }
-        })
+        })?)
     }
 }
 

@@ -103,7 +103,7 @@ impl From<PackError> for Error {
                 reason,
             },
             PackError::Io { path, source } => Error::Io { path, source },
-            other => Error::Coordination(other.to_string()),
+            other => Error::Pack(Box::new(other)),
         }
     }
 }

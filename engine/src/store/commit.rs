@@ -2,12 +2,14 @@
 //! under the log lock), the indexing of this process's pending chunks inside that record, orphan
 //! journaling ([ORPH-1]) and log sync.
 //!
+//! A failed commit is a [`CommitError`] (which converts into the engine's [`Error`]).
+//!
 //! Not here: making the data durable first (the write path's group sync, `write.rs`).
 
 use std::collections::{HashMap, HashSet};
 
-use verfs_coordination::journal::ActionId;
-use verfs_coordination::txlog::CommitError;
+use verfs_coordination::journal::{self, ActionId};
+use verfs_coordination::txlog::{self, LogError};
 
 use super::{Held, Store};
 use crate::error::Error;
@@ -15,11 +17,57 @@ use crate::ids::{ChunkId, InodeNo};
 use crate::kinds::ACTION_ORPHAN;
 use crate::meta::{ChunkEntry, Op, Tx};
 
-fn commit_err(e: CommitError<Error>) -> Error {
-    match e {
-        CommitError::Rejected(e) => e,
-        CommitError::Log(e) => e.into(),
-        other => Error::Coordination(other.to_string()),
+/// [`Store::transact`] failed. Nothing was committed unless the variant says otherwise, and the
+/// orphan actions journaled for the transaction were ended again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The transaction's closure refused it (the name exists, the directory is not empty, ...),
+    /// with the error it returned.
+    #[error(transparent)]
+    Rejected(Error),
+    /// The log did not append the record: fenced ([`CommitError::is_fenced`]), I/O, corruption.
+    #[error(transparent)]
+    Log(LogError),
+    /// Journaling an inode that the transaction orphans failed ([ORPH-1]).
+    #[error(transparent)]
+    Journal(journal::BeginError),
+    /// A new extent references a chunk that is neither indexed, pending nor held: a broken
+    /// invariant of the write path, never caused by data on disk.
+    #[error("internal error: chunk {id} would be referenced but is not in the chunk index")]
+    Unindexed { id: ChunkId },
+    /// The record IS committed (visible to every process), but making it durable failed.
+    #[error(transparent)]
+    Sync(LogError),
+}
+
+impl CommitError {
+    /// This process is fenced: the log refused the append, or the closure saw it.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            CommitError::Rejected(e) => e.is_fenced(),
+            CommitError::Log(e) | CommitError::Sync(e) => e.is_fenced(),
+            _ => false,
+        }
+    }
+
+    /// Whether the same transaction may simply be tried again ([`Error::is_retryable`] of the
+    /// closure's error). A commit is validated under the log lock, so it is never a retryable race.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CommitError::Rejected(e) if e.is_retryable())
+    }
+}
+
+impl From<CommitError> for Error {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Rejected(e) => e,
+            CommitError::Log(e) | CommitError::Sync(e) => e.into(),
+            CommitError::Journal(e) => e.into(),
+            CommitError::Unindexed { id } => Error::Internal(format!(
+                "chunk {id} would be referenced but is not in the chunk index"
+            )),
+        }
     }
 }
 
@@ -33,7 +81,7 @@ impl Store {
         &self,
         durable: bool,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
-    ) -> Result<T, Error> {
+    ) -> Result<T, CommitError> {
         self.transact_held(durable, None, f)
     }
 
@@ -46,7 +94,7 @@ impl Store {
         durable: bool,
         held: Option<&Held>,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
-    ) -> Result<T, Error> {
+    ) -> Result<T, CommitError> {
         let pending: HashMap<ChunkId, ChunkEntry> = self
             .voter
             .pending
@@ -66,7 +114,7 @@ impl Store {
         let committed = self.log.commit(|s| {
             let mut tx = Tx::new(s);
             tx.keep_open = keep;
-            let out = f(&mut tx)?;
+            let out = f(&mut tx).map_err(CommitError::Rejected)?;
             // [ORPH-1]: the orphan is journaled before the record that unlinks it is appended,
             // so no crash point leaks it; if the record never lands, the inode keeps its link
             // and the cleaner leaves it alone.
@@ -74,7 +122,7 @@ impl Store {
                 let action = self
                     .journal
                     .begin(ACTION_ORPHAN, ino.0.to_string().as_bytes())
-                    .map_err(Error::coordination)?;
+                    .map_err(CommitError::Journal)?;
                 begun.push((ino, action));
             }
             let mut indexed = Vec::new();
@@ -97,11 +145,7 @@ impl Store {
                 } else if !tx.has_chunk(id) {
                     match held.and_then(|h| h.get(&id)) {
                         Some(e) => tx.add_chunk(id, *e),
-                        None => {
-                            return Err(Error::Internal(format!(
-                                "chunk {id} would be referenced but is not in the chunk index"
-                            )))
-                        }
+                        None => return Err(CommitError::Unindexed { id }),
                     }
                 }
             }
@@ -113,7 +157,12 @@ impl Store {
                 for (_, action) in begun {
                     let _ = self.journal.end(action);
                 }
-                return Err(commit_err(e));
+                return Err(match e {
+                    txlog::CommitError::Rejected(e) => e,
+                    txlog::CommitError::Log(e) => CommitError::Log(e),
+                    // `txlog::CommitError` has no other variant today; it is `#[non_exhaustive]`.
+                    other => CommitError::Rejected(Error::Internal(format!("log commit: {other}"))),
+                });
             }
         };
         if !begun.is_empty() {
@@ -127,7 +176,7 @@ impl Store {
             }
         }
         if durable {
-            self.log.sync_to(lsn)?;
+            self.log.sync_to(lsn).map_err(CommitError::Sync)?;
         }
         Ok(out)
     }

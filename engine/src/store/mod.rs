@@ -31,11 +31,12 @@ use verfs_coordination::txlog::{LogConfig, TxLog};
 
 use crate::access;
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{CoordinationError, Error};
 use crate::ids::{ChunkId, InodeNo, PackId};
 use crate::meta::MetaState;
 use crate::pipeline::{Compressors, Stats};
 
+pub use commit::CommitError;
 pub use held::Held;
 pub(crate) use held::InFlight;
 pub(crate) use read::CachedReader;
@@ -171,7 +172,7 @@ impl Store {
             }
         });
         let keeper = Lease::start_keeper(lease.clone(), on_fenced, Some(on_tick))
-            .map_err(|e| Error::Coordination(format!("starting the lease keeper: {e}")))?;
+            .map_err(|source| Error::Coordination(CoordinationError::LeaseKeeper { source }))?;
         let readers = moka::sync::Cache::new(cfg.cache.pack_readers);
         let snap_cache = moka::sync::Cache::new(cfg.cache.snapshot_trees);
         let chunk_cache = moka::sync::Cache::builder()

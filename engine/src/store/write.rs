@@ -243,7 +243,7 @@ impl Store {
         report: &mut TransferReport,
         held: &mut Held,
     ) -> Result<(Vec<Extent>, u64), Error> {
-        let chunker = BufChunker::new(&mut src, self.cfg.chunker()).map_err(Error::coordination)?;
+        let chunker = BufChunker::new(&mut src, self.cfg.chunker())?;
         let pool = self.compressors()?;
         let mut window = Window::new(self.cfg.pipeline.queue_chunks);
         let mut extents = Vec::new();
