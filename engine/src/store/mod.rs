@@ -24,10 +24,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use verfs_coordination::journal::{ActionId, Journal};
-use verfs_coordination::lease::{Lease, LeaseKeeper};
+use verfs_coordination::journal::{self, ActionId, Journal};
+use verfs_coordination::lease::{self, Lease, LeaseKeeper};
 use verfs_coordination::two_phase;
-use verfs_coordination::txlog::{LogConfig, TxLog};
+use verfs_coordination::txlog::{LogConfig, LogError, TxLog};
 
 use crate::access;
 use crate::config::Config;
@@ -109,12 +109,49 @@ pub struct Store {
     pub(crate) read_ends: moka::sync::Cache<InodeNo, u64>,
 }
 
+/// [`Store::open`] failed. Nothing was changed in the store; a lease acquired before a failure of
+/// the log is released again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The directory is not a store this verfs can use: no format file or another version, a
+    /// bad `config.toml`, no write access, an I/O failure.
+    #[error(transparent)]
+    Store(#[from] Error),
+    /// Acquiring this process's lease failed.
+    #[error(transparent)]
+    Lease(lease::AcquireError),
+    /// Opening the log failed: I/O, or corruption with the file and offset.
+    #[error(transparent)]
+    Log(LogError),
+    /// Opening this process's journal failed.
+    #[error(transparent)]
+    Journal(journal::OpenError),
+    /// The thread that heartbeats the lease could not be started.
+    #[error("starting the lease keeper: {source}")]
+    LeaseKeeper { source: std::io::Error },
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Store(e) => e,
+            OpenError::Lease(e) => e.into(),
+            OpenError::Log(e) => e.into(),
+            OpenError::Journal(e) => e.into(),
+            OpenError::LeaseKeeper { source } => {
+                Error::Coordination(CoordinationError::LeaseKeeper { source })
+            }
+        }
+    }
+}
+
 impl Store {
     /// Open a store: acquire a lease, start the keeper, open the log.
     ///
     /// On error nothing is left behind except, if the failure came after the lease was acquired,
     /// the lease is released again.
-    pub fn open(root: &Path, opts: OpenOptions) -> Result<Store, Error> {
+    pub fn open(root: &Path, opts: OpenOptions) -> Result<Store, OpenError> {
         let layout = Layout::new(root);
         layout.check()?;
         let cfg = Config::load(&layout.config())?;
@@ -122,7 +159,7 @@ impl Store {
         access::check_writable(&layout.leases())?;
         let lease = Arc::new(
             Lease::acquire(&layout.leases(), &opts.kind, cfg.lease_config())
-                .map_err(Error::coordination)?,
+                .map_err(OpenError::Lease)?,
         );
         let fence_lease = lease.clone();
         let log = match TxLog::open(
@@ -136,10 +173,10 @@ impl Store {
             Ok(l) => Arc::new(l),
             Err(e) => {
                 let _ = Arc::try_unwrap(lease).map(|l| l.release());
-                return Err(e.into());
+                return Err(OpenError::Log(e));
             }
         };
-        let journal = Journal::open(lease.dir()).map_err(Error::coordination)?;
+        let journal = Journal::open(lease.dir()).map_err(OpenError::Journal)?;
         let on_fenced = opts.on_fenced.unwrap_or_else(|| {
             Box::new(|| {
                 tracing::error!(
@@ -172,7 +209,7 @@ impl Store {
             }
         });
         let keeper = Lease::start_keeper(lease.clone(), on_fenced, Some(on_tick))
-            .map_err(|source| Error::Coordination(CoordinationError::LeaseKeeper { source }))?;
+            .map_err(|source| OpenError::LeaseKeeper { source })?;
         let readers = moka::sync::Cache::new(cfg.cache.pack_readers);
         let snap_cache = moka::sync::Cache::new(cfg.cache.snapshot_trees);
         let chunk_cache = moka::sync::Cache::builder()

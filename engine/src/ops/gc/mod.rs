@@ -28,7 +28,7 @@ mod stage2;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use verfs_coordination::lock::{LockOwner, LockTable, Mode, Resource, Wait};
+use verfs_coordination::lock::{self, LockOwner, LockTable, Mode, Resource, Wait};
 
 use crate::error::Error;
 use crate::format::pack::IndexEntry;
@@ -91,19 +91,70 @@ struct PackState {
     garbage_bytes: u64,
 }
 
-fn lock_owner(store: &Store) -> Result<LockOwner, Error> {
-    let t = LockTable::open(&store.layout().root.join("locks")).map_err(Error::coordination)?;
-    t.owner().map_err(Error::coordination)
+fn lock_owner(store: &Store) -> Result<LockOwner, lock::OpenError> {
+    LockTable::open(&store.layout().root.join("locks"))?.owner()
+}
+
+/// [`run_pass`] failed. The store is consistent whatever the step: stage 1 commits in one
+/// transaction and appends `.discard` accounts that a next pass resumes, a rewrite of stage 2 is
+/// a manifest that recovery rolls back or forward.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GcError {
+    /// The recovery that runs before the pass ([GC-8]) failed.
+    #[error(transparent)]
+    Recover(Error),
+    /// Opening the lock table failed.
+    #[error(transparent)]
+    LockTable(lock::OpenError),
+    /// Taking the `gc` lock failed ([`GcError::is_retryable`] when it is contention).
+    #[error(transparent)]
+    Lock(lock::AcquireError),
+    /// Stage 1 (dropping unreferenced chunks from the index, `.discard` accounts) failed.
+    #[error(transparent)]
+    Stage1(Error),
+    /// Stage 2 (the two-phase commit and the pack rewrites) failed.
+    #[error(transparent)]
+    Stage2(Error),
+}
+
+impl GcError {
+    /// Contention on the `gc` lock, or a step that failed on contention: run the pass again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GcError::Lock(e) => e.is_retryable(),
+            GcError::Recover(e) | GcError::Stage1(e) | GcError::Stage2(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// This process was fenced during the pass; it must not change the store any more.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            GcError::Recover(e) | GcError::Stage1(e) | GcError::Stage2(e) => e.is_fenced(),
+            _ => false,
+        }
+    }
+}
+
+impl From<GcError> for Error {
+    fn from(e: GcError) -> Self {
+        match e {
+            GcError::Recover(e) | GcError::Stage1(e) | GcError::Stage2(e) => e,
+            GcError::LockTable(e) => e.into(),
+            GcError::Lock(e) => e.into(),
+        }
+    }
 }
 
 /// One full pass: stage 1 then stage 2. Safe beside any number of other processes, including
 /// other GC passes.
-pub fn run_pass(store: &Store, progress: GcProgress<'_>) -> Result<GcReport, Error> {
+pub fn run_pass(store: &Store, progress: GcProgress<'_>) -> Result<GcReport, GcError> {
     let t0 = Instant::now();
     let mut report = GcReport::default();
     // [GC-8]: a GC (or anything else) that died is finished or undone first, so an interrupted
     // rewrite never blocks this pass, whether or not `verfs recover` ran.
-    let rec = crate::ops::recover::recover(store)?;
+    let rec = crate::ops::recover::recover(store).map_err(GcError::Recover)?;
     for (id, why) in &rec.leases_cleaned {
         report.recovered.push(format!("dead process {id} ({why})"));
     }
@@ -125,23 +176,23 @@ pub fn run_pass(store: &Store, progress: GcProgress<'_>) -> Result<GcReport, Err
     report
         .problems
         .extend(rec.problems.iter().map(|p| format!("recovery: {p}")));
-    let owner = lock_owner(store)?;
+    let owner = lock_owner(store).map_err(GcError::LockTable)?;
     let gc = Resource::Named(LOCK_GC.into());
     let packs = {
         owner
             .acquire(&gc, Mode::Ex, Wait::Forever)
-            .map_err(Error::coordination)?;
+            .map_err(GcError::Lock)?;
         let r = stage1::stage1(store, &mut report, progress);
         let _ = owner.release(&gc);
-        r?
+        r.map_err(GcError::Stage1)?
     };
     crate::failpoint::crash_point("gc-after-stage1");
     owner
         .acquire(&gc, Mode::Pr, Wait::Forever)
-        .map_err(Error::coordination)?;
+        .map_err(GcError::Lock)?;
     let r = stage2::stage2(store, &owner, packs, &mut report, progress);
     let _ = owner.release(&gc);
-    r?;
+    r.map_err(GcError::Stage2)?;
     report.millis = t0.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -156,7 +207,7 @@ pub fn run_worker(
     let interval = Duration::from_millis(store.config().gc.interval_ms);
     while !stop.load(Ordering::SeqCst) {
         let r = run_pass(store, &mut |_, _, _| {});
-        on_pass(r);
+        on_pass(r.map_err(Error::from));
         let until = Instant::now() + interval;
         while !stop.load(Ordering::SeqCst) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
