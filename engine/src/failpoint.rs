@@ -70,7 +70,9 @@ pub fn crash_point(point: &str) {
         .as_deref()
         == Some(point)
     {
-        tracing::error!(point, "VERFS_CRASH_POINT: aborting here");
+        // Deliberately stderr, not `tracing`: the process aborts on the next line, and the crash
+        // tests look for this line whether or not the binary installed a subscriber.
+        eprintln!("verfs: VERFS_CRASH_POINT={point}: aborting here");
         std::process::abort();
     }
 }
