@@ -37,6 +37,7 @@ pub mod pack;
 pub mod pipeline;
 pub mod recover;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod transfer;
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use verfs_engine::status;
 use verfs_fs::{is_mountpoint, MountConfig};
 
 use crate::Cli;
@@ -150,14 +151,11 @@ fn spawn_daemon(store: &Path, mountpoint: &Path, opts: &[String]) -> Result<Exit
 /// Mount processes of this store serving `mp`, from their leases.
 fn mount_pids(store: &Path, mp: &Path) -> Vec<u32> {
     let want = format!("mount {}", mp.display());
-    verfs_coordination::lease::list(&store.join(verfs_engine::store::LEASE_DIR))
-        .map(|entries| {
-            entries
+    status::lease_holders(store)
+        .map(|holders| {
+            holders
                 .into_iter()
-                .filter_map(|e| match e.info {
-                    verfs_coordination::lease::EntryInfo::Valid(i) if i.kind == want => Some(i.pid),
-                    _ => None,
-                })
+                .filter_map(|h| h.info.filter(|i| i.kind == want).map(|i| i.pid))
                 .collect()
         })
         .unwrap_or_default()
@@ -188,7 +186,7 @@ pub fn umount(cli: &Cli, mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
     // everything written through the mount is durable when this command returns.
     let deadline = Instant::now() + Duration::from_secs(60);
     for pid in pids {
-        while !verfs_coordination::lease::has_exited(pid) && Instant::now() < deadline {
+        while !status::has_exited(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
