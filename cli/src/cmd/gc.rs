@@ -62,7 +62,12 @@ pub fn gc(cli: &Cli, worker: bool) -> Result<ExitCode> {
                 let _ = print_report(cli, &r);
             }
             // A failed pass is retried at the next interval; what it did is consistent.
-            Err(e) => eprintln!("verfs gc: pass failed: {e}"),
+            Err(e) => tracing::warn!(
+                store = %store.layout().root.display(),
+                op = "gc",
+                error = %e,
+                "gc worker: pass failed (retried at the next interval)"
+            ),
         });
         eprintln!("verfs gc: worker stopping");
         store.close()?;

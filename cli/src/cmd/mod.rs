@@ -24,6 +24,7 @@ use verfs_engine::access;
 use crate::{Cli, Command};
 
 pub fn open(cli: &Cli, kind: &str) -> Result<Store> {
+    tracing::debug!(store = %cli.store.display(), kind, "opening the store");
     Ok(Store::open(&cli.store, OpenOptions::new(kind))?)
 }
 
@@ -49,9 +50,9 @@ fn may_use_reserve(c: &Command) -> bool {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let reserve = may_use_reserve(&cli.command) && cli.store.join("FORMAT").is_file();
     if reserve && access::release_if_full(&cli.store) {
-        eprintln!(
-            "verfs: the disk under {} is full: using the store's space reserve",
-            cli.store.display()
+        tracing::warn!(
+            store = %cli.store.display(),
+            "the disk under the store is full: using the store's space reserve"
         );
     }
     let res = run_command(&cli);
@@ -64,7 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn run_command(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Init { dir, group } => init::init(cli, dir.as_deref(), group.as_deref()),
-        Command::Put { paths, quiet } => io::put(cli, paths, *quiet),
+        Command::Put { paths } => io::put(cli, paths, cli.quiet),
         Command::Get { path, local } => io::get(cli, path, local),
         Command::Cat { path } => io::cat(cli, path),
         Command::Ls {
@@ -112,7 +113,12 @@ pub fn bytes(p: &OsStr) -> &[u8] {
 pub fn finish(store: Store) -> Result<()> {
     match store.maintain() {
         Err(e) if e.errno() == libc::ENOSPC => {
-            eprintln!("verfs: checkpoint skipped: {e}");
+            tracing::warn!(
+                store = %store.layout().root.display(),
+                op = "checkpoint",
+                error = %e,
+                "checkpoint skipped: no space"
+            );
         }
         r => {
             r?;

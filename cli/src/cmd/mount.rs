@@ -71,13 +71,16 @@ pub fn mount(store: &Path, mountpoint: &Path, daemon: bool, opts: &[String]) -> 
     let canon = std::fs::canonicalize(mountpoint)?;
     let mut open = verfs_engine::store::OpenOptions::new(&format!("mount {}", canon.display()));
     let fenced_mp = canon.clone();
+    let fenced_store = store.to_path_buf();
     open.on_fenced = Some(Box::new(move || {
         // Exiting without detaching would leave a dead endpoint (ENOTCONN for every process
         // that touches the mountpoint) until someone unmounts it by hand.
-        eprintln!(
-            "verfs: fenced: another process declared this one dead (lease timed out) and cleaned up \
-             after it; unmounting {} and exiting without touching the store",
-            fenced_mp.display()
+        tracing::error!(
+            store = %fenced_store.display(),
+            path = %fenced_mp.display(),
+            op = "mount",
+            "fenced: another process declared this one dead (lease timed out) and cleaned up \
+             after it; unmounting and exiting without touching the store"
         );
         verfs_fs::detach(&fenced_mp);
         std::process::exit(75);
@@ -105,6 +108,8 @@ fn spawn_daemon(store: &Path, mountpoint: &Path, opts: &[String]) -> Result<Exit
     for o in opts {
         cmd.arg("-o").arg(o);
     }
+    // The daemon logs as this process would: same filter, into its log file.
+    cmd.env("RUST_LOG", crate::logging::directives_in_force());
     cmd.stdin(std::process::Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf);
