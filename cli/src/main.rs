@@ -1,12 +1,13 @@
 //! `verfs`: the command-line tool. A thin shell over `verfs-engine`: arguments, output, exit codes.
 
 mod cmd;
+mod logging;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
 /// The store used when neither `-s` nor `VERFS_STORE` is given; `put` creates it if missing.
 pub const DEFAULT_STORE: &str = "./store";
@@ -21,6 +22,13 @@ pub struct Cli {
     /// Print structured output as JSON (where a command has structured output).
     #[arg(long, global = true)]
     pub json: bool,
+    /// More diagnostics on stderr: -v debug, -vv trace (for the verfs crates; overrides
+    /// RUST_LOG, which is honoured otherwise; the default shows warnings and errors).
+    #[arg(short = 'v', long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Errors only on stderr: no warnings, and `put` prints no summary line.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,9 +49,6 @@ pub enum Command {
         /// Local files or directories, then the store destination.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<OsString>,
-        /// Print no summary line.
-        #[arg(short = 'q', long)]
-        quiet: bool,
     },
     /// Copy a file or tree out of the store (like `cp -r`).
     Get { path: OsString, local: PathBuf },
@@ -164,9 +169,12 @@ fn main() -> ExitCode {
     let result = if std::path::Path::new(&argv0).file_name()
         == Some(std::ffi::OsStr::new(cmd::mount::MOUNT_HELPER))
     {
+        logging::init(0, false);
         cmd::mount::helper(&args.collect::<Vec<_>>())
     } else {
-        cmd::run(Cli::parse())
+        let cli = Cli::parse();
+        logging::init(cli.verbose, cli.quiet);
+        cmd::run(cli)
     };
     match result {
         Ok(code) => code,

@@ -37,6 +37,7 @@ pub mod ops;
 pub mod overlay;
 pub mod pack;
 pub mod pipeline;
+pub mod status;
 pub mod store;
 pub mod view;
 

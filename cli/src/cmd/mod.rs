@@ -1,7 +1,10 @@
 //! One module per command group; `run` dispatches.
 
 mod fsck;
+mod gc;
+mod init;
 mod io;
+mod maintain;
 pub mod mount;
 pub mod names;
 mod namespace;
@@ -21,6 +24,7 @@ use verfs_engine::access;
 use crate::{Cli, Command};
 
 pub fn open(cli: &Cli, kind: &str) -> Result<Store> {
+    tracing::debug!(store = %cli.store.display(), kind, "opening the store");
     Ok(Store::open(&cli.store, OpenOptions::new(kind))?)
 }
 
@@ -46,9 +50,9 @@ fn may_use_reserve(c: &Command) -> bool {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let reserve = may_use_reserve(&cli.command) && cli.store.join("FORMAT").is_file();
     if reserve && access::release_if_full(&cli.store) {
-        eprintln!(
-            "verfs: the disk under {} is full: using the store's space reserve",
-            cli.store.display()
+        tracing::warn!(
+            store = %cli.store.display(),
+            "the disk under the store is full: using the store's space reserve"
         );
     }
     let res = run_command(&cli);
@@ -60,25 +64,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn run_command(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Init { dir, group } => {
-            let dir = dir.clone().unwrap_or_else(|| cli.store.clone());
-            let gid = group.as_deref().map(group_id).transpose()?;
-            let ff = verfs_engine::store::Store::init_shared(&dir, gid)?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "store": dir, "version": ff.version })
-                );
-            } else {
-                eprintln!(
-                    "verfs: created store {} (format version {})",
-                    dir.display(),
-                    ff.version
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Put { paths, quiet } => io::put(cli, paths, *quiet),
+        Command::Init { dir, group } => init::init(cli, dir.as_deref(), group.as_deref()),
+        Command::Put { paths } => io::put(cli, paths, cli.quiet),
         Command::Get { path, local } => io::get(cli, path, local),
         Command::Cat { path } => io::cat(cli, path),
         Command::Ls {
@@ -100,11 +87,11 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
             symbolic,
         } => namespace::ln(cli, target, link, *symbolic),
         Command::Status => status::status(cli),
-        Command::Recover => fsck::recover(cli),
+        Command::Recover => maintain::recover(cli),
         Command::Snapshot { cmd } => snapshot::snapshot(cli, cmd),
-        Command::Gc { worker } => snapshot::gc(cli, *worker),
+        Command::Gc { worker } => gc::gc(cli, *worker),
         Command::Fsck => fsck::fsck(cli),
-        Command::Checkpoint => fsck::checkpoint(cli),
+        Command::Checkpoint => maintain::checkpoint(cli),
         Command::Mount {
             mountpoint,
             daemon,
@@ -126,7 +113,12 @@ pub fn bytes(p: &OsStr) -> &[u8] {
 pub fn finish(store: Store) -> Result<()> {
     match store.maintain() {
         Err(e) if verfs_fs::errno(&e).code() == libc::ENOSPC => {
-            eprintln!("verfs: checkpoint skipped: {e}");
+            tracing::warn!(
+                store = %store.layout().root.display(),
+                op = "checkpoint",
+                error = %e,
+                "checkpoint skipped: no space"
+            );
         }
         r => {
             r?;
@@ -134,16 +126,4 @@ pub fn finish(store: Store) -> Result<()> {
     }
     store.close()?;
     Ok(())
-}
-
-/// A group given to `init --group` by name or number.
-fn group_id(g: &str) -> Result<u32> {
-    if let Ok(n) = g.parse::<u32>() {
-        return Ok(n);
-    }
-    match nix::unistd::Group::from_name(g) {
-        Ok(Some(grp)) => Ok(grp.gid.as_raw()),
-        Ok(None) => anyhow::bail!("init --group {g}: no such group"),
-        Err(e) => anyhow::bail!("init --group {g}: {e}"),
-    }
 }

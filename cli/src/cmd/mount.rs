@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use verfs_engine::status;
 use verfs_fs::{is_mountpoint, MountConfig};
 
 use crate::Cli;
@@ -70,13 +71,16 @@ pub fn mount(store: &Path, mountpoint: &Path, daemon: bool, opts: &[String]) -> 
     let canon = std::fs::canonicalize(mountpoint)?;
     let mut open = verfs_engine::store::OpenOptions::new(&format!("mount {}", canon.display()));
     let fenced_mp = canon.clone();
+    let fenced_store = store.to_path_buf();
     open.on_fenced = Some(Box::new(move || {
         // Exiting without detaching would leave a dead endpoint (ENOTCONN for every process
         // that touches the mountpoint) until someone unmounts it by hand.
-        eprintln!(
-            "verfs: fenced: another process declared this one dead (lease timed out) and cleaned up \
-             after it; unmounting {} and exiting without touching the store",
-            fenced_mp.display()
+        tracing::error!(
+            store = %fenced_store.display(),
+            path = %fenced_mp.display(),
+            op = "mount",
+            "fenced: another process declared this one dead (lease timed out) and cleaned up \
+             after it; unmounting and exiting without touching the store"
         );
         verfs_fs::detach(&fenced_mp);
         std::process::exit(75);
@@ -104,6 +108,8 @@ fn spawn_daemon(store: &Path, mountpoint: &Path, opts: &[String]) -> Result<Exit
     for o in opts {
         cmd.arg("-o").arg(o);
     }
+    // The daemon logs as this process would: same filter, into its log file.
+    cmd.env("RUST_LOG", crate::logging::directives_in_force());
     cmd.stdin(std::process::Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf);
@@ -150,14 +156,11 @@ fn spawn_daemon(store: &Path, mountpoint: &Path, opts: &[String]) -> Result<Exit
 /// Mount processes of this store serving `mp`, from their leases.
 fn mount_pids(store: &Path, mp: &Path) -> Vec<u32> {
     let want = format!("mount {}", mp.display());
-    verfs_coordination::lease::list(&store.join(verfs_engine::store::LEASE_DIR))
-        .map(|entries| {
-            entries
+    status::lease_holders(store)
+        .map(|holders| {
+            holders
                 .into_iter()
-                .filter_map(|e| match e.info {
-                    verfs_coordination::lease::EntryInfo::Valid(i) if i.kind == want => Some(i.pid),
-                    _ => None,
-                })
+                .filter_map(|h| h.info.filter(|i| i.kind == want).map(|i| i.pid))
                 .collect()
         })
         .unwrap_or_default()
@@ -188,7 +191,7 @@ pub fn umount(cli: &Cli, mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
     // everything written through the mount is durable when this command returns.
     let deadline = Instant::now() + Duration::from_secs(60);
     for pid in pids {
-        while !verfs_coordination::lease::has_exited(pid) && Instant::now() < deadline {
+        while !status::has_exited(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
