@@ -6,6 +6,14 @@
 //! - **One general [`Error`]**, because its two consumers need one type: the `cli` crate turns
 //!   it into a message and an exit code, the `fs` crate (`fs/src/errno.rs`, the only place) into
 //!   an errno value. Nothing in the engine produces errno values or exit codes.
+//! - **Operation errors** name the operation that failed and list what can fail in it, each with
+//!   its typed cause: `store::OpenError` (`Store::open`),
+//!   `store::CommitError` (`Store::transact`),
+//!   `ops::gc::GcError` (`gc::run_pass`). They live beside their operation (a layer above this
+//!   one, so they may hold that layer's types), say what state a failure leaves behind, have
+//!   `is_retryable()`/`is_fenced()`, and convert into [`Error`] with `From` (so `?` works in any
+//!   engine function and the message is unchanged). Add one for an entry point whose callers
+//!   need to tell its failures apart.
 //! - **Typed causes, never their text.** A failure from a lower layer is kept as its typed
 //!   source: coordination's per-operation errors inside [`Error::Coordination`] (through
 //!   [`CoordinationError`], one variant per coordination error type, `#[error(transparent)]`),
