@@ -7,8 +7,8 @@ use crate::*;
 
 /// A process SIGKILLed inside `Lease::acquire` while the info file was being written (the fsync
 /// of its temp file is the long step) leaves `leases/.new-<id>/.info.tmp-<pid>-<rand>` and no
-/// info. DESIGN.md "Invariants": after `verfs recover`, no lease of a dead process; `fsck` must
-/// then be clean. Found by `torture`: recover exits 0 leaving the folder until the lease timeout
+/// info. docs/DESIGN.md "Invariants": after `verfs recover`, no lease of a dead process; `fsck`
+/// must then be clean ([LEASE-10]: a partial folder whose pid is gone is dead at once). Found by `torture`: recover exits 0 leaving the folder until the lease timeout
 /// (10 s by default), while fsck reports it at once.
 #[test]
 fn recover_cleans_half_created_lease_of_killed_process() {
@@ -272,7 +272,8 @@ fn get_of_a_tree_carries_on_past_a_damaged_chunk() {
 /// left an empty pack that `gc` never removed. Now, on a tmpfs filled by a mount: the failed file
 /// is the same (as last committed, nothing of the failed part) to the mount and the CLI at once
 /// and reads without error; `ls`, `cat`, `stat`, `rm` and `gc` work (the store's space reserve);
-/// space comes back; new writes work; no empty pack is left; recover + fsck are clean.
+/// space comes back; new writes work; no empty pack is left; recover + fsck are clean. Proves
+/// [STORE-5].
 #[test]
 fn full_disk_still_reads_and_frees() {
     require_fuse!();
@@ -285,8 +286,16 @@ fn full_disk_still_reads_and_frees() {
     st.ok(&["put", host.join("keep").to_str().unwrap(), "/keep"]);
     let mut m = Mount::new(&st, &[]);
     let out = ext("cp", &[&host.join("big"), &m.join("big")]);
-    assert!(!out.success(), "24 MiB fit into 12 MiB:\n{}", out.describe());
-    assert!(out.stderr.contains("No space left on device"), "{}", out.describe());
+    assert!(
+        !out.success(),
+        "24 MiB fit into 12 MiB:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("No space left on device"),
+        "{}",
+        out.describe()
+    );
     let free = |p: &std::path::Path| {
         let s = nix::sys::statvfs::statvfs(p).unwrap();
         s.blocks_available() as u64 * s.fragment_size() as u64
@@ -306,13 +315,23 @@ fn full_disk_still_reads_and_frees() {
     st.ok(&["rm", "/big"]);
     let gc = st.ok(&["gc", "--json"]);
     assert!(gc.success());
-    assert!(!m.join("big").exists(), "the mount still shows the removed file");
+    assert!(
+        !m.join("big").exists(),
+        "the mount still shows the removed file"
+    );
     // Space comes back, and no empty pack is left behind.
-    assert!(free(st.root()) > 4 << 20, "only {} bytes free after rm + gc", free(st.root()));
+    assert!(
+        free(st.root()) > 4 << 20,
+        "only {} bytes free after rm + gc",
+        free(st.root())
+    );
     for e in fs::read_dir(st.root().join("packs")).unwrap().flatten() {
         let len = e.metadata().unwrap().len();
         let name = e.file_name().to_string_lossy().into_owned();
-        assert!(!(name.ends_with(".pack") && len <= 24), "empty pack left: {name}");
+        assert!(
+            !(name.ends_with(".pack") && len <= 24),
+            "empty pack left: {name}"
+        );
     }
     // New writes work, through the mount and the CLI.
     fs::write(m.join("after"), b"after the full disk").unwrap();
