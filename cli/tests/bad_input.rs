@@ -7,67 +7,13 @@
 //! purpose, that `verfs fsck` is clean.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::Command;
-use sha2::{Digest, Sha256};
-
-fn sha(b: &[u8]) -> String {
-    hex(&Sha256::digest(b))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Deterministic incompressible bytes.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn text(n: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut i = 0;
-    while v.len() < n {
-        v.extend_from_slice(format!("{i} lorem ipsum dolor sit amet\n").as_bytes());
-        i += 1;
-    }
-    v.truncate(n);
-    v
-}
-
-fn verfs(store: &Path) -> Command {
-    let mut c = Command::cargo_bin("verfs").unwrap();
-    c.arg("-s").arg(store).env_remove("VERFS_STORE");
-    c
-}
-
-fn run(store: &Path, args: &[&str]) -> Output {
-    verfs(store).args(args).output().unwrap()
-}
-
-fn ok(store: &Path, args: &[&str]) -> Output {
-    let o = run(store, args);
-    assert!(
-        o.status.success(),
-        "verfs {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
+use verfs_test_support::cli::{ok, run};
+use verfs_test_support::{crc32, is_root, noise, sha256, skip, text, verfs_bin};
 
 /// The command failed cleanly: exit code 1 (not a signal, not a panic's 101), stderr one line
 /// `verfs: ...` naming every string of `names` (the path) and `cause`. Returns that line.
@@ -129,8 +75,8 @@ impl Fixture {
         fs::create_dir_all(src.join("docs/deep")).unwrap();
         let contents: Vec<(&str, Vec<u8>)> = vec![
             ("random.bin", noise(1, 300_000)),
-            ("text.txt", text(200_000)),
-            ("docs/deep/a.txt", text(5_000)),
+            ("text.txt", text(0, 200_000)),
+            ("docs/deep/a.txt", text(0, 5_000)),
             ("docs/b.bin", noise(2, 70_000)),
         ];
         for (p, b) in &contents {
@@ -154,7 +100,7 @@ impl Fixture {
         );
         let files = contents
             .iter()
-            .map(|(p, b)| (format!("/{p}"), sha(b)))
+            .map(|(p, b)| (format!("/{p}"), sha256(b)))
             .collect();
         Fixture { tmp, store, files }
     }
@@ -168,7 +114,7 @@ impl Fixture {
     fn assert_intact(&self) {
         for (p, want) in &self.files {
             let o = ok(&self.store, &["cat", p]);
-            assert_eq!(&sha(&o.stdout), want, "cat {p} returned other bytes");
+            assert_eq!(&sha256(&o.stdout), want, "cat {p} returned other bytes");
         }
         let out = self.tmp.path().join(format!("get-{}", rand_suffix()));
         ok(&self.store, &["get", "/", out.to_str().unwrap()])
@@ -176,7 +122,7 @@ impl Fixture {
             .clear();
         for (p, want) in &self.files {
             let got = fs::read(out.join(p.trim_start_matches('/'))).unwrap();
-            assert_eq!(&sha(&got), want, "get / returned other bytes for {p}");
+            assert_eq!(&sha256(&got), want, "get / returned other bytes for {p}");
         }
         fs::remove_dir_all(&out).unwrap();
     }
@@ -468,23 +414,6 @@ fn format_file(version: u32, uuid: [u8; 16]) -> Vec<u8> {
     b
 }
 
-/// crc32 as in data-layout.md section 2 (CRC-32/ISO-HDLC), written out so the test does not
-/// borrow the engine's implementation.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in data {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc ^ 0xFFFF_FFFF
-}
-
 #[test]
 fn store_of_another_format_version() {
     let fx = Fixture::new();
@@ -579,18 +508,13 @@ impl Drop for Mount {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn full_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     if !is_root() {
-        common::skip("full_disk needs root to mount a tmpfs");
+        skip("full_disk needs root to mount a tmpfs");
         return;
     }
     let st = std::process::Command::new("mount")
@@ -598,7 +522,7 @@ fn full_disk() {
         .arg(&mnt)
         .status();
     if !matches!(st, Ok(s) if s.success()) {
-        common::skip(&format!(
+        skip(&format!(
             "full_disk: cannot mount a tmpfs on {} ({st:?})",
             mnt.display()
         ));
@@ -627,7 +551,7 @@ fn full_disk() {
 
     // The failed put committed nothing and left the committed file readable.
     let o = ok(&store, &["cat", "/small.bin"]);
-    assert_eq!(sha(&o.stdout), sha(&small_bytes));
+    assert_eq!(sha256(&o.stdout), sha256(&small_bytes));
     let ls = ok(&store, &["ls", "/"]);
     assert_eq!(String::from_utf8_lossy(&ls.stdout), "dir\nsmall.bin\n");
     fails(
@@ -654,10 +578,10 @@ fn full_disk() {
     );
     // Still usable once space is back (the failed put freed its bytes).
     let again = tmp.path().join("again.bin");
-    fs::write(&again, text(100_000)).unwrap();
+    fs::write(&again, text(0, 100_000)).unwrap();
     ok(&store, &["put", again.to_str().unwrap(), "/dir/again.bin"]);
     let o = ok(&store, &["cat", "/small.bin"]);
-    assert_eq!(sha(&o.stdout), sha(&small_bytes));
+    assert_eq!(sha256(&o.stdout), sha256(&small_bytes));
     ok(&store, &["fsck"]);
 }
 
@@ -665,7 +589,7 @@ fn full_disk() {
 // Permissions.
 
 fn as_nobody(store: &Path, args: &[&str]) -> Output {
-    let bin = assert_cmd::cargo::cargo_bin("verfs");
+    let bin = verfs_bin();
     let have_setpriv = std::process::Command::new("setpriv")
         .arg("--version")
         .output()
@@ -691,7 +615,7 @@ fn as_nobody(store: &Path, args: &[&str]) -> Output {
 #[test]
 fn permission_denied() {
     if !is_root() {
-        common::skip("permission_denied needs root to run verfs as another user");
+        skip("permission_denied needs root to run verfs as another user");
         return;
     }
     let fx = Fixture::new();
@@ -805,7 +729,7 @@ fn bit_flipped_pack() {
     }
     // Files in other packs still read right.
     for (f, h) in &fx.files[1..] {
-        assert_eq!(&sha(&ok(&fx.store, &["cat", f]).stdout), h);
+        assert_eq!(&sha256(&ok(&fx.store, &["cat", f]).stdout), h);
     }
     let report = fx.assert_fsck_reports(&pack);
     assert!(report.contains(&format!("{p} at byte {off}")), "{report}");
@@ -817,7 +741,7 @@ fn bit_flipped_pack() {
     // chunks still read right.
     flip(&pack, 3, 0x80);
     assert_eq!(
-        &sha(&ok(&fx.store, &["cat", "/random.bin"]).stdout),
+        &sha256(&ok(&fx.store, &["cat", "/random.bin"]).stdout),
         &fx.files[0].1
     );
     let report = fx.assert_fsck_reports(&pack);
@@ -892,7 +816,7 @@ fn truncated_pack() {
     fx.assert_fsck_reports(&pack);
     // The other files are unaffected.
     for (f, h) in &fx.files[1..] {
-        assert_eq!(&sha(&ok(&fx.store, &["cat", f]).stdout), h);
+        assert_eq!(&sha256(&ok(&fx.store, &["cat", f]).stdout), h);
     }
     // Cut to less than its header.
     fs::OpenOptions::new()
@@ -932,7 +856,7 @@ fn bit_flipped_log_record() {
     let report = fx.assert_fsck_reports(&seg);
     assert!(report.contains(&format!("{s} at byte 24")), "{report}");
     flip(&seg, 24 + 30, 0x01);
-    // The refused commits appended nothing.
+    // The refused commits appended nothing ([LOG-6]).
     fx.assert_intact_and_clean();
 
     // The last record's header: the same, at its offset.
@@ -974,7 +898,7 @@ fn truncated_log_record() {
     assert!(report.contains("torn record"), "{report}");
     // Everything committed before the cut record still reads right.
     for (f, h) in &fx.files[..2] {
-        assert_eq!(&sha(&ok(&fx.store, &["cat", f]).stdout), h);
+        assert_eq!(&sha256(&ok(&fx.store, &["cat", f]).stdout), h);
     }
     fs::write(&seg, &orig).unwrap();
     fx.assert_intact_and_clean();

@@ -7,28 +7,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use assert_cmd::Command;
-use sha2::{Digest, Sha256};
-
-fn verfs(store: &Path) -> Command {
-    let mut c = Command::cargo_bin("verfs").unwrap();
-    c.arg("-s").arg(store).env_remove("VERFS_STORE");
-    c.env_remove("VERFS_CRASH_POINT");
-    c
-}
-
-fn ok(store: &Path, args: &[&str]) -> Output {
-    let o = verfs(store).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "verfs {args:?}: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
+use verfs_test_support::cli::{ok, verfs};
+use verfs_test_support::{noise, packs_bytes, sha256};
 
 fn crash(store: &Path, point: &str, args: &[&str]) {
     let o = verfs(store)
@@ -42,33 +23,6 @@ fn crash(store: &Path, point: &str, args: &[&str]) {
         "{point}: expected to die there, got {:?}: {err}",
         o.status
     );
-}
-
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
-fn packs_bytes(store: &Path) -> u64 {
-    fs::read_dir(store.join("packs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.metadata().unwrap().len())
-        .sum()
 }
 
 /// A store with `keep/` (kept) and `drop/` (deleted before GC), 1 MiB packs so that `drop/`
@@ -89,7 +43,7 @@ fn fixture(tmp: &Path) -> (PathBuf, Vec<(String, String)>) {
             let data = noise(seed + i, 700_000);
             fs::write(src.join(dir).join(format!("f{i}")), &data).unwrap();
             if dir == "keep" {
-                kept.push((format!("/src/keep/f{i}"), sha(&data)));
+                kept.push((format!("/src/keep/f{i}"), sha256(&data)));
             }
         }
         ok(
@@ -107,7 +61,7 @@ fn fixture(tmp: &Path) -> (PathBuf, Vec<(String, String)>) {
 fn check(store: &Path, kept: &[(String, String)]) {
     for (p, h) in kept {
         let o = ok(store, &["cat", p]);
-        assert_eq!(&sha(&o.stdout), h, "{p}");
+        assert_eq!(&sha256(&o.stdout), h, "{p}");
     }
     let f = verfs(store).arg("fsck").output().unwrap();
     assert!(
@@ -161,7 +115,7 @@ fn snapshot_creator_dies_before_ready() {
         // The name is free again and a snapshot works.
         ok(&store, &["snapshot", "create", "s1"]);
         let o = ok(&store, &["cat", "/.snapshots/s1/src/keep/f0"]);
-        assert_eq!(sha(&o.stdout), kept[0].1);
+        assert_eq!(sha256(&o.stdout), kept[0].1);
     }
 }
 

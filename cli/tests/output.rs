@@ -8,36 +8,9 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
-use std::process::Output;
 
-use assert_cmd::Command;
-
-fn verfs(store: &Path) -> Command {
-    let mut c = Command::cargo_bin("verfs").unwrap();
-    c.arg("-s").arg(store).env_remove("VERFS_STORE");
-    c
-}
-
-fn ok<S: AsRef<OsStr>>(store: &Path, args: &[S]) -> Output {
-    let o = verfs(store).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "verfs {:?} failed ({}):\nstdout: {}\nstderr: {}",
-        args.iter()
-            .map(|a| a.as_ref().to_owned())
-            .collect::<Vec<_>>(),
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn new_store(tmp: &Path) -> std::path::PathBuf {
-    let store = tmp.join("store");
-    ok(&store, &["init"]);
-    store
-}
+use verfs_test_support::cli::{new_store, ok, verfs};
+use verfs_test_support::verfs_bin;
 
 fn os(b: &[u8]) -> OsString {
     OsString::from_vec(b.to_vec())
@@ -232,7 +205,7 @@ fn names_are_shell_escaped_on_a_terminal() {
         &store,
         &[OsStr::new("put"), src.as_os_str(), OsStr::new("/d")],
     );
-    let bin = assert_cmd::cargo::cargo_bin("verfs");
+    let bin = verfs_bin();
     let o = std::process::Command::new("script")
         .args([
             "-qec",

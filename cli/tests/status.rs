@@ -5,51 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::path::Path;
-use std::process::Output;
 
-use assert_cmd::Command;
 use verfs_engine::chunker::{Chunker, ChunkerParams};
-
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn text(seed: u64, n: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut i = seed;
-    while v.len() < n {
-        v.extend_from_slice(format!("{i} lorem ipsum dolor sit amet\n").as_bytes());
-        i += 1;
-    }
-    v.truncate(n);
-    v
-}
-
-fn ok(store: &Path, args: &[&str]) -> Output {
-    let o = Command::cargo_bin("verfs")
-        .unwrap()
-        .arg("-s")
-        .arg(store)
-        .env_remove("VERFS_STORE")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "verfs {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
+use verfs_test_support::cli::{new_store, ok};
+use verfs_test_support::{noise, text};
 
 /// The unsigned integers of `line`, in order (a `12.5%` gives 12 and 5).
 fn numbers(line: &str) -> Vec<u64> {
@@ -68,8 +27,7 @@ fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
 #[test]
 fn status_reports_dedup_compression_and_cache_counters() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    ok(&store, &["init"]);
+    let store = new_store(tmp.path());
     let src = tmp.path().join("tree");
     fs::create_dir_all(src.join("sub")).unwrap();
     fs::write(src.join("a.txt"), text(1, 300_000)).unwrap();

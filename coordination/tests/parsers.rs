@@ -12,92 +12,8 @@ use std::path::Path;
 use proptest::prelude::*;
 use verfs_coordination::txlog::{self, LogConfig, LogError, Lsn, StateMachine, TxLog};
 use verfs_coordination::{ctlfile, journal, lease, lock, manifest, two_phase};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(64);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// A mutation of a valid encoding.
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip(usize, u8),
-    Truncate(usize),
-    Extend(Vec<u8>),
-    /// Overwrite a 1/2/4/8-byte little-endian field with an extreme value.
-    Field(usize, usize, u64),
-    Insert(usize, Vec<u8>),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    let extreme = prop_oneof![
-        Just(0u64),
-        Just(1),
-        Just(0xff),
-        Just(0xffff),
-        Just(0xffff_ffff),
-        Just(u64::MAX),
-        Just(1 << 30),
-        any::<u64>()
-    ];
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        any::<usize>().prop_map(Mutation::Truncate),
-        proptest::collection::vec(any::<u8>(), 1..64).prop_map(Mutation::Extend),
-        (
-            any::<usize>(),
-            prop_oneof![Just(1usize), Just(2), Just(4), Just(8)],
-            extreme
-        )
-            .prop_map(|(i, w, v)| Mutation::Field(i, w, v)),
-        (
-            any::<usize>(),
-            proptest::collection::vec(any::<u8>(), 1..16)
-        )
-            .prop_map(|(i, v)| Mutation::Insert(i, v)),
-    ]
-}
-
-fn apply(valid: &[u8], muts: &[Mutation]) -> Vec<u8> {
-    let mut b = valid.to_vec();
-    for m in muts {
-        let n = b.len();
-        match m {
-            Mutation::Flip(i, bit) if n > 0 => b[i % n] ^= 1 << bit,
-            Mutation::Truncate(i) if n > 0 => b.truncate(i % n),
-            Mutation::Extend(v) => b.extend_from_slice(v),
-            Mutation::Field(i, w, v) if n >= *w => {
-                let at = i % (n - w + 1);
-                b[at..at + w].copy_from_slice(&v.to_le_bytes()[..*w]);
-            }
-            Mutation::Insert(i, v) => {
-                let at = i % (n + 1);
-                b.splice(at..at, v.iter().copied());
-            }
-            _ => {}
-        }
-    }
-    b
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    proptest::collection::vec(mutation(), 1..4)
-}
-
-/// Hostile input: arbitrary bytes, or a valid encoding mutated.
-fn hostile(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..256),
-        mutations().prop_map(move |m| apply(&valid, &m)),
-    ]
-}
+use verfs_test_support::crc32;
+use verfs_test_support::hostile::{hostile, proptest_config};
 
 #[track_caller]
 fn names_file_and_offset(msg: &str, path: &Path, offset: u64, len: usize) {
@@ -210,7 +126,7 @@ fn lsn_past_the_last_is_rejected_not_a_panic() {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config())]
 
     #[test]
     fn ctlfile_never_panics_and_names_file_and_offset(
@@ -416,14 +332,4 @@ fn journal_sample() -> Vec<u8> {
         .encode(),
     );
     b
-}
-
-fn crc32(b: &[u8]) -> u32 {
-    let mut h = crc32fast_hasher();
-    h.update(b);
-    h.finalize()
-}
-
-fn crc32fast_hasher() -> crc32fast::Hasher {
-    crc32fast::Hasher::new()
 }

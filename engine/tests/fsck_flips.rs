@@ -19,6 +19,21 @@ use std::time::Instant;
 use verfs_engine::fsck::fsck;
 use verfs_engine::store::{OpenOptions, Store};
 use verfs_engine::transfer;
+use verfs_test_support::{lines, xorshift_bytes};
+
+// The fixture's bytes are pinned: `commit_refuses_a_truncated_closed_segment` needs the segment
+// layout they give (a closed segment that holds records after the checkpoint).
+
+/// Deterministic incompressible bytes (the stream from `seed | 1`), so a failure reproduces.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    xorshift_bytes(seed | 1, n)
+}
+
+fn text(n: usize) -> Vec<u8> {
+    lines(0, n, |i| {
+        format!("line {i}: the quick brown fox jumps over the lazy dog\n")
+    })
+}
 
 /// Small chunks so that the packs hold many records (every record kind and boundary gets hit),
 /// and the smallest log segments so that the log rolls ([LOG-3] segment-end records).
@@ -31,32 +46,6 @@ max_size = 1024
 [log]
 segment_size = 4096
 ";
-
-/// Deterministic pseudo-random bytes (xorshift), so a failure reproduces.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn text(n: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut i = 0;
-    while v.len() < n {
-        v.extend_from_slice(
-            format!("line {i}: the quick brown fox jumps over the lazy dog\n").as_bytes(),
-        );
-        i += 1;
-    }
-    v.truncate(n);
-    v
-}
 
 /// Build the store and return its root. Everything is closed (no live lease) when it returns.
 fn build_store(dir: &Path) -> PathBuf {

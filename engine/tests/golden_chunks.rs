@@ -1,5 +1,5 @@
-//! Chunk cut points and ids pinned by an independent oracle (data-layout.md, "Chunks": FastCDC
-//! 2020 at the configured sizes, chunk id = XXH3-128 of the chunk's bytes).
+//! Chunk cut points and ids pinned by an independent oracle (data-layout.md 5.2 and 6.3: FastCDC
+//! 2020 at the configured sizes; section 2: chunk id = XXH3-128 of the chunk's bytes).
 //!
 //! The expected values are literals, computed once outside verfs with the `fastcdc` crate's
 //! `v2020::StreamCDC` (5.0.0, the algorithm the format promises to match) and `xxhash-rust`'s

@@ -20,87 +20,8 @@ use verfs_engine::format::FormatFile;
 use verfs_engine::ids::{ChunkId, InodeNo, PackId};
 use verfs_engine::meta::{ChunkEntry, Extent, FileKind, Inode, MetaState, Op, Timestamp};
 use verfs_engine::{gc, pack, snapshot};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(64);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip(usize, u8),
-    Truncate(usize),
-    Extend(Vec<u8>),
-    /// Overwrite a 1/2/4/8-byte little-endian field with an extreme value.
-    Field(usize, usize, u64),
-    Insert(usize, Vec<u8>),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    let extreme = prop_oneof![
-        Just(0u64),
-        Just(1),
-        Just(0xff),
-        Just(0xffff),
-        Just(0xffff_ffff),
-        Just(u64::MAX),
-        Just(16 << 20),
-        any::<u64>()
-    ];
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        any::<usize>().prop_map(Mutation::Truncate),
-        proptest::collection::vec(any::<u8>(), 1..64).prop_map(Mutation::Extend),
-        (
-            any::<usize>(),
-            prop_oneof![Just(1usize), Just(2), Just(4), Just(8)],
-            extreme
-        )
-            .prop_map(|(i, w, v)| Mutation::Field(i, w, v)),
-        (
-            any::<usize>(),
-            proptest::collection::vec(any::<u8>(), 1..16)
-        )
-            .prop_map(|(i, v)| Mutation::Insert(i, v)),
-    ]
-}
-
-fn apply(valid: &[u8], muts: &[Mutation]) -> Vec<u8> {
-    let mut b = valid.to_vec();
-    for m in muts {
-        let n = b.len();
-        match m {
-            Mutation::Flip(i, bit) if n > 0 => b[i % n] ^= 1 << bit,
-            Mutation::Truncate(i) if n > 0 => b.truncate(i % n),
-            Mutation::Extend(v) => b.extend_from_slice(v),
-            Mutation::Field(i, w, v) if n >= *w => {
-                let at = i % (n - w + 1);
-                b[at..at + w].copy_from_slice(&v.to_le_bytes()[..*w]);
-            }
-            Mutation::Insert(i, v) => {
-                let at = i % (n + 1);
-                b.splice(at..at, v.iter().copied());
-            }
-            _ => {}
-        }
-    }
-    b
-}
-
-/// Hostile input: arbitrary bytes, or a valid encoding mutated.
-fn hostile(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..256),
-        proptest::collection::vec(mutation(), 1..4).prop_map(move |m| apply(&valid, &m)),
-    ]
-}
+use verfs_test_support::crc32;
+use verfs_test_support::hostile::{apply, hostile, mutation, proptest_config};
 
 /// An engine error must name `path` and, if it is corruption, an offset inside the file.
 #[track_caller]
@@ -118,14 +39,6 @@ fn names_file_and_offset(e: &Error, path: &Path, len: usize) {
         Error::Config { .. } => {}
         other => panic!("parsing bytes returned a non-corruption error: {other}"),
     }
-}
-
-fn crc(parts: &[&[u8]]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize()
 }
 
 fn t() -> Timestamp {
@@ -220,7 +133,7 @@ fn discard_file(id: PackId) -> Vec<u8> {
     let mut h = gc::DISCARD_MAGIC.to_vec();
     h.extend_from_slice(&gc::DISCARD_VERSION.to_le_bytes());
     h.extend_from_slice(&id.0.to_le_bytes());
-    let c = crc(&[&h]);
+    let c = crc32(&h);
     h.extend_from_slice(&c.to_le_bytes());
     let mut entry = ChunkId(5).to_bytes().to_vec();
     entry.extend_from_slice(&100u32.to_le_bytes());
@@ -231,7 +144,7 @@ fn discard_file(id: PackId) -> Vec<u8> {
         r.push(kind);
         r.extend_from_slice(&[0, 0, 0]);
         r.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        let c = crc(&[&r, &payload]);
+        let c = crc32(&[&r[..], &payload[..]].concat());
         r.extend_from_slice(&c.to_le_bytes());
         r.extend_from_slice(&payload);
         h.extend(r);
@@ -248,8 +161,8 @@ fn seal_snapshot(id: u64, body: &[u8]) -> Vec<u8> {
     h.extend_from_slice(&[0; 4]);
     h.extend_from_slice(&id.to_le_bytes());
     h.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    h.extend_from_slice(&crc(&[body]).to_le_bytes());
-    let c = crc(&[&h]);
+    h.extend_from_slice(&crc32(body).to_le_bytes());
+    let c = crc32(&h);
     h.extend_from_slice(&c.to_le_bytes());
     h.extend_from_slice(body);
     h
@@ -301,7 +214,7 @@ fn snapshot_body_error_names_the_failing_byte() {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config())]
 
     /// Log payloads: decode, apply, and what decodes re-encodes to the same bytes.
     #[test]

@@ -8,8 +8,6 @@
 //! references.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -25,6 +23,7 @@ use verfs_engine::meta::{Extent, FileKind, Inode};
 use verfs_engine::pipeline::{read_published, read_store_stats, StatsSnapshot};
 use verfs_engine::store::{OpenOptions, PendingFile, Store, TransferReport};
 use verfs_engine::transfer;
+use verfs_test_support::{noise, packs_bytes, skip, text};
 
 /// Fast heartbeats (published counters and GC votes within ~100 ms).
 const BASE: &str = "\
@@ -32,31 +31,6 @@ const BASE: &str = "\
 timeout_ms = 3000
 heartbeat_ms = 100
 ";
-
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn text(seed: u64, n: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n + 64);
-    let mut i = seed;
-    while v.len() < n {
-        v.extend_from_slice(
-            format!("{i} lorem ipsum dolor sit amet, line {}\n", i % 97).as_bytes(),
-        );
-        i += 1;
-    }
-    v.truncate(n);
-    v
-}
 
 /// 20 MiB: 1 MiB blocks of random bytes, text, zeros, and one random 100 KiB block repeated.
 fn mix_20m() -> Vec<u8> {
@@ -134,13 +108,6 @@ fn pack_files(root: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-fn packs_bytes(root: &Path) -> u64 {
-    pack_files(root)
-        .iter()
-        .map(|p| fs::metadata(p).unwrap().len())
-        .sum()
 }
 
 #[track_caller]
@@ -654,7 +621,7 @@ fn unreadable_file(path: &Path) -> Option<BindMount> {
         .unwrap_or(false);
     let guard = BindMount(path.to_path_buf(), child);
     if !mounted {
-        common::skip("the read-error case: cannot bind-mount /proc/PID/mem (needs root)");
+        skip("the read-error case: cannot bind-mount /proc/PID/mem (needs root)");
         return None;
     }
     assert!(

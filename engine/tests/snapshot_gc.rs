@@ -1,7 +1,7 @@
 //! Snapshots and GC through the library, with two `Store` handles on one store (two leases, so
 //! the two-phase commits have a real participant whose lease keeper votes).
 //!
-//! proves [GC-2] [GC-4] [GC-5] [SNAP-1] [SNAP-4] [SNAP-5]
+//! proves [GC-2] [GC-4] [GC-5] [SNAP-1] [SNAP-4] [SNAP-5] [PACK-5]
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
@@ -13,6 +13,7 @@ use verfs_engine::gc;
 use verfs_engine::ids::InodeNo;
 use verfs_engine::meta::{FileKind, Inode, Op};
 use verfs_engine::store::{OpenOptions, PendingFile, Store, TransferReport};
+use verfs_test_support::{noise, packs_bytes};
 
 /// Fast heartbeats so that votes arrive within ~100 ms; small packs so data spreads over several.
 const CONFIG: &str = "\
@@ -23,18 +24,6 @@ heartbeat_ms = 100
 [packs]
 target_size = 1048576
 ";
-
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn store(dir: &Path) -> (Store, Store) {
     let root = dir.join("st");
@@ -61,14 +50,6 @@ fn put(s: &Store, path: &str, data: &[u8]) {
         extents,
     };
     s.commit_files(&[], &[], vec![f], Some(&held)).unwrap();
-}
-
-fn packs_bytes(root: &Path) -> u64 {
-    fs::read_dir(root.join("packs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.metadata().unwrap().len())
-        .sum()
 }
 
 #[test]
@@ -212,4 +193,52 @@ fn pending_snapshot_blocks_stage1_and_names_are_checked() {
     assert!(e.contains("reserved"), "{e}");
     w.close().unwrap();
     g.close().unwrap();
+}
+
+/// Every writer appends only to packs it created, and a sealed pack never changes: a second
+/// handle (its own lease, as a second process) stores its data in a pack of its own, and neither
+/// its puts nor a GC pass with nothing to reclaim change a byte of the first handle's sealed
+/// packs or their indexes.
+///
+/// proves [PACK-5]
+#[test]
+fn sealed_packs_never_change_and_each_writer_has_its_own_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, g) = store(dir.path());
+    let root = dir.path().join("st");
+    // Past the 1 MiB target size: the writer seals the pack.
+    put(&w, "/a", &noise(11, 3 << 20));
+    let sealed: Vec<(std::path::PathBuf, Vec<u8>, Vec<u8>)> = fs::read_dir(root.join("packs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack") && p.with_extension("idx").exists())
+        .map(|p| {
+            let pack = fs::read(&p).unwrap();
+            let idx = fs::read(p.with_extension("idx")).unwrap();
+            (p, pack, idx)
+        })
+        .collect();
+    assert!(!sealed.is_empty(), "no sealed pack after a 3 MiB put");
+    let packs_before = fs::read_dir(root.join("packs")).unwrap().count();
+    put(&g, "/b", &noise(12, 3 << 20));
+    let r = gc::run_pass(&g, &mut |_, _, _| {}).unwrap();
+    assert_eq!(r.chunks_removed, 0, "{r:?}");
+    for (p, pack, idx) in &sealed {
+        assert!(fs::read(p).unwrap() == *pack, "sealed {p:?} changed");
+        assert!(
+            fs::read(p.with_extension("idx")).unwrap() == *idx,
+            "the index of sealed {p:?} changed"
+        );
+    }
+    assert!(
+        fs::read_dir(root.join("packs")).unwrap().count() > packs_before,
+        "the second handle's chunks went into no pack of its own"
+    );
+    assert_eq!(w.read_all("/a").unwrap(), noise(11, 3 << 20));
+    assert_eq!(w.read_all("/b").unwrap(), noise(12, 3 << 20));
+    w.close().unwrap();
+    g.close().unwrap();
+    let f = fsck(&root).unwrap();
+    assert!(f.is_clean(), "{:?}", f.problems);
 }

@@ -1204,7 +1204,7 @@ pub fn candidates(rec: &Recording, randoms: usize, seed: u64) -> (Vec<(Image, u6
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+#[allow(clippy::unwrap_used)] // tests may unwrap (docs/STYLE.md)
 mod tests {
     //! The builder on tiny synthetic logs: it must model drop / prefix / tear / zero and
     //! unsynced directory entries exactly, or every image built from a real run is suspect.

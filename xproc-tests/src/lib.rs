@@ -1,23 +1,21 @@
 //! Process-pool harness: tests that spawn real `verfs` processes against one shared store.
 //!
-//! Overview of the main types:
+//! What every test crate shares (the `verfs` binary, [`TestStore`], running one command under a
+//! timeout, test data, CI-aware skips) is in `verfs-test-support` (`xproc-tests/support`),
+//! re-exported here whole. This crate adds what only the multi-process tests need:
 //!
-//! - [`verfs_bin`] finds the `verfs` binary next to the test executable and refuses a stale one.
-//! - [`TestStore`]: a fresh temporary directory holding a store (`verfs init`), a helper to rewrite
-//!   `config.toml` ([`TestStore::set_config`]) and to run one `verfs` command under a timeout
-//!   ([`TestStore::run`]); a command that hangs is killed and fails the test with its command line
-//!   and stderr.
 //! - [`Pool`]: many real OS processes started at once behind a file barrier (each waits until the
 //!   `go` file exists), each with its own result file (JSON lines written by the process), stdout
 //!   and stderr files; SIGKILL / SIGSTOP / SIGCONT by index. Every child is reaped; dropping the
 //!   pool kills whatever still runs, so a failing test leaves no process behind.
-//! - [`KillSlot`] + [`run_killable`]: a child that another thread may SIGKILL at any moment, with
-//!   no risk of signalling a reused pid (the child is reaped under the slot's lock).
-//! - Content helpers: seeded random bytes ([`random_bytes`]), [`tagged_content`] whose every 4 KiB
-//!   block names its writer (so a mix of two writers is diagnosed, not just detected), sha256.
+//! - [`Mount`]: a FUSE mount by the real `verfs mount` that is always gone when the guard drops,
+//!   and tree comparisons of mounted and local trees ([`assert_trees_equal`]).
+//! - [`TornLogTail`]: plants what crash point L1 leaves (it encodes a log record, so it needs
+//!   `verfs-coordination`, which the support crate must not depend on).
+//! - [`crash`]: crash images built from a recording of one run.
 //!
 //! The helper process is `xproc-agent` (`src/bin/xproc-agent.rs`); integration tests locate it
-//! with [`agent_bin!`]. The rules the tests prove are in `docs/layout/*.md` (`[LOG-n]`, ...).
+//! with [`agent_bin!`]. The rules the tests prove are in `data-layout.md` (`[LOG-n]`, ...).
 //!
 //! ```no_run
 //! use verfs_xproc_tests::TestStore;
@@ -29,26 +27,18 @@
 pub mod crash;
 
 use std::ffi::OsStr;
-use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use rand::{RngCore, SeedableRng};
-use sha2::{Digest, Sha256};
 
-/// Default limit for one `verfs` command; a command running longer is a hang.
-pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The command that builds everything these tests need (also in the README).
-pub const BUILD_HINT: &str = "cargo build --workspace --bins && cargo test --workspace";
+pub use verfs_test_support::*;
 
 /// Path of the `xproc-agent` helper binary; only valid inside this package's integration tests,
 /// where cargo builds it and sets `CARGO_BIN_EXE_xproc-agent`.
@@ -60,456 +50,35 @@ macro_rules! agent_bin {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Locating binaries
+// Planting a torn log tail
 // ---------------------------------------------------------------------------------------------
 
-/// `target/<profile>/`: the test executable lives in `target/<profile>/deps/`.
-pub fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe
-        .parent()
-        .expect("test executable has a parent directory");
-    if deps.file_name() == Some(OsStr::new("deps")) {
-        deps.parent().expect("deps has a parent").to_path_buf()
-    } else {
-        deps.to_path_buf()
-    }
-}
-
-fn mtime(p: &Path) -> Option<SystemTime> {
-    fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-/// Newest modification time among the sources cargo built `bin` from (its dep-info file
-/// `<bin>.d`, which lists exactly the files rustc read: test-only modules are not in it), with
-/// the file that has it. Without a dep-info file, every `.rs` file of the cli, engine and
-/// coordination crates counts.
-fn newest_source(bin: &Path) -> Option<(SystemTime, PathBuf)> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    if let Ok(dep_info) = fs::read_to_string(bin.with_extension("d")) {
-        let deps = dep_info
-            .lines()
-            .next()
-            .and_then(|l| l.split_once(": "))
-            .map(|(_, d)| d)
-            .unwrap_or("");
-        // Paths are separated by spaces; a space inside a path is escaped as `\ `.
-        let mut cur = String::new();
-        let mut chars = deps.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' if chars.peek() == Some(&' ') => {
-                    cur.push(' ');
-                    chars.next();
-                }
-                ' ' => files.push(PathBuf::from(std::mem::take(&mut cur))),
-                c => cur.push(c),
-            }
-        }
-        if !cur.is_empty() {
-            files.push(PathBuf::from(cur));
-        }
-    } else {
-        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
-            if let Ok(rd) = fs::read_dir(p) {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk(&p, out);
-                    } else if p.extension() == Some(OsStr::new("rs")) {
-                        out.push(p);
-                    }
-                }
-            }
-        }
-        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-        for c in ["cli/src", "engine/src", "coordination/src"] {
-            walk(&ws.join(c), &mut files);
-        }
-    }
-    files
-        .into_iter()
-        .filter_map(|f| mtime(&f).map(|t| (t, f)))
-        .max_by_key(|(t, _)| *t)
-}
-
-/// The `verfs` binary of this build profile (`target/<profile>/verfs`).
-///
-/// Panics, loudly, when it is missing or older than a source file it is built from (cargo's
-/// dep-info `verfs.d`): a test against a stale binary proves nothing. (Comparing with the test executable's own
-/// mtime would be wrong: `cargo build --bins` followed by `cargo test` links the test after the
-/// binary even though the binary is up to date.)
-pub fn verfs_bin() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = BIN.get_or_init(|| {
-        let bin = profile_dir().join("verfs");
-        let Some(bin_time) = mtime(&bin) else {
-            return Err(format!(
-                "\n\n*** verfs binary not found at {} ***\nThe multi-process tests run the real \
-                 binary. Build it first:\n    {BUILD_HINT}\n",
-                bin.display()
-            ));
-        };
-        if let Some((src_time, src)) = newest_source(&bin) {
-            if src_time > bin_time {
-                return Err(format!(
-                    "\n\n*** STALE verfs binary: {} is older than {} ***\nRefusing to test an old \
-                     binary. Rebuild it first:\n    {BUILD_HINT}\n",
-                    bin.display(),
-                    src.display()
-                ));
-            }
-        }
-        Ok(bin)
-    });
-    match r {
-        Ok(p) => p.clone(),
-        Err(msg) => panic!("{msg}"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Running one command under a timeout
-// ---------------------------------------------------------------------------------------------
-
-/// Make a child die with the test process (and its spawning thread): no leftovers if the test
-/// runner itself is killed.
-pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        })
-    }
-}
-
-/// A finished child process.
-#[derive(Debug, Clone)]
-pub struct RunOutput {
-    pub cmdline: String,
-    pub status: ExitStatus,
-    pub stdout: Vec<u8>,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-impl RunOutput {
-    pub fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-    pub fn success(&self) -> bool {
-        self.status.success()
-    }
-    /// Killed by SIGKILL.
-    pub fn killed(&self) -> bool {
-        self.status.signal() == Some(libc::SIGKILL)
-    }
-    pub fn stdout_str(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-    /// One-paragraph description for assertion messages.
-    pub fn describe(&self) -> String {
-        format!(
-            "`{}` -> {} after {:.2}s\n--- stdout ({} bytes) ---\n{}\n--- stderr ---\n{}",
-            self.cmdline,
-            self.status,
-            self.elapsed.as_secs_f64(),
-            self.stdout.len(),
-            String::from_utf8_lossy(&self.stdout[..self.stdout.len().min(2000)]),
-            self.stderr
-        )
-    }
-}
-
-/// `program arg...` as one line, for messages.
-pub fn cmdline(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-fn spawn_piped(
-    cmd: &mut Command,
-) -> (
-    Child,
-    thread::JoinHandle<Vec<u8>>,
-    thread::JoinHandle<Vec<u8>>,
-) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    die_with_parent(cmd);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning `{}`: {e}", cmdline(cmd)));
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let t_out = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    (child, t_out, t_err)
-}
-
-/// Run `cmd` to completion; a run longer than `timeout` is killed and fails the test.
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> RunOutput {
-    run_killable(&mut cmd, &KillSlot::default(), timeout)
-}
-
-/// Where a running child's pid is published so another thread can SIGKILL it.
-///
-/// The child is reaped only while the lock is held, and [`KillSlot::kill`] signals only while
-/// the pid is published under the same lock: a signal can reach the child (running or a zombie)
-/// but never a process that reused its pid.
-#[derive(Default, Clone)]
-pub struct KillSlot(Arc<Mutex<Option<i32>>>);
-
-impl KillSlot {
-    /// Send `sig` to the published child; false when no child is running.
-    pub fn kill(&self, sig: Signal) -> bool {
-        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match *g {
-            Some(pid) => kill(Pid::from_raw(pid), sig).is_ok(),
-            None => false,
-        }
-    }
-}
-
-/// Run `cmd`, publishing its pid in `slot` while it runs (see [`KillSlot`]).
-pub fn run_killable(cmd: &mut Command, slot: &KillSlot, timeout: Duration) -> RunOutput {
-    let line = cmdline(cmd);
-    let start = Instant::now();
-    let (mut child, t_out, t_err) = spawn_piped(cmd);
-    *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(child.id() as i32);
-    let mut pause = Duration::from_micros(500);
-    let mut timed_out = false;
-    let status = loop {
-        {
-            let mut g = slot.0.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                *g = None;
-                break st;
-            }
-            if start.elapsed() > timeout && !timed_out {
-                timed_out = true;
-                let _ = child.kill();
-            }
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(5));
-    };
-    let out = RunOutput {
-        cmdline: line,
-        status,
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned(),
-        elapsed: start.elapsed(),
-    };
-    if timed_out {
-        panic!(
-            "HANG: command ran longer than {:?} and was killed:\n{}",
-            timeout,
-            out.describe()
-        );
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// TestStore
-// ---------------------------------------------------------------------------------------------
-
-/// A fresh store in a temporary directory: `<tmp>/store`, with `<tmp>` free for scratch files.
-pub struct TestStore {
-    // Dropped first: a tmpfs under `dir` is unmounted before `dir` is removed.
-    _tmpfs: Option<TmpfsGuard>,
-    dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-/// Lazily unmounts a tmpfs when dropped.
-struct TmpfsGuard(PathBuf);
-
-impl Drop for TmpfsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-impl Default for TestStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl TestStore {
-    /// `verfs init` in a new temporary directory.
-    pub fn new() -> TestStore {
-        let dir = tempfile::Builder::new()
-            .prefix("verfs-xproc-")
-            .tempdir()
-            .expect("tempdir");
-        let root = dir.path().join("store");
-        TestStore {
-            _tmpfs: None,
-            dir,
-            root,
-        }
-        .init()
-    }
-
-    /// A store on its own tmpfs of `mib` MiB (`<tmp>/fs/store`; scratch stays on the host), for
-    /// tests that fill the disk. `None`, after a loud SKIPPED line, if no tmpfs can be mounted
-    /// (not root); under CI that panics instead ([`skip`]).
-    pub fn on_tmpfs(mib: u32) -> Option<TestStore> {
-        let dir = tempfile::Builder::new()
-            .prefix("verfs-xproc-")
-            .tempdir()
-            .expect("tempdir");
-        let fs_dir = dir.path().join("fs");
-        fs::create_dir(&fs_dir).expect("tmpfs dir");
-        let out = ext(
-            "mount",
-            &[
-                "-t".as_ref(),
-                "tmpfs".as_ref(),
-                "-o".as_ref(),
-                format!("size={mib}m").as_ref(),
-                "tmpfs".as_ref(),
-                fs_dir.as_os_str(),
-            ],
-        );
-        if !out.success() {
-            skip(&format!(
-                "cannot mount a tmpfs (needs root):\n{}",
-                out.describe()
-            ));
-            return None;
-        }
-        Some(
-            TestStore {
-                _tmpfs: Some(TmpfsGuard(fs_dir.clone())),
-                dir,
-                root: fs_dir.join("store"),
-            }
-            .init(),
-        )
-    }
-
-    fn init(self) -> TestStore {
-        let st = self;
-        let mut c = Command::new(verfs_bin());
-        c.arg("init").arg(&st.root);
-        let out = run_with_timeout(c, CMD_TIMEOUT);
-        assert!(out.success(), "verfs init failed:\n{}", out.describe());
-        st
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The temporary directory holding the store; free for scratch files.
-    pub fn scratch(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// A new scratch sub-directory.
-    pub fn scratch_dir(&self, name: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        fs::create_dir_all(&p).expect("scratch dir");
-        p
-    }
-
-    /// Set `key = value` in `[section]` of `config.toml` (`value` is TOML, e.g. `"1500"`).
-    pub fn set_config(&self, section: &str, key: &str, value: &str) {
-        let path = self.root.join("config.toml");
-        let text = fs::read_to_string(&path).expect("read config.toml");
-        let text = set_toml_value(&text, section, key, value);
-        fs::write(&path, text).expect("write config.toml");
-    }
-
-    /// Short leases for tests that wait for a lease to time out: 1500 ms, heartbeat 200 ms.
-    pub fn short_leases(&self) {
-        self.set_config("leases", "timeout_ms", "1500");
-        self.set_config("leases", "heartbeat_ms", "200");
-    }
-
-    /// `verfs -s STORE` with no subcommand yet.
-    pub fn command(&self) -> Command {
-        let mut c = Command::new(verfs_bin());
-        c.arg("-s").arg(&self.root).env_remove("VERFS_STORE");
-        c
-    }
-
-    /// Run `verfs -s STORE args...` under [`CMD_TIMEOUT`]; any exit status is returned.
-    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> RunOutput {
-        let mut c = self.command();
-        c.args(args);
-        run_with_timeout(c, CMD_TIMEOUT)
-    }
-
-    /// [`TestStore::run`] that must exit 0.
-    pub fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> RunOutput {
-        let out = self.run(args);
-        assert!(out.success(), "command failed:\n{}", out.describe());
-        out
-    }
-
-    /// `verfs fsck` must exit 0 and print no problem line.
-    pub fn assert_fsck_clean(&self) {
-        let out = self.run(&["fsck"]);
-        assert!(
-            out.success() && out.stdout.is_empty(),
-            "fsck is not clean:\n{}",
-            out.describe()
-        );
-    }
-
-    /// `verfs ls PATH` as a list of names.
-    pub fn ls(&self, path: &str) -> Vec<String> {
-        self.ok(&["ls", path])
-            .stdout_str()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// `verfs cat PATH` bytes (must succeed).
-    pub fn cat(&self, path: &str) -> Vec<u8> {
-        self.ok(&["cat", path]).stdout
-    }
-
+/// What a [`TestStore`] can do with `verfs-coordination`'s log codec.
+pub trait TornLogTail {
     /// Leave what crash point L1 leaves (data-layout.md 8: a writer killed during the `pwrite` of
     /// a log record): the complete header and part of the payload of the next record (the lsn
     /// after the head) at the end of the last segment. A SIGKILL cannot tear one `pwrite`, so
     /// tests that claim L1 plant it. Call only while no process writes the log. Returns the segment and its
     /// length before the torn bytes (where [LOG-5] must cut it).
-    pub fn plant_torn_log_tail(&self) -> (PathBuf, u64) {
+    fn plant_torn_log_tail(&self) -> (PathBuf, u64);
+}
+
+impl TornLogTail for TestStore {
+    fn plant_torn_log_tail(&self) -> (PathBuf, u64) {
         let status = self.ok(&["status", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&status.stdout)
             .unwrap_or_else(|e| panic!("status --json: {e}\n{}", status.describe()));
         let head = v["lsn"]
             .as_u64()
             .unwrap_or_else(|| panic!("status --json without lsn: {v}"));
-        let seg = self.root.join("log").join(
+        let seg = self.root().join("log").join(
             self.log_segments()
                 .pop()
                 .expect("the store has a log segment"),
         );
         let len = fs::metadata(&seg).expect("stat segment").len();
         let payload = vec![0x5a; 300];
-        // Record type 1 (a transaction), data-layout.md "Log record".
+        // Record type 1 (a transaction), data-layout.md 5.3, "Record".
         let rec = verfs_coordination::txlog::encode_record(
             1,
             verfs_coordination::txlog::Lsn(head + 1),
@@ -523,67 +92,6 @@ impl TestStore {
         f.write_all(torn).expect("append torn record");
         (seg, len)
     }
-
-    /// Names of the log segments (`log/*.seg`), sorted.
-    pub fn log_segments(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.root.join("log"))
-            .expect("read log dir")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".seg"))
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Names in `leases/`.
-    pub fn lease_folders(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.root.join("leases"))
-            .expect("read leases dir")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-/// Rewrite one `key = value` line of a TOML text with flat `[section]` tables; the key is added
-/// (and the section appended) when missing.
-pub fn set_toml_value(text: &str, section: &str, key: &str, value: &str) -> String {
-    let mut out = Vec::new();
-    let mut in_section = false;
-    let mut seen_section = false;
-    let mut done = false;
-    let header = format!("[{section}]");
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            if in_section && !done {
-                out.push(format!("{key} = {value}"));
-                done = true;
-            }
-            in_section = t == header;
-            seen_section |= in_section;
-        } else if in_section && !done {
-            let k = t.split('=').next().unwrap_or("").trim();
-            if !t.starts_with('#') && k == key {
-                out.push(format!("{key} = {value}"));
-                done = true;
-                continue;
-            }
-        }
-        out.push(line.to_owned());
-    }
-    if !done {
-        if !seen_section {
-            out.push(header);
-        }
-        out.push(format!("{key} = {value}"));
-    }
-    let mut s = out.join("\n");
-    s.push('\n');
-    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -912,98 +420,8 @@ pub fn append_jsonl(path: &Path, v: &serde_json::Value) -> std::io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Content helpers
+// Scheduling
 // ---------------------------------------------------------------------------------------------
-
-pub fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-pub fn sha256_file(path: &Path) -> String {
-    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    hex::encode(h.finalize())
-}
-
-/// `len` pseudo-random bytes from `seed` (same seed, same bytes).
-pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut v = vec![0u8; len];
-    rng.fill_bytes(&mut v);
-    v
-}
-
-/// Write [`random_bytes`] to `path`; returns their sha256.
-pub fn write_random_file(path: &Path, seed: u64, len: usize) -> String {
-    let data = random_bytes(seed, len);
-    fs::write(path, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    sha256(&data)
-}
-
-/// Block size of [`tagged_content`].
-pub const TAG_BLOCK: usize = 4096;
-/// Length of the tag at the start of each block.
-pub const TAG_LEN: usize = 32;
-
-/// `len` bytes whose every 4 KiB block starts with a 32-byte tag `"<tag> b<block>"` followed by
-/// random bytes (seeded by `seed`), so content is incompressible, chunks are distinct, and a
-/// mix of two versions can be traced block by block ([`describe_tags`]).
-pub fn tagged_content(tag: &str, seed: u64, len: usize) -> Vec<u8> {
-    let mut data = random_bytes(seed, len);
-    for (k, block) in data.chunks_mut(TAG_BLOCK).enumerate() {
-        let mut t = format!("{tag} b{k:05}");
-        t.truncate(TAG_LEN);
-        let mut hdr = [b' '; TAG_LEN];
-        hdr[..t.len()].copy_from_slice(t.as_bytes());
-        let n = block.len().min(TAG_LEN);
-        block[..n].copy_from_slice(&hdr[..n]);
-    }
-    data
-}
-
-/// Runs of block tags in `data` ("w03-r007 x 75, w05-r002 x 12"): which versions a bad read mixes.
-pub fn describe_tags(data: &[u8]) -> String {
-    let mut runs: Vec<(String, usize)> = Vec::new();
-    for block in data.chunks(TAG_BLOCK) {
-        let hdr = String::from_utf8_lossy(&block[..block.len().min(TAG_LEN)]).into_owned();
-        let who = hdr.split(" b").next().unwrap_or("?").trim().to_owned();
-        match runs.last_mut() {
-            Some((w, n)) if *w == who => *n += 1,
-            _ => runs.push((who, 1)),
-        }
-    }
-    let mut s = format!("{} bytes: ", data.len());
-    for (i, (w, n)) in runs.iter().enumerate() {
-        if i > 0 {
-            s.push_str(", ");
-        }
-        let _ = write!(s, "{w:?} x {n}");
-    }
-    s
-}
-
-/// A deterministic per-test seed, overridable with `XPROC_SEED` to replay a failure.
-pub fn seed() -> u64 {
-    std::env::var("XPROC_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
-}
 
 /// Serializes the CPU-heavy tests: on a small machine, eight writers of two tests at once only
 /// slow each other down and stretch lease timing. Light tests (mostly waiting) skip it.
@@ -1015,85 +433,6 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
 // ---------------------------------------------------------------------------------------------
 // FUSE mounts and external tools
 // ---------------------------------------------------------------------------------------------
-
-/// Limit for one external command (rsync, cp, sha256sum, tar, ...) in the mount tests.
-pub const EXT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Why FUSE tests cannot run here (`/dev/fuse` or `fusermount3` missing), or `None`.
-pub fn fuse_missing() -> Option<String> {
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse does not exist (no FUSE in this kernel or container)".into());
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()))
-        .unwrap_or(false);
-    if !on_path {
-        return Some("fusermount3 is not installed (apt-get install fuse3)".into());
-    }
-    None
-}
-
-/// Return from the test, loudly, when FUSE is unavailable ([`fuse_missing`]); under CI
-/// ([`in_ci`]) fail it instead ([`skip`]).
-#[macro_export]
-macro_rules! require_fuse {
-    () => {
-        if let Some(why) = $crate::fuse_missing() {
-            $crate::skip(&why);
-            return;
-        }
-    };
-}
-
-/// Is this a CI run: `CI` set to anything non-empty (what GitHub, GitLab and most runners set),
-/// or `VERFS_CI=1`? There a test that lacks a capability fails instead of skipping.
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-        || std::env::var_os("VERFS_CI").is_some_and(|v| v == "1")
-}
-
-/// The one place a test gives up for lack of root, FUSE or a tool. Outside CI: a loud SKIPPED
-/// line, and the caller returns (the test passes). Under CI ([`in_ci`]): a panic, so a CI machine
-/// that lacks what the suite needs is red, not green with the mount suite never run.
-pub fn skip(why: &str) {
-    if in_ci() {
-        panic!("*** CI: this test cannot run: {why} (CI must provide it; see README \"Test\") ***");
-    }
-    eprintln!("\n*** SKIPPED: {why} ***\n");
-}
-
-/// Run `program args...` under [`EXT_TIMEOUT`]; any exit status is returned. A run longer than
-/// that is killed and fails the test with the command line and stderr.
-pub fn ext<S: AsRef<OsStr>>(program: &str, args: &[S]) -> RunOutput {
-    let mut c = Command::new(program);
-    c.args(args);
-    run_with_timeout(c, EXT_TIMEOUT)
-}
-
-/// [`ext`] that must exit 0.
-pub fn ext_ok<S: AsRef<OsStr>>(program: &str, args: &[S]) -> RunOutput {
-    let out = ext(program, args);
-    assert!(out.success(), "command failed:\n{}", out.describe());
-    out
-}
-
-/// Run a bash script (`set -euo pipefail` first) under [`EXT_TIMEOUT`]; any exit status.
-pub fn sh(script: &str) -> RunOutput {
-    ext("bash", &["-c", &format!("set -euo pipefail\n{script}")])
-}
-
-/// [`sh`] that must exit 0.
-pub fn sh_ok(script: &str) -> RunOutput {
-    let out = sh(script);
-    assert!(out.success(), "script failed:\n{}", out.describe());
-    out
-}
-
-/// Quote `s` for a shell script.
-pub fn shq(s: impl AsRef<OsStr>) -> String {
-    let s = s.as_ref().to_string_lossy();
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
 
 /// Is something mounted at `p` (per `/proc/self/mountinfo`, which escapes space, tab, newline
 /// and backslash as `\ooo`)? Works on a dead endpoint too (no `stat` of `p`).

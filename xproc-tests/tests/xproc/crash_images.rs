@@ -19,6 +19,11 @@
 //! 2. `verfs recover` exits 0, then `verfs fsck` is clean (data-layout.md section 8);
 //! 3. the store still takes a commit (`mkdir`), seen by `ls`.
 //!
+//! Under power loss this proves [LOG-8] (acknowledged means durable), [STORE-1] and [PACK-9]
+//! (pack bytes, then the index, are durable before what names them), [MAN-2] (the names of a
+//! manifest's temps survive once it commits) and [JNL-4] (a journal action whose End was lost is
+//! cleaned up again, harmlessly).
+//!
 //! Knobs: `VERFS_CRASH_IMAGES=N` images to check (default 240), `VERFS_CRASH_SEED=S` (default:
 //! time; printed) for the choice of images and the random variants, `VERFS_CRASH_RANDOM=R` random
 //! variants per cut (default 2), `VERFS_CRASH_KEEP=DIR` keeps every failing image there.

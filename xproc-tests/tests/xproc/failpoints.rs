@@ -697,6 +697,8 @@ fn workloads() -> Vec<Workload> {
     };
     vec![
         w("init", "", nothing, nothing, init_run, nothing),
+        // [STORE-2]: an init that died before its manifest committed is rolled back or forward
+        // by the next init, under every fault.
         w(
             "init-after-crash",
             "",
@@ -738,6 +740,8 @@ fn workloads() -> Vec<Workload> {
             put_new,
             nothing,
         ),
+        // [STORE-3]: a put whose `open-pack` journal entry fails creates no pack (fsck would
+        // report a pack no journal names).
         w(
             "put-after-journal-error",
             "journal.append-write=return(eio)",
@@ -747,6 +751,8 @@ fn workloads() -> Vec<Workload> {
             nothing,
         ),
         w("commit", "", setup_plain, nothing, mkdir_run, mkdir_done),
+        // [LOG-7]: a failed log append is cut back, so the next commit and fsck find no partial
+        // record.
         w(
             "commit-after-error",
             "txlog.append-write=return(eio)",

@@ -1,6 +1,6 @@
 //! A stalled process that was declared dead can never change the store again.
 //!
-//! Proves DESIGN.md "Failure model" (a process that stalls and resumes after the others declared it
+//! Proves docs/DESIGN.md "Failure model" (a process that stalls and resumes after the others declared it
 //! dead must not be able to change the store), layout crash point F1 and [FENCE-1] (every commit
 //! of a claimed lease is refused under the log lock), [LEASE-5] (a SIGSTOPped process is dead by
 //! heartbeat age), [LEASE-6]/[LEASE-8] (recover's claim is what fences it) and [LEASE-7] (its

@@ -1,11 +1,11 @@
-//! The multi-process tests: one test binary (STYLE.md), one module per property.
+//! The multi-process tests: one test binary (docs/STYLE.md), one module per property.
 //!
 //! Every test gets a fresh store ([`TestStore`]) and spawns real `verfs` / `xproc-agent`
-//! processes. Each test names the rule it proves (`docs/layout/*.md`, `DESIGN.md`).
+//! processes. Each test names the rule it proves (`data-layout.md`, `docs/DESIGN.md`).
 //! Run with `cargo build --workspace --bins && cargo test -p verfs-xproc-tests`; set
 //! `XPROC_SEED=<n>` to replay the random choices of a failed run (the seed is printed).
 
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+#![allow(clippy::unwrap_used)] // tests may unwrap (docs/STYLE.md)
 
 mod crash_images;
 mod failpoints;

@@ -11,11 +11,13 @@
 //! (success, or the same errno). After every step the whole tree, seen through the mount that did
 //! NOT run the operation (or either mount after a CLI command), must equal the model: names,
 //! kinds, sizes, content hashes, symlink targets, modes, link counts, which paths share an inode,
-//! and `user.*` xattrs. This is DESIGN.md "Consistency model": namespace changes are visible to
+//! and `user.*` xattrs. This is docs/DESIGN.md "Consistency model": namespace changes are visible to
 //! every process when the call returns, file contents after close. Every [`REMOUNT_EVERY`] steps
 //! and at the end both mounts are unmounted and mounted again and compared again, every
 //! [`CLI_EVERY`] steps the tree is compared through `verfs ls --json` and `verfs cat`, and each
 //! snapshot (`MOUNT/.snapshots/NAME`) must equal the model as it was when the snapshot was made.
+//! Two mounts that each apply the same log, and remounts that rebuild the state from the
+//! checkpoint and the log, must all show one tree: [META-2].
 //!
 //! Knobs: `VERFS_MODEL_SEED` (else `XPROC_SEED`, else the clock; printed) replays a run,
 //! `VERFS_MODEL_STEPS` sets its length (default [`DEFAULT_STEPS`]). A mismatch prints the seed,
@@ -160,7 +162,7 @@ enum Op {
     },
     /// `verfs snapshot create` while a mount holds unflushed writes to `path` (written through an
     /// open descriptor, closed after the snapshot): the mount's barrier vote commits them, so the
-    /// snapshot has them (data-layout "snapshot barrier").
+    /// snapshot has them (data-layout.md 5.9, "Creation" step 1, [SNAP-2]).
     DirtySnapshot {
         name: String,
         path: String,

@@ -12,25 +12,6 @@ use std::time::Duration;
 
 use crate::*;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Return from the test, loudly, when not root (fail under CI, which runs as root).
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "this test needs root, and CI is set"
-            );
-            eprintln!("\n*** SKIPPED: needs root ***\n");
-            return;
-        }
-    };
-}
-
 /// `verfs umount` needed fusermount3 even as root. As root it unmounts with umount2(2) itself.
 #[test]
 fn umount_as_root_needs_no_fusermount3() {

@@ -1,7 +1,7 @@
 //! A mount process killed (SIGKILL) in the middle of an rsync, and stopped (SIGTERM) while a
 //! writer still has a file open.
 //!
-//! Proves DESIGN.md "Failure model": a process may die at any instruction and the store stays
+//! Proves docs/DESIGN.md "Failure model": a process may die at any instruction and the store stays
 //! consistent (`verfs recover` exits 0, then `verfs fsck` is clean: "Invariants", including
 //! "after `verfs recover`: no lease of a dead process, no temp file or open pack of a dead
 //! process"); `verfs umount` clears the dead endpoint of a killed mount. And "Consistency

@@ -1,6 +1,6 @@
 //! Two FUSE mounts of one store plus the CLI, used at once.
 //!
-//! Proves DESIGN.md "Consistency model" across processes: file contents follow close-to-open
+//! Proves docs/DESIGN.md "Consistency model" across processes: file contents follow close-to-open
 //! consistency (closed through mount 1 = seen whole through mount 2 and by `verfs cat`);
 //! namespace changes are visible to every process as soon as the call returns; two processes
 //! racing to create one name: exactly one wins, the other gets `EEXIST`. And data-layout.md

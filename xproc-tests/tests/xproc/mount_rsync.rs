@@ -3,10 +3,10 @@
 //!
 //! Proves, through `verfs mount`: every attribute `rsync -aHAX` sets (mode, owner, mtime, hard
 //! links, symlinks, xattrs) and every byte of every file (random, text, empty, sparse, >= 256 MiB)
-//! is stored and served back identically; a clean unmount makes all of it durable (DESIGN.md
+//! is stored and served back identically; a clean unmount makes all of it durable (docs/DESIGN.md
 //! "Failure model": a clean unmount is an acknowledgement); in-place rewrites (`--inplace`:
 //! appends, overwrites in the middle of an existing file) and deletions (`--delete`, `rm -rf`)
-//! are stored and survive a remount; `verfs fsck` is clean afterwards (DESIGN.md "Invariants":
+//! are stored and survive a remount; `verfs fsck` is clean afterwards (docs/DESIGN.md "Invariants":
 //! link counts and sizes match, every referenced chunk is present and hashes to its id).
 
 use std::fs;

@@ -1,7 +1,7 @@
 //! Everyday shell tools and POSIX errors through one FUSE mount, each result checked with a
 //! real tool and, where it applies, against the same operation on the host filesystem.
 //!
-//! Proves DESIGN.md "Consistency model", inside one process: POSIX. Namespace operations
+//! Proves docs/DESIGN.md "Consistency model", inside one process: POSIX. Namespace operations
 //! (create, link, symlink, rename across directories, unlink, mkdir/rmdir, setattr, xattrs)
 //! behave as on a local filesystem, with the same errno for every failure; file contents after
 //! partial overwrites (`dd conv=notrunc`), truncation (grow and shrink) and `O_APPEND` are

@@ -21,17 +21,6 @@ use crate::*;
 
 const PUTS: usize = 4;
 
-fn text(seed: u64, n: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n + 64);
-    let mut i = seed;
-    while v.len() < n {
-        v.extend_from_slice(format!("{i} the quick brown fox {} jumps\n", i % 113).as_bytes());
-        i += 1;
-    }
-    v.truncate(n);
-    v
-}
-
 /// Tree `k`: its own small and text files, a pair of identical files (a dedup hit inside the
 /// process), files every tree shares (dedup across processes), and `big_mib` MiB of its own
 /// random data in 1 MiB files. Returns path -> sha256 (paths relative to the tree).

@@ -1,11 +1,11 @@
 //! Eight processes put 1600 files into one store at once.
 //!
 //! Proves: namespace changes of concurrent processes are serializable and none is lost
-//! (DESIGN.md "Consistency model"; the log commit protocol [LOG-2], [LOG-4], [FENCE-1] never
+//! (docs/DESIGN.md "Consistency model"; the log commit protocol [LOG-2], [LOG-9], [FENCE-1] never
 //! refusing a live writer); what a finished command wrote is read back whole by other processes
 //! (close-to-open); pack data is durable and indexed before it is referenced [STORE-1]; two
-//! processes storing the same new chunk at once is harmless (DESIGN.md "Data plane": some files
-//! are identical across writers); and `fsck` finds every invariant intact (DESIGN.md
+//! processes storing the same new chunk at once is harmless (docs/DESIGN.md "Data plane": some files
+//! are identical across writers); and `fsck` finds every invariant intact (docs/DESIGN.md
 //! "Invariants").
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! Eight processes race for one name.
 //!
-//! Proves DESIGN.md "Consistency model": namespace changes are serializable and "two processes
+//! Proves docs/DESIGN.md "Consistency model": namespace changes are serializable and "two processes
 //! racing to create one name: exactly one wins, the other gets EEXIST"; a rename is decided under
 //! the log lock (layout 6.2 step 3: the closure validates against the up-to-date state), so of
 //! eight processes moving one source exactly one succeeds and the entry exists exactly once.

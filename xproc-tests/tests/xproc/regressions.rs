@@ -7,8 +7,8 @@ use crate::*;
 
 /// A process SIGKILLed inside `Lease::acquire` while the info file was being written (the fsync
 /// of its temp file is the long step) leaves `leases/.new-<id>/.info.tmp-<pid>-<rand>` and no
-/// info. DESIGN.md "Invariants": after `verfs recover`, no lease of a dead process; `fsck` must
-/// then be clean. Found by `torture`: recover exits 0 leaving the folder until the lease timeout
+/// info. docs/DESIGN.md "Invariants": after `verfs recover`, no lease of a dead process; `fsck`
+/// must then be clean ([LEASE-10]: a partial folder whose pid is gone is dead at once). Found by `torture`: recover exits 0 leaving the folder until the lease timeout
 /// (10 s by default), while fsck reports it at once.
 #[test]
 fn recover_cleans_half_created_lease_of_killed_process() {
@@ -272,7 +272,8 @@ fn get_of_a_tree_carries_on_past_a_damaged_chunk() {
 /// left an empty pack that `gc` never removed. Now, on a tmpfs filled by a mount: the failed file
 /// is the same (as last committed, nothing of the failed part) to the mount and the CLI at once
 /// and reads without error; `ls`, `cat`, `stat`, `rm` and `gc` work (the store's space reserve);
-/// space comes back; new writes work; no empty pack is left; recover + fsck are clean.
+/// space comes back; new writes work; no empty pack is left; recover + fsck are clean. Proves
+/// [STORE-5].
 #[test]
 fn full_disk_still_reads_and_frees() {
     require_fuse!();

@@ -1,9 +1,9 @@
 //! Eight processes overwrite one path fifteen times each while a ninth reads it.
 //!
-//! Proves the content rule of DESIGN.md "Consistency model": a file written and closed is seen
+//! Proves the content rule of docs/DESIGN.md "Consistency model": a file written and closed is seen
 //! whole by any process that opens it afterwards, never a mix of two writers' blocks (a put
 //! replaces the name atomically: "the name points at the old inode or the new one, never at a
-//! mix", layout 6.3 step 2). Also that reads are never stale [LOG-4]: once the reader has seen
+//! mix", layout 6.3 step 2). Also that reads are never stale [LOG-9]: once the reader has seen
 //! round r of writer w, it never sees an older round of w again, and the final content is the
 //! last round of some writer (the globally last commit is some writer's last one).
 

@@ -1,7 +1,7 @@
 //! Torture: four workers put, rename and remove through `verfs` while random children are
 //! SIGKILLed (at least 50 kills), and `verfs recover` runs (and is killed) concurrently.
 //!
-//! Proves DESIGN.md "Failure model" (any process may die at any instruction; the store stays
+//! Proves docs/DESIGN.md "Failure model" (any process may die at any instruction; the store stays
 //! consistent) and "Invariants" (after `verfs recover`: no lease of a dead process, no open pack,
 //! `fsck` clean); a command that exited 0 is durable and visible (layout [LOG-8], [STORE-1]);
 //! a killed command is atomic: a killed put leaves nothing or the whole file, a killed put of a

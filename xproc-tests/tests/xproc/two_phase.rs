@@ -150,7 +150,7 @@ fn participant_killed_mid_vote_is_cleaned_by_the_coordinator() {
 
 /// [2PC-4] with cleaning by `verfs recover` instead: a coordinator that does not clean dead
 /// participants waits (no decision while the dead lease exists), and decides as soon as recover
-/// has claimed the dead participant's lease (DESIGN.md: "exactly-one cleaner for a dead process").
+/// has claimed the dead participant's lease (docs/DESIGN.md: "exactly-one cleaner for a dead process").
 #[test]
 fn participant_killed_mid_vote_is_cleaned_by_recover() {
     let mut s = participants(&["commit", "die"]);
