@@ -310,6 +310,20 @@ impl Store {
                 );
             }
         }
+        // An action this process could not finish (e.g. a snapshot whose undo failed too) is
+        // known only to the journal in the lease folder: releasing the lease would delete it and
+        // leave the half-done work for no one. Keep the lease; once this process is gone it is
+        // dead, and `verfs recover` finishes the actions ([JNL-2]).
+        let unfinished = self.journal.pending_ids();
+        if !unfinished.is_empty() {
+            tracing::warn!(
+                store = %self.layout.root.display(),
+                op = "close",
+                actions = unfinished.len(),
+                "unfinished actions stay in this process's journal; `verfs recover` finishes them"
+            );
+            return Ok(());
+        }
         self.lease.release_shared().map_err(Error::coordination)
     }
 }
