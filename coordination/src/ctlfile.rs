@@ -3,7 +3,7 @@
 //! Owns the envelope (magic, kind, crc32, JSON body) and its atomic write and exclusive create.
 //! Does not own any document's fields (each module that writes a control file defines its own).
 //!
-//! Byte format: `data-layout.md`, section "Control files". Leases, journals' headers, manifests and
+//! Byte format: `data-layout.md` section 2 (Conventions, "Control files"). Leases, journals' headers, manifests and
 //! two-phase-commit files all use this envelope, so a torn or bit-flipped control file is always
 //! detected, never parsed as something else.
 

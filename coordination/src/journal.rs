@@ -14,7 +14,7 @@
 //! action that already completed (its `End` was lost), and a cleaner that dies is replaced by
 //! another that runs it again.
 //!
-//! Record format and rules `[JNL-n]`: `docs/layout/coordination.md`, section "Journal".
+//! Record format and rules `[JNL-n]`: `data-layout.md` section 5.6, "Journal" (crash points: 8.3).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -492,7 +492,7 @@ impl Journal {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+#[allow(clippy::unwrap_used)] // tests may unwrap (docs/STYLE.md)
 mod tests {
     use super::*;
     use std::sync::Arc;

@@ -19,8 +19,8 @@
 //! Paths are recorded relative to the store root (the parent of `manifests/`), so a store
 //! mounted at different paths on different hosts recovers correctly.
 //!
-//! Formats, protocol steps, crash points and rules `[MAN-n]`: `docs/layout/coordination.md`,
-//! section "Manifests".
+//! Formats, protocol steps, crash points and rules `[MAN-n]`: `data-layout.md`
+//! section 5.6, "Manifests" (crash points: 8.4).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
@@ -705,7 +705,7 @@ fn recover_one(dir: &Path, root: &Path, id: &ManifestId, files: &Files) -> Resul
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+#[allow(clippy::unwrap_used)] // tests may unwrap (docs/STYLE.md)
 mod tests {
     use super::*;
 

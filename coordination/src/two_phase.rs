@@ -16,8 +16,8 @@
 //! decided by two-phase commit must therefore also be safe for such newcomers (for example by
 //! publishing its intent in the transaction log first, or by newcomers checking [`undecided`]).
 //!
-//! Layout, protocol steps, crash points and rules `[2PC-n]`: `docs/layout/coordination.md`,
-//! section "Two-phase commit".
+//! Layout, protocol steps, crash points and rules `[2PC-n]`: `data-layout.md`
+//! section 5.6, "Two-phase commit" (crash points: 8.5).
 
 use std::fs;
 use std::io;
@@ -532,7 +532,7 @@ pub fn recover(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+#[allow(clippy::unwrap_used)] // tests may unwrap (docs/STYLE.md)
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,7 @@
 //! - [`meta`]: the metadata model (inodes, directory entries, per-file extents, chunk index) and
 //!   [`meta::Tx`], the validated builder that turns a namespace operation into log records.
 //! - [`chunker`], [`pack`]: streaming FastCDC, XXH3-128 chunk ids, zstd records in append-only packs.
-//! - [`fsck`] proves the invariants of `DESIGN.md`; [`recover`] cleans up after dead processes.
+//! - [`fsck`] proves the invariants of `docs/DESIGN.md` (checked as listed in `data-layout.md` section 7); [`recover`] cleans up after dead processes.
 //!
 //! ```no_run
 //! use verfs_engine::store::{Store, OpenOptions};
@@ -37,18 +37,5 @@ pub mod ops;
 pub mod overlay;
 pub mod pack;
 pub mod pipeline;
-pub mod status;
 pub mod store;
 pub mod view;
-
-// Compatibility paths (issue 12), kept so callers outside the engine build unchanged; remove once
-// they use the new paths.
-/// Now [`failpoint::crash_point`].
-pub use failpoint::crash_point;
-/// Now [`ops::fsck`], [`ops::gc`], [`ops::recover`], [`ops::snapshot`], [`ops::transfer`].
-pub use ops::{fsck, gc, recover, snapshot, transfer};
-/// Now [`ops::inode`] (the operations) and [`overlay`] (`Seek`, `seek_extents`, `punch`, ...).
-pub mod fsops {
-    pub use crate::ops::inode::{RenameMode, SetAttr};
-    pub use crate::overlay::{punch, seek_extents, DirtyFile, OpenFiles, Seek, DIRTY_LIMIT};
-}

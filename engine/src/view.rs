@@ -18,9 +18,9 @@
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::fsops::{seek_extents, Seek};
 use crate::ids::InodeNo;
 use crate::meta::{show_path, FileKind, Inode, MetaState, Timestamp, Tx, NAME_MAX};
+use crate::overlay::{seek_extents, Seek};
 use crate::store::Store;
 
 /// Which tree a [`View`] reads.

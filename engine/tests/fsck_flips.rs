@@ -16,9 +16,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use verfs_engine::fsck::fsck;
+use verfs_engine::ops::fsck::fsck;
+use verfs_engine::ops::transfer;
 use verfs_engine::store::{OpenOptions, Store};
-use verfs_engine::transfer;
 use verfs_test_support::{lines, xorshift_bytes};
 
 // The fixture's bytes are pinned: `commit_refuses_a_truncated_closed_segment` needs the segment

@@ -15,8 +15,8 @@ use std::fs;
 use verfs_engine::chunker::{BufChunker, Chunker, ChunkerParams};
 use verfs_engine::config::Config;
 use verfs_engine::ids::ChunkId;
+use verfs_engine::ops::transfer;
 use verfs_engine::store::{OpenOptions, Store};
-use verfs_engine::transfer;
 
 /// `n` bytes of a xorshift64 (13, 7, 17) stream from `seed`, each state written little-endian.
 fn xorshift_stream(seed: u64, n: usize) -> Vec<u8> {

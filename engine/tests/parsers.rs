@@ -19,7 +19,8 @@ use verfs_engine::format::pack::{self as packfmt, PackHeader, PackIndex, RecordH
 use verfs_engine::format::FormatFile;
 use verfs_engine::ids::{ChunkId, InodeNo, PackId};
 use verfs_engine::meta::{ChunkEntry, Extent, FileKind, Inode, MetaState, Op, Timestamp};
-use verfs_engine::{gc, pack, snapshot};
+use verfs_engine::ops::{gc, snapshot};
+use verfs_engine::pack;
 use verfs_test_support::crc32;
 use verfs_test_support::hostile::{apply, hostile, mutation, proptest_config};
 

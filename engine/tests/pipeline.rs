@@ -16,13 +16,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use verfs_engine::chunker::Chunker;
 use verfs_engine::config::Config;
-use verfs_engine::fsck::fsck;
-use verfs_engine::gc;
 use verfs_engine::ids::{ChunkId, InodeNo};
 use verfs_engine::meta::{Extent, FileKind, Inode};
+use verfs_engine::ops::fsck::fsck;
+use verfs_engine::ops::gc;
+use verfs_engine::ops::transfer;
 use verfs_engine::pipeline::{read_published, read_store_stats, StatsSnapshot};
 use verfs_engine::store::{OpenOptions, PendingFile, Store, TransferReport};
-use verfs_engine::transfer;
 use verfs_test_support::{noise, packs_bytes, skip, text};
 
 /// Fast heartbeats (published counters and GC votes within ~100 ms).

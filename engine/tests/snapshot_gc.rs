@@ -8,10 +8,10 @@ use std::fs;
 use std::path::Path;
 
 use verfs_engine::error::Error;
-use verfs_engine::fsck::fsck;
-use verfs_engine::gc;
 use verfs_engine::ids::InodeNo;
 use verfs_engine::meta::{FileKind, Inode, Op};
+use verfs_engine::ops::fsck::fsck;
+use verfs_engine::ops::gc;
 use verfs_engine::store::{OpenOptions, PendingFile, Store, TransferReport};
 use verfs_test_support::{noise, packs_bytes};
 

@@ -24,7 +24,8 @@ use verfs_engine::format::pack::{
 use verfs_engine::format::FormatFile;
 use verfs_engine::ids::{ChunkId, InodeNo, PackId};
 use verfs_engine::meta::{FileKind, Inode, MetaState, Op, Timestamp};
-use verfs_engine::{config, gc, pack, snapshot};
+use verfs_engine::ops::{gc, snapshot};
+use verfs_engine::{config, pack};
 
 /// One fuzz target.
 pub struct Target {

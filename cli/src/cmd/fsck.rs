@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::Cli;
 
 pub fn fsck(cli: &Cli) -> Result<ExitCode> {
-    let r = verfs_engine::fsck::fsck(&cli.store)?;
+    let r = verfs_engine::ops::fsck::fsck(&cli.store)?;
     if cli.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

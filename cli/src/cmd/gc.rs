@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use verfs_engine::gc::{self, GcReport};
+use verfs_engine::ops::gc::{self, GcReport};
 
 use crate::Cli;
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use verfs_engine::error::Error;
+use verfs_engine::ops::transfer;
 use verfs_engine::store::{Store, TransferReport};
-use verfs_engine::transfer;
 
 use super::bytes;
 use crate::Cli;

@@ -9,7 +9,7 @@ use crate::Cli;
 
 pub fn recover(cli: &Cli) -> Result<ExitCode> {
     let store = super::open(cli, "cli recover")?;
-    let r = verfs_engine::recover::recover(&store)?;
+    let r = verfs_engine::ops::recover::recover(&store)?;
     store.close()?;
     if cli.json {
         println!("{}", serde_json::to_string(&r)?);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use verfs_engine::status;
+use verfs_engine::ops::status;
 use verfs_fs::{is_mountpoint, MountConfig};
 
 use crate::Cli;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use verfs_engine::status::{ratio, StoreStatus};
+use verfs_engine::ops::status::{ratio, StoreStatus};
 
 use crate::Cli;
 

@@ -16,7 +16,7 @@
 //! Layers inside: `heartbeat` uses only this file, `liveness` adds `heartbeat`, `listing` uses
 //! both; `holder` and `claim` sit on top.
 //!
-//! Formats, protocol steps and crash points: `docs/layout/coordination.md`, section "Leases"
+//! Formats, protocol steps and crash points: `data-layout.md` section 5.6, "Leases" (crash points: 8.2)
 //! (rules `[LEASE-n]`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -96,5 +96,5 @@ pub struct LeaseInfo {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+#[allow(clippy::unwrap_used)] // tests may unwrap (docs/STYLE.md)
 mod tests;

@@ -9,7 +9,7 @@
 //! other coordination file: it imports nothing from the rest of the crate but `io_site!`.
 //!
 //! Used for POSIX and flock locks that must hold across mounts (FUSE `getlk`/`setlk`), one GC
-//! worker per pack, and exclusive maintenance jobs (DESIGN.md, "Where each coordination mechanism
+//! worker per pack, and exclusive maintenance jobs (docs/DESIGN.md, "Where each coordination mechanism
 //! earns its place"). The byte layout, the protocol and its crash cases are specified in
 //! `data-layout.md` ("Lock table"); rules `[LOCK-n]` are cited by the tests that prove them.
 //!

@@ -1,7 +1,7 @@
 //! One log record: [`encode_record`], [`read_record_at`] and the rule that tells a torn tail
 //! (a writer died mid-append, or the filesystem left zeros) from corruption.
 //!
-//! Owns the record's bytes (`data-layout.md` "Log record"). Does not own the segment header
+//! Owns the record's bytes (`data-layout.md` section 5.3, "Record"). Does not own the segment header
 //! (`segment`) nor what to do with a torn tail (the [`super::TxLog`] cuts it under its lock).
 
 use std::fs::File;
@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 
 use super::{Lsn, MAX_PAYLOAD, RECORD_HEADER_LEN, RECORD_MAGIC, TYPE_SEGMENT_END, TYPE_TXN};
 
-/// Encode one record (header + payload). Layout: `data-layout.md` "Log record".
+/// Encode one record (header + payload). Layout: `data-layout.md` section 5.3, "Record".
 pub fn encode_record(kind: u8, lsn: Lsn, payload: &[u8]) -> Vec<u8> {
     let mut r = Vec::with_capacity(RECORD_HEADER_LEN as usize + payload.len());
     r.extend_from_slice(RECORD_MAGIC);

@@ -1,7 +1,7 @@
 //! Byte layout of pack files (`packs/<PackId>.pack`) and pack index files (`packs/<PackId>.idx`).
 //!
 //! This is the only code that knows their offsets. The layout, the validity rules ([PACK-n]) and
-//! the reasons behind them are specified in `docs/layout/pack.md`; read that instead of looking for
+//! the reasons behind them are specified in `data-layout.md` section 5.7; read that instead of looking for
 //! offsets in comments here.
 //!
 //! Everything here is pure: bytes in, values out (or a [`DecodeError`] saying which byte is wrong).

@@ -1,7 +1,7 @@
 //! The operations over a [`Store`], one file each: `namespace` (CLI path operations), `inode`
 //! (the mount's operations by inode), `transfer` (put/get), `snapshot` (create, list, delete,
 //! restore, and reading snapshot trees), `gc/` (the two stages), `recover`, `fsck`, `maintain`
-//! (checkpoint and log truncation). Each is an `impl Store` block (methods the CLI and the mount
+//! (checkpoint and log truncation), `status` (the figures of `verfs status`, the lease holders). Each is an `impl Store` block (methods the CLI and the mount
 //! call on their handle) or free functions taking `&Store` (whole-store passes that are not a
 //! handle's business: `gc::run_pass`, `recover`, `fsck`, `transfer::put`), as they were before.
 //!
@@ -15,6 +15,7 @@ pub mod maintain;
 pub mod namespace;
 pub mod recover;
 pub mod snapshot;
+pub mod status;
 pub mod transfer;
 
 use verfs_coordination::two_phase;

@@ -1,4 +1,4 @@
-//! Pack files: where chunk bytes live. Format and rules: `docs/layout/pack.md` ([PACK-n] ids).
+//! Pack files: where chunk bytes live. Format and rules: `data-layout.md` section 5.7 ([PACK-n] ids; crash cases in 8.1).
 //!
 //! - [`PackWriter`]: a process's own open pack. Appends records (zstd or raw), dedups within the
 //!   pack, [`PackWriter::sync`] makes them durable, [`PackWriter::seal`] writes the `.idx` and ends
@@ -57,7 +57,7 @@ pub use crate::format::pack::Encoding;
 pub enum PackError {
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    /// Bytes on disk break a rule of `docs/layout/pack.md`; `offset` is where in `path`.
+    /// Bytes on disk break a rule of `data-layout.md` section 5.7; `offset` is where in `path`.
     #[error("corrupt {path} at byte {offset}: {reason}")]
     Corrupt {
         path: PathBuf,

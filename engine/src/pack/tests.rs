@@ -1,4 +1,4 @@
-//! Tests of pack files against `docs/layout/pack.md`; each cites the [PACK-n] rule it proves.
+//! Tests of pack files against `data-layout.md` section 5.7; each cites the [PACK-n] rule it proves.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -10,9 +10,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use fuser::{FileAttr, FileHandle, INodeNo, RenameFlags, Request};
-use verfs_engine::fsops::{RenameMode, SetAttr};
 use verfs_engine::ids::InodeNo as Ino;
 use verfs_engine::meta::{FileKind, Inode};
+use verfs_engine::ops::inode::{RenameMode, SetAttr};
 
 use super::{Result, VerFs};
 use crate::errno::FsError;

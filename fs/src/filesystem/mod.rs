@@ -26,9 +26,9 @@ use fuser::{
 };
 use verfs_coordination::lock::LockTable;
 use verfs_engine::error::Error;
-use verfs_engine::fsops::SetAttr;
 use verfs_engine::ids::InodeNo as Ino;
 use verfs_engine::meta::{FileKind, Timestamp, NAME_MAX};
+use verfs_engine::ops::inode::SetAttr;
 use verfs_engine::store::Store;
 
 use crate::attr::{self, file_type, TTL};

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use fuser::{FileAttr, FileHandle, FopenFlags, INodeNo, OpenFlags};
 use verfs_engine::error::Error;
-use verfs_engine::fsops::Seek;
 use verfs_engine::ids::InodeNo as Ino;
 use verfs_engine::meta::{show_path, FileKind, Inode, NAME_MAX, SNAPSHOTS_DIR};
+use verfs_engine::overlay::Seek;
 use verfs_engine::view::{self, View};
 
 use super::{Listing, Result, VerFs};

@@ -20,9 +20,10 @@ use std::time::SystemTime;
 use verfs_coordination::lease::{self, EntryInfo, LeaseEntry, LeaseId, LeaseState};
 use verfs_coordination::txlog::LogError;
 
-use crate::meta::FileKind;
+use crate::layout::Layout;
+use crate::model::FileKind;
 use crate::pipeline::{self, StatsSnapshot};
-use crate::store::{Layout, Store};
+use crate::store::Store;
 
 /// Why [`StoreStatus::gather`] or [`lease_holders`] failed. Nothing is changed by either, so a
 /// failure leaves the store as it was. The messages are those of the underlying errors.
