@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::ids::InodeNo;
-use crate::meta::{show_path, FileKind, Inode, MetaState, Timestamp, Tx, NAME_MAX};
+use crate::meta::{MetaState, Tx};
+use crate::model::{show_path, FileKind, Inode, Timestamp, NAME_MAX, SNAPSHOTS_DIR};
 use crate::overlay::{seek_extents, Seek};
 use crate::store::Store;
 
@@ -127,6 +128,34 @@ impl<'s> View<'s> {
         match &self.tree {
             Tree::Live => None,
             Tree::Snapshot { id, .. } => Some(*id),
+        }
+    }
+
+    /// A path of `ino` in this tree, as a message shows it (a snapshot's under
+    /// `/.snapshots/NAME`), for naming the file a failure is about; `None` if no directory names
+    /// it. Searches the directories: for error paths only.
+    pub fn path_of(&self, ino: InodeNo) -> Option<String> {
+        match &self.tree {
+            Tree::Live => self
+                .store
+                .read(|s| s.path_of(ino))
+                .ok()
+                .flatten()
+                .map(|p| show_path(&p)),
+            Tree::Snapshot { id, state } => {
+                let name = self
+                    .store
+                    .read(|s| s.snapshots.get(id).map(|i| i.name.clone()))
+                    .ok()
+                    .flatten()?;
+                let inner = state.path_of(ino)?;
+                let mut p = format!("/{SNAPSHOTS_DIR}/").into_bytes();
+                p.extend_from_slice(&name);
+                if inner != b"/" {
+                    p.extend_from_slice(&inner);
+                }
+                Some(show_path(&p))
+            }
         }
     }
 

@@ -133,13 +133,22 @@ fn cause_path(e: &FsError) -> Option<String> {
 /// The answer to request `op` on FUSE inode `ino` of the mount of `store` that failed with `e`.
 /// An `EIO` reaches the caller without its cause (a damaged record, a failing disk), so the cause,
 /// which names the file and the offset, is logged; so is an error the kernel does not expect.
-pub fn reply_errno(store: &str, op: &'static str, ino: u64, e: &FsError) -> Errno {
+/// `file_of` names the file the request was about (its path in the store), asked only for an
+/// `EIO` because finding it searches the directories.
+pub fn reply_errno(
+    store: &str,
+    op: &'static str,
+    ino: u64,
+    file_of: impl FnOnce() -> Option<String>,
+    e: &FsError,
+) -> Errno {
     let n = e.errno();
     if n == Errno::EIO {
         tracing::warn!(
             store,
             op,
             ino,
+            file = file_of().as_deref().unwrap_or(""),
             path = cause_path(e).as_deref().unwrap_or(""),
             error = %e,
             "I/O error"

@@ -112,6 +112,38 @@ impl MetaState {
         self.dirs.get(&parent)?.get(name).copied()
     }
 
+    /// One path of `ino` (`/` for the root), found by searching the directories: O(entries) per
+    /// level, for messages about a failure, never for the hot path. `None` for an inode no
+    /// directory names (unlinked but open, or unknown). Of several hard links, any one.
+    pub fn path_of(&self, ino: InodeNo) -> Option<Vec<u8>> {
+        let mut names: Vec<&[u8]> = Vec::new();
+        let mut at = ino;
+        while at != InodeNo::ROOT {
+            // A directory tree has no cycles, but a damaged state might: give up at a depth no
+            // real tree reaches.
+            if names.len() > 4096 {
+                return None;
+            }
+            let (parent, name) = self.dirs.iter().find_map(|(p, entries)| {
+                entries
+                    .iter()
+                    .find(|(_, i)| **i == at)
+                    .map(|(n, _)| (*p, n.as_slice()))
+            })?;
+            names.push(name);
+            at = parent;
+        }
+        let mut path = Vec::new();
+        for n in names.iter().rev() {
+            path.push(b'/');
+            path.extend_from_slice(n);
+        }
+        if path.is_empty() {
+            path.push(b'/');
+        }
+        Some(path)
+    }
+
     /// The ops that rebuild this state from empty (the checkpoint body, in a canonical order).
     pub fn to_ops(&self) -> Vec<Op> {
         let mut ops = Vec::new();

@@ -117,3 +117,15 @@ fn checkpoint_roundtrip_preserves_state() {
     assert_eq!(t.to_ops(), s.to_ops());
     assert_eq!(t.next_ino, s.next_ino);
 }
+
+#[test]
+fn path_of_finds_a_path_of_any_named_inode() {
+    let mut s = MetaState::empty();
+    commit(&mut s, |tx| tx.mkdir_p("/a/b", 0o755).map(|_| ())).unwrap();
+    let b = s
+        .lookup(s.lookup(InodeNo::ROOT, b"a").unwrap(), b"b")
+        .unwrap();
+    assert_eq!(s.path_of(b).as_deref(), Some(&b"/a/b"[..]));
+    assert_eq!(s.path_of(InodeNo::ROOT).as_deref(), Some(&b"/"[..]));
+    assert_eq!(s.path_of(InodeNo(999_999)), None);
+}

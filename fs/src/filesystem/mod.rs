@@ -27,7 +27,7 @@ use fuser::{
 use verfs_coordination::lock::LockTable;
 use verfs_engine::error::Error;
 use verfs_engine::ids::InodeNo as Ino;
-use verfs_engine::meta::{FileKind, Timestamp, NAME_MAX};
+use verfs_engine::model::{FileKind, Timestamp, NAME_MAX, SNAPSHOTS_DIR};
 use verfs_engine::ops::inode::SetAttr;
 use verfs_engine::store::Store;
 
@@ -104,7 +104,12 @@ impl VerFs {
     /// The errno for request `op` on `ino` that failed with `e` (logged when the cause would be
     /// lost).
     fn fail(&self, op: &'static str, ino: INodeNo, e: FsError) -> Errno {
-        errno::reply_errno(&self.name, op, ino.0, &e)
+        let file_of = || match self.node(ino) {
+            Ok(Node::In { view, ino }) => view.path_of(ino),
+            Ok(Node::SnapshotsDir) => Some(format!("/{SNAPSHOTS_DIR}")),
+            Err(_) => None,
+        };
+        errno::reply_errno(&self.name, op, ino.0, file_of, &e)
     }
 
     /// What FUSE number `ino` names.
@@ -237,7 +242,7 @@ impl Filesystem for VerFs {
         let name = self.name.clone();
         let answer = move |reply: ReplyEmpty, r: Result<()>| match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno::reply_errno(&name, "setlk", ino.0, &e)),
+            Err(e) => reply.error(errno::reply_errno(&name, "setlk", ino.0, || None, &e)),
         };
         self.locks.setlk(
             ino.0, lock_owner, start, end, typ, pid, sleep, reply, answer,

@@ -306,12 +306,17 @@ fn mount_posix_damaged_record_is_eio() {
         "want EIO:\n{}",
         out.describe()
     );
-    // The mount's log and fsck both name the damaged record's pack.
+    // The mount's log and fsck both name the damaged record's pack; the log also names the
+    // file the read was for (its path in the store).
     let name = packs[0].file_name().unwrap().to_string_lossy().into_owned();
     let log = m.stderr();
     assert!(
         log.contains("I/O error") && log.contains(&name),
         "the mount's log does not name the pack {name}:\n{log}"
+    );
+    assert!(
+        log.contains("file=/f") || log.contains("file=\"/f\""),
+        "the mount's log does not name the file /f:\n{log}"
     );
     let fsck = st.run(&["fsck"]);
     assert!(!fsck.success());
