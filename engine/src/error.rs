@@ -9,7 +9,10 @@
 //! - **Operation errors** name the operation that failed and list what can fail in it, each with
 //!   its typed cause: `store::OpenError` (`Store::open`),
 //!   `store::CommitError` (`Store::transact`),
-//!   `ops::gc::GcError` (`gc::run_pass`). They live beside their operation (a layer above this
+//!   `pipeline::WriteError` (`Store::write_stream`: chunker, input read with its path, pack,
+//!   compression pool), `pipeline::FoldStatsError` (`pipeline::fold_into_store`),
+//!   `ops::gc::GcError` (`gc::run_pass`), `ops::recover::RecoverError` (`recover::recover`).
+//!   They live beside their operation (a layer above this
 //!   one, so they may hold that layer's types), say what state a failure leaves behind, have
 //!   `is_retryable()`/`is_fenced()`, and convert into [`Error`] with `From` (so `?` works in any
 //!   engine function and the message is unchanged). Add one for an entry point whose callers

@@ -17,10 +17,104 @@ use std::sync::mpsc::{sync_channel, Receiver};
 
 use verfs_coordination::io_site;
 
-use crate::chunker::SharedChunk;
+use crate::chunker::{ChunkerError, SharedChunk};
+use crate::error::Error;
 use crate::ids::ChunkId;
 use crate::kinds::LOCK_STATS;
 use crate::pack::{ChunkCompressor, Encoding, PackError};
+
+/// Writing a stream into the store failed (`Store::write_stream`, which runs this module's
+/// stages). Nothing is committed by a write, so a failure leaves no metadata behind: chunks
+/// already appended stay in this process's open pack, unreferenced, for GC; a pack write that
+/// failed poisoned the pack writer, which is salvaged ([PACK-6]) before the next write.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The store's `[chunker]` parameters are refused by the chunker.
+    #[error(transparent)]
+    Chunker(#[from] ChunkerError),
+    /// Reading the input stream failed. `path` is `<input>` until the caller names the source
+    /// ([`WriteError::with_input_path`]); `source` is the chunker's error (the read's kind, with
+    /// the byte offset in its message).
+    #[error("{}: {source}", path.display())]
+    Input {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The compression pool could not be started (its cause as the pool reported it once; the
+    /// store keeps that failure for every later write).
+    #[error("internal error: {reason}")]
+    CompressorPool { reason: String },
+    /// Compressing a chunk or appending it to the open pack failed. The message is the one
+    /// [`Error`] gives a pack error (corruption and I/O as `path: ...`).
+    #[error("{}", PackMessage(.0))]
+    Pack(PackError),
+    /// Any other failure of the store under the write: journaling a new pack, salvaging a
+    /// poisoned one, a dedup lookup.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl WriteError {
+    /// Name the input a [`WriteError::Input`] is about (a put's host path).
+    pub fn with_input_path(self, path: impl Into<std::path::PathBuf>) -> WriteError {
+        match self {
+            WriteError::Input { source, .. } => WriteError::Input {
+                path: path.into(),
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// Contention only (see [`Error::is_retryable`]): never a pack, input or chunker failure.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, WriteError::Store(e) if e.is_retryable())
+    }
+
+    /// This process was fenced while writing (see [`Error::is_fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, WriteError::Store(e) if e.is_fenced())
+    }
+}
+
+/// A pack error's text as [`Error`] gives it (`From<PackError> for Error`): corruption and I/O
+/// lead with the path, the rest is the pack error's own message.
+struct PackMessage<'a>(&'a PackError);
+
+impl std::fmt::Display for PackMessage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            PackError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            PackError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => write!(f, "{}: corrupt at byte {offset}: {reason}", path.display()),
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl From<PackError> for WriteError {
+    fn from(e: PackError) -> Self {
+        WriteError::Pack(e)
+    }
+}
+
+/// Same message and errno as before the write path had its own error: an input read error is
+/// an [`Error::Io`], a pack error what [`Error`] makes of it, the pool's failure internal.
+impl From<WriteError> for Error {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Chunker(e) => e.into(),
+            WriteError::Input { path, source } => Error::Io { path, source },
+            WriteError::CompressorPool { reason } => Error::Internal(reason),
+            WriteError::Pack(e) => e.into(),
+            WriteError::Store(e) => e,
+        }
+    }
+}
 
 /// Declares [`Stats`] (atomics) and [`StatsSnapshot`] (plain numbers, the JSON body) with the
 /// same fields, the copy between them and the sum of snapshots: one list of counters.
@@ -109,29 +203,57 @@ pub fn read_published(lease_dir: &std::path::Path) -> Option<StatsSnapshot> {
 /// `STORE/stats.json`: the counters of every process that closed the store cleanly, summed.
 pub const STORE_STATS_FILE: &str = "stats.json";
 
+/// Folding this process's counters into `STORE/stats.json` failed ([`fold_into_store`]). Nothing
+/// is lost but the counters themselves (they are advisory); `STORE/stats.json` is unchanged or
+/// replaced whole, never half written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FoldStatsError {
+    /// Opening the lock table or registering as its owner failed.
+    #[error(transparent)]
+    LockOpen(#[from] verfs_coordination::lock::OpenError),
+    /// The DLM lock `stats` was not granted (a wait that timed out is retryable).
+    #[error(transparent)]
+    Lock(#[from] verfs_coordination::lock::AcquireError),
+    /// The counters could not be encoded as JSON.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    /// Writing the temp file or renaming it over `path` failed.
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl FoldStatsError {
+    /// Contention only: the `stats` lock stayed busy; the same call may be made again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, FoldStatsError::Lock(e) if e.is_retryable())
+    }
+}
+
 /// Add `s` to `STORE/stats.json` (read, add, write a temp, rename), under the DLM lock `stats`
 /// in EX so concurrent closers do not lose each other's counts. Advisory: a process that dies
 /// first never adds its counts.
-pub fn fold_into_store(root: &std::path::Path, s: &StatsSnapshot) -> Result<(), String> {
+pub fn fold_into_store(root: &std::path::Path, s: &StatsSnapshot) -> Result<(), FoldStatsError> {
     use verfs_coordination::lock::{LockTable, Mode, Resource, Wait};
-    let t = LockTable::open(&root.join("locks")).map_err(|e| e.to_string())?;
-    let owner = t.owner().map_err(|e| e.to_string())?;
+    let t = LockTable::open(&root.join("locks"))?;
+    let owner = t.owner()?;
     let res = Resource::Named(LOCK_STATS.into());
-    let _g = owner
-        .lock(
-            &res,
-            Mode::Ex,
-            Wait::Timeout(std::time::Duration::from_secs(5)),
-        )
-        .map_err(|e| e.to_string())?;
+    let _g = owner.lock(
+        &res,
+        Mode::Ex,
+        Wait::Timeout(std::time::Duration::from_secs(5)),
+    )?;
     let path = root.join(STORE_STATS_FILE);
     let mut total = read_store_stats(root);
     total.add(s);
     let tmp = root.join(format!("{STORE_STATS_FILE}.tmp"));
-    let body = serde_json::to_vec(&total).map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(&total)?;
     io_site!("stats.fold-write", std::fs::write(&tmp, body))
         .and_then(|()| io_site!("stats.fold-rename", std::fs::rename(&tmp, &path)))
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|source| FoldStatsError::Write { path, source })
 }
 
 /// `STORE/stats.json`, or zeros if it is missing or unreadable.

@@ -50,9 +50,72 @@ pub struct RecoverReport {
     pub problems: Vec<String>,
 }
 
+/// `verfs recover` failed ([`recover`]): the store could not be read or a dead process could
+/// not be claimed or cleaned up after. Every step is idempotent, so what was done stays done and
+/// running recovery again continues from there; what a step could not settle but could skip is
+/// in [`RecoverReport::problems`] instead. Each variant's message is its cause's own.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoverError {
+    /// Listing the leases failed.
+    #[error(transparent)]
+    ListLeases(#[from] lease::ListError),
+    /// Claiming a dead process's lease (or a half-created one) failed.
+    #[error(transparent)]
+    Claim(#[from] lease::ClaimError),
+    /// Cleaning up after a claimed process failed (its journal, packs, lease folder).
+    #[error(transparent)]
+    Clean(Error),
+    /// Settling the dead processes' manifests failed.
+    #[error(transparent)]
+    Manifests(#[from] manifest::RecoverError),
+    /// Reading the dead coordinators' two-phase commits failed.
+    #[error(transparent)]
+    TwoPhase(#[from] two_phase::RecoverError),
+    /// Marking a decided two-phase commit finished failed.
+    #[error(transparent)]
+    TwoPhaseFinish(#[from] two_phase::FinishError),
+    /// The log (taking its lock, cutting a torn tail, listing segments) failed: I/O,
+    /// corruption or fencing, as [`Error`] gives a log error.
+    #[error(transparent)]
+    Log(#[from] Error),
+}
+
+impl RecoverError {
+    /// Contention only (see [`Error::is_retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RecoverError::Clean(e) | RecoverError::Log(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// This process was fenced while recovering (see [`Error::is_fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            RecoverError::Clean(e) | RecoverError::Log(e) => e.is_fenced(),
+            _ => false,
+        }
+    }
+}
+
+/// The same [`Error`] (and message) as before recovery had its own error.
+impl From<RecoverError> for Error {
+    fn from(e: RecoverError) -> Self {
+        match e {
+            RecoverError::ListLeases(e) => e.into(),
+            RecoverError::Claim(e) => e.into(),
+            RecoverError::Clean(e) | RecoverError::Log(e) => e,
+            RecoverError::Manifests(e) => e.into(),
+            RecoverError::TwoPhase(e) => e.into(),
+            RecoverError::TwoPhaseFinish(e) => e.into(),
+        }
+    }
+}
+
 /// Clean up after every dead process. Errors only if the store cannot be read at all; anything
 /// that cannot be settled is listed in `problems` and left as it was.
-pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
+pub fn recover(store: &Store) -> Result<RecoverReport, RecoverError> {
     let layout = store.layout().clone();
     let cfg = store.config().clone();
     let lcfg = cfg.lease_config();
@@ -60,7 +123,7 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
     let mut report = RecoverReport::default();
     let now = SystemTime::now();
 
-    let mut entries = lease::list(&layout.leases()).map_err(Error::coordination)?;
+    let mut entries = lease::list(&layout.leases())?;
     // Abandoned claims last: a claim can be taken over only once its dead cleaner's own lease
     // is claimed, which this same pass does first. (In listing order it was a coin toss whether
     // a recover killed while cleaning was itself cleaned before or after its claim was looked
@@ -80,8 +143,9 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
                 // before this point or is refused by the fence check ([FENCE-1]).
                 let res = store
                     .log()
-                    .exclusive(|_| lease::claim(&layout.leases(), &entry.id, &me))?;
-                match res.map_err(Error::coordination)? {
+                    .exclusive(|_| lease::claim(&layout.leases(), &entry.id, &me))
+                    .map_err(Error::from)?;
+                match res? {
                     Some(c) => {
                         report
                             .leases_cleaned
@@ -114,19 +178,17 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
                 if !entry.liveness(&lcfg, now).is_dead() {
                     continue;
                 }
-                match lease::claim_partial(&layout.leases(), &entry.id, &me)
-                    .map_err(Error::coordination)?
-                {
+                match lease::claim_partial(&layout.leases(), &entry.id, &me)? {
                     Some(c) => c,
                     None => continue,
                 }
             }
         };
-        clean_claimed(store, claimed, &mut report)?;
+        clean_claimed(store, claimed, &mut report).map_err(RecoverError::Clean)?;
     }
 
     let is_dead = |id: &LeaseId| !lease::is_live_lease(&layout.leases(), id);
-    let m = manifest::recover(&layout.manifests(), &is_dead).map_err(Error::coordination)?;
+    let m = manifest::recover(&layout.manifests(), &is_dead)?;
     report.manifests_rolled_forward += m.rolled_forward.len();
     report.manifests_rolled_back += m.rolled_back.len();
     for p in m.problems {
@@ -135,7 +197,7 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
             .push(format!("manifest {}: {}", p.id.as_str(), p.reason));
     }
 
-    for t in two_phase::recover(&layout.twopc(), &is_dead).map_err(Error::coordination)? {
+    for t in two_phase::recover(&layout.twopc(), &is_dead)? {
         let Ok(decision) = &t.decision else {
             report
                 .problems
@@ -153,7 +215,8 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
                 if let Some(lsn) = p.payload.get("lsn").and_then(|v| v.as_u64()) {
                     for seg in store
                         .log()
-                        .segments_covered_by(verfs_coordination::txlog::Lsn(lsn))?
+                        .segments_covered_by(verfs_coordination::txlog::Lsn(lsn))
+                        .map_err(Error::from)?
                     {
                         let _ = verfs_coordination::io_site!(
                             "recover.log-truncate-unlink",
@@ -166,11 +229,11 @@ pub fn recover(store: &Store) -> Result<RecoverReport, Error> {
         report
             .two_phase_decided
             .push(format!("{} {kind} -> {decision:?}", t.txn));
-        two_phase::finish(&layout.twopc(), &t.txn).map_err(Error::coordination)?;
+        two_phase::finish(&layout.twopc(), &t.txn)?;
     }
 
     // A dead writer's torn log tail: the next commit would cut it; do it now so fsck is clean.
-    store.log().exclusive(|_| ())?;
+    store.log().exclusive(|_| ()).map_err(Error::from)?;
     finish_gc(store, &mut report);
     remove_dead_temps(store, &lcfg, &mut report);
     Ok(report)

@@ -202,13 +202,7 @@ fn store_file(store: &Store, job: FileJob, read: &AtomicU64) -> FileDone {
     let counting = CountingReader { inner: f, read };
     let (extents, size) = store
         .write_stream(counting, &mut report, &mut held)
-        .map_err(|e| match e {
-            Error::Io { path, source } if path == Path::new("<input>") => Error::Io {
-                path: src.clone(),
-                source,
-            },
-            other => other,
-        })?;
+        .map_err(|e| e.with_input_path(src))?;
     report.files += 1;
     report.bytes += size;
     let mut inode = inode_from_meta(FileKind::File, &job.meta);

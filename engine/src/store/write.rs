@@ -17,8 +17,8 @@ use crate::error::Error;
 use crate::ids::PackId;
 use crate::kinds::ACTION_OPEN_PACK;
 use crate::meta::{ChunkEntry, Extent, Inode};
-use crate::pack::{self, Encoding, PackWriter};
-use crate::pipeline::{Compressors, Pending, Stats, Window};
+use crate::pack::{self, Encoding, PackError, PackWriter};
+use crate::pipeline::{Compressors, Pending, Stats, Window, WriteError};
 
 /// This process's open pack and the chunks in it that no committed record indexes yet.
 pub(super) struct OpenPack {
@@ -64,10 +64,10 @@ impl TransferReport {
 }
 
 impl Store {
-    pub(super) fn with_pack<R>(
+    pub(super) fn with_pack<R, E: From<Error> + From<PackError>>(
         &self,
-        f: impl FnOnce(&mut PackWriter) -> Result<R, Error>,
-    ) -> Result<R, Error> {
+        f: impl FnOnce(&mut PackWriter) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
         self.salvage_poisoned(&mut guard)?;
         if guard.is_none() {
@@ -219,7 +219,7 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn compressors(&self) -> Result<&Compressors, Error> {
+    pub(super) fn compressors(&self) -> Result<&Compressors, WriteError> {
         self.compressors
             .get_or_init(|| {
                 Compressors::new(
@@ -228,7 +228,9 @@ impl Store {
                 )
             })
             .as_ref()
-            .map_err(|e| Error::Internal(e.clone()))
+            .map_err(|reason| WriteError::CompressorPool {
+                reason: reason.clone(),
+            })
     }
 
     /// Chunk, dedup and append a stream; returns its extents and size. Nothing is committed;
@@ -242,16 +244,16 @@ impl Store {
         mut src: impl Read,
         report: &mut TransferReport,
         held: &mut Held,
-    ) -> Result<(Vec<Extent>, u64), Error> {
+    ) -> Result<(Vec<Extent>, u64), WriteError> {
         let chunker = BufChunker::new(&mut src, self.cfg.chunker())?;
         let pool = self.compressors()?;
         let mut window = Window::new(self.cfg.pipeline.queue_chunks);
         let mut extents = Vec::new();
         let mut size = 0u64;
         for chunk in chunker {
-            let chunk = chunk.map_err(|e| Error::Io {
+            let chunk = chunk.map_err(|source| WriteError::Input {
                 path: PathBuf::from("<input>"),
-                source: std::io::Error::other(e.to_string()),
+                source,
             })?;
             let len = chunk.len() as u32;
             extents.push(Extent {
@@ -280,14 +282,14 @@ impl Store {
     }
 
     /// Append one chunk compressed on the pool to this process's pack and list it as pending.
-    fn append_compressed(&self, job: Pending) -> Result<(), Error> {
+    fn append_compressed(&self, job: Pending) -> Result<(), WriteError> {
         let c = job.wait()?;
         let (pack, fresh) = self.with_pack(|w| {
             // Another stream of this process may have appended it meanwhile: then the pack
             // keeps one copy and this one counts as a dedup hit.
             let fresh = !w.contains(c.id);
             w.append_compressed(c.id, c.raw_len, c.encoding, c.stored())?;
-            Ok((w.id(), fresh))
+            Ok::<_, WriteError>((w.id(), fresh))
         })?;
         if fresh {
             Stats::add(&self.stats.chunks_new, 1);

@@ -154,7 +154,7 @@ pub fn run_pass(store: &Store, progress: GcProgress<'_>) -> Result<GcReport, GcE
     let mut report = GcReport::default();
     // [GC-8]: a GC (or anything else) that died is finished or undone first, so an interrupted
     // rewrite never blocks this pass, whether or not `verfs recover` ran.
-    let rec = crate::ops::recover::recover(store).map_err(GcError::Recover)?;
+    let rec = crate::ops::recover::recover(store).map_err(|e| GcError::Recover(e.into()))?;
     for (id, why) in &rec.leases_cleaned {
         report.recovered.push(format!("dead process {id} ({why})"));
     }
