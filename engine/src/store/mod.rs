@@ -44,6 +44,8 @@ pub use vote::BarrierHook;
 pub(crate) use vote::Voter;
 use write::OpenPack;
 pub use write::{PendingFile, TransferReport};
+/// The write path's error (defined beside the pipeline it mostly comes from).
+pub use crate::pipeline::WriteError;
 
 // Compatibility paths (issue 12): these names now live in `kinds` and `layout`.
 pub use crate::kinds::{
