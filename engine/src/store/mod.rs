@@ -36,6 +36,8 @@ use crate::ids::{ChunkId, InodeNo, PackId};
 use crate::meta::MetaState;
 use crate::pipeline::{Compressors, Stats};
 
+/// The write path's error (defined beside the pipeline it mostly comes from).
+pub use crate::pipeline::WriteError;
 pub use commit::CommitError;
 pub use held::Held;
 pub(crate) use held::InFlight;
@@ -44,8 +46,6 @@ pub use vote::BarrierHook;
 pub(crate) use vote::Voter;
 use write::OpenPack;
 pub use write::{PendingFile, TransferReport};
-/// The write path's error (defined beside the pipeline it mostly comes from).
-pub use crate::pipeline::WriteError;
 
 // Compatibility paths (issue 12): these names now live in `kinds` and `layout`.
 pub use crate::kinds::{
