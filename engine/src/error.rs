@@ -167,6 +167,24 @@ impl From<PathError> for Error {
     }
 }
 
+impl From<crate::meta::MetaError> for Error {
+    fn from(e: crate::meta::MetaError) -> Self {
+        use crate::meta::MetaError;
+        match e {
+            MetaError::Io { path, source } => Error::Io { path, source },
+            MetaError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                path,
+                offset,
+                reason,
+            },
+        }
+    }
+}
+
 impl From<LogError> for Error {
     fn from(e: LogError) -> Self {
         match e {

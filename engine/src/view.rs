@@ -74,16 +74,11 @@ fn not_found(ino: InodeNo) -> Error {
 
 /// Bytes of regular file `i` of `tree` that hold data (its extents), at most its size; the size
 /// of anything else.
-fn committed_allocated(tree: &MetaState, i: &Inode) -> u64 {
-    match i.kind {
-        FileKind::File => tree
-            .extents
-            .get(&i.ino)
-            .map(|v| v.iter().map(|x| u64::from(x.len)).sum::<u64>())
-            .unwrap_or(0)
-            .min(i.size),
+fn committed_allocated(tree: &MetaState, i: &Inode) -> Result<u64, Error> {
+    Ok(match i.kind {
+        FileKind::File => tree.extent_bytes(i.ino)?.min(i.size),
         _ => i.size,
-    }
+    })
 }
 
 impl<'s> View<'s> {
@@ -161,11 +156,7 @@ impl<'s> View<'s> {
 
     /// Inode `ino` of a snapshot tree.
     fn snap_inode(state: &MetaState, ino: InodeNo) -> Result<Inode, Error> {
-        state
-            .inodes
-            .get(&ino)
-            .cloned()
-            .ok_or_else(|| not_found(ino))
+        state.inode(ino)?.ok_or_else(|| not_found(ino))
     }
 
     /// The attributes of `ino` (in the live tree with this process's unflushed size and mtime).
@@ -182,7 +173,7 @@ impl<'s> View<'s> {
         match (&self.tree, i.kind) {
             (Tree::Live, FileKind::File) => self.store.allocated(i),
             (Tree::Live, _) => i.size,
-            (Tree::Snapshot { state, .. }, _) => committed_allocated(state, i),
+            (Tree::Snapshot { state, .. }, _) => committed_allocated(state, i).unwrap_or(i.size),
         }
     }
 
@@ -192,7 +183,7 @@ impl<'s> View<'s> {
             Tree::Live => self.store.attr_allocated(ino),
             Tree::Snapshot { state, .. } => {
                 let i = Self::snap_inode(state, ino)?;
-                let used = committed_allocated(state, &i);
+                let used = committed_allocated(state, &i)?;
                 Ok((i, used))
             }
         }
@@ -218,9 +209,9 @@ impl<'s> View<'s> {
         let missing = || Error::NotFound {
             path: show_path(name),
         };
-        let child = state.lookup(parent, name).ok_or_else(missing)?;
-        let i = state.inodes.get(&child).cloned().ok_or_else(missing)?;
-        let used = committed_allocated(state, &i);
+        let child = state.lookup(parent, name)?.ok_or_else(missing)?;
+        let i = state.inode(child)?.ok_or_else(missing)?;
+        let used = committed_allocated(state, &i)?;
         Ok((i, used))
     }
 
@@ -235,13 +226,13 @@ impl<'s> View<'s> {
                 path: inode_path(ino),
             });
         }
-        Ok(state
-            .dirs
-            .get(&ino)
-            .into_iter()
-            .flatten()
-            .filter_map(|(n, c)| state.inodes.get(c).map(|i| (n.clone(), *c, i.kind)))
-            .collect())
+        let mut out = Vec::new();
+        for (n, c) in state.entries(ino)? {
+            if let Some(i) = state.inode(c)? {
+                out.push((n, c, i.kind));
+            }
+        }
+        Ok(out)
     }
 
     /// Up to `len` bytes of file `ino` at `off` (short at its end; holes read as zeros):
@@ -256,8 +247,8 @@ impl<'s> View<'s> {
                 path: inode_path(ino),
             });
         }
-        let extents = state.extents.get(&ino).map_or(&[][..], Vec::as_slice);
-        self.store.read_extents_range(&i, extents, off, len)
+        let extents = state.extents(ino)?;
+        self.store.read_extents_range(&i, &extents, off, len)
     }
 
     /// Extended attribute `name` of `ino`: `NoAttribute` if it has none of that name.
@@ -303,8 +294,8 @@ impl<'s> View<'s> {
             return self.store.seek(ino, off, what);
         };
         let i = Self::snap_inode(state, ino)?;
-        let extents = state.extents.get(&ino).map_or(&[][..], Vec::as_slice);
-        Ok(seek_extents(i.size, extents, off, what))
+        let extents = state.extents(ino)?;
+        Ok(seek_extents(i.size, &extents, off, what))
     }
 
     /// The inode a path of this tree names (relative to its root; symlinks are not followed).

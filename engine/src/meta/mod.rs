@@ -20,6 +20,23 @@ mod tx;
 mod tests;
 
 pub use state::{MetaState, SnapInfo};
+
+/// A read of the metadata failed: a page could not be read or did not verify.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        path: std::path::PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
 pub use tx::Tx;
 
 // The model types used to live here: kept at their old paths so callers need no edit.

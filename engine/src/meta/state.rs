@@ -9,6 +9,8 @@ use crate::format::meta as enc;
 use crate::ids::{ChunkId, InodeNo};
 use crate::model::{ChunkEntry, Extent, FileKind, Inode, Op, Timestamp};
 
+use super::MetaError;
+
 /// A snapshot as the metadata knows it; its tree is in `snapshots/<id>.snap`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapInfo {
@@ -22,10 +24,10 @@ pub struct SnapInfo {
 /// The whole metadata state at some lsn.
 #[derive(Clone, Debug, Default)]
 pub struct MetaState {
-    pub inodes: HashMap<InodeNo, Inode>,
-    pub dirs: HashMap<InodeNo, BTreeMap<Vec<u8>, InodeNo>>,
-    pub extents: HashMap<InodeNo, Vec<Extent>>,
-    pub chunks: HashMap<ChunkId, ChunkEntry>,
+    inodes: HashMap<InodeNo, Inode>,
+    dirs: HashMap<InodeNo, BTreeMap<Vec<u8>, InodeNo>>,
+    extents: HashMap<InodeNo, Vec<Extent>>,
+    chunks: HashMap<ChunkId, ChunkEntry>,
     /// Snapshots by id.
     pub snapshots: BTreeMap<u64, SnapInfo>,
     pub next_ino: u64,
@@ -92,12 +94,139 @@ impl MetaState {
         }
     }
 
+    /// The state these ops build from nothing (a snapshot's tree); `next_ino` is one past the
+    /// largest inode.
+    pub fn from_ops(ops: &[Op]) -> MetaState {
+        let mut s = MetaState::default();
+        for op in ops {
+            s.apply_op(op);
+        }
+        // Saturating: an inode number of u64::MAX read from a file has no successor.
+        s.next_ino = s
+            .inodes
+            .keys()
+            .map(|i| i.0.saturating_add(1))
+            .max()
+            .unwrap_or(2);
+        s
+    }
+
+    /// The inode `ino`, if it exists.
+    pub fn inode(&self, ino: InodeNo) -> Result<Option<Inode>, MetaError> {
+        Ok(self.inodes.get(&ino).cloned())
+    }
+
+    pub fn has_inode(&self, ino: InodeNo) -> Result<bool, MetaError> {
+        Ok(self.inodes.contains_key(&ino))
+    }
+
+    /// How many inodes exist (orphans included).
+    pub fn inode_count(&self) -> u64 {
+        self.inodes.len() as u64
+    }
+
+    /// The entries of directory `dir`, sorted by name (empty for anything but a directory).
+    pub fn entries(&self, dir: InodeNo) -> Result<Vec<(Vec<u8>, InodeNo)>, MetaError> {
+        Ok(self
+            .dirs
+            .get(&dir)
+            .map(|d| d.iter().map(|(n, i)| (n.clone(), *i)).collect())
+            .unwrap_or_default())
+    }
+
+    /// Does directory `dir` have any entry?
+    pub fn has_entries(&self, dir: InodeNo) -> Result<bool, MetaError> {
+        Ok(self.dirs.get(&dir).is_some_and(|d| !d.is_empty()))
+    }
+
+    /// A file's extents, in file order (empty for a file with none, or no such inode).
+    pub fn extents(&self, ino: InodeNo) -> Result<Vec<Extent>, MetaError> {
+        Ok(self.extents.get(&ino).cloned().unwrap_or_default())
+    }
+
+    /// Bytes a file's extents cover (what it stores, holes excluded).
+    pub fn extent_bytes(&self, ino: InodeNo) -> Result<u64, MetaError> {
+        Ok(self
+            .extents
+            .get(&ino)
+            .map_or(0, |v| v.iter().map(|x| u64::from(x.len)).sum()))
+    }
+
+    /// Where chunk `id` is stored, if the index has it.
+    pub fn chunk(&self, id: ChunkId) -> Result<Option<ChunkEntry>, MetaError> {
+        Ok(self.chunks.get(&id).copied())
+    }
+
+    /// How many chunks the index holds.
+    pub fn chunk_count(&self) -> u64 {
+        self.chunks.len() as u64
+    }
+
+    /// Every inode, in inode-number order, streamed to `f`.
+    pub fn for_each_inode<E: From<MetaError>>(
+        &self,
+        mut f: impl FnMut(&Inode) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut inos: Vec<_> = self.inodes.keys().copied().collect();
+        inos.sort();
+        for ino in inos {
+            if let Some(i) = self.inodes.get(&ino) {
+                f(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every directory entry (parent, name, child), by parent then name, streamed to `f`.
+    pub fn for_each_entry<E: From<MetaError>>(
+        &self,
+        mut f: impl FnMut(InodeNo, &[u8], InodeNo) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut dirs: Vec<_> = self.dirs.keys().copied().collect();
+        dirs.sort();
+        for d in dirs {
+            for (name, child) in self.dirs.get(&d).into_iter().flatten() {
+                f(d, name, *child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file's extent list (files with at least one extent), by inode, streamed to `f`.
+    pub fn for_each_extents<E: From<MetaError>>(
+        &self,
+        mut f: impl FnMut(InodeNo, &[Extent]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut inos: Vec<_> = self.extents.keys().copied().collect();
+        inos.sort();
+        for ino in inos {
+            if let Some(x) = self.extents.get(&ino) {
+                f(ino, x)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every chunk of the index, by id, streamed to `f`.
+    pub fn for_each_chunk<E: From<MetaError>>(
+        &self,
+        mut f: impl FnMut(ChunkId, ChunkEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut ids: Vec<_> = self.chunks.iter().map(|(i, e)| (*i, *e)).collect();
+        ids.sort_by_key(|(i, _)| *i);
+        for (id, e) in ids {
+            f(id, e)?;
+        }
+        Ok(())
+    }
+
     /// Every chunk some inode's extents reference (orphans included).
-    pub fn referenced_chunks(&self) -> HashSet<ChunkId> {
-        self.extents
+    pub fn referenced_chunks(&self) -> Result<HashSet<ChunkId>, MetaError> {
+        Ok(self
+            .extents
             .values()
             .flat_map(|v| v.iter().map(|x| x.chunk))
-            .collect()
+            .collect())
     }
 
     /// The snapshot named `name`, ready or not.
@@ -108,8 +237,8 @@ impl MetaState {
             .map(|(id, s)| (*id, s))
     }
 
-    pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Option<InodeNo> {
-        self.dirs.get(&parent)?.get(name).copied()
+    pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<Option<InodeNo>, MetaError> {
+        Ok(self.dirs.get(&parent).and_then(|d| d.get(name)).copied())
     }
 
     /// One path of `ino` (`/` for the root), found by searching the directories: O(entries) per

@@ -23,7 +23,7 @@ fn commit(
 fn namespace_ops_keep_link_counts() {
     let mut s = MetaState::empty();
     commit(&mut s, |tx| tx.mkdir_p("/a/b", 0o755).map(|_| ())).unwrap();
-    let root = s.inodes[&InodeNo::ROOT].clone();
+    let root = s.inode(InodeNo::ROOT).unwrap().unwrap().clone();
     assert_eq!(root.nlink, 3);
     commit(&mut s, |tx| {
         let at = tx.entry("/a/f")?;
@@ -43,9 +43,10 @@ fn namespace_ops_keep_link_counts() {
     })
     .unwrap();
     let f = s
-        .lookup(s.lookup(InodeNo::ROOT, b"a").unwrap(), b"f")
+        .lookup(s.lookup(InodeNo::ROOT, b"a").unwrap().unwrap(), b"f")
+        .unwrap()
         .unwrap();
-    assert_eq!(s.inodes[&f].nlink, 2);
+    assert_eq!(s.inode(f).unwrap().unwrap().nlink, 2);
     // rmdir of a non-empty dir fails, mkdir of an existing name fails.
     let err = commit(&mut s, |tx| {
         let at = tx.entry("/a/b")?;
@@ -80,8 +81,8 @@ fn namespace_ops_keep_link_counts() {
         tx.remove_tree(&at, "/a")
     })
     .unwrap();
-    assert_eq!(s.inodes.len(), 1);
-    assert_eq!(s.inodes[&InodeNo::ROOT].nlink, 2);
+    assert_eq!(s.inode_count() as usize, 1);
+    assert_eq!(s.inode(InodeNo::ROOT).unwrap().unwrap().nlink, 2);
 }
 
 #[test]
@@ -97,7 +98,7 @@ fn checkpoint_roundtrip_preserves_state() {
                 pack: PackId(7),
                 raw_len: 10,
             },
-        );
+        )?;
         tx.write_file(
             &at,
             "/x/y/z",
@@ -123,7 +124,8 @@ fn path_of_finds_a_path_of_any_named_inode() {
     let mut s = MetaState::empty();
     commit(&mut s, |tx| tx.mkdir_p("/a/b", 0o755).map(|_| ())).unwrap();
     let b = s
-        .lookup(s.lookup(InodeNo::ROOT, b"a").unwrap(), b"b")
+        .lookup(s.lookup(InodeNo::ROOT, b"a").unwrap().unwrap(), b"b")
+        .unwrap()
         .unwrap();
     assert_eq!(s.path_of(b).as_deref(), Some(&b"/a/b"[..]));
     assert_eq!(s.path_of(InodeNo::ROOT).as_deref(), Some(&b"/"[..]));

@@ -70,25 +70,30 @@ impl<'a> Tx<'a> {
         &self.ops
     }
 
-    pub fn inode(&self, ino: InodeNo) -> Option<&Inode> {
+    pub fn inode(&self, ino: InodeNo) -> Result<Option<Inode>, Error> {
         match self.inodes.get(&ino) {
-            Some(v) => v.as_ref(),
-            None => self.base.inodes.get(&ino),
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.base.inode(ino)?),
         }
     }
 
-    pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Option<InodeNo> {
+    /// The kind of inode `ino`, if it exists.
+    fn kind(&self, ino: InodeNo) -> Result<Option<FileKind>, Error> {
+        Ok(self.inode(ino)?.map(|i| i.kind))
+    }
+
+    pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<Option<InodeNo>, Error> {
         match self.entries.get(&(parent, name.to_vec())) {
-            Some(v) => *v,
-            None => self.base.lookup(parent, name),
+            Some(v) => Ok(*v),
+            None => Ok(self.base.lookup(parent, name)?),
         }
     }
 
     /// A file's extents, with this transaction's changes.
-    pub fn extents(&self, ino: InodeNo) -> Vec<Extent> {
+    pub fn extents(&self, ino: InodeNo) -> Result<Vec<Extent>, Error> {
         match self.extents.get(&ino) {
-            Some(v) => v.clone(),
-            None => self.base.extents.get(&ino).cloned().unwrap_or_default(),
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.base.extents(ino)?),
         }
     }
 
@@ -97,13 +102,13 @@ impl<'a> Tx<'a> {
         self.added_chunks.contains(&id)
     }
 
-    pub fn has_chunk(&self, id: ChunkId) -> bool {
-        self.added_chunks.contains(&id) || self.base.chunks.contains_key(&id)
+    pub fn has_chunk(&self, id: ChunkId) -> Result<bool, Error> {
+        Ok(self.added_chunks.contains(&id) || self.base.chunk(id)?.is_some())
     }
 
     /// Children of a directory, with this transaction's changes.
-    pub fn children(&self, dir: InodeNo) -> BTreeMap<Vec<u8>, InodeNo> {
-        let mut out = self.base.dirs.get(&dir).cloned().unwrap_or_default();
+    pub fn children(&self, dir: InodeNo) -> Result<BTreeMap<Vec<u8>, InodeNo>, Error> {
+        let mut out: BTreeMap<Vec<u8>, InodeNo> = self.base.entries(dir)?.into_iter().collect();
         for ((p, name), v) in &self.entries {
             if *p == dir {
                 match v {
@@ -112,7 +117,28 @@ impl<'a> Tx<'a> {
                 };
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// Does a directory have any entry, with this transaction's changes? Reads at most the
+    /// entries this transaction touched plus the directory's first ones.
+    fn has_children(&self, dir: InodeNo) -> Result<bool, Error> {
+        if self
+            .entries
+            .iter()
+            .any(|((p, _), v)| *p == dir && v.is_some())
+        {
+            return Ok(true);
+        }
+        let removed = self
+            .entries
+            .iter()
+            .filter(|((p, _), v)| *p == dir && v.is_none())
+            .count();
+        if removed == 0 {
+            return Ok(self.base.has_entries(dir)?);
+        }
+        Ok(!self.children(dir)?.is_empty())
     }
 
     fn push(&mut self, op: Op) {
@@ -180,7 +206,7 @@ impl<'a> Tx<'a> {
         let path = path.as_ref();
         let mut cur = InodeNo::ROOT;
         for c in components(path)? {
-            let dir = self.inode(cur).ok_or_else(|| Error::NotFound {
+            let dir = self.inode(cur)?.ok_or_else(|| Error::NotFound {
                 path: show_path(path),
             })?;
             if dir.kind != FileKind::Dir {
@@ -188,7 +214,7 @@ impl<'a> Tx<'a> {
                     path: show_path(path),
                 });
             }
-            cur = self.lookup(cur, c).ok_or_else(|| Error::NotFound {
+            cur = self.lookup(cur, c)?.ok_or_else(|| Error::NotFound {
                 path: show_path(path),
             })?;
         }
@@ -208,10 +234,10 @@ impl<'a> Tx<'a> {
         };
         let mut cur = InodeNo::ROOT;
         for c in dirs {
-            cur = self.lookup(cur, c).ok_or_else(|| Error::NotFound {
+            cur = self.lookup(cur, c)?.ok_or_else(|| Error::NotFound {
                 path: show_path(path),
             })?;
-            let i = self.inode(cur).ok_or_else(|| Error::NotFound {
+            let i = self.inode(cur)?.ok_or_else(|| Error::NotFound {
                 path: show_path(path),
             })?;
             if i.kind != FileKind::Dir {
@@ -232,20 +258,21 @@ impl<'a> Tx<'a> {
         ino
     }
 
-    fn touch_dir(&mut self, dir: InodeNo, nlink_delta: i32) {
-        if let Some(mut d) = self.inode(dir).cloned() {
+    fn touch_dir(&mut self, dir: InodeNo, nlink_delta: i32) -> Result<(), Error> {
+        if let Some(mut d) = self.inode(dir)? {
             let now = Timestamp::now();
             d.mtime = now;
             d.ctime = now;
             d.nlink = (d.nlink as i64 + nlink_delta as i64).max(0) as u32;
             self.push(Op::PutInode(d));
         }
+        Ok(())
     }
 
     /// Create a new inode of `proto`'s kind and attributes at `at`, which must be free.
     pub fn create(&mut self, at: &Entry, path: &str, mut proto: Inode) -> Result<InodeNo, Error> {
         Self::check_reserved(at, path)?;
-        if self.lookup(at.parent, &at.name).is_some() {
+        if self.lookup(at.parent, &at.name)?.is_some() {
             return Err(Error::Exists { path: path.into() });
         }
         let ino = self.alloc_ino();
@@ -258,7 +285,7 @@ impl<'a> Tx<'a> {
             name: at.name.clone(),
             ino,
         });
-        self.touch_dir(at.parent, if is_dir { 1 } else { 0 });
+        self.touch_dir(at.parent, if is_dir { 1 } else { 0 })?;
         Ok(ino)
     }
 
@@ -276,9 +303,9 @@ impl<'a> Tx<'a> {
         for c in comps {
             sofar.push('/');
             sofar.push_str(&show_path(c));
-            cur = match self.lookup(cur, c) {
+            cur = match self.lookup(cur, c)? {
                 Some(ino) => {
-                    let i = self.inode(ino).ok_or_else(|| Error::NotFound {
+                    let i = self.inode(ino)?.ok_or_else(|| Error::NotFound {
                         path: sofar.clone(),
                     })?;
                     if i.kind != FileKind::Dir {
@@ -301,9 +328,9 @@ impl<'a> Tx<'a> {
     }
 
     /// Drop one link to `ino`; the inode goes when its last link does.
-    fn drop_link(&mut self, ino: InodeNo) {
-        let Some(mut i) = self.inode(ino).cloned() else {
-            return;
+    fn drop_link(&mut self, ino: InodeNo) -> Result<(), Error> {
+        let Some(mut i) = self.inode(ino)? else {
+            return Ok(());
         };
         if i.kind != FileKind::Dir && i.nlink <= 1 && self.keep_open.contains(&ino) {
             // Unlinked but open: readable until the last close (data-layout.md, orphans).
@@ -318,22 +345,22 @@ impl<'a> Tx<'a> {
             i.ctime = Timestamp::now();
             self.push(Op::PutInode(i));
         }
+        Ok(())
     }
 
     /// Remove the entry at `at` (`rm`, or `rmdir` when `allow_dir` and the directory is empty).
     pub fn remove(&mut self, at: &Entry, path: &str, allow_dir: bool) -> Result<(), Error> {
         let ino = self
-            .lookup(at.parent, &at.name)
+            .lookup(at.parent, &at.name)?
             .ok_or_else(|| Error::NotFound { path: path.into() })?;
         let kind = self
-            .inode(ino)
-            .map(|i| i.kind)
+            .kind(ino)?
             .ok_or_else(|| Error::NotFound { path: path.into() })?;
         if kind == FileKind::Dir {
             if !allow_dir {
                 return Err(Error::IsADirectory { path: path.into() });
             }
-            if !self.children(ino).is_empty() {
+            if self.has_children(ino)? {
                 return Err(Error::NotEmpty { path: path.into() });
             }
         }
@@ -341,18 +368,18 @@ impl<'a> Tx<'a> {
             parent: at.parent,
             name: at.name.clone(),
         });
-        self.drop_link(ino);
-        self.touch_dir(at.parent, if kind == FileKind::Dir { -1 } else { 0 });
+        self.drop_link(ino)?;
+        self.touch_dir(at.parent, if kind == FileKind::Dir { -1 } else { 0 })?;
         Ok(())
     }
 
     /// Remove a whole subtree (`rm -r`), deepest entries first.
     pub fn remove_tree(&mut self, at: &Entry, path: &str) -> Result<(), Error> {
         let ino = self
-            .lookup(at.parent, &at.name)
+            .lookup(at.parent, &at.name)?
             .ok_or_else(|| Error::NotFound { path: path.into() })?;
-        if self.inode(ino).map(|i| i.kind) == Some(FileKind::Dir) {
-            for (name, _) in self.children(ino) {
+        if self.kind(ino)? == Some(FileKind::Dir) {
+            for (name, _) in self.children(ino)? {
                 let child = Entry {
                     parent: ino,
                     name: name.clone(),
@@ -365,23 +392,23 @@ impl<'a> Tx<'a> {
     }
 
     /// Is `anc` the inode `ino` or one of its ancestors?
-    fn is_ancestor(&self, anc: InodeNo, ino: InodeNo) -> bool {
+    fn is_ancestor(&self, anc: InodeNo, ino: InodeNo) -> Result<bool, Error> {
         // Entries store no parent pointer, so walk down: is `ino` inside the subtree of `anc`?
         if anc == ino {
-            return true;
+            return Ok(true);
         }
         let mut stack = vec![anc];
         while let Some(d) = stack.pop() {
-            for (_, c) in self.children(d) {
+            for (_, c) in self.children(d)? {
                 if c == ino {
-                    return true;
+                    return Ok(true);
                 }
-                if self.inode(c).map(|i| i.kind) == Some(FileKind::Dir) {
+                if self.kind(c)? == Some(FileKind::Dir) {
                     stack.push(c);
                 }
             }
         }
-        false
+        Ok(false)
     }
 
     /// `rename(2)`: move the entry `from` to `to`, replacing a compatible target.
@@ -394,13 +421,12 @@ impl<'a> Tx<'a> {
     ) -> Result<(), Error> {
         Self::check_reserved(to, to_path)?;
         let ino = self
-            .lookup(from.parent, &from.name)
+            .lookup(from.parent, &from.name)?
             .ok_or_else(|| Error::NotFound {
                 path: from_path.into(),
             })?;
         let kind = self
-            .inode(ino)
-            .map(|i| i.kind)
+            .kind(ino)?
             .ok_or_else(|| Error::NotFound {
                 path: from_path.into(),
             })?;
@@ -409,7 +435,7 @@ impl<'a> Tx<'a> {
         }
         // rename(2)'s EINVAL: linking a directory under itself would cut it and its subtree off
         // from the root (a cycle no walk reaches). Checked before anything else changes.
-        if kind == FileKind::Dir && self.is_ancestor(ino, to.parent) {
+        if kind == FileKind::Dir && self.is_ancestor(ino, to.parent)? {
             return Err(Error::InvalidPath {
                 path: to_path.into(),
                 reason: format!(
@@ -418,12 +444,12 @@ impl<'a> Tx<'a> {
             });
         }
         let mut dir_delta_to = 0;
-        if let Some(existing) = self.lookup(to.parent, &to.name) {
+        if let Some(existing) = self.lookup(to.parent, &to.name)? {
             if existing == ino {
                 // Two hard links to one inode: POSIX says do nothing.
                 return Ok(());
             }
-            let ek = self.inode(existing).map(|i| i.kind);
+            let ek = self.kind(existing)?;
             match (kind == FileKind::Dir, ek == Some(FileKind::Dir)) {
                 (true, false) => {
                     return Err(Error::NotADirectory {
@@ -436,7 +462,7 @@ impl<'a> Tx<'a> {
                     })
                 }
                 (true, true) => {
-                    if !self.children(existing).is_empty() {
+                    if self.has_children(existing)? {
                         return Err(Error::NotEmpty {
                             path: to_path.into(),
                         });
@@ -445,7 +471,7 @@ impl<'a> Tx<'a> {
                 }
                 (false, false) => {}
             }
-            self.drop_link(existing);
+            self.drop_link(existing)?;
         }
         self.push(Op::Unlink {
             parent: from.parent,
@@ -458,12 +484,12 @@ impl<'a> Tx<'a> {
         });
         let is_dir = kind == FileKind::Dir;
         if from.parent == to.parent {
-            self.touch_dir(from.parent, dir_delta_to);
+            self.touch_dir(from.parent, dir_delta_to)?;
         } else {
-            self.touch_dir(from.parent, if is_dir { -1 } else { 0 });
-            self.touch_dir(to.parent, dir_delta_to + if is_dir { 1 } else { 0 });
+            self.touch_dir(from.parent, if is_dir { -1 } else { 0 })?;
+            self.touch_dir(to.parent, dir_delta_to + if is_dir { 1 } else { 0 })?;
         }
-        if let Some(mut i) = self.inode(ino).cloned() {
+        if let Some(mut i) = self.inode(ino)? {
             i.ctime = Timestamp::now();
             self.push(Op::PutInode(i));
         }
@@ -479,21 +505,21 @@ impl<'a> Tx<'a> {
         b_path: &str,
     ) -> Result<(), Error> {
         let ia = self
-            .lookup(a.parent, &a.name)
+            .lookup(a.parent, &a.name)?
             .ok_or_else(|| Error::NotFound {
                 path: a_path.into(),
             })?;
         let ib = self
-            .lookup(b.parent, &b.name)
+            .lookup(b.parent, &b.name)?
             .ok_or_else(|| Error::NotFound {
                 path: b_path.into(),
             })?;
         if ia == ib {
             return Ok(());
         }
-        let dir_a = self.inode(ia).map(|i| i.kind) == Some(FileKind::Dir);
-        let dir_b = self.inode(ib).map(|i| i.kind) == Some(FileKind::Dir);
-        if (dir_a && self.is_ancestor(ia, b.parent)) || (dir_b && self.is_ancestor(ib, a.parent)) {
+        let dir_a = self.kind(ia)? == Some(FileKind::Dir);
+        let dir_b = self.kind(ib)? == Some(FileKind::Dir);
+        if (dir_a && self.is_ancestor(ia, b.parent)?) || (dir_b && self.is_ancestor(ib, a.parent)?) {
             return Err(Error::InvalidPath {
                 path: b_path.into(),
                 reason: "cannot exchange a directory with its own descendant".into(),
@@ -512,16 +538,16 @@ impl<'a> Tx<'a> {
         if a.parent != b.parent && dir_a != dir_b {
             // The directory moved to the other parent: its `..` link moves with it.
             let (to_a, to_b) = if dir_a { (-1, 1) } else { (1, -1) };
-            self.touch_dir(a.parent, to_a);
-            self.touch_dir(b.parent, to_b);
+            self.touch_dir(a.parent, to_a)?;
+            self.touch_dir(b.parent, to_b)?;
         } else {
-            self.touch_dir(a.parent, 0);
+            self.touch_dir(a.parent, 0)?;
             if a.parent != b.parent {
-                self.touch_dir(b.parent, 0);
+                self.touch_dir(b.parent, 0)?;
             }
         }
         for ino in [ia, ib] {
-            if let Some(mut i) = self.inode(ino).cloned() {
+            if let Some(mut i) = self.inode(ino)? {
                 i.ctime = Timestamp::now();
                 self.push(Op::PutInode(i));
             }
@@ -538,7 +564,7 @@ impl<'a> Tx<'a> {
         to_path: &str,
     ) -> Result<(), Error> {
         Self::check_reserved(to, to_path)?;
-        let mut i = self.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+        let mut i = self.inode(ino)?.ok_or_else(|| Error::NotFound {
             path: src_path.into(),
         })?;
         if i.kind == FileKind::Dir {
@@ -546,7 +572,7 @@ impl<'a> Tx<'a> {
                 path: src_path.into(),
             });
         }
-        if self.lookup(to.parent, &to.name).is_some() {
+        if self.lookup(to.parent, &to.name)?.is_some() {
             return Err(Error::Exists {
                 path: to_path.into(),
             });
@@ -559,7 +585,7 @@ impl<'a> Tx<'a> {
             name: to.name.clone(),
             ino,
         });
-        self.touch_dir(to.parent, 0);
+        self.touch_dir(to.parent, 0)?;
         Ok(())
     }
 
@@ -578,10 +604,11 @@ impl<'a> Tx<'a> {
     }
 
     /// Index a chunk unless some process already did (then this process's copy is garbage).
-    pub fn add_chunk(&mut self, id: ChunkId, entry: ChunkEntry) {
-        if !self.has_chunk(id) {
+    pub fn add_chunk(&mut self, id: ChunkId, entry: ChunkEntry) -> Result<(), Error> {
+        if !self.has_chunk(id)? {
             self.push(Op::AddChunk { id, entry });
         }
+        Ok(())
     }
 
     /// Write a regular file at `at`: a new inode with these extents. An existing regular file there
@@ -593,15 +620,15 @@ impl<'a> Tx<'a> {
         proto: Inode,
         extents: Vec<Extent>,
     ) -> Result<InodeNo, Error> {
-        if let Some(old) = self.lookup(at.parent, &at.name) {
-            match self.inode(old).map(|i| i.kind) {
+        if let Some(old) = self.lookup(at.parent, &at.name)? {
+            match self.kind(old)? {
                 Some(FileKind::Dir) => return Err(Error::IsADirectory { path: path.into() }),
                 _ => {
                     self.push(Op::Unlink {
                         parent: at.parent,
                         name: at.name.clone(),
                     });
-                    self.drop_link(old);
+                    self.drop_link(old)?;
                 }
             }
         }

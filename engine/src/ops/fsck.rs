@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::ids::{ChunkId, InodeNo, PackId};
 use crate::kinds::{ACTION_OPEN_PACK, ACTION_ORPHAN};
 use crate::layout::Layout;
-use crate::meta::{FileKind, MetaState};
+use crate::meta::{FileKind, MetaError, MetaState};
 use crate::pack::{self, ProblemKind};
 
 /// One violated invariant: where, and what is wrong.
@@ -438,12 +438,23 @@ fn check_snapshots(layout: &Layout, s: &MetaState, r: &mut FsckReport) {
         }
         match crate::ops::snapshot::load(&dir, *id) {
             Ok(tree) => {
-                let mut missing: Vec<_> = tree
-                    .referenced_chunks()
-                    .into_iter()
-                    .filter(|c| !s.chunks.contains_key(c))
-                    .collect();
-                missing.sort();
+                let missing = tree.referenced_chunks().and_then(|refs| {
+                    let mut missing = Vec::new();
+                    for c in refs {
+                        if s.chunk(c)?.is_none() {
+                            missing.push(c);
+                        }
+                    }
+                    missing.sort();
+                    Ok(missing)
+                });
+                let missing = match missing {
+                    Ok(m) => m,
+                    Err(e) => {
+                        r.problem(at, e.to_string());
+                        continue;
+                    }
+                };
                 for c in missing {
                     r.problem(
                         at.clone(),
@@ -479,11 +490,24 @@ fn check_state(
     live_orphans: &HashSet<InodeNo>,
     r: &mut FsckReport,
 ) {
-    r.inodes = s.inodes.len();
-    r.chunks = s.chunks.len();
+    if let Err(e) = check_state_inner(s, lsn, packs, live_orphans, r) {
+        r.problem(format!("metadata at lsn {lsn}"), e.to_string());
+    }
+}
+
+fn check_state_inner(
+    s: &MetaState,
+    lsn: Lsn,
+    packs: &HashMap<ChunkId, Vec<PackId>>,
+    live_orphans: &HashSet<InodeNo>,
+    r: &mut FsckReport,
+) -> Result<(), MetaError> {
+    r.inodes = s.inode_count() as usize;
+    r.chunks = s.chunk_count() as usize;
     let at = format!("metadata at lsn {lsn}");
-    let Some(root) = s.inodes.get(&InodeNo::ROOT) else {
-        return r.problem(at, "no root directory");
+    let Some(root) = s.inode(InodeNo::ROOT)? else {
+        r.problem(at, "no root directory");
+        return Ok(());
     };
     if root.kind != FileKind::Dir {
         r.problem(at.clone(), "root is not a directory");
@@ -497,51 +521,55 @@ fn check_state(
     let mut seen_dirs: HashSet<InodeNo> = HashSet::new();
     seen_dirs.insert(InodeNo::ROOT);
     while let Some((dir, dpath)) = stack.pop() {
-        for (name, child) in s.dirs.get(&dir).into_iter().flatten() {
-            let cpath = format!("{dpath}/{}", String::from_utf8_lossy(name));
-            let Some(ci) = s.inodes.get(child) else {
+        for (name, child) in s.entries(dir)? {
+            let cpath = format!("{dpath}/{}", String::from_utf8_lossy(&name));
+            let Some(ci) = s.inode(child)? else {
                 r.problem(cpath, format!("entry points at missing inode {child}"));
                 continue;
             };
-            *refs.entry(*child).or_default() += 1;
-            path_of.entry(*child).or_insert_with(|| cpath.clone());
+            *refs.entry(child).or_default() += 1;
+            path_of.entry(child).or_insert_with(|| cpath.clone());
             if ci.kind == FileKind::Dir {
                 *subdirs.entry(dir).or_default() += 1;
-                if !seen_dirs.insert(*child) {
+                if !seen_dirs.insert(child) {
                     r.problem(
                         cpath,
                         format!("directory inode {child} has more than one entry (not a tree)"),
                     );
                     continue;
                 }
-                stack.push((*child, cpath));
+                stack.push((child, cpath));
             }
         }
     }
-    for (dir, _) in s.dirs.iter() {
-        if !s.inodes.contains_key(dir) {
+    let mut parents: Vec<InodeNo> = Vec::new();
+    s.for_each_entry(|dir, _, _| -> Result<(), MetaError> {
+        if parents.last() != Some(&dir) {
+            parents.push(dir);
+        }
+        Ok(())
+    })?;
+    let mut with_entries: HashSet<InodeNo> = HashSet::new();
+    for dir in parents {
+        with_entries.insert(dir);
+        if !s.has_inode(dir)? {
             r.problem(
                 format!("inode {dir}"),
                 "entries of a directory that does not exist",
             );
         }
     }
-    let mut inos: Vec<_> = s.inodes.keys().copied().collect();
-    inos.sort();
-    for ino in inos {
-        let Some(i) = s.inodes.get(&ino) else {
-            continue;
-        };
+    let mut inodes: Vec<crate::meta::Inode> = Vec::new();
+    s.for_each_inode(|i| -> Result<(), MetaError> {
+        inodes.push(i.clone());
+        Ok(())
+    })?;
+    for i in &inodes {
+        let ino = i.ino;
         let p = path_of
             .get(&ino)
             .cloned()
             .unwrap_or_else(|| format!("inode {ino}"));
-        if i.ino != ino {
-            r.problem(
-                p.clone(),
-                format!("inode record says {} but is stored as {ino}", i.ino),
-            );
-        }
         if ino != InodeNo::ROOT && !refs.contains_key(&ino) {
             // Unlinked but still open in a live process: kept until its last close.
             if i.nlink == 0 && live_orphans.contains(&ino) {
@@ -561,10 +589,10 @@ fn check_state(
                 format!("link count {} but {} links exist", i.nlink, want),
             );
         }
-        if i.kind != FileKind::Dir && s.dirs.contains_key(&ino) {
+        if i.kind != FileKind::Dir && with_entries.contains(&ino) {
             r.problem(p.clone(), "non-directory has directory entries");
         }
-        let extents = s.extents.get(&ino).map(|v| v.as_slice()).unwrap_or(&[]);
+        let extents = s.extents(ino)?;
         if i.kind != FileKind::File && !extents.is_empty() {
             r.problem(p.clone(), "non-regular file has data extents");
         }
@@ -579,7 +607,7 @@ fn check_state(
             );
         }
         let mut end = 0u64;
-        for x in extents {
+        for x in &extents {
             if x.file_off < end {
                 r.problem(
                     p.clone(),
@@ -587,7 +615,7 @@ fn check_state(
                 );
             }
             end = x.file_off + x.len as u64;
-            match s.chunks.get(&x.chunk) {
+            match s.chunk(x.chunk)? {
                 None => r.problem(
                     p.clone(),
                     format!(
@@ -615,10 +643,8 @@ fn check_state(
             );
         }
     }
-    let mut ids: Vec<_> = s.chunks.iter().collect();
-    ids.sort_by_key(|(id, _)| **id);
-    for (id, c) in ids {
-        match packs.get(id) {
+    s.for_each_chunk(|id, c| -> Result<(), MetaError> {
+        match packs.get(&id) {
             Some(in_packs) if in_packs.contains(&c.pack) => {}
             Some(_) => r.problem(
                 format!("chunk {id}"),
@@ -635,7 +661,8 @@ fn check_state(
                 ),
             ),
         }
-    }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -657,8 +684,8 @@ mod tests {
             tx.finish()
         };
         s.apply(Lsn(1), &payload).unwrap();
-        let a = s.lookup(InodeNo::ROOT, b"a").unwrap();
-        let b = s.lookup(a, b"b").unwrap();
+        let a = s.lookup(InodeNo::ROOT, b"a").unwrap().unwrap();
+        let b = s.lookup(a, b"b").unwrap().unwrap();
         let mut clean = FsckReport::default();
         check_state(&s, Lsn(1), &HashMap::new(), &HashSet::new(), &mut clean);
         assert!(clean.is_clean(), "{:?}", clean.problems);

@@ -57,17 +57,15 @@ fn check_name(name: &[u8]) -> Result<(), Error> {
 }
 
 /// Bytes the committed extents of `ino` cover.
-fn extent_bytes(s: &crate::meta::MetaState, ino: InodeNo) -> u64 {
-    s.extents
-        .get(&ino)
-        .map_or(0, |v| v.iter().map(|x| u64::from(x.len)).sum())
+fn extent_bytes(s: &crate::meta::MetaState, ino: InodeNo) -> Result<u64, Error> {
+    Ok(s.extent_bytes(ino)?)
 }
 
 /// Committed bytes of `i` that hold data: its extents for a file, its size otherwise.
-fn used_bytes(s: &crate::meta::MetaState, i: &Inode) -> u64 {
+fn used_bytes(s: &crate::meta::MetaState, i: &Inode) -> Result<u64, Error> {
     match i.kind {
         FileKind::File => extent_bytes(s, i.ino),
-        _ => i.size,
+        _ => Ok(i.size),
     }
 }
 
@@ -83,7 +81,7 @@ impl Store {
     /// An inode's attributes as this process sees them (its unflushed size and mtime included).
     pub fn attr(&self, ino: InodeNo) -> Result<Inode, Error> {
         let mut i = self
-            .read(|s| s.inodes.get(&ino).cloned())?
+            .read(|s| s.inode(ino))??
             .ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -111,7 +109,11 @@ impl Store {
     /// Bytes of regular file `i` that hold data (its extents, plus what this process has
     /// buffered), at most its size: holes and punched ranges take no space.
     pub fn allocated(&self, i: &Inode) -> u64 {
-        let committed = self.read(|s| extent_bytes(s, i.ino)).unwrap_or(0);
+        let committed = self
+            .read(|s| extent_bytes(s, i.ino))
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or(0);
         let buffered = self
             .dirty_of(i.ino)
             .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()).bytes as u64)
@@ -123,7 +125,15 @@ impl Store {
     /// log head instead of two: `getattr` and `lookup` are the commonest kernel requests).
     pub fn attr_allocated(&self, ino: InodeNo) -> Result<(Inode, u64), Error> {
         let (i, committed) = self
-            .read(|s| s.inodes.get(&ino).map(|i| (i.clone(), used_bytes(s, i))))?
+            .read(|s| -> Result<_, Error> {
+                Ok(match s.inode(ino)? {
+                    Some(i) => {
+                        let used = used_bytes(s, &i)?;
+                        Some((i, used))
+                    }
+                    None => None,
+                })
+            })??
             .ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -154,7 +164,7 @@ impl Store {
             });
         }
         let (i, committed) = self.read(|s| {
-            let p = s.inodes.get(&parent).ok_or_else(|| Error::NotFound {
+            let p = s.inode(parent)?.ok_or_else(|| Error::NotFound {
                 path: format!("inode {parent}"),
             })?;
             if p.kind != FileKind::Dir {
@@ -162,13 +172,14 @@ impl Store {
                     path: format!("inode {parent}"),
                 });
             }
-            let ino = s.lookup(parent, name).ok_or_else(|| Error::NotFound {
+            let ino = s.lookup(parent, name)?.ok_or_else(|| Error::NotFound {
                 path: name_str(name),
             })?;
-            let i = s.inodes.get(&ino).ok_or_else(|| Error::NotFound {
+            let i = s.inode(ino)?.ok_or_else(|| Error::NotFound {
                 path: name_str(name),
             })?;
-            Ok((i.clone(), used_bytes(s, i)))
+            let used = used_bytes(s, &i)?;
+            Ok((i, used))
         })??;
         Ok(self.overlay(i, committed))
     }
@@ -176,7 +187,7 @@ impl Store {
     /// Entries of a directory: name, inode, kind (without `.` and `..`).
     pub fn read_dir(&self, ino: InodeNo) -> Result<Vec<(Vec<u8>, InodeNo, FileKind)>, Error> {
         self.read(|s| {
-            let d = s.inodes.get(&ino).ok_or_else(|| Error::NotFound {
+            let d = s.inode(ino)?.ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
             if d.kind != FileKind::Dir {
@@ -184,12 +195,13 @@ impl Store {
                     path: format!("inode {ino}"),
                 });
             }
-            Ok(s.dirs
-                .get(&ino)
-                .into_iter()
-                .flatten()
-                .filter_map(|(n, c)| s.inodes.get(c).map(|i| (n.clone(), *c, i.kind)))
-                .collect())
+            let mut out = Vec::new();
+            for (n, c) in s.entries(ino)? {
+                if let Some(i) = s.inode(c)? {
+                    out.push((n, c, i.kind));
+                }
+            }
+            Ok(out)
         })?
     }
 
@@ -197,7 +209,7 @@ impl Store {
     pub fn make_node(&self, parent: InodeNo, name: &[u8], proto: Inode) -> Result<Inode, Error> {
         check_name(name)?;
         let ino = self.transact(false, |tx| {
-            let p = tx.inode(parent).ok_or_else(|| Error::NotFound {
+            let p = tx.inode(parent)?.ok_or_else(|| Error::NotFound {
                 path: format!("inode {parent}"),
             })?;
             if p.kind != FileKind::Dir {
@@ -236,10 +248,10 @@ impl Store {
                 parent,
                 name: name.to_vec(),
             };
-            let ino = tx.lookup(parent, name).ok_or_else(|| Error::NotFound {
+            let ino = tx.lookup(parent, name)?.ok_or_else(|| Error::NotFound {
                 path: name_str(name),
             })?;
-            let is_dir = tx.inode(ino).map(|i| i.kind) == Some(FileKind::Dir);
+            let is_dir = tx.inode(ino)?.map(|i| i.kind) == Some(FileKind::Dir);
             match (dir, is_dir) {
                 (true, false) => Err(Error::NotADirectory {
                     path: name_str(name),
@@ -272,7 +284,7 @@ impl Store {
                 parent: newparent,
                 name: newname.to_vec(),
             };
-            if tx.inode(newparent).map(|i| i.kind) != Some(FileKind::Dir) {
+            if tx.inode(newparent)?.map(|i| i.kind) != Some(FileKind::Dir) {
                 return Err(Error::NotADirectory {
                     path: name_str(newname),
                 });
@@ -281,7 +293,7 @@ impl Store {
                 RenameMode::Exchange => {
                     tx.exchange(&from, &name_str(name), &to, &name_str(newname))
                 }
-                RenameMode::NoReplace if tx.lookup(newparent, newname).is_some() => {
+                RenameMode::NoReplace if tx.lookup(newparent, newname)?.is_some() => {
                     Err(Error::Exists {
                         path: name_str(newname),
                     })
@@ -328,7 +340,7 @@ impl Store {
             || a.mtime.is_some()
         {
             self.transact(false, |tx| {
-                let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+                let mut i = tx.inode(ino)?.ok_or_else(|| Error::NotFound {
                     path: format!("inode {ino}"),
                 })?;
                 if let Some(p) = a.perm {
@@ -371,7 +383,7 @@ impl Store {
         replace_only: bool,
     ) -> Result<(), Error> {
         Ok(self.transact(false, |tx| {
-            let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+            let mut i = tx.inode(ino)?.ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
             let exists = i.xattrs.contains_key(name);
@@ -408,7 +420,7 @@ impl Store {
 
     pub fn remove_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<(), Error> {
         Ok(self.transact(false, |tx| {
-            let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+            let mut i = tx.inode(ino)?.ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
             if i.xattrs.remove(name).is_none() {
@@ -426,11 +438,11 @@ impl Store {
     pub fn read_at(&self, ino: InodeNo, off: u64, len: u32) -> Result<Vec<u8>, Error> {
         let (inode, exts) = self
             .read(|s| {
-                s.inodes
-                    .get(&ino)
-                    .cloned()
-                    .map(|i| (i, s.extents.get(&ino).cloned().unwrap_or_default()))
-            })?
+                Ok::<_, Error>(match s.inode(ino)? {
+                    Some(i) => Some((i, s.extents(ino)?)),
+                    None => None,
+                })
+            })??
             .ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -533,7 +545,7 @@ impl Store {
             return Ok(d);
         }
         let size = self
-            .read(|s| s.inodes.get(&ino).map(|i| i.size))?
+            .read(|s| s.inode(ino).map(|i| i.map(|i| i.size)))??
             .ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
@@ -583,8 +595,9 @@ impl Store {
         if res.is_err() {
             self.salvage_now();
             let size = self
-                .read(|s| s.inodes.get(&ino).map(|i| i.size))
+                .read(|s| s.inode(ino).map(|i| i.map(|i| i.size)))
                 .ok()
+                .and_then(|r| r.ok())
                 .flatten()
                 .unwrap_or(0);
             *d = DirtyFile {
@@ -614,7 +627,7 @@ impl Store {
         let mtime = d.mtime;
         let written_end = written.iter().map(|(_, e, _)| *e).max().unwrap_or(0);
         let res = self.transact_held(false, Some(&held), |tx| {
-            let Some(mut inode) = tx.inode(ino).cloned() else {
+            let Some(mut inode) = tx.inode(ino)? else {
                 // Deleted by another process meanwhile: its data goes with it.
                 return Ok(size);
             };
@@ -627,7 +640,7 @@ impl Store {
                 Some(_) => size,
                 None => inode.size.max(written_end),
             };
-            let mut exts = tx.extents(ino);
+            let mut exts = tx.extents(ino)?;
             if let Some(t) = truncated {
                 exts = punch(&exts, t, u64::MAX);
             }
@@ -722,7 +735,7 @@ impl Store {
         }
         if let Some(action) = orphan {
             self.transact(false, |tx| {
-                if tx.inode(ino).map(|i| i.nlink) == Some(0) {
+                if tx.inode(ino)?.map(|i| i.nlink) == Some(0) {
                     tx.delete_inode(ino);
                 }
                 Ok(())
@@ -746,7 +759,7 @@ impl Store {
         self.flush_inode(ino)?;
         let end = off.saturating_add(len);
         self.transact(false, |tx| {
-            let mut i = tx.inode(ino).cloned().ok_or_else(|| Error::NotFound {
+            let mut i = tx.inode(ino)?.ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
             if i.kind != FileKind::File {
@@ -756,7 +769,7 @@ impl Store {
                 });
             }
             if punch_hole {
-                let exts = punch(&tx.extents(ino), off, end);
+                let exts = punch(&tx.extents(ino)?, off, end);
                 tx.set_extents(ino, exts);
             }
             if !keep_size && end > i.size {
@@ -789,10 +802,10 @@ impl Store {
         self.flush_inode(src)?;
         self.flush_inode(dst)?;
         let copied = self.transact(false, |tx| {
-            let si = tx.inode(src).cloned().ok_or_else(|| Error::NotFound {
+            let si = tx.inode(src)?.ok_or_else(|| Error::NotFound {
                 path: format!("inode {src}"),
             })?;
-            let mut di = tx.inode(dst).cloned().ok_or_else(|| Error::NotFound {
+            let mut di = tx.inode(dst)?.ok_or_else(|| Error::NotFound {
                 path: format!("inode {dst}"),
             })?;
             if si.kind != FileKind::File || di.kind != FileKind::File {
@@ -813,14 +826,14 @@ impl Store {
                 });
             }
             // The source's extents inside the range, moved to the destination offset.
-            let inside: Vec<Extent> = punch(&punch(&tx.extents(src), 0, off_in), end_in, u64::MAX)
+            let inside: Vec<Extent> = punch(&punch(&tx.extents(src)?, 0, off_in), end_in, u64::MAX)
                 .into_iter()
                 .map(|x| Extent {
                     file_off: x.file_off - off_in + off_out,
                     ..x
                 })
                 .collect();
-            let mut exts = punch(&tx.extents(dst), off_out, off_out + n);
+            let mut exts = punch(&tx.extents(dst)?, off_out, off_out + n);
             exts.extend(inside);
             exts.sort_by_key(|x| x.file_off);
             di.size = di.size.max(off_out + n);
@@ -843,10 +856,11 @@ impl Store {
         self.flush_inode(ino)?;
         let (size, exts) = self
             .read(|s| {
-                s.inodes
-                    .get(&ino)
-                    .map(|i| (i.size, s.extents.get(&ino).cloned().unwrap_or_default()))
-            })?
+                Ok::<_, Error>(match s.inode(ino)? {
+                    Some(i) => Some((i.size, s.extents(ino)?)),
+                    None => None,
+                })
+            })??
             .ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;

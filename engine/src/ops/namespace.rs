@@ -21,10 +21,10 @@ impl Store {
         self.view(path.as_ref(), |s, path| {
             let tx = Tx::new(s);
             let ino = tx.resolve(path)?;
-            let inode = s.inodes.get(&ino).cloned().ok_or_else(|| Error::NotFound {
+            let inode = s.inode(ino)?.ok_or_else(|| Error::NotFound {
                 path: show_path(path),
             })?;
-            Ok((inode, s.extents.get(&ino).cloned().unwrap_or_default()))
+            Ok((inode, s.extents(ino)?))
         })?
     }
 
@@ -55,7 +55,7 @@ impl Store {
         self.view(path, |s, path| {
             let tx = Tx::new(s);
             let ino = tx.resolve(path)?;
-            let inode = s.inodes.get(&ino).ok_or_else(|| Error::NotFound {
+            let inode = s.inode(ino)?.ok_or_else(|| Error::NotFound {
                 path: show_path(path),
             })?;
             if inode.kind != FileKind::Dir {
@@ -63,12 +63,12 @@ impl Store {
                     .last()
                     .map(|c| c.to_vec())
                     .unwrap_or_default();
-                return Ok(vec![(name, inode.clone())]);
+                return Ok(vec![(name, inode)]);
             }
             let mut out = Vec::new();
-            for (name, child) in s.dirs.get(&ino).into_iter().flatten() {
-                if let Some(i) = s.inodes.get(child) {
-                    out.push((name.clone(), i.clone()));
+            for (name, child) in s.entries(ino)? {
+                if let Some(i) = s.inode(child)? {
+                    out.push((name, i));
                 }
             }
             Ok(out)
@@ -142,12 +142,12 @@ impl Store {
         let path = path.as_ref();
         Ok(self.transact(true, |tx| {
             let at = tx.entry(path)?;
-            if tx
-                .lookup(at.parent, &at.name)
-                .and_then(|i| tx.inode(i))
-                .map(|i| i.kind)
-                != Some(FileKind::Dir)
-            {
+            let ino = tx.lookup(at.parent, &at.name)?;
+            let kind = match ino {
+                Some(i) => tx.inode(i)?.map(|i| i.kind),
+                None => None,
+            };
+            if kind != Some(FileKind::Dir) {
                 return Err(Error::NotADirectory {
                     path: show_path(path),
                 });
@@ -166,7 +166,7 @@ impl Store {
         let (src, dst) = (src.as_ref(), dst.as_ref());
         Ok(self.transact(true, |tx| {
             let from = tx.entry(src)?;
-            tx.lookup(from.parent, &from.name)
+            tx.lookup(from.parent, &from.name)?
                 .ok_or_else(|| Error::NotFound {
                     path: show_path(src),
                 })?;
@@ -223,9 +223,9 @@ pub(crate) fn mkdir_comps(tx: &mut Tx<'_>, comps: &[Vec<u8>], perm: u32) -> Resu
     let mut cur = InodeNo::ROOT;
     for (i, c) in comps.iter().enumerate() {
         let path = display(&comps[..=i]);
-        cur = match tx.lookup(cur, c) {
+        cur = match tx.lookup(cur, c)? {
             Some(ino) => {
-                if tx.inode(ino).map(|n| n.kind) != Some(FileKind::Dir) {
+                if tx.inode(ino)?.map(|n| n.kind) != Some(FileKind::Dir) {
                     return Err(Error::NotADirectory { path });
                 }
                 ino
@@ -246,7 +246,7 @@ pub(crate) fn mkdir_comps(tx: &mut Tx<'_>, comps: &[Vec<u8>], perm: u32) -> Resu
 /// Also returns the destination as a path for messages.
 fn into_dir_or_self(tx: &Tx<'_>, dst: &[u8], name: &[u8]) -> Result<(Entry, String), Error> {
     if let Ok(ino) = tx.resolve(dst) {
-        if tx.inode(ino).map(|i| i.kind) == Some(FileKind::Dir) {
+        if tx.inode(ino)?.map(|i| i.kind) == Some(FileKind::Dir) {
             let path = format!(
                 "{}/{}",
                 show_path(dst).trim_end_matches('/'),

@@ -308,7 +308,7 @@ fn clean_claimed(store: &Store, claimed: Claimed, report: &mut RecoverReport) ->
                         // The dead process had it open after its last unlink: nobody can reach
                         // it. Still linked: the unlink journaled first never committed.
                         let deleted = store.transact(true, |tx| {
-                            let orphan = tx.inode(InodeNo(ino)).map(|i| i.nlink) == Some(0);
+                            let orphan = tx.inode(InodeNo(ino))?.map(|i| i.nlink) == Some(0);
                             if orphan {
                                 tx.delete_inode(InodeNo(ino));
                             }

@@ -58,68 +58,60 @@ pub fn id_of_name(name: &str) -> Option<u64> {
 }
 
 /// Inodes reachable from the root, sorted (orphans, open but unlinked, are not in a snapshot).
-fn reachable(s: &MetaState) -> Vec<InodeNo> {
+fn reachable(s: &MetaState) -> Result<Vec<InodeNo>, Error> {
     let mut seen: HashSet<InodeNo> = HashSet::new();
     seen.insert(InodeNo::ROOT);
     let mut stack = vec![InodeNo::ROOT];
     while let Some(d) = stack.pop() {
-        for c in s.dirs.get(&d).into_iter().flat_map(|m| m.values()) {
-            if seen.insert(*c) && s.dirs.contains_key(c) {
-                stack.push(*c);
+        for (_, c) in s.entries(d)? {
+            if seen.insert(c) && s.inode(c)?.is_some_and(|i| i.kind == FileKind::Dir) {
+                stack.push(c);
             }
         }
     }
-    let mut v: Vec<InodeNo> = seen
-        .into_iter()
-        .filter(|i| s.inodes.contains_key(i))
-        .collect();
+    let mut v: Vec<InodeNo> = Vec::new();
+    for i in seen {
+        if s.has_inode(i)? {
+            v.push(i);
+        }
+    }
     v.sort();
-    v
+    Ok(v)
 }
 
 /// The snapshot file for the tree of `s` (header and body, `data-layout.md` 5.9), and how many
 /// inodes it holds.
-pub fn encode(s: &MetaState, id: u64) -> (Vec<u8>, u64) {
-    let inos = reachable(s);
+pub fn encode(s: &MetaState, id: u64) -> Result<(Vec<u8>, u64), Error> {
+    let inos = reachable(s)?;
     let mut file = SnapEncoder::new();
     for ino in &inos {
-        if let Some(i) = s.inodes.get(ino) {
-            file.push(&Op::PutInode(i.clone()));
+        if let Some(i) = s.inode(*ino)? {
+            file.push(&Op::PutInode(i));
         }
     }
     for ino in &inos {
-        for (name, child) in s.dirs.get(ino).into_iter().flatten() {
+        for (name, child) in s.entries(*ino)? {
             file.push(&Op::Link {
                 parent: *ino,
-                name: name.clone(),
-                ino: *child,
+                name,
+                ino: child,
             });
         }
-        if let Some(x) = s.extents.get(ino) {
+        let x = s.extents(*ino)?;
+        if !x.is_empty() {
             file.push(&Op::SetExtents {
                 ino: *ino,
-                extents: x.clone(),
+                extents: x,
             });
         }
     }
-    (file.finish(id), inos.len() as u64)
+    Ok((file.finish(id), inos.len() as u64))
 }
 
 /// Parse a snapshot file ([SNAP-4]); every failure names the file and the byte offset.
 pub fn decode(path: &Path, bytes: &[u8], id: u64) -> Result<MetaState, Error> {
     let ops = snapfmt::decode(bytes, id).map_err(Error::corrupt(path))?;
-    let mut s = MetaState::default();
-    for op in &ops {
-        s.apply_op(op);
-    }
-    // Saturating: an inode number of u64::MAX read from the file has no successor.
-    s.next_ino = s
-        .inodes
-        .keys()
-        .map(|i| i.0.saturating_add(1))
-        .max()
-        .unwrap_or(2);
-    Ok(s)
+    Ok(MetaState::from_ops(&ops))
 }
 
 /// Read and parse `snapshots/<id>.snap`.
@@ -324,7 +316,7 @@ impl Store {
                         reason: "a snapshot of that name exists".into(),
                     });
                 }
-                let (bytes, inodes) = encode(tx.base(), id);
+                let (bytes, inodes) = encode(tx.base(), id)?;
                 tx.snapshot_op(Op::SnapshotBegin {
                     id,
                     name: name.as_bytes().to_vec(),
@@ -424,15 +416,25 @@ impl Store {
             trees.push((name, id, info, tree));
         }
         // How many trees (live + snapshots) reference each chunk.
-        let (live, index) = self.read(|s| (s.referenced_chunks(), s.chunks.clone()))?;
+        let (live, index) = self.read(|s| -> Result<_, Error> {
+            let mut index = HashMap::new();
+            s.for_each_chunk(|c, e| -> Result<(), Error> {
+                index.insert(c, e);
+                Ok(())
+            })?;
+            Ok((s.referenced_chunks()?, index))
+        })??;
         let mut refs: HashMap<ChunkId, u32> = HashMap::new();
         for c in &live {
             *refs.entry(*c).or_default() += 1;
         }
-        let sets: Vec<Option<HashSet<ChunkId>>> = trees
-            .iter()
-            .map(|t| t.3.as_ref().map(|tr| tr.referenced_chunks()))
-            .collect();
+        let mut sets: Vec<Option<HashSet<ChunkId>>> = Vec::new();
+        for t in &trees {
+            sets.push(match &t.3 {
+                Some(tr) => Some(tr.referenced_chunks()?),
+                None => None,
+            });
+        }
         for set in sets.iter().flatten() {
             for c in set {
                 *refs.entry(*c).or_default() += 1;
@@ -442,12 +444,13 @@ impl Store {
         for ((name, id, info, tree), set) in trees.into_iter().zip(sets) {
             let (mut files, mut logical, mut exclusive) = (0u64, 0u64, 0u64);
             if let Some(tree) = &tree {
-                for i in tree.inodes.values() {
+                tree.for_each_inode(|i| -> Result<(), Error> {
                     if i.kind == FileKind::File {
                         files += 1;
                         logical += i.size;
                     }
-                }
+                    Ok(())
+                })?;
             }
             for c in set.iter().flatten() {
                 if refs.get(c) == Some(&1) {
@@ -495,9 +498,10 @@ impl Store {
                 });
             }
             let dest_ino = tx.resolve(dest).ok();
-            let dest_is_dir = dest_ino
-                .and_then(|i| tx.inode(i))
-                .is_some_and(|i| i.kind == FileKind::Dir);
+            let dest_is_dir = match dest_ino {
+                Some(i) => tx.inode(i)?.is_some_and(|i| i.kind == FileKind::Dir),
+                None => false,
+            };
             let (at, at_path) = if dest_is_dir {
                 let Some(n) = &src_name else {
                     return Err(Error::Exists {
@@ -540,9 +544,7 @@ fn copy_in(
     report: &mut Restored,
 ) -> Result<(), Error> {
     let inode = tree
-        .inodes
-        .get(&src)
-        .cloned()
+        .inode(src)?
         .ok_or_else(|| Error::NotFound { path: path.into() })?;
     if inode.kind != FileKind::Dir {
         if let Some(done) = map.get(&src) {
@@ -556,7 +558,7 @@ fn copy_in(
     };
     let ino = tx.create(at, path, proto)?;
     // `create` sets the attributes of `proto` but counts links itself; times are the snapshot's.
-    if let Some(mut i) = tx.inode(ino).cloned() {
+    if let Some(mut i) = tx.inode(ino)? {
         i.atime = inode.atime;
         i.mtime = inode.mtime;
         i.ctime = Timestamp::now();
@@ -566,7 +568,7 @@ fn copy_in(
     match inode.kind {
         FileKind::Dir => {
             report.dirs += 1;
-            for (name, child) in tree.dirs.get(&src).into_iter().flatten() {
+            for (name, child) in tree.entries(src)? {
                 let cat = Entry {
                     parent: ino,
                     name: name.clone(),
@@ -574,12 +576,12 @@ fn copy_in(
                 let cpath = format!(
                     "{}/{}",
                     path.trim_end_matches('/'),
-                    String::from_utf8_lossy(name)
+                    String::from_utf8_lossy(&name)
                 );
-                copy_in(tx, tree, *child, &cat, &cpath, map, report)?;
+                copy_in(tx, tree, child, &cat, &cpath, map, report)?;
             }
             // Children changed the directory's times; restore the snapshot's.
-            if let Some(mut i) = tx.inode(ino).cloned() {
+            if let Some(mut i) = tx.inode(ino)? {
                 i.mtime = inode.mtime;
                 i.atime = inode.atime;
                 tx.put_inode(i);
@@ -588,8 +590,9 @@ fn copy_in(
         FileKind::File => {
             report.files += 1;
             report.bytes += inode.size;
-            if let Some(x) = tree.extents.get(&src) {
-                tx.set_extents(ino, x.clone());
+            let x = tree.extents(src)?;
+            if !x.is_empty() {
+                tx.set_extents(ino, x);
             }
         }
         _ => report.others += 1,
@@ -633,12 +636,15 @@ mod tests {
     #[test]
     fn round_trip_and_every_flip_detected() {
         let s = tree();
-        let (b, n) = encode(&s, 7);
+        let (b, n) = encode(&s, 7).unwrap();
         assert_eq!(n, 2);
         let t = decode(Path::new("x"), &b, 7).unwrap();
-        assert_eq!(t.inodes.len(), 2);
-        assert_eq!(t.lookup(InodeNo::ROOT, b"f"), Some(InodeNo(2)));
-        assert_eq!(t.referenced_chunks(), [ChunkId(42)].into_iter().collect());
+        assert_eq!(t.inode_count() as usize, 2);
+        assert_eq!(t.lookup(InodeNo::ROOT, b"f").unwrap(), Some(InodeNo(2)));
+        assert_eq!(
+            t.referenced_chunks().unwrap(),
+            [ChunkId(42)].into_iter().collect()
+        );
         assert!(
             decode(Path::new("x"), &b, 8).is_err(),
             "id must match the name"

@@ -33,6 +33,9 @@ pub enum StatusError {
     /// Reading the metadata view from the log.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Reading the metadata (a page that cannot be read or does not verify).
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
     /// Listing `packs/`.
     #[error(transparent)]
     Packs(std::io::Error),
@@ -214,11 +217,11 @@ impl StoreStatus {
     pub fn gather(store: &Store) -> Result<StoreStatus, StatusError> {
         // The closure gets the view and its lsn; it must not call back into the store or its log.
         let (files, directories, logical_bytes, unique_bytes, chunks, lsn) =
-            store.log().read(|s, lsn| {
+            store.log().read(|s, lsn| -> Result<_, crate::meta::MetaError> {
                 let mut logical = 0u64;
                 let mut files = 0u64;
                 let mut dirs = 0u64;
-                for i in s.inodes.values() {
+                s.for_each_inode(|i| -> Result<(), crate::meta::MetaError> {
                     match i.kind {
                         FileKind::File => {
                             files += 1;
@@ -227,15 +230,16 @@ impl StoreStatus {
                         FileKind::Dir => dirs += 1,
                         _ => {}
                     }
+                    Ok(())
+                })?;
+                let mut unique = 0u64;
+                for c in s.referenced_chunks()? {
+                    if let Some(e) = s.chunk(c)? {
+                        unique += u64::from(e.raw_len);
+                    }
                 }
-                let unique: u64 = s
-                    .referenced_chunks()
-                    .iter()
-                    .filter_map(|c| s.chunks.get(c))
-                    .map(|c| c.raw_len as u64)
-                    .sum();
-                (files, dirs, logical, unique, s.chunks.len(), lsn)
-            })?;
+                Ok((files, dirs, logical, unique, s.chunk_count() as usize, lsn))
+            })??;
         let mut stored_bytes = 0u64;
         for e in std::fs::read_dir(store.layout().packs())
             .map_err(StatusError::Packs)?

@@ -232,14 +232,13 @@ pub fn put(
 ) -> Result<TransferReport, Error> {
     let dest = dest.as_ref();
     let mut report = TransferReport::default();
-    let dest_is_dir = store.read(|s| {
+    let dest_is_dir = store.read(|s| -> Result<bool, Error> {
         let tx = Tx::new(s);
-        tx.resolve(dest)
-            .ok()
-            .and_then(|i| s.inodes.get(&i))
-            .map(|i| i.kind == FileKind::Dir)
-            .unwrap_or(false)
-    })?;
+        Ok(match tx.resolve(dest).ok() {
+            Some(i) => s.inode(i)?.is_some_and(|i| i.kind == FileKind::Dir),
+            None => false,
+        })
+    })??;
     if sources.len() > 1 && !dest_is_dir {
         return Err(Error::NotADirectory {
             path: format!("{} (target of several sources)", show_path(dest)),
@@ -407,16 +406,16 @@ fn snapshot_tree(store: &Store, path: &[u8]) -> Result<TreeNode, Error> {
             ino: InodeNo,
             depth: usize,
         ) -> Result<TreeNode, Error> {
-            let inode = s.inodes.get(&ino).cloned().ok_or_else(|| Error::NotFound {
+            let inode = s.inode(ino)?.ok_or_else(|| Error::NotFound {
                 path: format!("inode {ino}"),
             })?;
             let mut children = Vec::new();
             if inode.kind == FileKind::Dir && depth < 4096 {
-                for (n, c) in s.dirs.get(&ino).into_iter().flatten() {
-                    children.push(build(s, n.clone(), *c, depth + 1)?);
+                for (n, c) in s.entries(ino)? {
+                    children.push(build(s, n, c, depth + 1)?);
                 }
             }
-            let extents = s.extents.get(&ino).cloned().unwrap_or_default();
+            let extents = s.extents(ino)?;
             Ok(TreeNode {
                 name,
                 inode,
@@ -620,7 +619,7 @@ impl Store {
             for (comps, proto) in dirs {
                 let full: Vec<Vec<u8>> = base.iter().chain(comps.iter()).cloned().collect();
                 let ino = mkdir_comps(tx, &full, proto.perm)?;
-                if let Some(mut i) = tx.inode(ino).cloned() {
+                if let Some(mut i) = tx.inode(ino)? {
                     i.perm = proto.perm;
                     i.uid = proto.uid;
                     i.gid = proto.gid;
@@ -643,7 +642,7 @@ impl Store {
                 let kind = f.inode.kind;
                 let ino = tx.write_file(&at, &path, f.inode.clone(), f.extents)?;
                 // Restore the attributes `create` resets.
-                if let Some(mut i) = tx.inode(ino).cloned() {
+                if let Some(mut i) = tx.inode(ino)? {
                     i.kind = kind;
                     i.size = f.inode.size;
                     i.mtime = f.inode.mtime;

@@ -140,11 +140,11 @@ impl Store {
                     continue;
                 }
                 if let Some(e) = pending.get(&id) {
-                    tx.add_chunk(id, *e);
+                    tx.add_chunk(id, *e).map_err(CommitError::Rejected)?;
                     indexed.push(id);
-                } else if !tx.has_chunk(id) {
+                } else if !tx.has_chunk(id).map_err(CommitError::Rejected)? {
                     match held.and_then(|h| h.get(&id)) {
-                        Some(e) => tx.add_chunk(id, *e),
+                        Some(e) => tx.add_chunk(id, *e).map_err(CommitError::Rejected)?,
                         None => return Err(CommitError::Unindexed { id }),
                     }
                 }

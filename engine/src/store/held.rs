@@ -90,7 +90,7 @@ impl Store {
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = self.read(|s| s.chunks.get(&id).copied())? else {
+        let Some(entry) = self.read(|s| s.chunk(id))?? else {
             return Ok(false);
         };
         *reg.entry((id, entry.pack)).or_insert(0) += 1;

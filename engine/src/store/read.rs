@@ -43,10 +43,14 @@ impl Store {
         if want.is_empty() {
             return;
         }
-        let Ok(entries) = self.read(|s| {
-            want.iter()
-                .filter_map(|id| s.chunks.get(id).map(|e| (*id, *e)))
-                .collect::<Vec<_>>()
+        let Ok(Ok(entries)) = self.read(|s| {
+            let mut out = Vec::new();
+            for id in &want {
+                if let Some(e) = s.chunk(*id)? {
+                    out.push((*id, e));
+                }
+            }
+            Ok::<_, crate::meta::MetaError>(out)
         }) else {
             return;
         };
@@ -88,7 +92,7 @@ impl Store {
 
     /// Read one chunk's bytes, verified against its id.
     pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>, Error> {
-        let entry = match self.read(|s| s.chunks.get(&id).copied())? {
+        let entry = match self.read(|s| s.chunk(id))?? {
             Some(e) => e,
             None => self
                 .voter

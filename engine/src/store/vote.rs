@@ -116,15 +116,19 @@ impl Voter {
                     };
                 }
                 let res = self.log.read(|s, _| {
-                    reg.keys()
-                        .find(|(id, pack)| {
-                            packs.contains(pack) && s.chunks.get(id).map(|e| e.pack) != Some(*pack)
-                        })
-                        .copied()
+                    for (id, pack) in reg.keys() {
+                        if packs.contains(pack) && s.chunk(*id)?.map(|e| e.pack) != Some(*pack) {
+                            return Ok(Some((*id, *pack)));
+                        }
+                    }
+                    Ok::<_, crate::meta::MetaError>(None)
                 });
                 match res {
-                    Ok(None) => two_phase::Vote::Commit,
-                    Ok(Some((id, pack))) => two_phase::Vote::Abort {
+                    Ok(Ok(None)) => two_phase::Vote::Commit,
+                    Ok(Err(e)) => two_phase::Vote::Abort {
+                        reason: e.to_string(),
+                    },
+                    Ok(Ok(Some((id, pack)))) => two_phase::Vote::Abort {
                         reason: format!(
                             "an operation in flight here references chunk {id} of pack {pack}"
                         ),

@@ -177,7 +177,7 @@ impl VerFs {
         if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
             return Err(FsError::Os(std::io::Error::last_os_error()));
         }
-        let files = self.store.read(|s| s.inodes.len() as u64).unwrap_or(0);
+        let files = self.store.read(|s| s.inode_count()).unwrap_or(0);
         Ok((st, files))
     }
 

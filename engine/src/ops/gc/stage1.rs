@@ -39,17 +39,20 @@ pub(super) fn stage1(
         let ids: Vec<u64> = snaps.values().map(|(id, _)| *id).collect();
         for (i, id) in ids.iter().enumerate() {
             progress("reading snapshots", i as u64, ids.len() as u64);
-            snap_refs.extend(store.snapshot_tree(*id)?.referenced_chunks());
+            snap_refs.extend(store.snapshot_tree(*id)?.referenced_chunks()?);
         }
-        let candidates: HashSet<ChunkId> = store.read(|s| {
+        let candidates: HashSet<ChunkId> = store.read(|s| -> Result<_, Error> {
             // Every inode counts, orphans included.
-            let live = s.referenced_chunks();
-            s.chunks
-                .keys()
-                .filter(|c| !live.contains(c) && !snap_refs.contains(c))
-                .copied()
-                .collect()
-        })?;
+            let live = s.referenced_chunks()?;
+            let mut out = HashSet::new();
+            s.for_each_chunk(|c, _| -> Result<(), Error> {
+                if !live.contains(&c) && !snap_refs.contains(&c) {
+                    out.insert(c);
+                }
+                Ok(())
+            })?;
+            Ok(out)
+        })??;
         if !candidates.is_empty() {
             progress("removing unreferenced chunks", 0, candidates.len() as u64);
             let used: HashSet<u64> = ids.iter().copied().collect();
@@ -62,20 +65,20 @@ pub(super) fn stage1(
                     return Ok(None);
                 }
                 let mut left = candidates;
-                for x in base.extents.values().flatten() {
-                    left.remove(&x.chunk);
-                }
+                base.for_each_extents(|_, xs| -> Result<(), Error> {
+                    for x in xs {
+                        left.remove(&x.chunk);
+                    }
+                    Ok(())
+                })?;
                 let mut bytes = 0u64;
-                let ids: Vec<ChunkId> = left
-                    .into_iter()
-                    .filter(|c| match base.chunks.get(c) {
-                        Some(e) => {
-                            bytes += u64::from(e.raw_len);
-                            true
-                        }
-                        None => false,
-                    })
-                    .collect();
+                let mut ids: Vec<ChunkId> = Vec::new();
+                for c in left {
+                    if let Some(e) = base.chunk(c)? {
+                        bytes += u64::from(e.raw_len);
+                        ids.push(c);
+                    }
+                }
                 for c in &ids {
                     tx.remove_chunk(*c);
                 }
@@ -107,15 +110,14 @@ pub(super) fn stage1(
             report.stale_files_removed += 1;
         }
     }
-    let (index, lsn) = store.log().read(|s, lsn| {
-        (
-            s.chunks
-                .iter()
-                .map(|(c, e)| (*c, e.pack))
-                .collect::<HashMap<ChunkId, PackId>>(),
-            lsn.0,
-        )
-    })?;
+    let (index, lsn) = store.log().read(|s, lsn| -> Result<_, Error> {
+        let mut index = HashMap::<ChunkId, PackId>::new();
+        s.for_each_chunk(|c, e| -> Result<(), Error> {
+            index.insert(c, e.pack);
+            Ok(())
+        })?;
+        Ok((index, lsn.0))
+    })??;
     let mut out = Vec::new();
     let total = listing.packs.len() as u64;
     let present: HashSet<PackId> = listing.packs.iter().copied().collect();

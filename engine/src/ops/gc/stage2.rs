@@ -112,13 +112,15 @@ fn rewrite(store: &Store, p: &PackState, report: &mut GcReport) -> Result<(), Er
     }
     // Survivors by the index after the decision ([GC-4]): a chunk re-indexed in this pack by an
     // operation that was in flight before stage 1 stays.
-    let keep: Vec<IndexEntry> = store.read(|s| {
-        idx.entries
-            .iter()
-            .filter(|e| s.chunks.get(&e.chunk_id).map(|c| c.pack) == Some(p.id))
-            .copied()
-            .collect()
-    })?;
+    let keep: Vec<IndexEntry> = store.read(|s| -> Result<_, Error> {
+        let mut keep = Vec::new();
+        for e in &idx.entries {
+            if s.chunk(e.chunk_id)?.map(|c| c.pack) == Some(p.id) {
+                keep.push(*e);
+            }
+        }
+        Ok(keep)
+    })??;
     if keep.len() == idx.entries.len() && !keep.is_empty() {
         return Ok(());
     }
