@@ -34,17 +34,21 @@ use crate::io_site;
 
 mod checkpoint;
 mod error;
+mod iocount;
 mod record;
 mod segment;
 mod view;
 
 pub use checkpoint::{decode_checkpoint_file, encode_checkpoint_file, list_checkpoints};
 pub use error::{CommitError, LogError};
+pub use iocount::IoStats;
 pub use record::{encode_record, read_record_at, RecordAt};
 pub use segment::{create, encode_segment_header, list_segments};
 
 use checkpoint::checkpoint_name;
 use error::io_err;
+use iocount::IoCounters;
+use record::read_record_counted;
 use segment::{decode_segment_header, segment_name};
 use view::{InView, View, ViewWriteGuard};
 
@@ -117,6 +121,8 @@ pub struct TxLog<S: StateMachine> {
     durable: Mutex<Lsn>,
     #[allow(clippy::type_complexity)]
     fence: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// Reads and stats of the log by this handle ([`TxLog::io_stats`]).
+    io: Arc<IoCounters>,
 }
 
 /// Outcome of reading records from the view's position.
@@ -146,9 +152,10 @@ impl<S: StateMachine> TxLog<S> {
             .map_err(io_err(&lock_path))?;
         // A concurrent log truncation may delete the segment we are about to open; retry from the
         // newer checkpoint it published first.
+        let io = Arc::new(IoCounters::default());
         let mut attempts = 0;
         let view = loop {
-            match Self::load_view(log_dir, ckpt_dir) {
+            match Self::load_view(log_dir, ckpt_dir, &io) {
                 Ok(v) => break v,
                 Err(LogError::Io { source, .. })
                     if source.kind() == io::ErrorKind::NotFound && attempts < 5 =>
@@ -168,13 +175,19 @@ impl<S: StateMachine> TxLog<S> {
             applied: AtomicU64::new(view.lsn.0),
             view: RwLock::new(view),
             fence,
+            io,
         };
         log.refresh()?;
         Ok(log)
     }
 
-    fn load_view(log_dir: &Path, ckpt_dir: &Path) -> Result<View<S>, LogError> {
-        let (state, base) = Self::load_checkpoint(ckpt_dir)?;
+    fn load_view(
+        log_dir: &Path,
+        ckpt_dir: &Path,
+        io: &Arc<IoCounters>,
+    ) -> Result<View<S>, LogError> {
+        let (state, base) = Self::load_checkpoint(ckpt_dir, io)?;
+        io.count_dir_list();
         let segs = list_segments(log_dir)?;
         // The segment holding lsn base+1 is the last one whose first lsn is <= base+1.
         let (first, seg_path) = segs
@@ -193,14 +206,15 @@ impl<S: StateMachine> TxLog<S> {
             })?;
         let f = File::open(&seg_path).map_err(io_err(&seg_path))?;
         let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
-        f.read_exact_at(&mut h, 0).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => LogError::Corrupt {
-                path: seg_path.clone(),
-                offset: 0,
-                reason: "segment header truncated".into(),
-            },
-            _ => io_err(&seg_path)(e),
-        })?;
+        io.read_exact_at(&f, &mut h, 0)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => LogError::Corrupt {
+                    path: seg_path.clone(),
+                    offset: 0,
+                    reason: "segment header truncated".into(),
+                },
+                _ => io_err(&seg_path)(e),
+            })?;
         let hdr_first = decode_segment_header(&seg_path, &h)?;
         if hdr_first != first {
             return Err(LogError::Corrupt {
@@ -225,6 +239,7 @@ impl<S: StateMachine> TxLog<S> {
             seg_path,
             offset: SEGMENT_HEADER_LEN,
             writer: None,
+            io: io.clone(),
         };
         // Records up to `base` are already in the checkpoint: skip them without applying.
         if view.lsn < base {
@@ -233,13 +248,15 @@ impl<S: StateMachine> TxLog<S> {
         Ok(view)
     }
 
-    fn load_checkpoint(ckpt_dir: &Path) -> Result<(S, Lsn), LogError> {
+    fn load_checkpoint(ckpt_dir: &Path, io: &IoCounters) -> Result<(S, Lsn), LogError> {
+        io.count_dir_list();
         let ckpts = list_checkpoints(ckpt_dir)?;
         let Some((lsn, path)) = ckpts.last() else {
             return Ok((S::empty(), Lsn(0)));
         };
         // Only the newest checkpoint is trusted: older segments may already be gone, so falling
         // back to an older one could silently skip transactions.
+        io.count_file_read();
         let bytes = fs::read(path).map_err(io_err(path))?;
         let (hdr_lsn, body) = decode_checkpoint_file(path, &bytes)?;
         if hdr_lsn != *lsn {
@@ -259,8 +276,10 @@ impl<S: StateMachine> TxLog<S> {
 
     fn skip_to(view: &mut View<S>, base: Lsn) -> Result<(), LogError> {
         while view.lsn < base {
-            let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
-            match read_record_at(&view.seg, view.offset, len).map_err(io_err(&view.seg_path))? {
+            let len = view.io.len(&view.seg).map_err(io_err(&view.seg_path))?;
+            match read_record_counted(&view.seg, view.offset, len, &view.io)
+                .map_err(io_err(&view.seg_path))?
+            {
                 RecordAt::Valid {
                     kind: TYPE_TXN,
                     lsn,
@@ -328,7 +347,9 @@ impl<S: StateMachine> TxLog<S> {
         let path = dir.join(segment_name(next));
         let f = File::open(&path).map_err(io_err(&path))?;
         let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
-        f.read_exact_at(&mut h, 0).map_err(io_err(&path))?;
+        view.io
+            .read_exact_at(&f, &mut h, 0)
+            .map_err(io_err(&path))?;
         let first = decode_segment_header(&path, &h)?;
         if first != next {
             return Err(LogError::Corrupt {
@@ -346,8 +367,10 @@ impl<S: StateMachine> TxLog<S> {
     /// Apply every complete record past the view's position.
     fn catch_up(view: &mut View<S>) -> Result<CatchUp, LogError> {
         loop {
-            let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
-            match read_record_at(&view.seg, view.offset, len).map_err(io_err(&view.seg_path))? {
+            let len = view.io.len(&view.seg).map_err(io_err(&view.seg_path))?;
+            match read_record_counted(&view.seg, view.offset, len, &view.io)
+                .map_err(io_err(&view.seg_path))?
+            {
                 RecordAt::End => return Ok(CatchUp::Done),
                 RecordAt::Short | RecordAt::ZeroTail => return Ok(CatchUp::Torn(view.offset)),
                 RecordAt::Bad(reason) => {
@@ -408,7 +431,7 @@ impl<S: StateMachine> TxLog<S> {
         let _inside = InView::enter("read")?;
         {
             let view = self.read_view();
-            let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
+            let len = view.io.len(&view.seg).map_err(io_err(&view.seg_path))?;
             if len == view.offset {
                 return Ok(f(&view.state, view.lsn));
             }
@@ -416,6 +439,12 @@ impl<S: StateMachine> TxLog<S> {
         let mut view = self.write_view();
         Self::catch_up(&mut view)?;
         Ok(f(&view.state, view.lsn))
+    }
+
+    /// How many reads, stats and directory listings this handle has made of the log so far, its
+    /// open included.
+    pub fn io_stats(&self) -> IoStats {
+        self.io.snapshot()
     }
 
     /// The last lsn this process has applied (no refresh, no lock: safe from anywhere).

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use super::iocount::IoCounters;
 use super::{Lsn, MAX_PAYLOAD, RECORD_HEADER_LEN, RECORD_MAGIC, TYPE_SEGMENT_END, TYPE_TXN};
 
 /// Encode one record (header + payload). Layout: `data-layout.md` section 5.3, "Record".
@@ -48,6 +49,15 @@ pub enum RecordAt {
 
 /// Parse the record at `offset` of a segment whose current length is `file_len`.
 pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<RecordAt> {
+    read_record_counted(file, offset, file_len, &IoCounters::default())
+}
+
+pub(super) fn read_record_counted(
+    file: &File,
+    offset: u64,
+    file_len: u64,
+    io: &IoCounters,
+) -> io::Result<RecordAt> {
     if offset >= file_len {
         return Ok(RecordAt::End);
     }
@@ -55,7 +65,7 @@ pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<Rec
         return Ok(RecordAt::Short);
     }
     let mut h = [0u8; RECORD_HEADER_LEN as usize];
-    file.read_exact_at(&mut h, offset)?;
+    io.read_exact_at(file, &mut h, offset)?;
     let plen = u32::from_le_bytes([h[16], h[17], h[18], h[19]]) as u64;
     if &h[0..4] != RECORD_MAGIC || plen > MAX_PAYLOAD {
         if all_zero_from(file, offset, file_len)? {
@@ -71,7 +81,7 @@ pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<Rec
         return Ok(RecordAt::Short);
     }
     let mut payload = vec![0u8; plen as usize];
-    file.read_exact_at(&mut payload, offset + RECORD_HEADER_LEN)?;
+    io.read_exact_at(file, &mut payload, offset + RECORD_HEADER_LEN)?;
     let stored = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&h[0..20]);

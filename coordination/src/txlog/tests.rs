@@ -430,3 +430,9 @@ fn many_threads_commit_serializably() {
         assert_eq!(rec.split(':').next().unwrap(), i.to_string());
     }
 }
+
+fn put_unsynced(l: &TxLog<Strings>, s: &str) -> Lsn {
+    l.commit::<(), String>(|_| Ok((s.as_bytes().to_vec(), ())))
+        .unwrap()
+        .0
+}

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLockWriteGuard};
 
+use super::iocount::IoCounters;
 use super::{LogError, Lsn};
 
 /// The materialized state and the read position in the log that it reflects.
@@ -24,6 +25,8 @@ pub(super) struct View<S> {
     /// A write handle on the segment at this path, kept between commits (a segment is never
     /// replaced at its path, only cut in place, so the handle stays right until a roll).
     pub(super) writer: Option<(PathBuf, Arc<File>)>,
+    /// The log's read counters ([`super::TxLog::io_stats`]).
+    pub(super) io: Arc<IoCounters>,
 }
 
 /// A write guard on the view that publishes the view's lsn to [`TxLog::applied_lsn`](super::TxLog::applied_lsn) on drop.
