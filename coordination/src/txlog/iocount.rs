@@ -74,12 +74,6 @@ impl IoCounters {
         Ok(f.metadata()?.len())
     }
 
-    /// Count one `read` of a whole small file (a checkpoint: `fs::read` is one open, fstat, read).
-    pub(super) fn count_file_read(&self) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.stats.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(super) fn count_dir_list(&self) {
         self.dir_lists.fetch_add(1, Ordering::Relaxed);
     }

@@ -20,8 +20,12 @@ pub(super) struct View<S> {
     /// The segment being read, its path and first lsn.
     pub(super) seg: Arc<File>,
     pub(super) seg_path: PathBuf,
+    pub(super) seg_first: Lsn,
     /// Byte offset of the next unread record in `seg`.
     pub(super) offset: u64,
+    /// Byte offset in `seg` of the record of `lsn`, `None` if `seg` starts after it: with `offset`,
+    /// the log position a checkpoint of this view records.
+    pub(super) last_record: Option<u64>,
     /// A write handle on the segment at this path, kept between commits (a segment is never
     /// replaced at its path, only cut in place, so the handle stays right until a roll).
     pub(super) writer: Option<(PathBuf, Arc<File>)>,
