@@ -135,8 +135,8 @@ pub fn decode_checkpoint(path: &Path, bytes: &[u8]) -> Result<Checkpoint, LogErr
     };
     let version = u32_at(8);
     if version == 1 {
-        // Version 1 had a 40-byte header with its crc32 at 36 and no log position. Say so only
-        // if that crc holds: otherwise this is a damaged header, not an old one.
+        // A version 1 header (data-layout.md "Checkpoint") carries its own crc32: name the old
+        // version only if that crc holds, else this is a damaged header.
         if bytes.len() >= 40 && crc32fast::hash(&bytes[0..36]) == u32_at(36) {
             return Err(corrupt(
                 8,

@@ -2,9 +2,10 @@
 //!
 //! Owns [`TxLog`] (open, catch-up, read, commit, group commit, checkpoint) and the types callers
 //! name ([`Lsn`], [`StateMachine`], [`LogConfig`]); the byte formats are in its parts: `segment`
-//! (segment files, headers, listing), `record` (one log record and the torn-tail rules),
-//! `checkpoint` (checkpoint files), `view` (the materialized view and the re-entry guard) and
-//! `error`. Does not own what payloads mean (the [`StateMachine`]) nor who may commit: fencing is
+//! (segment files, headers, listing), `record` (one log record, the torn-tail rules and the block
+//! reads of a catch-up), `checkpoint` (checkpoint files and the log position they record), `view`
+//! (the materialized view and the re-entry guard), `iocount` (the counted reads behind
+//! [`TxLog::io_stats`]) and `error`. Does not own what payloads mean (the [`StateMachine`]) nor who may commit: fencing is
 //! the `fence` callback the caller passes (a lease check in verfs), so this module
 //! imports nothing from the rest of the crate but `fsutil` and `io_site!`.
 //!
@@ -18,8 +19,8 @@
 //! Readers ([`TxLog::read`]) never take the log lock: they compare the segment's size with their
 //! read position, apply any new complete records, and answer.
 //!
-//! Byte formats, the commit steps and their commit point: `data-layout.md`, sections "Log segment"
-//! and "Commit protocol". Fencing: the `fence` callback given to [`TxLog::open`] is checked under the
+//! Byte formats, how a segment is read and where an open starts reading, the commit steps and their
+//! commit point: `data-layout.md`, sections "Log segment", "Checkpoint" and "Commit" (6.2). Fencing: the `fence` callback given to [`TxLog::open`] is checked under the
 //! lock right before the append, so a process whose lease was claimed by a cleaner can never append.
 
 use std::fs::{self, File, OpenOptions};

@@ -53,8 +53,8 @@ pub enum RecordAt {
 pub(super) const READ_BLOCK: u64 = 1 << 20;
 
 /// Parse the record at `offset` of a segment whose current length is `file_len` (two reads: its
-/// header, then the whole record). A catch-up reads whole blocks instead; both decode with
-/// [`decode_at`].
+/// header, then the whole record). A catch-up reads whole blocks instead; both decode a record
+/// with the same function, so they judge it by the same rules (`data-layout.md` section 5.3).
 pub fn read_record_at(file: &File, offset: u64, file_len: u64) -> io::Result<RecordAt> {
     let io = IoCounters::default();
     let mut buf = Vec::new();
