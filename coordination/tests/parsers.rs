@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 
 use proptest::prelude::*;
-use verfs_coordination::txlog::{self, LogConfig, LogError, Lsn, StateMachine, TxLog};
+use verfs_coordination::txlog::{self, LogConfig, LogError, LogPosition, Lsn, StateMachine, TxLog};
 use verfs_coordination::{ctlfile, journal, lease, lock, manifest, two_phase};
 use verfs_test_support::crc32;
 use verfs_test_support::hostile::{hostile, proptest_config};
@@ -79,6 +79,13 @@ fn segment(first: u64, records: &[(u64, &[u8])]) -> Vec<u8> {
     b
 }
 
+/// The log position after lsn 2 in `segment(1, ..)` of one-byte payloads (records of 25 bytes).
+const AFTER_2: LogPosition = LogPosition {
+    segment: Lsn(1),
+    offset: 24 + 25 + 25,
+    last_record: Some(24 + 25),
+};
+
 #[track_caller]
 fn corrupt_at(r: Result<TxLog<Strings>, LogError>, what: &str) -> (u64, String) {
     match r {
@@ -105,13 +112,23 @@ fn segment_starting_at_lsn_zero_is_rejected_not_a_panic() {
     assert!(msg.contains("00000000000000000000.seg"), "{msg}");
 }
 
-// Regression: a checkpoint named lsn u64::MAX made `base + 1` overflow.
+// Regression: a checkpoint named lsn u64::MAX made `base + 1` overflow. Its log position can
+// be neither the start of the segment after it (there is no lsn after it) nor in an empty segment.
 #[test]
 fn checkpoint_at_the_last_lsn_is_not_a_panic() {
     let max = u64::MAX;
-    let ck = txlog::encode_checkpoint_file(Lsn(max), b"x");
-    let d = log_dir(&[(1, segment(1, &[]))], Some((max, ck)));
-    let _ = corrupt_at(open_log(d.path()), "before checkpoint lsn");
+    for at in [
+        LogPosition::segment_start(Lsn(1)),
+        LogPosition {
+            segment: Lsn(1),
+            offset: 49,
+            last_record: Some(24),
+        },
+    ] {
+        let ck = txlog::encode_checkpoint_file(Lsn(max), at, b"x");
+        let d = log_dir(&[(1, segment(1, &[]))], Some((max, ck)));
+        let _ = corrupt_at(open_log(d.path()), &format!("lsn {max}"));
+    }
 }
 
 // Regression: records past lsn u64::MAX made `lsn + 1` overflow in the sequence check.
@@ -119,7 +136,8 @@ fn checkpoint_at_the_last_lsn_is_not_a_panic() {
 fn lsn_past_the_last_is_rejected_not_a_panic() {
     let max = u64::MAX;
     let seg = segment(max, &[(max, b"a"), (max, b"b")]);
-    let ck = txlog::encode_checkpoint_file(Lsn(max - 1), b"x");
+    let ck =
+        txlog::encode_checkpoint_file(Lsn(max - 1), LogPosition::segment_start(Lsn(max)), b"x");
     let d = log_dir(&[(max, seg)], Some((max - 1, ck)));
     let (offset, msg) = corrupt_at(open_log(d.path()), "where none was expected");
     assert_eq!(offset, 24 + 24 + 1, "{msg}");
@@ -219,7 +237,7 @@ proptest! {
 
     #[test]
     fn checkpoint_never_panics_and_names_file_and_offset(
-        bytes in hostile(txlog::encode_checkpoint_file(Lsn(3), b"a\nb"))
+        bytes in hostile(txlog::encode_checkpoint_file(Lsn(3), AFTER_2, b"a\nb"))
     ) {
         let p = Path::new("/s/checkpoints/00000000000000000003.ckpt");
         if let Err(e) = txlog::decode_checkpoint_file(p, &bytes) {
@@ -234,7 +252,7 @@ proptest! {
         seg in hostile(segment(1, &[(1, b"a"), (2, b"b"), (3, b"c")])),
         ckpt in prop_oneof![
             Just(None),
-            hostile(txlog::encode_checkpoint_file(Lsn(2), b"a\nb")).prop_map(Some),
+            hostile(txlog::encode_checkpoint_file(Lsn(2), AFTER_2, b"a\nb")).prop_map(Some),
         ],
     ) {
         let first = seg.get(12..20).map_or(1, |b| u64::from_le_bytes(b.try_into().unwrap()));

@@ -274,7 +274,7 @@ fn txlog_open_seeds() -> Vec<Vec<u8>> {
     seg1.extend(txlog::encode_record(2, Lsn(2), &2u64.to_le_bytes()));
     let mut seg2 = txlog::encode_segment_header(Lsn(2)).to_vec();
     seg2.extend(txlog::encode_record(1, Lsn(2), &ops));
-    let ck = txlog::encode_checkpoint_file(Lsn(1), &sample_state().encode_checkpoint());
+    let ck = txlog::encode_checkpoint_file(Lsn(1), txlog::LogPosition::segment_start(Lsn(2)), &sample_state().encode_checkpoint());
     vec![join(&[&seg1, &seg2, &ck]), join(&[&seg1, &seg2, b""]), seg1]
 }
 
@@ -290,14 +290,14 @@ pub fn checkpoint(data: &[u8]) {
             log_err(&e, Some(data.len()));
         }
     }
-    let sealed = txlog::encode_checkpoint_file(Lsn(1), data);
+    let sealed = txlog::encode_checkpoint_file(Lsn(1), txlog::LogPosition::segment_start(Lsn(2)), data);
     let (_, body) = txlog::decode_checkpoint_file(path, &sealed).expect("sealed checkpoint");
     let _ = MetaState::decode_checkpoint(&body);
 }
 
 fn checkpoint_seeds() -> Vec<Vec<u8>> {
     let body = sample_state().encode_checkpoint();
-    vec![txlog::encode_checkpoint_file(Lsn(3), &body), body]
+    vec![txlog::encode_checkpoint_file(Lsn(3), txlog::LogPosition::segment_start(Lsn(4)), &body), body]
 }
 
 /// A log record payload (and a checkpoint body): metadata ops, applied to a state.

@@ -2,9 +2,10 @@
 //!
 //! Owns [`TxLog`] (open, catch-up, read, commit, group commit, checkpoint) and the types callers
 //! name ([`Lsn`], [`StateMachine`], [`LogConfig`]); the byte formats are in its parts: `segment`
-//! (segment files, headers, listing), `record` (one log record and the torn-tail rules),
-//! `checkpoint` (checkpoint files), `view` (the materialized view and the re-entry guard) and
-//! `error`. Does not own what payloads mean (the [`StateMachine`]) nor who may commit: fencing is
+//! (segment files, headers, listing), `record` (one log record, the torn-tail rules and the block
+//! reads of a catch-up), `checkpoint` (checkpoint files and the log position they record), `view`
+//! (the materialized view and the re-entry guard), `iocount` (the counted reads behind
+//! [`TxLog::io_stats`]) and `error`. Does not own what payloads mean (the [`StateMachine`]) nor who may commit: fencing is
 //! the `fence` callback the caller passes (a lease check in verfs), so this module
 //! imports nothing from the rest of the crate but `fsutil` and `io_site!`.
 //!
@@ -18,8 +19,8 @@
 //! Readers ([`TxLog::read`]) never take the log lock: they compare the segment's size with their
 //! read position, apply any new complete records, and answer.
 //!
-//! Byte formats, the commit steps and their commit point: `data-layout.md`, sections "Log segment"
-//! and "Commit protocol". Fencing: the `fence` callback given to [`TxLog::open`] is checked under the
+//! Byte formats, how a segment is read and where an open starts reading, the commit steps and their
+//! commit point: `data-layout.md`, sections "Log segment", "Checkpoint" and "Commit" (6.2). Fencing: the `fence` callback given to [`TxLog::open`] is checked under the
 //! lock right before the append, so a process whose lease was claimed by a cleaner can never append.
 
 use std::fs::{self, File, OpenOptions};
@@ -34,17 +35,24 @@ use crate::io_site;
 
 mod checkpoint;
 mod error;
+mod iocount;
 mod record;
 mod segment;
 mod view;
 
-pub use checkpoint::{decode_checkpoint_file, encode_checkpoint_file, list_checkpoints};
+pub use checkpoint::{
+    decode_checkpoint, decode_checkpoint_file, encode_checkpoint_file, list_checkpoints,
+    Checkpoint, LogPosition,
+};
 pub use error::{CommitError, LogError};
+pub use iocount::IoStats;
 pub use record::{encode_record, read_record_at, RecordAt};
 pub use segment::{create, encode_segment_header, list_segments};
 
 use checkpoint::checkpoint_name;
 use error::io_err;
+use iocount::IoCounters;
+use record::{decode_at, Block, Decoded};
 use segment::{decode_segment_header, segment_name};
 use view::{InView, View, ViewWriteGuard};
 
@@ -91,10 +99,14 @@ impl Default for LogConfig {
 pub const SEGMENT_MAGIC: &[u8; 8] = b"VERFSLG1";
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"VERFSCK1";
 pub const RECORD_MAGIC: &[u8; 4] = b"VLOG";
+/// Version of the segment header (records are framed by it too).
 pub const LOG_VERSION: u32 = 1;
+/// Version of the checkpoint header, separate from [`LOG_VERSION`]: version 2 added the log
+/// position (segments did not change). Version 1 files are refused by name.
+pub const CHECKPOINT_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_LEN: u64 = 24;
 pub const RECORD_HEADER_LEN: u64 = 24;
-pub const CHECKPOINT_HEADER_LEN: u64 = 40;
+pub const CHECKPOINT_HEADER_LEN: u64 = 64;
 /// Largest payload a record may carry; anything larger in a header is corruption.
 pub const MAX_PAYLOAD: u64 = 1 << 30;
 
@@ -117,6 +129,8 @@ pub struct TxLog<S: StateMachine> {
     durable: Mutex<Lsn>,
     #[allow(clippy::type_complexity)]
     fence: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// Reads and stats of the log by this handle ([`TxLog::io_stats`]).
+    io: Arc<IoCounters>,
 }
 
 /// Outcome of reading records from the view's position.
@@ -127,8 +141,18 @@ enum CatchUp {
     Torn(u64),
 }
 
+/// Outcome of reading one segment's records ([`CatchUp`], or on into the next segment).
+enum SegmentPass {
+    Done,
+    Torn(u64),
+    /// Passed a segment-end record: the view is at the start of the next segment.
+    Next,
+}
+
 impl<S: StateMachine> TxLog<S> {
-    /// Open the log of a store: load the newest valid checkpoint and replay the segments after it.
+    /// Open the log of a store: load the newest valid checkpoint and replay the log from the
+    /// position it records, up to the head. A handful of reads whatever the log's length: the
+    /// records the checkpoint covers are not read (only the last one, to check the position).
     ///
     /// `fence` is called under the log lock before every append; an `Err` refuses the append
     /// ([`LogError::Fenced`]). Read-only: opening changes nothing on disk.
@@ -146,9 +170,10 @@ impl<S: StateMachine> TxLog<S> {
             .map_err(io_err(&lock_path))?;
         // A concurrent log truncation may delete the segment we are about to open; retry from the
         // newer checkpoint it published first.
+        let io = Arc::new(IoCounters::default());
         let mut attempts = 0;
         let view = loop {
-            match Self::load_view(log_dir, ckpt_dir) {
+            match Self::load_view(log_dir, ckpt_dir, &io) {
                 Ok(v) => break v,
                 Err(LogError::Io { source, .. })
                     if source.kind() == io::ErrorKind::NotFound && attempts < 5 =>
@@ -168,120 +193,217 @@ impl<S: StateMachine> TxLog<S> {
             applied: AtomicU64::new(view.lsn.0),
             view: RwLock::new(view),
             fence,
+            io,
         };
-        log.refresh()?;
         Ok(log)
     }
 
-    fn load_view(log_dir: &Path, ckpt_dir: &Path) -> Result<View<S>, LogError> {
-        let (state, base) = Self::load_checkpoint(ckpt_dir)?;
-        let segs = list_segments(log_dir)?;
-        // The segment holding lsn base+1 is the last one whose first lsn is <= base+1.
-        let (first, seg_path) = segs
-            .iter()
-            .rev()
-            .find(|(first, _)| first.0 <= base.0.saturating_add(1))
-            .cloned()
-            .ok_or_else(|| LogError::Corrupt {
-                path: log_dir.to_path_buf(),
-                offset: 0,
-                reason: format!(
-                    "no log segment covers lsn {} (checkpoint at {base}); segments: {:?}",
-                    base.0.saturating_add(1),
-                    segs.iter().map(|s| s.0 .0).collect::<Vec<_>>()
-                ),
-            })?;
-        let f = File::open(&seg_path).map_err(io_err(&seg_path))?;
+    /// The view at the log head: the newest checkpoint's state, caught up from the position it
+    /// records ([CKPT-4]), or the empty state caught up from the log's first record.
+    fn load_view(
+        log_dir: &Path,
+        ckpt_dir: &Path,
+        io: &Arc<IoCounters>,
+    ) -> Result<View<S>, LogError> {
+        let (state, base, at, ckpt) = match Self::load_checkpoint(ckpt_dir, io)? {
+            Some((state, c, path)) => (state, c.lsn, c.at, Some(path)),
+            None => (
+                S::empty(),
+                Lsn(0),
+                LogPosition::segment_start(Self::first_segment(log_dir, io)?),
+                None,
+            ),
+        };
+        let mut path = log_dir.join(segment_name(at.segment));
+        let mut at = at;
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            // The position was the end of its segment and a log truncation has deleted that
+            // segment since (it held only records up to `base`): the log continues at the start
+            // of the segment after it. NotFound otherwise, which `open` retries.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let next = LogPosition::segment_start(Lsn(base.0.saturating_add(1)));
+                let next_path = log_dir.join(segment_name(next.segment));
+                if next.segment == at.segment || !next_path.exists() {
+                    return Err(io_err(&path)(e));
+                }
+                at = next;
+                path = next_path;
+                File::open(&path).map_err(io_err(&path))?
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
         let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
-        f.read_exact_at(&mut h, 0).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => LogError::Corrupt {
-                path: seg_path.clone(),
-                offset: 0,
-                reason: "segment header truncated".into(),
-            },
-            _ => io_err(&seg_path)(e),
-        })?;
-        let hdr_first = decode_segment_header(&seg_path, &h)?;
-        if hdr_first != first {
+        io.read_exact_at(&f, &mut h, 0)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => LogError::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: "segment header truncated".into(),
+                },
+                _ => io_err(&path)(e),
+            })?;
+        let hdr_first = decode_segment_header(&path, &h)?;
+        if hdr_first != at.segment {
             return Err(LogError::Corrupt {
-                path: seg_path,
+                path,
                 offset: 12,
-                reason: format!("header says first lsn {hdr_first}, name says {first}"),
+                reason: format!(
+                    "header says first lsn {hdr_first}, name says {}",
+                    at.segment
+                ),
             });
         }
         // Lsns start at 1: a segment claiming to start at 0 (name and header agreeing) is damage,
         // and would make the lsn before it underflow.
-        if first.0 == 0 {
+        if at.segment.0 == 0 {
             return Err(LogError::Corrupt {
-                path: seg_path,
+                path,
                 offset: 12,
                 reason: "segment starts at lsn 0; lsns start at 1".into(),
             });
         }
+        let len = io.len(&f).map_err(io_err(&path))?;
         let mut view = View {
             state,
-            lsn: Lsn(first.0 - 1),
+            lsn: base,
             seg: Arc::new(f),
-            seg_path,
-            offset: SEGMENT_HEADER_LEN,
+            seg_path: path,
+            seg_first: at.segment,
+            offset: at.offset,
+            last_record: at.last_record,
             writer: None,
+            io: io.clone(),
         };
-        // Records up to `base` are already in the checkpoint: skip them without applying.
-        if view.lsn < base {
-            Self::skip_to(&mut view, base)?;
+        if at.offset > len {
+            return Err(Self::position_mismatch(
+                &view,
+                ckpt.as_deref(),
+                format!("that segment is only {len} bytes long"),
+            ));
         }
+        // One block from the checkpoint's own record on: it proves the position, and the
+        // catch-up goes on from the same bytes.
+        let from = at.last_record.unwrap_or(at.offset);
+        let block = Block::read(&view.seg, io, from, len, 0).map_err(io_err(&view.seg_path))?;
+        if let Some(r) = at.last_record {
+            Self::check_checkpoint_record(&view, ckpt.as_deref(), &block, r)?;
+        }
+        Self::catch_up_from(&mut view, Some(block))?;
         Ok(view)
     }
 
-    fn load_checkpoint(ckpt_dir: &Path) -> Result<(S, Lsn), LogError> {
+    /// No checkpoint yet: the segment that holds lsn 1 (the last whose first lsn is at most 1).
+    fn first_segment(log_dir: &Path, io: &IoCounters) -> Result<Lsn, LogError> {
+        io.count_dir_list();
+        let segs = list_segments(log_dir)?;
+        segs.iter()
+            .rev()
+            .find(|(first, _)| first.0 <= 1)
+            .map(|(first, _)| *first)
+            .ok_or_else(|| LogError::Corrupt {
+                path: log_dir.to_path_buf(),
+                offset: 0,
+                reason: format!(
+                    "no log segment covers lsn 1 (no checkpoint); segments: {:?}",
+                    segs.iter().map(|s| s.0 .0).collect::<Vec<_>>()
+                ),
+            })
+    }
+
+    /// [CKPT-4]: the record at byte `r` of the view's segment must be the transaction record of
+    /// the checkpoint's lsn and end at the position. Anything else means the position is wrong
+    /// (or the segment is not the one it was taken in), and reading on from it would misread.
+    fn check_checkpoint_record(
+        view: &View<S>,
+        ckpt: Option<&Path>,
+        block: &Block,
+        r: u64,
+    ) -> Result<(), LogError> {
+        let seg_err = io_err(&view.seg_path);
+        let mut found = decode_at(&block.window(&view.seg, &view.io), r).map_err(seg_err)?;
+        if let Decoded::Need(n) = found {
+            // The checkpoint's record is larger than a block.
+            let big = Block::read(&view.seg, &view.io, r, block.file_len, n)
+                .map_err(io_err(&view.seg_path))?;
+            found =
+                decode_at(&big.window(&view.seg, &view.io), r).map_err(io_err(&view.seg_path))?;
+        }
+        let what = match found {
+            Decoded::Valid {
+                kind: TYPE_TXN,
+                lsn,
+                len,
+            } if lsn == view.lsn => {
+                if r.checked_add(len) == Some(view.offset) {
+                    return Ok(());
+                }
+                format!("record {lsn} there ends at byte {}", r.saturating_add(len))
+            }
+            Decoded::Valid {
+                kind: TYPE_TXN,
+                lsn,
+                ..
+            } => format!("record {lsn} is there"),
+            Decoded::Valid { .. } => "a segment-end record is there".into(),
+            Decoded::End => "the segment ends there".into(),
+            Decoded::Short | Decoded::ZeroTail => "a torn record is there".into(),
+            Decoded::Bad(reason) => format!("no record is there ({reason})"),
+            Decoded::Need(_) => "the record there could not be read whole".into(),
+        };
+        Err(Self::position_mismatch(view, ckpt, what))
+    }
+
+    /// The error for a checkpoint whose log position does not match the log: blamed on the
+    /// checkpoint file (its position field), naming the segment.
+    fn position_mismatch(view: &View<S>, ckpt: Option<&Path>, what: String) -> LogError {
+        let record = view
+            .last_record
+            .map(|r| format!(" after its record {} at byte {r}", view.lsn))
+            .unwrap_or_default();
+        LogError::Corrupt {
+            path: ckpt.map_or_else(|| view.seg_path.clone(), Path::to_path_buf),
+            offset: 40,
+            reason: format!(
+                "checkpoint at lsn {} says the log continues at byte {} of {}{record}, but {what}",
+                view.lsn,
+                view.offset,
+                view.seg_path.display()
+            ),
+        }
+    }
+
+    fn load_checkpoint(
+        ckpt_dir: &Path,
+        io: &IoCounters,
+    ) -> Result<Option<(S, Checkpoint, PathBuf)>, LogError> {
+        io.count_dir_list();
         let ckpts = list_checkpoints(ckpt_dir)?;
         let Some((lsn, path)) = ckpts.last() else {
-            return Ok((S::empty(), Lsn(0)));
+            return Ok(None);
         };
         // Only the newest checkpoint is trusted: older segments may already be gone, so falling
         // back to an older one could silently skip transactions.
-        let bytes = fs::read(path).map_err(io_err(path))?;
-        let (hdr_lsn, body) = decode_checkpoint_file(path, &bytes)?;
-        if hdr_lsn != *lsn {
+        // One stat and one read of the whole file: `fs::read` would add a read at the end of
+        // the file to find it, a round trip on a network filesystem (checkpoint files are never
+        // changed once renamed into place).
+        let f = File::open(path).map_err(io_err(path))?;
+        let mut bytes = vec![0u8; io.len(&f).map_err(io_err(path))? as usize];
+        io.read_exact_at(&f, &mut bytes, 0).map_err(io_err(path))?;
+        let c = decode_checkpoint(path, &bytes)?;
+        if c.lsn != *lsn {
             return Err(LogError::Corrupt {
                 path: path.clone(),
                 offset: 16,
-                reason: format!("header says lsn {hdr_lsn}, name says {lsn}"),
+                reason: format!("header says lsn {}, name says {lsn}", c.lsn),
             });
         }
-        let state = S::decode_checkpoint(&body).map_err(|reason| LogError::Corrupt {
+        let state = S::decode_checkpoint(&c.body).map_err(|reason| LogError::Corrupt {
             path: path.clone(),
             offset: CHECKPOINT_HEADER_LEN,
             reason,
         })?;
-        Ok((state, hdr_lsn))
-    }
-
-    fn skip_to(view: &mut View<S>, base: Lsn) -> Result<(), LogError> {
-        while view.lsn < base {
-            let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
-            match read_record_at(&view.seg, view.offset, len).map_err(io_err(&view.seg_path))? {
-                RecordAt::Valid {
-                    kind: TYPE_TXN,
-                    lsn,
-                    len,
-                    ..
-                } => {
-                    Self::check_next(view, lsn)?;
-                    view.lsn = lsn;
-                    view.offset += len;
-                }
-                RecordAt::Valid { payload, .. } => Self::next_segment(view, &payload)?,
-                other => {
-                    return Err(LogError::Corrupt {
-                        path: view.seg_path.clone(),
-                        offset: view.offset,
-                        reason: format!("log ends ({other:?}) before checkpoint lsn {base}"),
-                    })
-                }
-            }
-        }
-        Ok(())
+        Ok(Some((state, c, path.clone())))
     }
 
     fn check_next(view: &View<S>, lsn: Lsn) -> Result<(), LogError> {
@@ -328,7 +450,9 @@ impl<S: StateMachine> TxLog<S> {
         let path = dir.join(segment_name(next));
         let f = File::open(&path).map_err(io_err(&path))?;
         let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
-        f.read_exact_at(&mut h, 0).map_err(io_err(&path))?;
+        view.io
+            .read_exact_at(&f, &mut h, 0)
+            .map_err(io_err(&path))?;
         let first = decode_segment_header(&path, &h)?;
         if first != next {
             return Err(LogError::Corrupt {
@@ -339,42 +463,93 @@ impl<S: StateMachine> TxLog<S> {
         }
         view.seg = Arc::new(f);
         view.seg_path = path;
+        view.seg_first = next;
         view.offset = SEGMENT_HEADER_LEN;
+        view.last_record = None;
         Ok(())
     }
 
-    /// Apply every complete record past the view's position.
+    /// Apply every complete record past the view's position, as far as each segment reached
+    /// when the pass came to it.
     fn catch_up(view: &mut View<S>) -> Result<CatchUp, LogError> {
+        Self::catch_up_from(view, None)
+    }
+
+    /// [`TxLog::catch_up`] starting from `block`, bytes of the view's segment already read.
+    /// One `fstat` per segment for its visible length, then one `pread` per [`record::READ_BLOCK`]
+    /// (a record larger than that takes one more), every complete record in a block decoded
+    /// from memory.
+    fn catch_up_from(view: &mut View<S>, mut block: Option<Block>) -> Result<CatchUp, LogError> {
         loop {
-            let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
-            match read_record_at(&view.seg, view.offset, len).map_err(io_err(&view.seg_path))? {
-                RecordAt::End => return Ok(CatchUp::Done),
-                RecordAt::Short | RecordAt::ZeroTail => return Ok(CatchUp::Torn(view.offset)),
-                RecordAt::Bad(reason) => {
-                    return Err(LogError::Corrupt {
-                        path: view.seg_path.clone(),
-                        offset: view.offset,
-                        reason,
-                    })
-                }
-                RecordAt::Valid {
-                    kind: TYPE_TXN,
-                    lsn,
-                    payload,
-                    len,
-                } => {
-                    Self::check_next(view, lsn)?;
-                    view.state
-                        .apply(lsn, &payload)
-                        .map_err(|reason| LogError::Corrupt {
+            let len = match &block {
+                Some(b) => b.file_len,
+                None => view.io.len(&view.seg).map_err(io_err(&view.seg_path))?,
+            };
+            match Self::catch_up_segment(view, len, block.take())? {
+                SegmentPass::Done => return Ok(CatchUp::Done),
+                SegmentPass::Torn(offset) => return Ok(CatchUp::Torn(offset)),
+                SegmentPass::Next => {}
+            }
+        }
+    }
+
+    /// Apply the records of the view's segment from its position up to `file_len`, moving into the
+    /// next segment at a segment-end record.
+    fn catch_up_segment(
+        view: &mut View<S>,
+        file_len: u64,
+        mut block: Option<Block>,
+    ) -> Result<SegmentPass, LogError> {
+        // Owned handles, so that the bytes read do not borrow the view they are applied to.
+        let seg = view.seg.clone();
+        let io = view.io.clone();
+        let mut need = 0;
+        loop {
+            let b = match block.take() {
+                Some(b) => b,
+                None => Block::read(&seg, &io, view.offset, file_len, need)
+                    .map_err(io_err(&view.seg_path))?,
+            };
+            let w = b.window(&seg, &io);
+            loop {
+                let at = view.offset;
+                match decode_at(&w, at).map_err(io_err(&view.seg_path))? {
+                    Decoded::End => return Ok(SegmentPass::Done),
+                    // An incomplete tail record is either being written right now or was left by
+                    // a dead writer; either way it is not committed yet, so a reader stops before it.
+                    Decoded::Short | Decoded::ZeroTail => return Ok(SegmentPass::Torn(at)),
+                    Decoded::Bad(reason) => {
+                        return Err(LogError::Corrupt {
                             path: view.seg_path.clone(),
-                            offset: view.offset,
-                            reason: format!("record {lsn} does not decode: {reason}"),
-                        })?;
-                    view.lsn = lsn;
-                    view.offset += len;
+                            offset: at,
+                            reason,
+                        })
+                    }
+                    Decoded::Need(n) => {
+                        need = n;
+                        break;
+                    }
+                    Decoded::Valid { kind, lsn, len } => {
+                        let payload = w
+                            .get(at + RECORD_HEADER_LEN, len - RECORD_HEADER_LEN)
+                            .unwrap_or_default();
+                        if kind != TYPE_TXN {
+                            Self::next_segment(view, payload)?;
+                            return Ok(SegmentPass::Next);
+                        }
+                        Self::check_next(view, lsn)?;
+                        view.state
+                            .apply(lsn, payload)
+                            .map_err(|reason| LogError::Corrupt {
+                                path: view.seg_path.clone(),
+                                offset: at,
+                                reason: format!("record {lsn} does not decode: {reason}"),
+                            })?;
+                        view.lsn = lsn;
+                        view.last_record = Some(at);
+                        view.offset = at + len;
+                    }
                 }
-                RecordAt::Valid { payload, .. } => Self::next_segment(view, &payload)?,
             }
         }
     }
@@ -382,8 +557,6 @@ impl<S: StateMachine> TxLog<S> {
     /// Bring the view up to the log head. Readers call this implicitly through [`TxLog::read`].
     pub fn refresh(&self) -> Result<Lsn, LogError> {
         let mut view = self.write_view();
-        // An incomplete tail record is either being written right now or was left by a dead
-        // writer; either way it is not committed yet, so a reader simply stops before it.
         Self::catch_up(&mut view)?;
         Ok(view.lsn)
     }
@@ -408,7 +581,7 @@ impl<S: StateMachine> TxLog<S> {
         let _inside = InView::enter("read")?;
         {
             let view = self.read_view();
-            let len = view.seg.metadata().map_err(io_err(&view.seg_path))?.len();
+            let len = view.io.len(&view.seg).map_err(io_err(&view.seg_path))?;
             if len == view.offset {
                 return Ok(f(&view.state, view.lsn));
             }
@@ -416,6 +589,12 @@ impl<S: StateMachine> TxLog<S> {
         let mut view = self.write_view();
         Self::catch_up(&mut view)?;
         Ok(f(&view.state, view.lsn))
+    }
+
+    /// How many reads, stats and directory listings this handle has made of the log so far, its
+    /// open included.
+    pub fn io_stats(&self) -> IoStats {
+        self.io.snapshot()
     }
 
     /// The last lsn this process has applied (no refresh, no lock: safe from anywhere).
@@ -583,6 +762,7 @@ impl<S: StateMachine> TxLog<S> {
                 reason: format!("own record {lsn} does not apply: {reason}"),
             })?;
         view.lsn = lsn;
+        view.last_record = Some(view.offset);
         view.offset += rec.len() as u64;
         if view.offset >= self.cfg.segment_bytes {
             self.roll_segment(&mut view)?;
@@ -640,9 +820,16 @@ impl<S: StateMachine> TxLog<S> {
     /// [`TxLog::segments_covered_by`] and the two-phase log truncation in the engine.
     pub fn checkpoint(&self) -> Result<Lsn, LogError> {
         self.refresh()?;
-        let (lsn, body) = {
+        // The view's position is where the log continues after its lsn ([CKPT-3]): after a roll
+        // that is the new segment's header end, and the view is there already.
+        let (lsn, at, body) = {
             let v = self.read_view();
-            (v.lsn, v.state.encode_checkpoint())
+            let at = LogPosition {
+                segment: v.seg_first,
+                offset: v.offset,
+                last_record: v.last_record,
+            };
+            (v.lsn, at, v.state.encode_checkpoint())
         };
         let path = self.ckpt_dir.join(checkpoint_name(lsn));
         if path.exists() {
@@ -650,7 +837,8 @@ impl<S: StateMachine> TxLog<S> {
         }
         // The records it covers must be durable before a checkpoint may stand in for them.
         self.sync_to(lsn)?;
-        fsutil::write_atomic(&path, &encode_checkpoint_file(lsn, &body)).map_err(io_err(&path))?;
+        fsutil::write_atomic(&path, &encode_checkpoint_file(lsn, at, &body))
+            .map_err(io_err(&path))?;
         Ok(lsn)
     }
 

@@ -386,7 +386,12 @@ fn a_flipped_byte_in_a_complete_record_is_corruption_not_a_torn_tail() {
 
 #[test]
 fn checkpoint_file_detects_every_flipped_byte() {
-    let bytes = encode_checkpoint_file(Lsn(9), b"body bytes");
+    let at = LogPosition {
+        segment: Lsn(5),
+        offset: 300,
+        last_record: Some(250),
+    };
+    let bytes = encode_checkpoint_file(Lsn(9), at, b"body bytes");
     assert_eq!(
         decode_checkpoint_file(Path::new("c"), &bytes).unwrap(),
         (Lsn(9), b"body bytes".to_vec())
@@ -429,4 +434,420 @@ fn many_threads_commit_serializably() {
     for (i, rec) in all.iter().enumerate() {
         assert_eq!(rec.split(':').next().unwrap(), i.to_string());
     }
+}
+
+fn put_unsynced(l: &TxLog<Strings>, s: &str) -> Lsn {
+    l.commit::<(), String>(|_| Ok((s.as_bytes().to_vec(), ())))
+        .unwrap()
+        .0
+}
+
+fn put_many(l: &TxLog<Strings>, from: usize, to: usize, tag: &str) {
+    for i in from..to {
+        put_unsynced(l, &format!("{tag} {i:06}"));
+    }
+    l.sync_to(l.applied_lsn()).unwrap();
+}
+
+fn stats_since(before: IoStats, after: IoStats) -> IoStats {
+    IoStats {
+        reads: after.reads - before.reads,
+        stats: after.stats - before.stats,
+        dir_lists: after.dir_lists - before.dir_lists,
+    }
+}
+
+/// (offset, lsn, kind, len) of every valid record of a segment, walked with `read_record_at`.
+fn records_of(seg: &Path) -> Vec<(u64, Lsn, u8, u64)> {
+    let f = File::open(seg).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut out = Vec::new();
+    let mut off = SEGMENT_HEADER_LEN;
+    while let RecordAt::Valid {
+        kind, lsn, len: n, ..
+    } = read_record_at(&f, off, len).unwrap()
+    {
+        out.push((off, lsn, kind, n));
+        off += n;
+    }
+    out
+}
+
+fn checkpoint_of(ck: &Path) -> (PathBuf, Checkpoint) {
+    let (_, path) = list_checkpoints(ck).unwrap().pop().unwrap();
+    let c = decode_checkpoint(&path, &fs::read(&path).unwrap()).unwrap();
+    (path, c)
+}
+
+/// Issue 13: an open reads the newest checkpoint, the header of the segment it names and one
+/// block from the position it records ([CKPT-3], [CKPT-4]), never the records the checkpoint
+/// covers. Before, opening this log made 40002 reads and 20002 stats (two reads and a stat per
+/// record, from the segment's start).
+#[test]
+fn opening_after_a_checkpoint_costs_a_handful_of_reads_whatever_the_log_length() {
+    let (_d, log, ck) = setup();
+    let a = open(&log, &ck, 64 << 20);
+    put_many(&a, 0, 200, "record");
+    a.checkpoint().unwrap();
+    let short = open(&log, &ck, 64 << 20).io_stats();
+    put_many(&a, 200, 20_000, "record");
+    assert_eq!(a.checkpoint().unwrap(), Lsn(20_000));
+    let b = open(&log, &ck, 64 << 20);
+    let long = b.io_stats();
+    eprintln!("open of a log of 200 records checkpointed at its head: {short:?}");
+    eprintln!("open of a log of 20000 records checkpointed at its head: {long:?}");
+    assert_eq!(
+        b.read(|s, lsn| (s.0.len(), lsn)).unwrap(),
+        (20_000, Lsn(20_000))
+    );
+    assert_eq!(
+        long, short,
+        "the cost of an open depends on the log's length"
+    );
+    // Checkpoint file, segment header, one block; one stat each for the checkpoint and segment.
+    assert!(
+        long.reads <= 3 && long.stats <= 2 && long.dir_lists == 1,
+        "{long:?}"
+    );
+
+    // Records after the checkpoint cost reads only in proportion to their bytes.
+    let seg = list_segments(&log).unwrap().pop().unwrap().1;
+    let at = checkpoint_of(&ck).1.at.offset;
+    put_many(&a, 0, 10, "after");
+    let b = open(&log, &ck, 64 << 20);
+    let ten = b.io_stats();
+    assert_eq!(b.read(|s, _| s.0.len()).unwrap(), 20_010);
+    put_many(&a, 10, 10_000, "after");
+    let b = open(&log, &ck, 64 << 20);
+    let many = b.io_stats();
+    assert_eq!(b.read(|s, _| s.0.len()).unwrap(), 30_000);
+    let bytes_after = fs::metadata(&seg).unwrap().len() - at;
+    eprintln!("open with 10 records after the checkpoint: {ten:?}");
+    eprintln!("open with 10000 records ({bytes_after} bytes) after the checkpoint: {many:?}");
+    assert!(
+        many.reads <= ten.reads + bytes_after.div_ceil(record::READ_BLOCK),
+        "{many:?} vs {ten:?}"
+    );
+    assert_eq!((many.stats, many.dir_lists), (ten.stats, ten.dir_lists));
+}
+
+/// Issue 13: a catch-up reads whole blocks and decodes every record in them, with one stat
+/// per segment, instead of two reads and a stat per record.
+#[test]
+fn catching_up_reads_blocks_not_records() {
+    for segment_bytes in [64 << 20, 256 << 10] {
+        let (_d, log, ck) = setup();
+        let a = open(&log, &ck, segment_bytes);
+        let b = open(&log, &ck, segment_bytes);
+        let payload = "p".repeat(300);
+        for i in 0..10_000 {
+            put_unsynced(&a, &format!("{i:05} {payload}"));
+        }
+        let before = b.io_stats();
+        assert_eq!(b.refresh().unwrap(), Lsn(10_000));
+        let cost = stats_since(before, b.io_stats());
+        let segs = list_segments(&log).unwrap();
+        let bytes: u64 = segs
+            .iter()
+            .map(|(_, p)| fs::metadata(p).unwrap().len())
+            .sum();
+        eprintln!(
+            "catch-up of 10000 records, {bytes} bytes in {} segments: {cost:?}",
+            segs.len()
+        );
+        let n = segs.len() as u64;
+        // Per segment: its header (except the first, already open), one stat, its blocks; a
+        // block ends where a record straddles it, so count one more per segment.
+        assert!(
+            cost.reads <= (n - 1) + bytes.div_ceil(record::READ_BLOCK) + n,
+            "{cost:?}"
+        );
+        assert_eq!(cost.stats, n, "{cost:?}");
+        let all = b.read(|s, _| s.0.clone()).unwrap();
+        assert_eq!(all.len(), 10_000);
+        assert!(all
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.starts_with(&format!("{i:05} "))));
+    }
+}
+
+/// A record larger than a block is read whole by a second read, by a catch-up and by an open
+/// whose checkpoint's own record is that record.
+#[test]
+fn records_larger_than_a_block_are_read_whole() {
+    let (_d, log, ck) = setup();
+    let a = open(&log, &ck, 64 << 20);
+    let b = open(&log, &ck, 64 << 20);
+    let big = "b".repeat(record::READ_BLOCK as usize * 5 / 2);
+    put(&a, "small");
+    put(&a, &big);
+    assert_eq!(
+        b.read(|s, _| s.0.clone()).unwrap(),
+        vec!["small", big.as_str()]
+    );
+    a.checkpoint().unwrap();
+    let (_, c) = checkpoint_of(&ck);
+    assert_eq!(c.at.last_record, Some(SEGMENT_HEADER_LEN + 24 + 5));
+    let reopened = open(&log, &ck, 64 << 20);
+    assert_eq!(reopened.read(|s, _| s.0.len()).unwrap(), 2);
+    put(&a, "after");
+    put(&a, &big);
+    let reopened = open(&log, &ck, 64 << 20);
+    let all = reopened.read(|s, _| s.0.clone()).unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!((all[2].as_str(), all[3].len()), ("after", big.len()));
+    assert_eq!(b.read(|s, _| s.0.len()).unwrap(), 4);
+}
+
+/// [LOG-4] through block reads: a damaged record in the first block of a segment whose rest
+/// does not fit in that block is still corruption, whether flipped or zeroed short of the end.
+#[test]
+fn damage_in_an_early_block_of_a_long_segment_is_corruption() {
+    for damage in ["flip", "zeros"] {
+        let (_d, log, ck) = setup();
+        let a = open(&log, &ck, 64 << 20);
+        let payload = "q".repeat(500);
+        for i in 0..5_000 {
+            put_unsynced(&a, &format!("{i:05} {payload}"));
+        }
+        a.sync_to(a.applied_lsn()).unwrap();
+        let seg = list_segments(&log).unwrap()[0].1.clone();
+        assert!(fs::metadata(&seg).unwrap().len() > 2 * record::READ_BLOCK);
+        let (at, _, _, n) = records_of(&seg)[100];
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        match damage {
+            "flip" => f.write_all_at(b"!", at + n - 7).unwrap(),
+            _ => f.write_all_at(&[0u8; 200], at + 30).unwrap(),
+        }
+        match TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(()))) {
+            Err(LogError::Corrupt { offset, .. }) => assert_eq!(offset, at, "{damage}"),
+            Err(other) => panic!("{damage}: expected corruption, got {other}"),
+            Ok(_) => panic!("{damage}: opened a log with a corrupt record"),
+        }
+    }
+}
+
+/// [CKPT-3]: the checkpoint records the view's position; after a roll that is the new segment's
+/// header end. The log still opens once the segments it covers are deleted.
+#[test]
+fn checkpoint_right_after_a_roll_points_at_the_new_segment() {
+    let (_d, log, ck) = setup();
+    let a = open(&log, &ck, 300);
+    let mut n = 0;
+    while list_segments(&log).unwrap().len() < 3 {
+        n += 1;
+        put(&a, &format!("v{n}"));
+    }
+    assert_eq!(a.checkpoint().unwrap(), Lsn(n));
+    let (_, c) = checkpoint_of(&ck);
+    assert_eq!(c.at, LogPosition::segment_start(Lsn(n + 1)));
+    for p in a.segments_covered_by(Lsn(n)).unwrap() {
+        fs::remove_file(p).unwrap();
+    }
+    assert_eq!(list_segments(&log).unwrap().len(), 1);
+    let b = open(&log, &ck, 300);
+    assert_eq!(
+        b.read(|s, lsn| (s.0.len() as u64, lsn)).unwrap(),
+        (n, Lsn(n))
+    );
+    put(&b, "after");
+    let c = open(&log, &ck, 300);
+    assert_eq!(
+        c.read(|s, _| s.0.last().cloned()).unwrap().unwrap(),
+        "after"
+    );
+}
+
+/// A checkpoint whose position is the end of a segment (taken while a roll was under way, before
+/// its segment-end record), whose segment a truncation then deleted: the log continues at the
+/// start of the segment after it.
+#[test]
+fn checkpoint_at_the_end_of_a_deleted_segment_opens_at_the_next_one() {
+    let (_d, log, ck) = setup();
+    let a = open(&log, &ck, 300);
+    let mut n = 0;
+    while list_segments(&log).unwrap().len() < 2 {
+        n += 1;
+        put(&a, &format!("v{n}"));
+    }
+    put(&a, "in the second segment");
+    let segs = list_segments(&log).unwrap();
+    let recs = records_of(&segs[0].1);
+    let (end_at, _, kind, _) = *recs.last().unwrap();
+    assert_eq!(kind, TYPE_SEGMENT_END);
+    let (last, lsn, _, _) = recs[recs.len() - 2];
+    assert_eq!(lsn, Lsn(n));
+    let state = Strings((1..=n).map(|i| format!("v{i}")).collect());
+    let at = LogPosition {
+        segment: segs[0].0,
+        offset: end_at,
+        last_record: Some(last),
+    };
+    let ckpt = ck.join(checkpoint_name(Lsn(n)));
+    fs::write(
+        &ckpt,
+        encode_checkpoint_file(Lsn(n), at, &state.encode_checkpoint()),
+    )
+    .unwrap();
+    let expect: Vec<String> = state
+        .0
+        .iter()
+        .cloned()
+        .chain(["in the second segment".to_string()])
+        .collect();
+    assert_eq!(
+        open(&log, &ck, 300).read(|s, _| s.0.clone()).unwrap(),
+        expect
+    );
+    fs::remove_file(&segs[0].1).unwrap();
+    assert_eq!(
+        open(&log, &ck, 300).read(|s, _| s.0.clone()).unwrap(),
+        expect
+    );
+}
+
+/// [CKPT-4]: a checkpoint whose log position does not match the log is refused as corrupt,
+/// naming the checkpoint, instead of being read from the wrong byte (a position inside the
+/// last record would have passed for a torn tail, and the next writer would have cut it).
+#[test]
+fn checkpoint_with_a_wrong_log_position_is_refused() {
+    let (_d, log, ck) = setup();
+    let a = open(&log, &ck, 1 << 20);
+    for i in 1..=20 {
+        put(&a, &format!("value {i}"));
+    }
+    drop(a);
+    let seg = list_segments(&log).unwrap()[0].1.clone();
+    let seg_bytes = fs::read(&seg).unwrap();
+    let len = seg_bytes.len() as u64;
+    let recs = records_of(&seg);
+    let rec = |lsn: u64| recs[lsn as usize - 1];
+    let after = |lsn: u64| LogPosition {
+        segment: Lsn(1),
+        offset: rec(lsn).0 + rec(lsn).3,
+        last_record: Some(rec(lsn).0),
+    };
+    let body =
+        |lsn: u64| Strings((1..=lsn).map(|i| format!("value {i}")).collect()).encode_checkpoint();
+    let write_ckpt = |lsn: u64, at: LogPosition| {
+        for (_, p) in list_checkpoints(&ck).unwrap() {
+            fs::remove_file(p).unwrap();
+        }
+        let path = ck.join(checkpoint_name(Lsn(lsn)));
+        fs::write(&path, encode_checkpoint_file(Lsn(lsn), at, &body(lsn))).unwrap();
+        path
+    };
+    // The right position opens, at every lsn.
+    for lsn in [1, 10, 19, 20] {
+        write_ckpt(lsn, after(lsn));
+        let l = open(&log, &ck, 1 << 20);
+        assert_eq!(l.read(|s, _| s.0.len()).unwrap(), 20, "lsn {lsn}");
+    }
+    let shift = |mut at: LogPosition, by: u64| {
+        at.offset += by;
+        at.last_record = at.last_record.map(|r| r + by);
+        at
+    };
+    let cases: Vec<(&str, u64, LogPosition)> = vec![
+        (
+            "offset inside the next record",
+            10,
+            LogPosition {
+                offset: after(10).offset + 10,
+                ..after(10)
+            },
+        ),
+        (
+            "offset inside the last record",
+            19,
+            LogPosition {
+                offset: len - 10,
+                ..after(19)
+            },
+        ),
+        (
+            "offset at the end, before the last record",
+            19,
+            LogPosition {
+                offset: len,
+                ..after(19)
+            },
+        ),
+        ("both inside records", 10, shift(after(10), 5)),
+        ("past the end", 20, shift(after(20), 100)),
+        (
+            "offset past the end",
+            20,
+            LogPosition {
+                offset: len + 1,
+                ..after(20)
+            },
+        ),
+        ("at a record with another lsn", 10, after(12)),
+        ("at the record before", 10, after(9)),
+        (
+            "start of a segment that does not follow",
+            10,
+            LogPosition::segment_start(Lsn(1)),
+        ),
+    ];
+    for (what, lsn, at) in cases {
+        let path = write_ckpt(lsn, at);
+        match TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(()))) {
+            Err(e @ LogError::Corrupt { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&path.display().to_string()), "{what}: {msg}");
+                eprintln!("{what}: {msg}");
+            }
+            Err(other) => panic!("{what}: expected corruption, got {other}"),
+            Ok(_) => panic!("{what}: a checkpoint with a wrong log position opened"),
+        }
+        assert_eq!(
+            fs::read(&seg).unwrap(),
+            seg_bytes,
+            "{what}: the segment changed"
+        );
+    }
+    // A position that cannot fit its lsn is refused by the decoder itself.
+    let bad = encode_checkpoint_file(Lsn(10), LogPosition::segment_start(Lsn(1)), b"");
+    let err = decode_checkpoint(Path::new("c"), &bad).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { offset: 32, .. }), "{err}");
+}
+
+/// A checkpoint of the previous version (40-byte header, no log position) is refused with a
+/// message naming the file and both versions.
+#[test]
+fn old_version_checkpoint_is_refused_by_name() {
+    let (_d, log, ck) = setup();
+    let a = open(&log, &ck, 1 << 20);
+    put(&a, "x");
+    let body = b"x";
+    let mut v1 = Vec::new();
+    v1.extend_from_slice(CHECKPOINT_MAGIC);
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&0u32.to_le_bytes());
+    v1.extend_from_slice(&1u64.to_le_bytes());
+    v1.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    v1.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    let hcrc = crc32fast::hash(&v1[0..36]);
+    v1.extend_from_slice(&hcrc.to_le_bytes());
+    v1.extend_from_slice(body);
+    let path = ck.join(checkpoint_name(Lsn(1)));
+    fs::write(&path, &v1).unwrap();
+    let err = TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(())))
+        .err()
+        .expect("an old checkpoint opened");
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(matches!(err, LogError::Corrupt { offset: 8, .. }), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("checkpoint version 1") && msg.contains("checkpoint version 2"),
+        "{msg}"
+    );
+    // The same bytes with a broken header crc are damage, not an old version.
+    v1[20] ^= 1;
+    let err = decode_checkpoint(&path, &v1).unwrap_err().to_string();
+    assert!(err.contains("crc32 mismatch"), "{err}");
 }

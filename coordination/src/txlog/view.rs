@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLockWriteGuard};
 
+use super::iocount::IoCounters;
 use super::{LogError, Lsn};
 
 /// The materialized state and the read position in the log that it reflects.
@@ -19,11 +20,17 @@ pub(super) struct View<S> {
     /// The segment being read, its path and first lsn.
     pub(super) seg: Arc<File>,
     pub(super) seg_path: PathBuf,
+    pub(super) seg_first: Lsn,
     /// Byte offset of the next unread record in `seg`.
     pub(super) offset: u64,
+    /// Byte offset in `seg` of the record of `lsn`, `None` if `seg` starts after it: with `offset`,
+    /// the log position a checkpoint of this view records.
+    pub(super) last_record: Option<u64>,
     /// A write handle on the segment at this path, kept between commits (a segment is never
     /// replaced at its path, only cut in place, so the handle stays right until a roll).
     pub(super) writer: Option<(PathBuf, Arc<File>)>,
+    /// The log's read counters ([`super::TxLog::io_stats`]).
+    pub(super) io: Arc<IoCounters>,
 }
 
 /// A write guard on the view that publishes the view's lsn to [`TxLog::applied_lsn`](super::TxLog::applied_lsn) on drop.
