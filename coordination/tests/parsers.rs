@@ -25,11 +25,12 @@ fn names_file_and_offset(msg: &str, path: &Path, offset: u64, len: usize) {
 }
 
 /// A toy state machine: payloads must be UTF-8.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Strings(Vec<String>);
 
 impl StateMachine for Strings {
-    fn empty() -> Self {
+    type Ctx = ();
+    fn empty(_: &()) -> Self {
         Strings::default()
     }
     fn apply(&mut self, _lsn: Lsn, payload: &[u8]) -> Result<(), String> {
@@ -37,10 +38,10 @@ impl StateMachine for Strings {
         self.0.push(s.to_owned());
         Ok(())
     }
-    fn encode_checkpoint(&self) -> Vec<u8> {
-        self.0.join("\n").into_bytes()
+    fn encode_checkpoint(&self, _: Lsn) -> Result<Vec<u8>, String> {
+        Ok(self.0.join("\n").into_bytes())
     }
-    fn decode_checkpoint(bytes: &[u8]) -> Result<Self, String> {
+    fn decode_checkpoint(_: &(), _: Lsn, bytes: &[u8]) -> Result<Self, String> {
         let s = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
         Ok(Strings(s.split('\n').map(str::to_owned).collect()))
     }
@@ -52,6 +53,7 @@ fn open_log(dir: &Path) -> Result<TxLog<Strings>, LogError> {
         &dir.join("checkpoints"),
         LogConfig::default(),
         Box::new(|| Ok(())),
+        (),
     )
 }
 

@@ -21,6 +21,10 @@ pub enum LogError {
     },
     #[error("fenced: {0}")]
     Fenced(String),
+    /// Encoding the state for a checkpoint failed (the state's own reason): no checkpoint file
+    /// was written.
+    #[error("{path}: writing the checkpoint: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
     /// A closure given to [`TxLog::read`](super::TxLog::read), [`TxLog::commit`](super::TxLog::commit) or [`TxLog::exclusive`](super::TxLog::exclusive) called back
     /// into the same log on the same thread. That would wait for a lock this thread already holds
     /// (the hang `verfs status` had), so it is refused at once: use the state and lsn the closure

@@ -68,17 +68,39 @@ impl std::fmt::Display for Lsn {
 }
 
 /// The state a log materializes. The log knows nothing about what the payloads mean.
-pub trait StateMachine: Send + Sync + 'static {
+///
+/// A state may keep most of itself outside memory (verfs keeps its metadata in page files): a
+/// checkpoint then persists what its body references before the body is written
+/// ([`StateMachine::encode_checkpoint`]), and a state that has grown since the checkpoint it was
+/// built on can move onto a newer one ([`StateMachine::checkpointed`]) instead of holding every
+/// change since.
+pub trait StateMachine: Clone + Send + Sync + 'static {
+    /// What building a state needs besides the log and checkpoint bytes (verfs: its page store).
+    type Ctx: Clone + Send + Sync + 'static;
     /// The state of an empty log.
-    fn empty() -> Self;
-    /// Apply one committed record. An error means the payload does not decode: corruption.
+    fn empty(ctx: &Self::Ctx) -> Self;
+    /// Apply one committed record. An error means the payload does not decode (corruption) or
+    /// what the state reads to apply it cannot be read; the record counts as not applied and is
+    /// applied again on the next attempt, so applying must be idempotent.
     fn apply(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String>;
-    /// Serialize the whole state (a checkpoint body).
-    fn encode_checkpoint(&self) -> Vec<u8>;
-    /// Inverse of [`StateMachine::encode_checkpoint`].
-    fn decode_checkpoint(bytes: &[u8]) -> Result<Self, String>
+    /// Serialize the state at `lsn` into a checkpoint body, first making durable whatever the
+    /// body refers to. Runs on a clone of the view, off every lock.
+    fn encode_checkpoint(&self, lsn: Lsn) -> Result<Vec<u8>, String>;
+    /// Inverse of [`StateMachine::encode_checkpoint`]: the state at `lsn`.
+    fn decode_checkpoint(ctx: &Self::Ctx, lsn: Lsn, bytes: &[u8]) -> Result<Self, String>
     where
         Self: Sized;
+    /// The checkpoint at `lsn` (at or before this state's lsn) with `body` is published: the
+    /// state may rest on it and drop what it holds for records up to `lsn`. The default keeps
+    /// everything.
+    fn checkpointed(&mut self, _lsn: Lsn, _body: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+    /// Has the state grown enough since its checkpoint that moving onto a newer checkpoint
+    /// ([`StateMachine::checkpointed`]) is worth a listing of the checkpoint directory?
+    fn wants_rebase(&self) -> bool {
+        false
+    }
 }
 
 /// Tunables of the log.
@@ -131,6 +153,11 @@ pub struct TxLog<S: StateMachine> {
     fence: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     /// Reads and stats of the log by this handle ([`TxLog::io_stats`]).
     io: Arc<IoCounters>,
+    /// What the state needs to be built ([`StateMachine::Ctx`]).
+    ctx: S::Ctx,
+    /// The lsn of the newest checkpoint this handle has seen (listed, written or adopted):
+    /// [`TxLog::rebase`] lists the directory again only when the state asks.
+    newest_ckpt: AtomicU64,
 }
 
 /// Outcome of reading records from the view's position.
@@ -161,6 +188,7 @@ impl<S: StateMachine> TxLog<S> {
         ckpt_dir: &Path,
         cfg: LogConfig,
         fence: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+        ctx: S::Ctx,
     ) -> Result<TxLog<S>, LogError> {
         let lock_path = log_dir.join("LOCK");
         let lock = OpenOptions::new()
@@ -173,7 +201,7 @@ impl<S: StateMachine> TxLog<S> {
         let io = Arc::new(IoCounters::default());
         let mut attempts = 0;
         let view = loop {
-            match Self::load_view(log_dir, ckpt_dir, &io) {
+            match Self::load_view(log_dir, ckpt_dir, &io, &ctx) {
                 Ok(v) => break v,
                 Err(LogError::Io { source, .. })
                     if source.kind() == io::ErrorKind::NotFound && attempts < 5 =>
@@ -194,6 +222,8 @@ impl<S: StateMachine> TxLog<S> {
             view: RwLock::new(view),
             fence,
             io,
+            newest_ckpt: AtomicU64::new(0),
+            ctx,
         };
         Ok(log)
     }
@@ -204,11 +234,12 @@ impl<S: StateMachine> TxLog<S> {
         log_dir: &Path,
         ckpt_dir: &Path,
         io: &Arc<IoCounters>,
+        ctx: &S::Ctx,
     ) -> Result<View<S>, LogError> {
-        let (state, base, at, ckpt) = match Self::load_checkpoint(ckpt_dir, io)? {
+        let (state, base, at, ckpt) = match Self::load_checkpoint(ckpt_dir, io, ctx)? {
             Some((state, c, path)) => (state, c.lsn, c.at, Some(path)),
             None => (
-                S::empty(),
+                S::empty(ctx),
                 Lsn(0),
                 LogPosition::segment_start(Self::first_segment(log_dir, io)?),
                 None,
@@ -376,6 +407,7 @@ impl<S: StateMachine> TxLog<S> {
     fn load_checkpoint(
         ckpt_dir: &Path,
         io: &IoCounters,
+        ctx: &S::Ctx,
     ) -> Result<Option<(S, Checkpoint, PathBuf)>, LogError> {
         io.count_dir_list();
         let ckpts = list_checkpoints(ckpt_dir)?;
@@ -398,7 +430,7 @@ impl<S: StateMachine> TxLog<S> {
                 reason: format!("header says lsn {}, name says {lsn}", c.lsn),
             });
         }
-        let state = S::decode_checkpoint(&c.body).map_err(|reason| LogError::Corrupt {
+        let state = S::decode_checkpoint(ctx, c.lsn, &c.body).map_err(|reason| LogError::Corrupt {
             path: path.clone(),
             offset: CHECKPOINT_HEADER_LEN,
             reason,
@@ -821,15 +853,16 @@ impl<S: StateMachine> TxLog<S> {
     pub fn checkpoint(&self) -> Result<Lsn, LogError> {
         self.refresh()?;
         // The view's position is where the log continues after its lsn ([CKPT-3]): after a roll
-        // that is the new segment's header end, and the view is there already.
-        let (lsn, at, body) = {
+        // that is the new segment's header end, and the view is there already. The state is
+        // cloned so that encoding it (which may write pages) holds no lock.
+        let (lsn, at, state) = {
             let v = self.read_view();
             let at = LogPosition {
                 segment: v.seg_first,
                 offset: v.offset,
                 last_record: v.last_record,
             };
-            (v.lsn, at, v.state.encode_checkpoint())
+            (v.lsn, at, v.state.clone())
         };
         let path = self.ckpt_dir.join(checkpoint_name(lsn));
         if path.exists() {
@@ -837,9 +870,68 @@ impl<S: StateMachine> TxLog<S> {
         }
         // The records it covers must be durable before a checkpoint may stand in for them.
         self.sync_to(lsn)?;
+        let body = state
+            .encode_checkpoint(lsn)
+            .map_err(|reason| LogError::Checkpoint {
+                path: path.clone(),
+                reason,
+            })?;
+        drop(state);
         fsutil::write_atomic(&path, &encode_checkpoint_file(lsn, at, &body))
             .map_err(io_err(&path))?;
+        self.newest_ckpt.fetch_max(lsn.0, Ordering::AcqRel);
+        let mut v = self.write_view();
+        v.state
+            .checkpointed(lsn, &body)
+            .map_err(|reason| LogError::Corrupt {
+                path: path.clone(),
+                offset: CHECKPOINT_HEADER_LEN,
+                reason,
+            })?;
         Ok(lsn)
+    }
+
+    /// If the state asks for it ([`StateMachine::wants_rebase`]), move it onto the newest
+    /// checkpoint at or before its lsn that is newer than the one it rests on. Returns whether it
+    /// moved. A listing of the checkpoint directory and one read of the checkpoint file; nothing
+    /// is written.
+    pub fn rebase(&self) -> Result<bool, LogError> {
+        if !self.read_view().state.wants_rebase() {
+            return Ok(false);
+        }
+        let applied = self.applied_lsn();
+        let Some((lsn, path)) = list_checkpoints(&self.ckpt_dir)?
+            .into_iter()
+            .rev()
+            .find(|(l, _)| *l <= applied)
+        else {
+            return Ok(false);
+        };
+        if lsn.0 <= self.newest_ckpt.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            // Replaced by a newer one and removed meanwhile: the next call finds that one.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let c = decode_checkpoint(&path, &bytes)?;
+        self.newest_ckpt.fetch_max(lsn.0, Ordering::AcqRel);
+        let mut v = self.write_view();
+        v.state
+            .checkpointed(c.lsn, &c.body)
+            .map_err(|reason| LogError::Corrupt {
+                path: path.clone(),
+                offset: CHECKPOINT_HEADER_LEN,
+                reason,
+            })?;
+        Ok(true)
+    }
+
+    /// What this log's state is built with ([`StateMachine::Ctx`]).
+    pub fn ctx(&self) -> &S::Ctx {
+        &self.ctx
     }
 
     /// Segments that hold only records at or below `lsn` (so a checkpoint at `lsn` replaces them),

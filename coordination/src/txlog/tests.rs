@@ -4,11 +4,12 @@ use super::record::*;
 use super::*;
 
 /// A toy state: the list of payloads, as strings.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Strings(Vec<String>);
 
 impl StateMachine for Strings {
-    fn empty() -> Self {
+    type Ctx = ();
+    fn empty(_: &()) -> Self {
         Strings::default()
     }
     fn apply(&mut self, _lsn: Lsn, payload: &[u8]) -> Result<(), String> {
@@ -16,10 +17,10 @@ impl StateMachine for Strings {
             .push(String::from_utf8(payload.to_vec()).map_err(|e| e.to_string())?);
         Ok(())
     }
-    fn encode_checkpoint(&self) -> Vec<u8> {
-        self.0.join("\n").into_bytes()
+    fn encode_checkpoint(&self, _: Lsn) -> Result<Vec<u8>, String> {
+        Ok(self.0.join("\n").into_bytes())
     }
-    fn decode_checkpoint(bytes: &[u8]) -> Result<Self, String> {
+    fn decode_checkpoint(_: &(), _: Lsn, bytes: &[u8]) -> Result<Self, String> {
         let s = String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())?;
         Ok(Strings(if s.is_empty() {
             vec![]
@@ -44,6 +45,7 @@ fn open(log: &Path, ck: &Path, seg: u64) -> TxLog<Strings> {
         ck,
         LogConfig { segment_bytes: seg },
         Box::new(|| Ok(())),
+        (),
     )
     .unwrap()
 }
@@ -109,6 +111,7 @@ fn rejected_and_fenced_commits_append_nothing() {
         &ck,
         LogConfig::default(),
         Box::new(|| Err("lease gone".into())),
+        (),
     )
     .unwrap();
     let err = fenced
@@ -243,6 +246,7 @@ fn damaged_last_record_without_zero_tail_is_corruption() {
                 segment_bytes: 1 << 20,
             },
             Box::new(|| Ok(())),
+            (),
         )
         .err()
         .unwrap_or_else(|| panic!("{damage}: a damaged last record opened"));
@@ -371,7 +375,7 @@ fn a_flipped_byte_in_a_complete_record_is_corruption_not_a_torn_tail() {
     let n = bytes.len();
     bytes[n - 1] ^= 0x40; // last payload byte of the last record
     fs::write(&seg, &bytes).unwrap();
-    match TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(()))) {
+    match TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(())), ()) {
         Err(LogError::Corrupt { offset, .. }) => assert!(offset > SEGMENT_HEADER_LEN),
         Err(other) => panic!("expected corruption, got {other}"),
         Ok(_) => panic!("opened a log with a corrupt record"),
@@ -620,7 +624,7 @@ fn damage_in_an_early_block_of_a_long_segment_is_corruption() {
             "flip" => f.write_all_at(b"!", at + n - 7).unwrap(),
             _ => f.write_all_at(&[0u8; 200], at + 30).unwrap(),
         }
-        match TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(()))) {
+        match TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(())), ()) {
             Err(LogError::Corrupt { offset, .. }) => assert_eq!(offset, at, "{damage}"),
             Err(other) => panic!("{damage}: expected corruption, got {other}"),
             Ok(_) => panic!("{damage}: opened a log with a corrupt record"),
@@ -687,7 +691,7 @@ fn checkpoint_at_the_end_of_a_deleted_segment_opens_at_the_next_one() {
     let ckpt = ck.join(checkpoint_name(Lsn(n)));
     fs::write(
         &ckpt,
-        encode_checkpoint_file(Lsn(n), at, &state.encode_checkpoint()),
+        encode_checkpoint_file(Lsn(n), at, &state.encode_checkpoint(Lsn(0)).unwrap()),
     )
     .unwrap();
     let expect: Vec<String> = state
@@ -729,7 +733,7 @@ fn checkpoint_with_a_wrong_log_position_is_refused() {
         last_record: Some(rec(lsn).0),
     };
     let body =
-        |lsn: u64| Strings((1..=lsn).map(|i| format!("value {i}")).collect()).encode_checkpoint();
+        |lsn: u64| Strings((1..=lsn).map(|i| format!("value {i}")).collect()).encode_checkpoint(Lsn(0)).unwrap();
     let write_ckpt = |lsn: u64, at: LogPosition| {
         for (_, p) in list_checkpoints(&ck).unwrap() {
             fs::remove_file(p).unwrap();
@@ -794,7 +798,7 @@ fn checkpoint_with_a_wrong_log_position_is_refused() {
     ];
     for (what, lsn, at) in cases {
         let path = write_ckpt(lsn, at);
-        match TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(()))) {
+        match TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(())), ()) {
             Err(e @ LogError::Corrupt { .. }) => {
                 let msg = e.to_string();
                 assert!(msg.contains(&path.display().to_string()), "{what}: {msg}");
@@ -835,7 +839,7 @@ fn old_version_checkpoint_is_refused_by_name() {
     v1.extend_from_slice(body);
     let path = ck.join(checkpoint_name(Lsn(1)));
     fs::write(&path, &v1).unwrap();
-    let err = TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(())))
+    let err = TxLog::<Strings>::open(&log, &ck, LogConfig::default(), Box::new(|| Ok(())), ())
         .err()
         .expect("an old checkpoint opened");
     let msg = err.to_string();
