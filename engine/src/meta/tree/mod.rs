@@ -1,6 +1,6 @@
 //! The metadata page tree: a persistent, copy-on-write, content-defined B-tree ("prolly tree")
 //! of immutable, checksummed pages in append-only page files. Format and rules:
-//! `data-layout.md` section 5.7.1, "Metadata page files (format 3)" ([TREE-n] ids).
+//! `data-layout.md` section 5.7a, "Metadata page files (format 3)" ([TREE-n] ids).
 //!
 //! An ordered map of byte keys (at most [`MAX_KEY_LEN`]) to byte values (at most
 //! [`MAX_VALUE_LEN`]). A tree is named by its [`Root`]; a snapshot is just a kept root, and trees
@@ -53,7 +53,7 @@ use std::path::PathBuf;
 pub use page::{
     Page, PagePtr, MAX_LEVEL, MAX_PAGE_LEN, MIN_PAGE_LEN, NODE_MAX, NODE_MIN, NODE_TARGET, PTR_LEN,
 };
-pub use read::Range;
+pub use read::{Entry, Range};
 pub use store::{FileCheck, PageStore, PageWriter, StoreStats};
 
 /// The longest key a tree holds.
@@ -74,7 +74,7 @@ pub const FILE_HEADER_LEN: usize = 32;
 pub enum TreeError {
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    /// Bytes on disk break a rule of `data-layout.md` 5.7.1: `offset` is where in `path` the
+    /// Bytes on disk break a rule of `data-layout.md` 5.7a: `offset` is where in `path` the
     /// damaged page (or the header, at 0) starts.
     #[error("corrupt {path} at byte {offset}: {reason}")]
     Corrupt {
@@ -134,8 +134,8 @@ impl Root {
         self.ptr.map_or(0, |p| p.hash)
     }
 
-    /// The fixed [`ROOT_LEN`]-byte encoding (`data-layout.md` 5.7.1, "Root"): kind u8 (0 empty,
-    /// 1 page), 3 zero bytes, the [`PagePtr`] (zeros when empty), crc32 of the 40 bytes before.
+    /// The fixed [`ROOT_LEN`]-byte encoding (`data-layout.md` 5.7a, "Root"), with its own crc so
+    /// that a caller storing it anywhere can tell damage.
     pub fn encode(&self) -> [u8; ROOT_LEN] {
         let mut b = [0u8; ROOT_LEN];
         if let Some(p) = self.ptr {

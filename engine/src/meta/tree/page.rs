@@ -1,6 +1,6 @@
 //! Page bytes: encoding, checked decoding, the content hash and the boundary rule.
 //!
-//! The byte layout is specified once, in `data-layout.md` section 5.7.1 ("Metadata page files
+//! The byte layout is specified once, in `data-layout.md` section 5.7a ("Metadata page files
 //! (format 3)"); this file is the only code that knows its offsets. Everything read from disk
 //! goes through [`Page::decode`], which checks every length against the bytes present before using
 //! it, so damaged or hostile bytes give an error, never a panic or a large allocation.
@@ -50,8 +50,8 @@ pub struct PagePtr {
 }
 
 impl PagePtr {
-    /// The fixed 36-byte encoding (file, offset, len, hash; little-endian), as stored in
-    /// internal pages.
+    /// The fixed [`PTR_LEN`]-byte encoding (`data-layout.md` 5.7a, "Page pointer"), as stored in
+    /// internal pages and roots.
     pub fn encode(&self) -> [u8; PTR_LEN] {
         let mut b = [0u8; PTR_LEN];
         b[0..8].copy_from_slice(&self.file.to_le_bytes());
@@ -382,7 +382,7 @@ fn content_hash(bytes: &[u8], level: u8, slots: &[Slot]) -> u128 {
 }
 
 /// Builds the node being filled at one level and applies the boundary rule after each entry
-/// (`data-layout.md` 5.7.1, "Node boundaries"). The decision depends only on the entries pushed
+/// (`data-layout.md` 5.7a, "Node boundaries"). The decision depends only on the entries pushed
 /// since the last close, which is what lets `apply` stop re-chunking at an old boundary.
 pub(crate) struct NodeBuilder {
     level: u8,

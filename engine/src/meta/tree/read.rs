@@ -88,6 +88,9 @@ fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// One (key, value) pair yielded by a [`Range`].
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// The iterator of [`PageStore::range`].
 pub struct Range<'a> {
     store: &'a PageStore,
@@ -156,7 +159,7 @@ impl Range<'_> {
         }
     }
 
-    fn step(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, TreeError> {
+    fn step(&mut self) -> Result<Option<Entry>, TreeError> {
         if !self.started {
             self.started = true;
             self.seek()?;
@@ -191,7 +194,7 @@ impl Range<'_> {
 }
 
 impl Iterator for Range<'_> {
-    type Item = Result<(Vec<u8>, Vec<u8>), TreeError>;
+    type Item = Result<Entry, TreeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {

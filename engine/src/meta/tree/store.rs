@@ -1,5 +1,5 @@
 //! The page directory: checked, cached page reads ([`PageStore`]) and new page files
-//! ([`PageWriter`]). Layout and durability rules: `data-layout.md` 5.7.1.
+//! ([`PageWriter`]). Layout and durability rules: `data-layout.md` 5.7a.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};

@@ -1,6 +1,6 @@
-//! Tests of the page tree: a model test (proptest, against a `BTreeMap`) for apply, range, get,
-//! diff and history independence ([TREE-5]); structural sharing; corruption and decoder fuzzing
-//! ([TREE-2], [TREE-3]); writer publication ([TREE-1]).
+//! Tests of the page tree (`data-layout.md` 5.7a): a model test (proptest, against a `BTreeMap`)
+//! for apply, range, get, diff and history independence; structural sharing; corruption and
+//! decoder fuzzing; writer publication. Each test names the rule it proves.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -79,6 +79,7 @@ fn kv_model(n: u64, vlen: usize) -> Model {
 
 // ---- encodings ----
 
+// proves [TREE-7]
 #[test]
 fn root_and_ptr_encodings_round_trip_and_reject_damage() {
     let p = PagePtr {
@@ -106,7 +107,8 @@ fn root_and_ptr_encodings_round_trip_and_reject_damage() {
     assert!(PagePtr::decode(&huge.encode()).is_err());
 }
 
-/// Golden bytes of a leaf with two entries (data-layout.md 5.7.1, "Page").
+/// Golden bytes of a leaf with two entries (data-layout.md 5.7a, "Page").
+// proves [TREE-7]
 #[test]
 fn leaf_page_golden_bytes() {
     let mut b = NodeBuilder::new(0);
@@ -133,6 +135,7 @@ fn leaf_page_golden_bytes() {
 }
 
 /// An internal page's hash ignores where its children live ([TREE-4]).
+// proves [TREE-4]
 #[test]
 fn internal_hash_ignores_child_locations() {
     let mk = |file: u64, offset: u64| {
@@ -255,6 +258,7 @@ fn limits_and_unsorted_input_are_errors() {
 
 // ---- writer and files ----
 
+// proves [TREE-1]
 #[test]
 fn writer_publishes_only_on_finish() {
     let (_d, s) = open();
@@ -326,6 +330,7 @@ fn applies_chain_inside_one_writer() {
 
 /// A deep tree (long keys make internal nodes small), edited in random batches, including range
 /// deletes that shrink it to a few levels and to nothing, always equal to `build` ([TREE-5]).
+// proves [TREE-5]
 #[test]
 fn apply_equals_build_on_a_deep_tree() {
     let (_d, s) = open();
@@ -474,6 +479,7 @@ proptest! {
 
     /// apply in batches, each with its own writer, against a BTreeMap: get, range, history
     /// independence (root hash equal to a build from scratch) and diff between any two roots.
+    // proves [TREE-5]
     #[test]
     fn apply_matches_the_model(batches in batches_strategy(), probes in prop::collection::vec(key_strategy(), 8)) {
         let (_d, s) = open();
@@ -518,6 +524,7 @@ proptest! {
     }
 
     /// Random bytes never make the decoders panic ([TREE-3]).
+    // proves [TREE-3]
     #[test]
     fn decoders_never_panic_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         let _ = Page::decode(bytes.clone());
@@ -531,6 +538,7 @@ proptest! {
     }
 
     /// Valid pages with bytes overwritten: decode fails or gives a page whose accessors work.
+    // proves [TREE-3]
     #[test]
     fn damaged_pages_never_panic(level in 0u8..3, edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
         let mut b = NodeBuilder::new(level);
@@ -558,6 +566,7 @@ proptest! {
     }
 
     /// Arbitrary pointers into a file of random bytes: errors, no panic, no huge allocation.
+    // proves [TREE-3]
     #[test]
     fn reads_through_random_pointers_never_panic(junk in prop::collection::vec(any::<u8>(), 0..3000), offset in 0u64..4000, len in any::<u32>(), hash in any::<u128>()) {
         let (_d, s) = open();
@@ -592,6 +601,7 @@ fn leaf_of(s: &PageStore, r: &Root, k: &[u8]) -> PagePtr {
 
 /// One edit in a 100k-entry tree rewrites about one page per level and diff reads O(depth)
 /// pages; every other page is shared ([TREE-6]).
+// proves [TREE-6]
 #[test]
 fn one_edit_rewrites_a_path_and_diff_reads_a_path() {
     let (_d, s) = open();
@@ -703,6 +713,7 @@ fn corrupt_at(e: TreeError) -> (std::path::PathBuf, u64) {
 
 /// A flipped byte in a page is reported as Corrupt with the file and the page's offset, by reads
 /// and by verify_file ([TREE-2]).
+// proves [TREE-2]
 #[test]
 fn flipped_byte_is_corrupt_with_file_and_offset() {
     let d = tempfile::tempdir().unwrap();
@@ -747,6 +758,7 @@ fn flipped_byte_is_corrupt_with_file_and_offset() {
     assert_eq!(corrupt_at(s.get(&wrong, &k).unwrap_err()).1, other.offset);
 }
 
+// proves [TREE-2]
 #[test]
 fn truncated_file_is_corrupt() {
     let (_d, s) = open();
@@ -840,6 +852,7 @@ fn bench_build_1m_and_single_edits() {
 /// Deleting all but the last (or first) leaf leaves a one-leaf tree, whatever shape the levels
 /// above had: in particular when the last node of a level had a single entry, apply must
 /// collapse the chain of single-entry roots down to the leaf, as `build` does.
+// proves [TREE-5]
 #[test]
 fn deletes_down_to_one_leaf_collapse_the_levels_above() {
     let (_d, s) = open();
@@ -890,4 +903,27 @@ fn deletes_down_to_one_leaf_collapse_the_levels_above() {
         single_entry_tail > 0,
         "no tree with a single-entry last node at level 1"
     );
+}
+
+#[test]
+fn store_is_shared_by_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<PageStore>();
+    // A small cache, so the threads also evict and reread pages.
+    let d = tempfile::tempdir().unwrap();
+    let s = PageStore::open(d.path(), 64 << 10).unwrap();
+    let m = kv_model(20_000, 30);
+    let r = build(&s, &m);
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            let (s, m) = (&s, &m);
+            sc.spawn(move || {
+                for (k, v) in m.iter().skip(t as usize).step_by(37) {
+                    assert_eq!(s.get(&r, k).unwrap().as_ref(), Some(v));
+                }
+                assert_eq!(all(s, &r).len(), m.len());
+            });
+        }
+    });
+    assert!(s.stats().disk_reads > 0);
 }
