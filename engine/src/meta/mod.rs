@@ -13,6 +13,7 @@
 //! `data-layout.md`, "Metadata records"), nor the log itself (`verfs_coordination::txlog`).
 
 mod state;
+pub mod tree;
 mod tx;
 
 #[cfg(test)]
