@@ -49,6 +49,8 @@ pub struct Cache {
     pub pack_readers: u64,
     pub snapshot_trees: u64,
     pub readahead_chunks: usize,
+    /// Decoded metadata pages a process keeps (bytes).
+    pub meta_bytes: u64,
 }
 
 impl Default for Cache {
@@ -58,6 +60,7 @@ impl Default for Cache {
             pack_readers: 256,
             snapshot_trees: 8,
             readahead_chunks: 8,
+            meta_bytes: 16 << 20,
         }
     }
 }
@@ -173,7 +176,7 @@ impl Default for Log {
     fn default() -> Self {
         Log {
             segment_size: 64 << 20,
-            checkpoint_every: 20_000,
+            checkpoint_every: 4096,
         }
     }
 }
@@ -223,9 +226,11 @@ target_size = 67108864
 [log]
 # A log segment is closed and a new one started past this many bytes.
 segment_size = 67108864
-# After this many records since the newest checkpoint, a process writes a new checkpoint and
-# proposes (by two-phase commit) to delete the segments it covers.
-checkpoint_every = 20000
+# After this many records since the newest checkpoint, the process that commits the next one
+# writes a new checkpoint (only the metadata pages that changed) and proposes (by two-phase
+# commit) to delete the segments it covers. A process opening the store replays at most about
+# this many records.
+checkpoint_every = 4096
 
 [leases]
 # A process whose heartbeat is older than this is dead (this is how stalled processes and
@@ -289,6 +294,9 @@ pack_readers = 256
 snapshot_trees = 8
 # Chunks decoded ahead of a sequential reader (0 = no readahead).
 readahead_chunks = 8
+# Decoded metadata pages kept in memory by a process (bytes); the page files themselves are
+# shared between processes through the OS page cache.
+meta_bytes = 16777216
 "#;
 
 impl Config {

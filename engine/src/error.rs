@@ -72,6 +72,10 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    /// A metadata record that does not decode, or a tree operation that refused its input
+    /// (page I/O and page damage become [`Error::Io`] and [`Error::Corrupt`]).
+    #[error(transparent)]
+    Meta(crate::meta::MetaError),
     #[error("{path}: No such file or directory")]
     NotFound { path: String },
     #[error("{path}: File exists")]
@@ -181,6 +185,7 @@ impl From<crate::meta::MetaError> for Error {
                 offset,
                 reason,
             },
+            other => Error::Meta(other),
         }
     }
 }

@@ -35,12 +35,10 @@ pub const SITES: &[&str] = &[
     "gc.discard-repair-truncate",
     "gc.discard-repair-fsync",
     "gc.orphan-index-unlink",
-    "gc.stale-snapshot-unlink",
+    "gc.page-file-unlink",
+    "gc.page-tmp-unlink",
     "gc.orphan-discard-unlink",
     // snapshots
-    "snapshot.mkdir",
-    "snapshot.undo-unlink",
-    "snapshot.delete-unlink",
     // recover
     "recover.log-truncate-unlink",
     "recover.temp-unlink",

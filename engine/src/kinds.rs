@@ -35,6 +35,9 @@ pub const PROPOSAL_GC_REWRITE: &str = "gc-rewrite";
 
 /// DLM resource: GC stage 1 holds it in EX, stage 2 in PR.
 pub const LOCK_GC: &str = "gc";
+/// DLM resource over the metadata page files: held in PR by whoever writes pages and then
+/// publishes a root reaching them, in EX by the page sweep ([META-4]).
+pub const LOCK_META_PAGES: &str = "meta-pages";
 /// DLM resource serializing updates of the store's `stats.json`.
 pub const LOCK_STATS: &str = "stats";
 

@@ -19,7 +19,8 @@ pub const PACK_DIR: &str = "packs";
 pub const LEASE_DIR: &str = "leases";
 pub const MANIFEST_DIR: &str = "manifests";
 pub const TWOPC_DIR: &str = "2pc";
-pub const SNAPSHOT_DIR: &str = "snapshots";
+/// The metadata page files (format 3; a version-2 store had `snapshots/` instead).
+pub const META_DIR: &str = "meta";
 
 /// Paths of a store's parts.
 #[derive(Clone, Debug)]
@@ -57,8 +58,9 @@ impl Layout {
     pub fn twopc(&self) -> PathBuf {
         self.root.join(TWOPC_DIR)
     }
-    pub fn snapshots(&self) -> PathBuf {
-        self.root.join(SNAPSHOT_DIR)
+    /// `meta/`: the metadata page files (format 3).
+    pub fn meta(&self) -> PathBuf {
+        self.root.join(META_DIR)
     }
 
     /// Check that `root` is a store of this format version; returns its format file.

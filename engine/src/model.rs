@@ -135,8 +135,9 @@ pub enum Op {
         name: Vec<u8>,
         time: Timestamp,
     },
-    /// The snapshot's file is durable: it can be listed, read and restored from.
-    SnapshotReady { id: u64 },
+    /// The snapshot's tree is durable: it can be listed, read and restored from. `root` is the
+    /// encoded root of its namespace tree (`meta::tree::Root`, 44 bytes: `data-layout.md` 5.7a).
+    SnapshotReady { id: u64, root: Vec<u8> },
     /// Forget a snapshot (deleted, or abandoned by a creator that died before it was ready).
     SnapshotDrop { id: u64 },
 }

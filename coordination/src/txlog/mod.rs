@@ -430,11 +430,12 @@ impl<S: StateMachine> TxLog<S> {
                 reason: format!("header says lsn {}, name says {lsn}", c.lsn),
             });
         }
-        let state = S::decode_checkpoint(ctx, c.lsn, &c.body).map_err(|reason| LogError::Corrupt {
-            path: path.clone(),
-            offset: CHECKPOINT_HEADER_LEN,
-            reason,
-        })?;
+        let state =
+            S::decode_checkpoint(ctx, c.lsn, &c.body).map_err(|reason| LogError::Corrupt {
+                path: path.clone(),
+                offset: CHECKPOINT_HEADER_LEN,
+                reason,
+            })?;
         Ok(Some((state, c, path.clone())))
     }
 
@@ -891,12 +892,12 @@ impl<S: StateMachine> TxLog<S> {
         Ok(lsn)
     }
 
-    /// If the state asks for it ([`StateMachine::wants_rebase`]), move it onto the newest
-    /// checkpoint at or before its lsn that is newer than the one it rests on. Returns whether it
+    /// If the state asks for it ([`StateMachine::wants_rebase`]) or `force`, move it onto the
+    /// newest checkpoint at or before its lsn that is newer than the one it rests on. Returns whether it
     /// moved. A listing of the checkpoint directory and one read of the checkpoint file; nothing
     /// is written.
-    pub fn rebase(&self) -> Result<bool, LogError> {
-        if !self.read_view().state.wants_rebase() {
+    pub fn rebase(&self, force: bool) -> Result<bool, LogError> {
+        if !force && !self.read_view().state.wants_rebase() {
             return Ok(false);
         }
         let applied = self.applied_lsn();
@@ -907,7 +908,7 @@ impl<S: StateMachine> TxLog<S> {
         else {
             return Ok(false);
         };
-        if lsn.0 <= self.newest_ckpt.load(Ordering::Acquire) {
+        if !force && lsn.0 <= self.newest_ckpt.load(Ordering::Acquire) {
             return Ok(false);
         }
         let bytes = match fs::read(&path) {

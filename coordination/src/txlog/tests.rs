@@ -732,8 +732,11 @@ fn checkpoint_with_a_wrong_log_position_is_refused() {
         offset: rec(lsn).0 + rec(lsn).3,
         last_record: Some(rec(lsn).0),
     };
-    let body =
-        |lsn: u64| Strings((1..=lsn).map(|i| format!("value {i}")).collect()).encode_checkpoint(Lsn(0)).unwrap();
+    let body = |lsn: u64| {
+        Strings((1..=lsn).map(|i| format!("value {i}")).collect())
+            .encode_checkpoint(Lsn(0))
+            .unwrap()
+    };
     let write_ckpt = |lsn: u64, at: LogPosition| {
         for (_, p) in list_checkpoints(&ck).unwrap() {
             fs::remove_file(p).unwrap();

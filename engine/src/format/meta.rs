@@ -47,12 +47,12 @@ pub fn kind_of_code(v: u8) -> Option<FileKind> {
     })
 }
 
-fn ts(e: &mut Enc, t: Timestamp) {
+pub fn ts(e: &mut Enc, t: Timestamp) {
     e.i64(t.secs);
     e.u32(t.nsecs);
 }
 
-fn encode_inode(e: &mut Enc, i: &Inode) {
+pub fn encode_inode(e: &mut Enc, i: &Inode) {
     e.u64(i.ino.0);
     e.u8(kind_code(i.kind));
     e.u32(i.perm);
@@ -120,9 +120,10 @@ pub fn encode_op(e: &mut Enc, op: &Op) {
             e.bytes(name);
             ts(e, *time);
         }
-        Op::SnapshotReady { id } => {
+        Op::SnapshotReady { id, root } => {
             e.u8(TAG_SNAPSHOT_READY);
             e.u64(*id);
+            e.bytes(root);
         }
         Op::SnapshotDrop { id } => {
             e.u8(TAG_SNAPSHOT_DROP);
@@ -145,7 +146,7 @@ fn bad(at: usize, reason: String) -> DecodeError {
     DecodeError::new(at as u64, DecodeErrorKind::BadField, reason)
 }
 
-fn dts(d: &mut Dec<'_>) -> Result<Timestamp, DecodeError> {
+pub fn dts(d: &mut Dec<'_>) -> Result<Timestamp, DecodeError> {
     let secs = d.i64()?;
     let nsecs = d.u32()?;
     if nsecs >= 1_000_000_000 {
@@ -157,7 +158,7 @@ fn dts(d: &mut Dec<'_>) -> Result<Timestamp, DecodeError> {
     Ok(Timestamp { secs, nsecs })
 }
 
-fn decode_inode(d: &mut Dec<'_>) -> Result<Inode, DecodeError> {
+pub fn decode_inode(d: &mut Dec<'_>) -> Result<Inode, DecodeError> {
     let ino = InodeNo(d.u64()?);
     let kind = d.u8()?;
     let kind = kind_of_code(kind).ok_or_else(|| {
@@ -251,7 +252,10 @@ pub fn decode_op(d: &mut Dec<'_>) -> Result<Op, DecodeError> {
             name: d.bytes()?,
             time: dts(d)?,
         },
-        TAG_SNAPSHOT_READY => Op::SnapshotReady { id: d.u64()? },
+        TAG_SNAPSHOT_READY => Op::SnapshotReady {
+            id: d.u64()?,
+            root: d.bytes()?,
+        },
         TAG_SNAPSHOT_DROP => Op::SnapshotDrop { id: d.u64()? },
         t => {
             return Err(bad(

@@ -2,17 +2,17 @@
 //!
 //! Pure: bytes in, values out, or a [`DecodeError`] saying what failed and at which byte. Owns
 //! the format file ([`FormatFile`]), metadata records ([`meta`]), packs and their indexes
-//! ([`pack`]), snapshot files ([`snapshot`]) and `.discard` files ([`discard`]). Does not own
+//! ([`pack`]), the metadata trees' keys and checkpoint bodies ([`keys`]) and `.discard` files ([`discard`]). Does not own
 //! files, paths or I/O (the layers above do, and name the path in their errors), and imports
 //! nothing above `ids`/`model`.
 //!
-//! Specified in `data-layout.md`: "Format file", "Metadata records", "Pack file", snapshot and
+//! Specified in `data-layout.md`: "Format file", "Metadata records", "Pack file", "Metadata trees" and
 //! discard files.
 
 pub mod discard;
+pub mod keys;
 pub mod meta;
 pub mod pack;
-pub mod snapshot;
 
 use std::fmt;
 use std::path::Path;
@@ -62,7 +62,7 @@ impl DecodeError {
 /// Magic at offset 0 of `STORE/FORMAT`.
 pub const FORMAT_MAGIC: &[u8; 8] = b"VERFSTOR";
 /// The store format version this build reads and writes. Bump on any incompatible change.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const FORMAT_FILE_LEN: usize = 36;
 
 /// Contents of the format file.

@@ -20,7 +20,7 @@ mod tx;
 #[allow(clippy::unwrap_used)]
 mod tests;
 
-pub use state::{MetaState, SnapInfo};
+pub use state::{MetaState, PagesCtx, Roots, SnapInfo, DEFAULT_DELTA_LIMIT};
 
 /// A read of the metadata failed: a page could not be read or did not verify.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,18 @@ pub enum MetaError {
         offset: u64,
         reason: String,
     },
+    /// A record in a page that verified (so written that way) does not decode: what it is and
+    /// its key, in hex.
+    #[error("metadata {what} record {key} does not decode: {reason}")]
+    Record {
+        what: String,
+        key: String,
+        reason: String,
+    },
+    /// A tree operation refused its input (a key or value over the limit, a state without a
+    /// page store asked to write pages).
+    #[error(transparent)]
+    Tree(tree::TreeError),
 }
 pub use tx::Tx;
 
@@ -45,3 +57,21 @@ pub use crate::model::{
     components, show_path, ChunkEntry, Entry, Extent, FileKind, Inode, Op, Timestamp, NAME_MAX,
     SNAPSHOTS_DIR,
 };
+
+impl From<tree::TreeError> for MetaError {
+    fn from(e: tree::TreeError) -> Self {
+        match e {
+            tree::TreeError::Io { path, source } => MetaError::Io { path, source },
+            tree::TreeError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => MetaError::Corrupt {
+                path,
+                offset,
+                reason,
+            },
+            other => MetaError::Tree(other),
+        }
+    }
+}

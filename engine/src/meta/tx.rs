@@ -425,11 +425,9 @@ impl<'a> Tx<'a> {
             .ok_or_else(|| Error::NotFound {
                 path: from_path.into(),
             })?;
-        let kind = self
-            .kind(ino)?
-            .ok_or_else(|| Error::NotFound {
-                path: from_path.into(),
-            })?;
+        let kind = self.kind(ino)?.ok_or_else(|| Error::NotFound {
+            path: from_path.into(),
+        })?;
         if from.parent == to.parent && from.name == to.name {
             return Ok(());
         }
@@ -519,7 +517,9 @@ impl<'a> Tx<'a> {
         }
         let dir_a = self.kind(ia)? == Some(FileKind::Dir);
         let dir_b = self.kind(ib)? == Some(FileKind::Dir);
-        if (dir_a && self.is_ancestor(ia, b.parent)?) || (dir_b && self.is_ancestor(ib, a.parent)?) {
+        if (dir_a && self.is_ancestor(ia, b.parent)?)
+            || (dir_b && self.is_ancestor(ib, a.parent)?)
+        {
             return Err(Error::InvalidPath {
                 path: b_path.into(),
                 reason: "cannot exchange a directory with its own descendant".into(),

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use verfs_coordination::journal;
@@ -18,6 +19,7 @@ use crate::error::Error;
 use crate::ids::{ChunkId, InodeNo, PackId};
 use crate::kinds::{ACTION_OPEN_PACK, ACTION_ORPHAN};
 use crate::layout::Layout;
+use crate::meta::tree::PageStore;
 use crate::meta::{FileKind, MetaError, MetaState};
 use crate::pack::{self, ProblemKind};
 
@@ -39,6 +41,10 @@ pub struct FsckReport {
     pub pack_records: u64,
     pub inodes: usize,
     pub chunks: usize,
+    /// Metadata page files, and the pages reachable from some root (the newest checkpoint's
+    /// trees and every snapshot's), each read and verified once however many roots share it.
+    pub page_files: usize,
+    pub pages: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -80,16 +86,25 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
     check_log(&layout, &mut r);
     check_checkpoints(&layout, &mut r);
     let pack_chunks = check_packs(&layout, &open_packs, &mut r);
+    let pages = match PageStore::open(&layout.meta(), cfg.cache.meta_bytes) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            r.problem(layout.meta().display().to_string(), e.to_string());
+            return Ok(r);
+        }
+    };
     match TxLog::<MetaState>::open(
         &layout.log(),
         &layout.checkpoints(),
         LogConfig::default(),
         Box::new(|| Err("fsck is read-only".into())),
+        Some(pages.clone()),
     ) {
         Ok(log) => {
             match log.read(|s, lsn| {
+                check_pages(&pages, s, &mut r);
                 check_state(s, lsn, &pack_chunks, &live_orphans, &mut r);
-                check_snapshots(&layout, s, &mut r);
+                check_snapshots(&pages, s, &mut r);
             }) {
                 Ok(()) => {}
                 Err(e) => r.problem(
@@ -304,7 +319,7 @@ fn check_checkpoints(layout: &Layout, r: &mut FsckReport) {
                             format!("lsn {l} but named {lsn}"),
                         );
                     } else if let Err(e) =
-                        <MetaState as txlog::StateMachine>::decode_checkpoint(&body)
+                        <MetaState as txlog::StateMachine>::decode_checkpoint(&None, l, &body)
                     {
                         r.problem(
                             format!(
@@ -419,43 +434,87 @@ fn check_packs(
     out
 }
 
-/// Every snapshot the metadata lists is ready and its file valid; every chunk it references is
-/// indexed ([SNAP-4], [GC-2]); no snapshot file is left that no snapshot names.
-fn check_snapshots(layout: &Layout, s: &MetaState, r: &mut FsckReport) {
-    let dir = layout.snapshots();
+/// Every page reachable from a root (the trees the state rests on, every ready snapshot's) reads
+/// back and verifies (crc, structure, content hash), each shared page once; every page file's
+/// pages verify on their own ([TREE-n]). A damaged page is named by file and offset.
+fn check_pages(pages: &PageStore, s: &MetaState, r: &mut FsckReport) {
+    match pages.list_files() {
+        Ok(files) => {
+            r.page_files = files.len();
+            for id in files {
+                match pages.verify_file(id) {
+                    Ok(check) => {
+                        for (offset, reason) in check.damaged {
+                            r.problem(
+                                format!("{} at byte {offset}", pages.file_path(id).display()),
+                                format!("damaged metadata page: {reason}"),
+                            );
+                        }
+                    }
+                    Err(e) => r.problem(pages.file_path(id).display().to_string(), e.to_string()),
+                }
+            }
+        }
+        Err(e) => r.problem(pages.dir().display().to_string(), e.to_string()),
+    }
+    let (roots, _) = s.base();
+    let mut trees = vec![
+        ("the namespace tree".to_string(), roots.namespace),
+        ("the chunk index".to_string(), roots.chunks),
+    ];
+    for (id, info) in &s.snapshots {
+        if let Some(root) = info.root {
+            trees.push((
+                format!(
+                    "snapshot {} ({id:016x})",
+                    String::from_utf8_lossy(&info.name)
+                ),
+                root,
+            ));
+        }
+    }
+    let mut seen = HashSet::new();
+    for (what, root) in trees {
+        let mut ptrs = Vec::new();
+        if let Err(e) = pages.visit_pages(&root, &mut seen, |p, _| ptrs.push(*p)) {
+            r.problem(what.clone(), format!("cannot walk its pages: {e}"));
+        }
+        for p in ptrs {
+            r.pages += 1;
+            if let Err(e) = pages.read_page(&p) {
+                r.problem(what.clone(), format!("a page of it does not verify: {e}"));
+            }
+        }
+    }
+}
+
+/// Every snapshot the metadata lists is ready; every chunk its tree references is indexed
+/// ([SNAP-4], [GC-2]).
+fn check_snapshots(pages: &Arc<PageStore>, s: &MetaState, r: &mut FsckReport) {
     for (id, info) in &s.snapshots {
         let name = String::from_utf8_lossy(&info.name);
-        let at = format!(
-            "snapshot {name} ({})",
-            crate::ops::snapshot::snap_path(&dir, *id).display()
-        );
-        if !info.ready {
+        let at = format!("snapshot {name} ({id:016x})");
+        let Some(root) = info.root.filter(|_| info.ready) else {
             r.problem(
                 at,
                 "not ready: being created, or its creator died (`verfs recover` drops it)",
             );
             continue;
-        }
-        match crate::ops::snapshot::load(&dir, *id) {
-            Ok(tree) => {
-                let missing = tree.referenced_chunks().and_then(|refs| {
-                    let mut missing = Vec::new();
-                    for c in refs {
-                        if s.chunk(c)?.is_none() {
-                            missing.push(c);
-                        }
-                    }
-                    missing.sort();
-                    Ok(missing)
-                });
-                let missing = match missing {
-                    Ok(m) => m,
-                    Err(e) => {
-                        r.problem(at, e.to_string());
-                        continue;
-                    }
-                };
-                for c in missing {
+        };
+        let tree = MetaState::snapshot_tree(pages, root);
+        let missing = tree.referenced_chunks().and_then(|refs| {
+            let mut missing = Vec::new();
+            for c in refs {
+                if s.chunk(c)?.is_none() {
+                    missing.push(c);
+                }
+            }
+            missing.sort();
+            Ok(missing)
+        });
+        match missing {
+            Ok(m) => {
+                for c in m {
                     r.problem(
                         at.clone(),
                         format!("references chunk {c}, which is not indexed"),
@@ -463,22 +522,6 @@ fn check_snapshots(layout: &Layout, s: &MetaState, r: &mut FsckReport) {
                 }
             }
             Err(e) => r.problem(at, e.to_string()),
-        }
-    }
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            match crate::ops::snapshot::id_of_name(&name) {
-                Some(id) if s.snapshots.contains_key(&id) => {}
-                Some(_) => r.problem(
-                    e.path().display().to_string(),
-                    "snapshot file that no snapshot names (GC or `verfs recover` removes it)",
-                ),
-                None => r.problem(
-                    e.path().display().to_string(),
-                    "unexpected file in snapshots/ (an unfinished manifest? `verfs recover`)",
-                ),
-            }
         }
     }
 }
@@ -677,7 +720,7 @@ mod tests {
     /// two directories form a cycle no walk from the root reaches; fsck must name both.
     #[test]
     fn fsck_flags_a_directory_cycle_cut_off_from_the_root() {
-        let mut s = MetaState::empty();
+        let mut s = MetaState::empty(&None);
         let payload = {
             let mut tx = Tx::new(&s);
             tx.mkdir_p("/a/b", 0o755).unwrap();
@@ -689,15 +732,23 @@ mod tests {
         let mut clean = FsckReport::default();
         check_state(&s, Lsn(1), &HashMap::new(), &HashSet::new(), &mut clean);
         assert!(clean.is_clean(), "{:?}", clean.problems);
-        s.apply_op(&Op::Unlink {
-            parent: InodeNo::ROOT,
-            name: b"a".to_vec(),
-        });
-        s.apply_op(&Op::Link {
-            parent: b,
-            name: b"a".to_vec(),
-            ino: a,
-        });
+        s.apply_op(
+            2,
+            &Op::Unlink {
+                parent: InodeNo::ROOT,
+                name: b"a".to_vec(),
+            },
+        )
+        .unwrap();
+        s.apply_op(
+            2,
+            &Op::Link {
+                parent: b,
+                name: b"a".to_vec(),
+                ino: a,
+            },
+        )
+        .unwrap();
         let mut r = FsckReport::default();
         check_state(&s, Lsn(2), &HashMap::new(), &HashSet::new(), &mut r);
         for ino in [a, b] {

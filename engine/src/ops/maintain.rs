@@ -4,14 +4,34 @@
 use std::fs;
 
 use verfs_coordination::io_site;
+use verfs_coordination::lock::{LockTable, Mode, Resource, Wait};
 use verfs_coordination::two_phase;
 use verfs_coordination::txlog::{self, Lsn};
 
 use crate::error::Error;
-use crate::kinds::PROPOSAL_LOG_TRUNCATE;
+use crate::kinds::{LOCK_META_PAGES, PROPOSAL_LOG_TRUNCATE};
 use crate::store::Store;
 
 impl Store {
+    /// Run `f`, which writes metadata pages and publishes a root that reaches them, holding the
+    /// DLM lock `meta-pages` in PR, so that the page sweep (EX) never sees the pages without the
+    /// root ([META-4]).
+    pub(crate) fn with_pages_held<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let owner = LockTable::open(&self.layout.root.join("locks"))
+            .and_then(|t| t.owner())
+            .map_err(Error::coordination)?;
+        let res = Resource::Named(LOCK_META_PAGES.into());
+        owner
+            .acquire(&res, Mode::Pr, Wait::Forever)
+            .map_err(Error::coordination)?;
+        let r = f();
+        let _ = owner.release(&res);
+        r
+    }
+
     /// Write a checkpoint if the log grew by `log.checkpoint_every` records since the newest one,
     /// then propose (two-phase commit) to delete the segments it covers.
     pub fn maintain(&self) -> Result<Option<Lsn>, Error> {
@@ -26,9 +46,33 @@ impl Store {
         self.checkpoint_and_truncate().map(Some)
     }
 
+    /// After committing `lsn`: if the state has rested on its checkpoint for `log.checkpoint_every`
+    /// records, move onto a newer one another process wrote, or write one (only the pages that
+    /// changed). So whichever process crosses the threshold checkpoints, and no process holds
+    /// more than about that many records in memory. A failure is logged and left to the next
+    /// commit: the commit itself succeeded. Segments are deleted by [`Store::maintain`] (the CLI,
+    /// GC), which needs a two-phase commit.
+    pub(crate) fn checkpoint_if_due(&self, lsn: Lsn) {
+        let due = |log: &txlog::TxLog<crate::meta::MetaState>| {
+            log.read(|s, _| lsn.0 >= s.base().1 .0 + self.cfg.log.checkpoint_every)
+                .unwrap_or(false)
+        };
+        if !due(&self.log) {
+            return;
+        }
+        if self.log.rebase(true).is_ok() && !due(&self.log) {
+            return;
+        }
+        if let Err(e) = self.with_pages_held(|| Ok(self.log.checkpoint()?)) {
+            tracing::warn!(store = %self.layout.root.display(), op = "checkpoint", error = %e,
+                "automatic checkpoint failed; the next commit tries again");
+        }
+    }
+
     /// Checkpoint now, then delete covered segments once every live process agreed (2PC).
     pub fn checkpoint_and_truncate(&self) -> Result<Lsn, Error> {
-        let lsn = self.log.checkpoint()?;
+        // [META-4]: the pages and the checkpoint naming them appear under `meta-pages` in PR.
+        let lsn = self.with_pages_held(|| Ok(self.log.checkpoint()?))?;
         let covered = self.log.segments_covered_by(lsn)?;
         let stale = self.log.stale_checkpoints()?;
         if covered.is_empty() && stale.is_empty() {

@@ -376,8 +376,10 @@ fn seal_dead_pack(packs: &Path, id: PackId, report: &mut RecoverReport) -> Resul
 /// so while a GC runs they are left for it.
 fn finish_gc(store: &Store, report: &mut RecoverReport) {
     let mut gc_report = crate::ops::gc::GcReport::default();
-    crate::ops::gc::remove_stale_snapshot_files(store, &mut gc_report);
-    report.stale_files_removed += gc_report.stale_files_removed;
+    if let Err(e) = crate::ops::gc::sweep_pages(store, &mut gc_report) {
+        report.problems.push(format!("metadata page sweep: {e}"));
+    }
+    report.stale_files_removed += gc_report.stale_files_removed + gc_report.page_files_removed;
     let table = match verfs_coordination::lock::LockTable::open(&store.layout().root.join("locks"))
         .and_then(|t| t.owner())
     {

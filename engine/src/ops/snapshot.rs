@@ -1,31 +1,30 @@
 //! Copy-on-write snapshots (`data-layout.md`, 5.9).
 //!
-//! A snapshot is the whole tree at one log position. It costs a walk of the metadata, never a
-//! copy of data: its files reference the same chunks as the live files did, and GC keeps every
-//! chunk a snapshot references. Creation:
+//! A snapshot is the namespace tree at one log position, named by the root of its pages
+//! (`meta::tree`): it shares every unchanged page with the live tree and with other snapshots,
+//! and its files reference the same chunks as the live files did (GC keeps every chunk a
+//! snapshot references). Creation costs the pages of what changed since the checkpoint the live
+//! state rests on, not a walk of the tree:
 //!
 //! 1. Barrier: a two-phase commit `snapshot-barrier`; every live process commits its unflushed
 //!    writes before it votes ([SNAP-2]), so what any process had written before the command
 //!    started is in the snapshot.
 //! 2. Journal `snapshot <id>`, then one commit that appends `SnapshotBegin` and, under the log
-//!    lock, encodes the tree as it is at that record ([SNAP-1]): a file is in it whole or not at
-//!    all, because every file change is one record.
-//! 3. The tree is published as `snapshots/<id>.snap` with a manifest, then `SnapshotReady` is
-//!    committed and synced. A creator that dies before leaves a snapshot that is not ready:
-//!    `verfs recover` drops it ([SNAP-3]); GC stage 1 waits while one exists.
+//!    lock, takes a copy of the state that record is appended to ([SNAP-1]): a file is in it
+//!    whole or not at all, because every file change is one record.
+//! 3. The copy's changes are written as pages (durable before the next step), then
+//!    `SnapshotReady` with the root is committed and synced. A creator that dies before leaves a
+//!    snapshot that is not ready: `verfs recover` drops it ([SNAP-3]); GC stage 1 waits while
+//!    one exists. Pages written for a snapshot that never got ready are garbage.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use verfs_coordination::io_site;
-use verfs_coordination::manifest::Manifest;
 use verfs_coordination::two_phase;
 
 use crate::error::Error;
-use crate::format::snapshot::{self as snapfmt, SnapEncoder};
 use crate::ids::{ChunkId, InodeNo};
 use crate::kinds::PROPOSAL_SNAPSHOT;
 use crate::meta::{
@@ -34,92 +33,8 @@ use crate::meta::{
 };
 use crate::store::Store;
 
-pub use crate::format::snapshot::{SNAP_HEADER_LEN, SNAP_MAGIC, SNAP_VERSION};
-
 /// Compatibility path (issue 12): the name now lives in `kinds`.
 pub use crate::kinds::ACTION_SNAPSHOT;
-
-/// `snapshots/<id, 16 hex>.snap`.
-pub fn snap_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.snap"))
-}
-
-/// The id in a snapshot file name, if it is one.
-pub fn id_of_name(name: &str) -> Option<u64> {
-    let hex = name.strip_suffix(".snap")?;
-    if hex.len() != 16
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
-}
-
-/// Inodes reachable from the root, sorted (orphans, open but unlinked, are not in a snapshot).
-fn reachable(s: &MetaState) -> Result<Vec<InodeNo>, Error> {
-    let mut seen: HashSet<InodeNo> = HashSet::new();
-    seen.insert(InodeNo::ROOT);
-    let mut stack = vec![InodeNo::ROOT];
-    while let Some(d) = stack.pop() {
-        for (_, c) in s.entries(d)? {
-            if seen.insert(c) && s.inode(c)?.is_some_and(|i| i.kind == FileKind::Dir) {
-                stack.push(c);
-            }
-        }
-    }
-    let mut v: Vec<InodeNo> = Vec::new();
-    for i in seen {
-        if s.has_inode(i)? {
-            v.push(i);
-        }
-    }
-    v.sort();
-    Ok(v)
-}
-
-/// The snapshot file for the tree of `s` (header and body, `data-layout.md` 5.9), and how many
-/// inodes it holds.
-pub fn encode(s: &MetaState, id: u64) -> Result<(Vec<u8>, u64), Error> {
-    let inos = reachable(s)?;
-    let mut file = SnapEncoder::new();
-    for ino in &inos {
-        if let Some(i) = s.inode(*ino)? {
-            file.push(&Op::PutInode(i));
-        }
-    }
-    for ino in &inos {
-        for (name, child) in s.entries(*ino)? {
-            file.push(&Op::Link {
-                parent: *ino,
-                name,
-                ino: child,
-            });
-        }
-        let x = s.extents(*ino)?;
-        if !x.is_empty() {
-            file.push(&Op::SetExtents {
-                ino: *ino,
-                extents: x,
-            });
-        }
-    }
-    Ok((file.finish(id), inos.len() as u64))
-}
-
-/// Parse a snapshot file ([SNAP-4]); every failure names the file and the byte offset.
-pub fn decode(path: &Path, bytes: &[u8], id: u64) -> Result<MetaState, Error> {
-    let ops = snapfmt::decode(bytes, id).map_err(Error::corrupt(path))?;
-    Ok(MetaState::from_ops(&ops))
-}
-
-/// Read and parse `snapshots/<id>.snap`.
-pub fn load(dir: &Path, id: u64) -> Result<MetaState, Error> {
-    let path = snap_path(dir, id);
-    let bytes = fs::read(&path).map_err(Error::io(&path))?;
-    decode(&path, &bytes, id)
-}
 
 /// [SNAP-6]: a snapshot name is one path component: 1-255 bytes, no `/`, NUL, `.` or `..`.
 pub fn check_name(name: &str) -> Result<(), Error> {
@@ -242,7 +157,13 @@ impl Store {
             return Ok(t);
         }
         Stats::add(&self.stats.snapshot_cache_misses, 1);
-        let t = Arc::new(load(&self.layout().snapshots(), id)?);
+        let root = self
+            .read(|s| s.snapshots.get(&id).and_then(|i| i.root))?
+            .ok_or_else(|| Error::Snapshot {
+                name: format!("{id:016x}"),
+                reason: "no such snapshot, or it is not ready".into(),
+            })?;
+        let t = Arc::new(MetaState::snapshot_tree(self.pages(), root));
         self.snap_cache.insert(id, t.clone());
         Ok(t)
     }
@@ -307,44 +228,44 @@ impl Store {
             .begin(ACTION_SNAPSHOT, format!("{id:016x}").as_bytes())
             .map_err(Error::coordination)?;
         let result = (|| {
-            // [SNAP-1]: the tree is encoded under the log lock from the state the Begin record
+            // [SNAP-1]: the state is copied under the log lock from the state the Begin record
             // is appended to, so it is exactly the tree at that point of the log.
-            let (bytes, inodes) = self.transact(false, |tx| {
+            let state = self.transact(false, |tx| {
                 if tx.base().snapshot_by_name(name.as_bytes()).is_some() {
                     return Err(Error::Snapshot {
                         name: name.into(),
                         reason: "a snapshot of that name exists".into(),
                     });
                 }
-                let (bytes, inodes) = encode(tx.base(), id)?;
+                let state = tx.base().clone();
                 tx.snapshot_op(Op::SnapshotBegin {
                     id,
                     name: name.as_bytes().to_vec(),
                     time: Timestamp::now(),
                 });
-                Ok((bytes, inodes))
+                Ok(state)
             })?;
             crate::failpoint::crash_point("snapshot-begun");
-            let dir = self.layout().snapshots();
-            io_site!("snapshot.mkdir", fs::create_dir_all(&dir)).map_err(Error::io(&dir))?;
-            let mut m = Manifest::begin(&self.layout().manifests(), self.lease().id());
-            m.stage(&snap_path(&dir, id), &bytes)
-                .map_err(Error::coordination)?;
-            m.commit().map_err(Error::coordination)?;
-            crate::failpoint::crash_point("snapshot-written");
-            self.transact(true, |tx| {
-                if !tx.base().snapshots.contains_key(&id) {
-                    return Err(Error::Snapshot {
+            // Durable before the root is committed: pages first, then the record, both under
+            // `meta-pages` in PR so that the page sweep sees both or neither ([META-4]).
+            self.with_pages_held(|| {
+                let (roots, bytes) = state.write_pages()?;
+                crate::failpoint::crash_point("snapshot-written");
+                let root = roots.namespace.encode().to_vec();
+                self.transact(true, |tx| {
+                    if !tx.base().snapshots.contains_key(&id) {
+                        return Err(Error::Snapshot {
                         name: name.into(),
                         reason:
                             "dropped while it was being written (this process was presumed dead)"
                                 .into(),
                     });
-                }
-                tx.snapshot_op(Op::SnapshotReady { id });
-                Ok(())
-            })?;
-            Ok((bytes.len() as u64, inodes))
+                    }
+                    tx.snapshot_op(Op::SnapshotReady { id, root });
+                    Ok(())
+                })?;
+                Ok((bytes, state.inode_count()))
+            })
         })();
         let (file_bytes, inodes) = match result {
             Ok(r) => r,
@@ -358,10 +279,6 @@ impl Store {
                     Ok(())
                 });
                 if undone.is_ok() {
-                    let _ = io_site!(
-                        "snapshot.undo-unlink",
-                        fs::remove_file(snap_path(&self.layout().snapshots(), id))
-                    );
                     let _ = self.journal.end(action);
                 }
                 return Err(e);
@@ -392,12 +309,6 @@ impl Store {
             tx.snapshot_op(Op::SnapshotDrop { id });
             Ok(())
         })?;
-        let path = snap_path(&self.layout().snapshots(), id);
-        match io_site!("snapshot.delete-unlink", fs::remove_file(&path)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path)(e)),
-        }
         self.snap_cache.invalidate(&id);
         Ok(())
     }
@@ -607,62 +518,66 @@ mod tests {
     use crate::ids::ChunkId;
     use crate::meta::Extent;
 
-    fn tree() -> MetaState {
+    fn tree(pages: &Arc<crate::meta::tree::PageStore>) -> MetaState {
         use verfs_coordination::txlog::StateMachine;
-        let mut s = MetaState::empty();
+        let mut s = MetaState::empty(&Some(pages.clone()));
         let mut f = Inode::new(InodeNo(2), FileKind::File, 0o644);
         f.size = 10;
-        s.apply_op(&Op::PutInode(f));
-        s.apply_op(&Op::Link {
-            parent: InodeNo::ROOT,
-            name: b"f".to_vec(),
-            ino: InodeNo(2),
-        });
-        s.apply_op(&Op::SetExtents {
-            ino: InodeNo(2),
-            extents: vec![Extent {
-                file_off: 0,
-                chunk: ChunkId(42),
-                chunk_off: 0,
-                len: 10,
-            }],
-        });
-        // An orphan (not reachable) is not part of a snapshot.
-        s.apply_op(&Op::PutInode(Inode::new(InodeNo(3), FileKind::File, 0o644)));
+        s.apply_op(1, &Op::PutInode(f)).unwrap();
+        s.apply_op(
+            1,
+            &Op::Link {
+                parent: InodeNo::ROOT,
+                name: b"f".to_vec(),
+                ino: InodeNo(2),
+            },
+        )
+        .unwrap();
+        s.apply_op(
+            1,
+            &Op::SetExtents {
+                ino: InodeNo(2),
+                extents: vec![Extent {
+                    file_off: 0,
+                    chunk: ChunkId(42),
+                    chunk_off: 0,
+                    len: 10,
+                }],
+            },
+        )
+        .unwrap();
         s
     }
 
     // proves [SNAP-4]
     #[test]
-    fn round_trip_and_every_flip_detected() {
-        let s = tree();
-        let (b, n) = encode(&s, 7).unwrap();
-        assert_eq!(n, 2);
-        let t = decode(Path::new("x"), &b, 7).unwrap();
-        assert_eq!(t.inode_count() as usize, 2);
+    fn a_snapshot_tree_is_its_root_and_damage_in_its_pages_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let pages = Arc::new(crate::meta::tree::PageStore::open(dir.path(), 1 << 20).unwrap());
+        let s = tree(&pages);
+        let (roots, bytes) = s.write_pages().unwrap();
+        assert!(bytes > 0);
+        let t = MetaState::snapshot_tree(&pages, roots.namespace);
         assert_eq!(t.lookup(InodeNo::ROOT, b"f").unwrap(), Some(InodeNo(2)));
+        assert_eq!(t.inode(InodeNo(2)).unwrap().unwrap().size, 10);
         assert_eq!(
             t.referenced_chunks().unwrap(),
             [ChunkId(42)].into_iter().collect()
         );
-        assert!(
-            decode(Path::new("x"), &b, 8).is_err(),
-            "id must match the name"
-        );
-        for i in 0..b.len() {
-            let mut c = b.clone();
-            c[i] ^= 0x01;
-            assert!(
-                decode(Path::new("x"), &c, 7).is_err(),
-                "flip at {i} accepted"
-            );
-        }
-        for n in 0..b.len() {
-            assert!(
-                decode(Path::new("x"), &b[..n], 7).is_err(),
-                "cut at {n} accepted"
-            );
-        }
+        // Nothing changed: the same roots, no new page file.
+        let again = MetaState::snapshot_tree(&pages, roots.namespace);
+        assert_eq!(again.write_pages().unwrap(), (roots, 0));
+        // A flipped byte in the page file: a fresh reader (no cache) gets Corrupt, no panic.
+        let id = pages.list_files().unwrap()[0];
+        let path = pages.file_path(id);
+        let mut b = std::fs::read(&path).unwrap();
+        let last = b.len() - 10;
+        b[last] ^= 0x40;
+        std::fs::write(&path, &b).unwrap();
+        let fresh = Arc::new(crate::meta::tree::PageStore::open(dir.path(), 1 << 20).unwrap());
+        let t = MetaState::snapshot_tree(&fresh, roots.namespace);
+        let e = t.inode(InodeNo(2)).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
     }
 
     #[test]
@@ -681,7 +596,5 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a\0b"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(id_of_name("000000000000002a.snap"), Some(42));
-        assert_eq!(id_of_name("2a.snap"), None);
     }
 }

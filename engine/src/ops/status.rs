@@ -217,29 +217,31 @@ impl StoreStatus {
     pub fn gather(store: &Store) -> Result<StoreStatus, StatusError> {
         // The closure gets the view and its lsn; it must not call back into the store or its log.
         let (files, directories, logical_bytes, unique_bytes, chunks, lsn) =
-            store.log().read(|s, lsn| -> Result<_, crate::meta::MetaError> {
-                let mut logical = 0u64;
-                let mut files = 0u64;
-                let mut dirs = 0u64;
-                s.for_each_inode(|i| -> Result<(), crate::meta::MetaError> {
-                    match i.kind {
-                        FileKind::File => {
-                            files += 1;
-                            logical += i.size;
+            store
+                .log()
+                .read(|s, lsn| -> Result<_, crate::meta::MetaError> {
+                    let mut logical = 0u64;
+                    let mut files = 0u64;
+                    let mut dirs = 0u64;
+                    s.for_each_inode(|i| -> Result<(), crate::meta::MetaError> {
+                        match i.kind {
+                            FileKind::File => {
+                                files += 1;
+                                logical += i.size;
+                            }
+                            FileKind::Dir => dirs += 1,
+                            _ => {}
                         }
-                        FileKind::Dir => dirs += 1,
-                        _ => {}
+                        Ok(())
+                    })?;
+                    let mut unique = 0u64;
+                    for c in s.referenced_chunks()? {
+                        if let Some(e) = s.chunk(c)? {
+                            unique += u64::from(e.raw_len);
+                        }
                     }
-                    Ok(())
-                })?;
-                let mut unique = 0u64;
-                for c in s.referenced_chunks()? {
-                    if let Some(e) = s.chunk(c)? {
-                        unique += u64::from(e.raw_len);
-                    }
-                }
-                Ok((files, dirs, logical, unique, s.chunk_count() as usize, lsn))
-            })??;
+                    Ok((files, dirs, logical, unique, s.chunk_count() as usize, lsn))
+                })??;
         let mut stored_bytes = 0u64;
         for e in std::fs::read_dir(store.layout().packs())
             .map_err(StatusError::Packs)?

@@ -178,6 +178,7 @@ impl Store {
         if durable {
             self.log.sync_to(lsn).map_err(CommitError::Sync)?;
         }
+        self.checkpoint_if_due(lsn);
         Ok(out)
     }
 

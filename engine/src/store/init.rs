@@ -16,8 +16,8 @@ use crate::config::{Config, DEFAULT_TOML};
 use crate::error::Error;
 use crate::format::{FormatFile, FORMAT_VERSION};
 use crate::layout::{
-    Layout, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_FILE, LEASE_DIR, LOG_DIR, MANIFEST_DIR, PACK_DIR,
-    SNAPSHOT_DIR, TWOPC_DIR,
+    Layout, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_FILE, LEASE_DIR, LOG_DIR, MANIFEST_DIR, META_DIR,
+    PACK_DIR, TWOPC_DIR,
 };
 
 impl Store {
@@ -53,7 +53,7 @@ impl Store {
                         LEASE_DIR,
                         MANIFEST_DIR,
                         TWOPC_DIR,
-                        SNAPSHOT_DIR,
+                        META_DIR,
                         access::RESERVE_FILE,
                     ];
                     let is_ours = |name: &str| {
@@ -98,7 +98,7 @@ impl Store {
             layout.leases(),
             layout.manifests(),
             layout.twopc(),
-            layout.snapshots(),
+            layout.meta(),
         ] {
             io_site!("store.init-mkdir", fs::create_dir_all(&d)).map_err(Error::io(&d))?;
         }

@@ -33,6 +33,7 @@ use crate::access;
 use crate::config::Config;
 use crate::error::{CoordinationError, Error};
 use crate::ids::{ChunkId, InodeNo, PackId};
+use crate::meta::tree::PageStore;
 use crate::meta::MetaState;
 use crate::pipeline::{Compressors, Stats};
 
@@ -52,8 +53,8 @@ pub use crate::kinds::{
     ACTION_OPEN_PACK, ACTION_ORPHAN, PROPOSAL_GC_REWRITE, PROPOSAL_LOG_TRUNCATE, PROPOSAL_SNAPSHOT,
 };
 pub use crate::layout::{
-    Layout, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_FILE, LEASE_DIR, LOG_DIR, MANIFEST_DIR, PACK_DIR,
-    SNAPSHOT_DIR, TWOPC_DIR,
+    Layout, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_FILE, LEASE_DIR, LOG_DIR, MANIFEST_DIR, META_DIR,
+    PACK_DIR, TWOPC_DIR,
 };
 
 /// How to open a store.
@@ -86,7 +87,9 @@ pub struct Store {
     pub(crate) voter: Arc<Voter>,
     /// Open pack readers with their indexes (bounded by `[cache] pack_readers`).
     pub(crate) readers: moka::sync::Cache<PackId, Arc<CachedReader>>,
-    /// Snapshot trees loaded from `snapshots/<id>.snap` (immutable, so never stale; bounded by
+    /// The metadata page files (`meta/`), with this process's bounded cache of decoded pages.
+    pub(crate) pages: Arc<PageStore>,
+    /// Snapshot trees by id (a root each; immutable, so never stale; bounded by
     /// `[cache] snapshot_trees`).
     pub(crate) snap_cache: moka::sync::Cache<u64, Arc<MetaState>>,
     /// Packs whose salvage after a failed write failed too, with their open-pack actions:
@@ -164,6 +167,13 @@ impl Store {
                 .map_err(OpenError::Lease)?,
         );
         let fence_lease = lease.clone();
+        let pages = match PageStore::open(&layout.meta(), cfg.cache.meta_bytes) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                let _ = Arc::try_unwrap(lease).map(|l| l.release());
+                return Err(OpenError::Store(crate::meta::MetaError::from(e).into()));
+            }
+        };
         let log = match TxLog::open(
             &layout.log(),
             &layout.checkpoints(),
@@ -171,6 +181,7 @@ impl Store {
                 segment_bytes: cfg.log.segment_size,
             },
             Box::new(move || fence_lease.check_valid().map_err(|e| e.to_string())),
+            Some(pages.clone()),
         ) {
             Ok(l) => Arc::new(l),
             Err(e) => {
@@ -201,6 +212,9 @@ impl Store {
         let tick_stats = stats.clone();
         let published = Mutex::new(crate::pipeline::StatsSnapshot::default());
         let on_tick: Box<dyn Fn() + Send> = Box::new(move || {
+            // A process that only reads moves onto newer checkpoints as others write them, so
+            // its in-memory delta stays bounded ([META-2]).
+            let _ = tick_voter.log.rebase(false);
             let _ = two_phase::poll_participant(&twopc, tick_lease.id(), &mut |p| {
                 tick_voter.vote(&p.kind, &p.payload)
             });
@@ -228,6 +242,7 @@ impl Store {
             pack: Mutex::new(None),
             voter,
             readers,
+            pages,
             snap_cache,
             unsealed: Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -256,6 +271,11 @@ impl Store {
 
     pub fn log(&self) -> &Arc<TxLog<MetaState>> {
         &self.log
+    }
+
+    /// The metadata page files and this process's cache of them.
+    pub fn pages(&self) -> &Arc<PageStore> {
+        &self.pages
     }
 
     /// This process's counters.

@@ -144,10 +144,25 @@ impl Voter {
                         reason: "log-truncate proposal without lsn".into(),
                     };
                 };
-                // Moving past the checkpoint means reading up to the head: then no deleted segment
-                // is ever needed by this process.
-                match self.log.refresh() {
-                    Ok(head) if head.0 >= lsn => two_phase::Vote::Commit,
+                // Moving past the checkpoint means reading up to the head, then resting on the
+                // newest checkpoint: then no deleted segment, and no page the older checkpoints
+                // alone reach, is ever needed by this process ([META-3]).
+                match self.log.refresh().and_then(|head| {
+                    self.log.rebase(true)?;
+                    Ok(head)
+                }) {
+                    Ok(head)
+                        if head.0 >= lsn
+                            && self
+                                .log
+                                .read(|s, _| s.base().1 .0)
+                                .is_ok_and(|base| base >= lsn) =>
+                    {
+                        two_phase::Vote::Commit
+                    }
+                    Ok(head) if head.0 >= lsn => two_phase::Vote::Abort {
+                        reason: format!("at lsn {head}, but not resting on checkpoint {lsn} yet"),
+                    },
                     Ok(head) => two_phase::Vote::Abort {
                         reason: format!("at lsn {head}, behind {lsn}"),
                     },

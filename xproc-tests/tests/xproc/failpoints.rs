@@ -55,16 +55,16 @@ const TOLERATED: &[(&str, &str)] = &[
         "removing a log directory a dead init left; txlog::create reports what blocks it",
     ),
     (
-        "snapshot.undo-unlink",
-        "removing the file of a snapshot whose creation failed; gc removes stale files",
-    ),
-    (
         "gc.orphan-index-unlink",
         "a stale file; the next gc pass retries",
     ),
     (
-        "gc.stale-snapshot-unlink",
-        "a stale file; the next gc pass retries",
+        "gc.page-file-unlink",
+        "a metadata page file no root reaches; the next gc pass retries",
+    ),
+    (
+        "gc.page-tmp-unlink",
+        "a dead writer's temporary page file; the next gc pass retries",
     ),
     (
         "gc.orphan-discard-unlink",
@@ -115,8 +115,8 @@ const UNREACHED: &[(&str, &str)] = &[
         "needs a .discard with a valid header of a pack that is gone (no fixture yet)",
     ),
     (
-        "snapshot.undo-unlink",
-        "needs the SnapshotReady commit to fail after the file was written (no fixture yet)",
+        "gc.page-tmp-unlink",
+        "needs a writer killed while writing a page file (the crash-image tests cover it)",
     ),
 ];
 

@@ -49,6 +49,12 @@ pub struct PageStore {
     disk_reads: AtomicU64,
 }
 
+impl std::fmt::Debug for PageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageStore").field("dir", &self.dir).finish()
+    }
+}
+
 impl PageStore {
     /// Open (creating it if missing) the page directory `dir`, with a cache of decoded pages of
     /// about `cache_bytes`. Fails only if the directory cannot be created; creates nothing else.

@@ -22,6 +22,7 @@
 //! bytes are `format::discard`'s). A pass first runs `recover` ([GC-8]).
 
 mod discard;
+mod pages;
 mod stage1;
 mod stage2;
 
@@ -36,7 +37,7 @@ use crate::ids::{ChunkId, PackId};
 use crate::store::Store;
 
 pub use discard::{discard_path, parse_discard, read_discard, repair_discard};
-pub(crate) use stage1::remove_stale_snapshot_files;
+pub(crate) use pages::sweep_pages;
 
 pub use crate::format::discard::{
     Discard, DISCARD_ENTRY_LEN, DISCARD_HEADER_LEN, DISCARD_MAGIC, DISCARD_RECORD_HEADER_LEN,
@@ -70,8 +71,12 @@ pub struct GcReport {
     pub packs_busy: u64,
     /// Why stage 2 did nothing this pass (the two-phase commit was refused), if so.
     pub stage2_refused: Option<String>,
-    /// Snapshot files and orphaned `.idx`/`.discard` files removed.
+    /// Orphaned `.idx`/`.discard` files and dead writers' temporary page files removed.
     pub stale_files_removed: u64,
+    /// Metadata page files no root reaches, removed.
+    pub page_files_removed: u64,
+    /// Why the page sweep did nothing this pass, if so.
+    pub pages_skipped: Option<String>,
     /// What the pass first cleaned up after dead processes ([GC-8]): dead leases, manifests
     /// settled (an interrupted rewrite rolled forward or back), two-phase commits decided.
     pub recovered: Vec<String>,

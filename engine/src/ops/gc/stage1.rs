@@ -3,14 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use verfs_coordination::io_site;
 
 use crate::error::Error;
 use crate::format::pack::{PackIndex, RECORD_HEADER_LEN};
 use crate::ids::{ChunkId, PackId};
-use crate::ops::snapshot;
 use crate::pack::{self, index_path, pack_path};
 use crate::store::Store;
 
@@ -96,7 +95,9 @@ pub(super) fn stage1(
             }
         }
     }
-    remove_stale_snapshot_files(store, report);
+    if let Err(e) = super::pages::sweep_pages(store, report) {
+        report.problems.push(format!("metadata page sweep: {e}"));
+    }
 
     // The sweep: every sealed pack against the index.
     let listing = pack::list_packs(&layout.packs()).map_err(Error::from)?;
@@ -204,30 +205,6 @@ pub(super) fn stage1(
         });
     }
     Ok(out)
-}
-
-/// Snapshot files whose id the metadata no longer lists (deleted, or dropped by recover).
-pub(crate) fn remove_stale_snapshot_files(store: &Store, report: &mut GcReport) {
-    let dir = store.layout().snapshots();
-    let Ok(rd) = fs::read_dir(&dir) else { return };
-    let files: Vec<(u64, PathBuf)> = rd
-        .flatten()
-        .filter_map(|e| {
-            let id = snapshot::id_of_name(e.file_name().to_str()?)?;
-            Some((id, e.path()))
-        })
-        .collect();
-    // Read the state after listing: a file's SnapshotBegin is committed before the file exists.
-    let Ok(known) = store.read(|s| s.snapshots.keys().copied().collect::<HashSet<u64>>()) else {
-        return;
-    };
-    for (id, path) in files {
-        if !known.contains(&id)
-            && io_site!("gc.stale-snapshot-unlink", fs::remove_file(&path)).is_ok()
-        {
-            report.stale_files_removed += 1;
-        }
-    }
 }
 
 fn remove_orphan_discards(packs_dir: &Path, present: &HashSet<PackId>, report: &mut GcReport) {
