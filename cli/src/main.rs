@@ -160,6 +160,9 @@ pub enum SnapshotCmd {
         path: OsString,
         dest: OsString,
     },
+    /// Paths added (A), removed (D) and changed (M) from snapshot A to snapshot B; `/` names the
+    /// live tree. Costs time in proportion to the changes: identical subtrees are skipped.
+    Diff { a: String, b: String },
 }
 
 fn main() -> ExitCode {

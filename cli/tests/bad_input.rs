@@ -418,17 +418,18 @@ fn format_file(version: u32, uuid: [u8; 16]) -> Vec<u8> {
 fn store_of_another_format_version() {
     let fx = Fixture::new();
     let fpath = fx.store.join("FORMAT");
-    let v2 = fs::read(&fpath).unwrap();
+    let v3 = fs::read(&fpath).unwrap();
     let mut uuid = [0u8; 16];
-    uuid.copy_from_slice(&v2[16..32]);
+    uuid.copy_from_slice(&v3[16..32]);
     assert_eq!(
-        format_file(2, uuid),
-        v2,
+        format_file(3, uuid),
+        v3,
         "test's FORMAT encoding matches the layout"
     );
     let s = fx.store.to_str().unwrap();
-    // An older store (version 1: no snapshot ops) and a newer one are both refused.
-    for other in [1u32, 3] {
+    // Older stores (version 1: no snapshot ops; version 2: the whole metadata replayed from
+    // the log, snapshot files) and a newer one are all refused.
+    for other in [1u32, 2, 4] {
         fs::write(&fpath, format_file(other, uuid)).unwrap();
         for args in [
             vec!["ls", "/"],
@@ -439,10 +440,10 @@ fn store_of_another_format_version() {
         ] {
             // proves [FMT-2]: refused with both version numbers.
             let line = fails(&fx.store, &args, &[s], &format!("format version {other}"));
-            assert!(line.contains("reads version 2"), "{line}");
+            assert!(line.contains("reads version 3"), "{line}");
         }
     }
-    let v1 = v2;
+    let v1 = v3;
     // A FORMAT file that is damaged (not another version): corrupt, with where.
     fs::write(&fpath, &v1).unwrap();
     flip(&fpath, 20, 0x01);

@@ -16,7 +16,7 @@ pub fn fsck(cli: &Cli) -> Result<ExitCode> {
             println!("{}: {}", p.location, p.message);
         }
         eprintln!(
-            "verfs fsck: {} log records in {} segments, {} checkpoints, {} packs ({} records), {} inodes, {} chunks: {}",
+            "verfs fsck: {} log records in {} segments, {} checkpoints, {} packs ({} records), {} inodes, {} chunks, {} metadata pages in {} files: {}",
             r.log_records,
             r.segments,
             r.checkpoints,
@@ -24,6 +24,8 @@ pub fn fsck(cli: &Cli) -> Result<ExitCode> {
             r.pack_records,
             r.inodes,
             r.chunks,
+            r.pages,
+            r.page_files,
             if r.is_clean() { "clean".to_string() } else { format!("{} problems", r.problems.len()) }
         );
     }

@@ -1,4 +1,4 @@
-//! `snapshot create|list|delete|restore`.
+//! `snapshot create|list|delete|restore|diff`.
 
 use std::process::ExitCode;
 
@@ -46,6 +46,18 @@ pub fn snapshot(cli: &Cli, cmd: &SnapshotCmd) -> Result<ExitCode> {
             store.snapshot_delete(name)?;
             if !cli.json {
                 eprintln!("verfs: snapshot {name} deleted (`verfs gc` reclaims its space)");
+            }
+        }
+        SnapshotCmd::Diff { a, b } => {
+            let changes = store.snapshot_diff(a, b)?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&changes)?);
+            } else {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                for c in &changes {
+                    writeln!(out, "{} {}", c.kind.letter(), c.path)?;
+                }
             }
         }
         SnapshotCmd::Restore { name, path, dest } => {

@@ -4,7 +4,8 @@
 //! Two trees (`meta::tree`): the namespace tree, which a snapshot shares, and the chunk index.
 //! Namespace keys start with a one-byte tag and the inode number big-endian, so that one inode's
 //! records are adjacent and in order: `i` + ino -> the inode, `d` + parent + name -> the child's
-//! inode number, `x` + ino + part -> up to [`EXTENTS_PER_PART`] extents of the file. Chunk index
+//! inode number, `x` + ino + part -> up to [`EXTENTS_PER_PART`] extents of the file, `p` + ino ->
+//! the parent and name of the link that made it (a directory's only link). Chunk index
 //! keys are the 16-byte chunk id big-endian. Pure: no I/O, no state.
 
 use crate::ids::{ChunkId, InodeNo, PackId};
@@ -16,6 +17,7 @@ use super::{Dec, DecodeError, DecodeErrorKind, Enc};
 pub const TAG_INODE: u8 = b'i';
 pub const TAG_DIRENT: u8 = b'd';
 pub const TAG_EXTENTS: u8 = b'x';
+pub const TAG_PARENT: u8 = b'p';
 /// Length of the key prefix every record of one inode (or one directory's entries) shares.
 pub const INO_PREFIX_LEN: usize = 9;
 /// Extents per `x` record: 1024 x 32 bytes stays under the tree's 64 KiB value limit.
@@ -83,6 +85,29 @@ pub fn decode_inode_value(key_ino: InodeNo, v: &[u8]) -> Result<Inode, DecodeErr
         ));
     }
     Ok(i)
+}
+
+pub fn parent_key(ino: InodeNo) -> [u8; INO_PREFIX_LEN] {
+    ino_prefix(TAG_PARENT, ino)
+}
+
+pub fn encode_parent_value(parent: InodeNo, name: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + name.len());
+    v.extend_from_slice(&parent.0.to_le_bytes());
+    v.extend_from_slice(name);
+    v
+}
+
+pub fn decode_parent_value(v: &[u8]) -> Result<(InodeNo, Vec<u8>), DecodeError> {
+    if v.len() < 9 {
+        return Err(bad(
+            0,
+            format!("parent value of {} bytes, under 9", v.len()),
+        ));
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&v[..8]);
+    Ok((InodeNo(u64::from_le_bytes(b)), v[8..].to_vec()))
 }
 
 pub fn encode_dirent_value(child: InodeNo) -> Vec<u8> {

@@ -313,6 +313,18 @@ impl MetaState {
         }
     }
 
+    /// The directory and name of the link that made `ino` (the only link of a directory; for a
+    /// file with several links, the latest, and none once that one is removed).
+    pub fn parent_of(&self, ino: InodeNo) -> Result<Option<(InodeNo, Vec<u8>)>, MetaError> {
+        let key = keys::parent_key(ino);
+        match self.ns_get(&key)? {
+            Some(v) => Ok(Some(
+                keys::decode_parent_value(&v).map_err(|e| record_err("parent", &key, e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
     /// The entries of directory `dir`, sorted by name (empty for anything but a directory).
     pub fn entries(&self, dir: InodeNo) -> Result<Vec<(Vec<u8>, InodeNo)>, MetaError> {
         let mut out = Vec::new();
@@ -519,10 +531,9 @@ impl MetaState {
             .map(|(id, s)| (*id, s))
     }
 
-    /// One path of `ino` (`/` for the root), found by searching the directory entries: a scan of
-    /// every entry per level, for messages about a failure, never for the hot path. `None` for
-    /// an inode no directory names (unlinked but open, or unknown) or when the metadata cannot
-    /// be read. Of several hard links, any one.
+    /// One path of `ino` (`/` for the root), by its parent records: O(depth) lookups. `None`
+    /// for an inode no directory names (unlinked but open, or unknown), for a file whose recorded
+    /// link was removed while another remains, or when the metadata cannot be read.
     pub fn path_of(&self, ino: InodeNo) -> Option<Vec<u8>> {
         let mut names: Vec<Vec<u8>> = Vec::new();
         let mut at = ino;
@@ -532,28 +543,13 @@ impl MetaState {
             if names.len() > 4096 {
                 return None;
             }
-            enum Stop {
-                Found(InodeNo, Vec<u8>),
-                Err,
+            let (parent, name) = self.parent_of(at).ok()??;
+            // The record must still be a link: a damaged or stale one names nothing.
+            if self.lookup(parent, &name).ok()? != Some(at) {
+                return None;
             }
-            impl From<MetaError> for Stop {
-                fn from(_: MetaError) -> Self {
-                    Stop::Err
-                }
-            }
-            match self.for_each_entry(|p, n, c| {
-                if c == at {
-                    Err(Stop::Found(p, n.to_vec()))
-                } else {
-                    Ok(())
-                }
-            }) {
-                Err(Stop::Found(p, n)) => {
-                    names.push(n);
-                    at = p;
-                }
-                _ => return None,
-            }
+            names.push(name);
+            at = parent;
         }
         let mut path = Vec::new();
         for n in names.iter().rev() {
@@ -590,6 +586,7 @@ impl MetaState {
                     self.inodes = self.inodes.saturating_sub(1);
                 }
                 self.ns_put(lsn, keys::inode_key(*ino).to_vec(), None);
+                self.ns_put(lsn, keys::parent_key(*ino).to_vec(), None);
                 self.ns_clear(lsn, keys::ino_prefix(TAG_DIRENT, *ino));
                 self.ns_clear(lsn, keys::ino_prefix(TAG_EXTENTS, *ino));
             }
@@ -599,8 +596,18 @@ impl MetaState {
                     keys::dirent_key(*parent, name),
                     Some(keys::encode_dirent_value(*ino)),
                 );
+                self.ns_put(
+                    lsn,
+                    keys::parent_key(*ino).to_vec(),
+                    Some(keys::encode_parent_value(*parent, name)),
+                );
             }
             Op::Unlink { parent, name } => {
+                if let Some(child) = self.lookup(*parent, name)? {
+                    if self.parent_of(child)? == Some((*parent, name.clone())) {
+                        self.ns_put(lsn, keys::parent_key(child).to_vec(), None);
+                    }
+                }
                 self.ns_put(lsn, keys::dirent_key(*parent, name), None);
             }
             Op::SetExtents { ino, extents } => {

@@ -19,6 +19,8 @@ pub struct Tx<'a> {
     inodes: HashMap<InodeNo, Option<Inode>>,
     entries: HashMap<(InodeNo, Vec<u8>), Option<InodeNo>>,
     extents: HashMap<InodeNo, Vec<Extent>>,
+    /// Parent of each inode this transaction linked (or deleted: `None`).
+    parents: HashMap<InodeNo, Option<InodeNo>>,
     added_chunks: HashSet<ChunkId>,
     next_ino: u64,
     ops: Vec<Op>,
@@ -49,6 +51,7 @@ impl<'a> Tx<'a> {
             inodes: HashMap::new(),
             entries: HashMap::new(),
             extents: HashMap::new(),
+            parents: HashMap::new(),
             added_chunks: HashSet::new(),
             next_ino: base.next_ino,
             ops: Vec::new(),
@@ -149,9 +152,11 @@ impl<'a> Tx<'a> {
             Op::DeleteInode(ino) => {
                 self.inodes.insert(*ino, None);
                 self.extents.insert(*ino, Vec::new());
+                self.parents.insert(*ino, None);
             }
             Op::Link { parent, name, ino } => {
                 self.entries.insert((*parent, name.clone()), Some(*ino));
+                self.parents.insert(*ino, Some(*parent));
             }
             Op::Unlink { parent, name } => {
                 self.entries.insert((*parent, name.clone()), None);
@@ -393,22 +398,27 @@ impl<'a> Tx<'a> {
 
     /// Is `anc` the inode `ino` or one of its ancestors?
     fn is_ancestor(&self, anc: InodeNo, ino: InodeNo) -> Result<bool, Error> {
-        // Entries store no parent pointer, so walk down: is `ino` inside the subtree of `anc`?
-        if anc == ino {
-            return Ok(true);
-        }
-        let mut stack = vec![anc];
-        while let Some(d) = stack.pop() {
-            for (_, c) in self.children(d)? {
-                if c == ino {
-                    return Ok(true);
-                }
-                if self.kind(c)? == Some(FileKind::Dir) {
-                    stack.push(c);
-                }
+        // Walk up from `ino` (a directory: its parent record is its only link) to the root:
+        // O(depth), whatever the size of `anc`'s subtree.
+        let mut at = ino;
+        for _ in 0..=4096 {
+            if at == anc {
+                return Ok(true);
+            }
+            if at == InodeNo::ROOT {
+                return Ok(false);
+            }
+            let parent = match self.parents.get(&at) {
+                Some(p) => *p,
+                None => self.base.parent_of(at)?.map(|(p, _)| p),
+            };
+            match parent {
+                Some(p) => at = p,
+                None => return Ok(false),
             }
         }
-        Ok(false)
+        // Deeper than any real tree: a damaged chain; refuse rather than risk a cycle.
+        Ok(true)
     }
 
     /// `rename(2)`: move the entry `from` to `to`, replacing a compatible target.

@@ -114,10 +114,6 @@ const UNREACHED: &[(&str, &str)] = &[
         "gc.orphan-discard-unlink",
         "needs a .discard with a valid header of a pack that is gone (no fixture yet)",
     ),
-    (
-        "gc.page-tmp-unlink",
-        "needs a writer killed while writing a page file (the crash-image tests cover it)",
-    ),
 ];
 
 /// Failures found by this test and not fixed yet: (workload, text in the problem, the bug).
@@ -450,32 +446,18 @@ fn prep_torn_discard_header(c: &Copy) {
     }
 }
 
-/// Stale files gc removes: an index without its pack, a discard without its pack and a
-/// snapshot file no snapshot names.
+/// Stale files gc removes: an index without its pack, a discard without its pack, a metadata
+/// page file no root reaches and a dead writer's temporary page file.
 fn prep_stale(c: &Copy) {
     let packs = c.root.join("packs");
     let idx = list_with_ext(&packs, "idx");
     fs::copy(&idx[0], packs.join("00000000000000f1.idx")).unwrap();
     // Shorter than a header: a torn file, valid and empty.
     fs::write(packs.join("00000000000000f2.discard"), b"VERFS").unwrap();
-    let snaps = c.root.join("snapshots");
-    let any = fs::read_dir(&snaps)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    let name = any.file_name().unwrap().to_string_lossy().into_owned();
-    let ext = name
-        .split_once('.')
-        .map(|(_, e)| e.to_owned())
-        .unwrap_or_default();
-    let stale = if ext.is_empty() {
-        "00000000000000f3".to_owned()
-    } else {
-        format!("00000000000000f3.{ext}")
-    };
-    fs::copy(&any, snaps.join(stale)).unwrap();
+    let meta = c.root.join("meta");
+    let any = list_with_ext(&meta, "mpg");
+    fs::copy(&any[0], meta.join("00000000000000f3.mpg")).unwrap();
+    fs::write(meta.join("00000000000000f4.mpg.tmp"), b"VERFSMP3").unwrap();
 }
 
 /// A process killed with its pack unsynced (records written, no `.idx`), then a torn tail.
