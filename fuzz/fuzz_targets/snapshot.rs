@@ -1,4 +1,0 @@
-#![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    (verfs_fuzz::target("snapshot").expect("registered").run)(data)
-});
