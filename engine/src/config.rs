@@ -106,6 +106,9 @@ pub struct Packs {
 pub struct Log {
     pub segment_size: u64,
     pub checkpoint_every: u64,
+    /// A checkpoint is also due once the state holds this many changes in memory (a put of
+    /// many files in few records).
+    pub checkpoint_delta: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -177,6 +180,7 @@ impl Default for Log {
         Log {
             segment_size: 64 << 20,
             checkpoint_every: 4096,
+            checkpoint_delta: 65536,
         }
     }
 }
@@ -231,6 +235,9 @@ segment_size = 67108864
 # commit) to delete the segments it covers. A process opening the store replays at most about
 # this many records.
 checkpoint_every = 4096
+# A checkpoint is also due once a process holds this many metadata changes in memory since the
+# checkpoint it rests on (a put of many small files commits few, large records).
+checkpoint_delta = 65536
 
 [leases]
 # A process whose heartbeat is older than this is dead (this is how stalled processes and

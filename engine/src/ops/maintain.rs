@@ -40,22 +40,29 @@ impl Store {
             .last()
             .map(|c| c.0)
             .unwrap_or(Lsn(0));
-        if head.0 < newest.0 + self.cfg.log.checkpoint_every {
+        let big = self
+            .log
+            .read(|s, _| s.delta_len() as u64 >= self.cfg.log.checkpoint_delta)?;
+        if head.0 < newest.0 + self.cfg.log.checkpoint_every && !big {
             return Ok(None);
         }
         self.checkpoint_and_truncate().map(Some)
     }
 
     /// After committing `lsn`: if the state has rested on its checkpoint for `log.checkpoint_every`
-    /// records, move onto a newer one another process wrote, or write one (only the pages that
+    /// records or holds `log.checkpoint_delta` changes, move onto a newer one another process
+    /// wrote, or write one (only the pages that
     /// changed). So whichever process crosses the threshold checkpoints, and no process holds
     /// more than about that many records in memory. A failure is logged and left to the next
     /// commit: the commit itself succeeded. Segments are deleted by [`Store::maintain`] (the CLI,
     /// GC), which needs a two-phase commit.
     pub(crate) fn checkpoint_if_due(&self, lsn: Lsn) {
         let due = |log: &txlog::TxLog<crate::meta::MetaState>| {
-            log.read(|s, _| lsn.0 >= s.base().1 .0 + self.cfg.log.checkpoint_every)
-                .unwrap_or(false)
+            log.read(|s, _| {
+                lsn.0 >= s.base().1 .0 + self.cfg.log.checkpoint_every
+                    || s.delta_len() as u64 >= self.cfg.log.checkpoint_delta
+            })
+            .unwrap_or(false)
         };
         if !due(&self.log) {
             return;
