@@ -25,10 +25,11 @@ while [ $# -gt 0 ]; do
 done
 command -v /usr/bin/time >/dev/null || { apt-get install -y -q time >/dev/null; }
 cargo build --release -q -p verfs-cli --bin verfs
-cargo build --release -q -p verfs-engine --example commit_bench --example synth_store
+cargo build --release -q -p verfs-engine --example commit_bench --example synth_store --example lookup_pages
 V=$PWD/target/release/verfs
 CB=$PWD/target/release/examples/commit_bench
 SYNTH=$PWD/target/release/examples/synth_store
+PAGES=$PWD/target/release/examples/lookup_pages
 DATA=${SCALE_DATA:-$PWD/target/scale-data}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/verfs-scale.XXXXXX")
 MNT=""
@@ -106,12 +107,15 @@ run_set() {
     echo "put_rss $m" >> "$out"
   fi
   sync
-  read -r a b < <(med "$RUNS" "$bin" -s "$s" ls /t/d00001); echo "ls_ms $a"; echo "ls_rss $b" >> "$out"; echo "ls_ms $a" >> "$out"
+  read -r a b < <(med "$RUNS" "$bin" -s "$s" ls /t/d00001); echo "ls_ms $a" >> "$out"; echo "ls_rss $b" >> "$out"
   read -r a b < <(med "$RUNS" "$bin" -s "$s" stat /t/d00001/f0001); echo "stat_ms $a" >> "$out"; echo "stat_rss $b" >> "$out"
   read -r a b < <(med "$RUNS" "$bin" -s "$s" cat /t/d00001/f0001); echo "cat_ms $a" >> "$out"; echo "cat_rss $b" >> "$out"
   "$bin" -s "$s" checkpoint >/dev/null 2>&1 || true
   read -r a b < <(med "$RUNS" "$bin" -s "$s" ls /t/d00001); echo "ls_ckpt_ms $a" >> "$out"; echo "ls_ckpt_rss $b" >> "$out"
   read -r a b < <(med 1 "$bin" -s "$s" status); echo "status_ms $a" >> "$out"; echo "status_rss $b" >> "$out"
+  if [ "$bin" = "$V" ]; then
+    "$PAGES" "$s" /t/d00001/f0001 | tr ' ' '\n' | sed 's/=/ /' | sed 's/^/pages_/' >> "$out"
+  fi
   local before; before=$(meta_bytes "$s")
   read -r a b < <(med 1 "$bin" -s "$s" snapshot create s1); echo "snap_ms $a" >> "$out"
   echo "snap_bytes $(( $(meta_bytes "$s") - before ))" >> "$out"
@@ -167,7 +171,8 @@ for n in $sizes; do
   echo
   printf '%-44s %22s %22s\n' "$n files (median of $RUNS where repeated)" "this build" "${BASE:+baseline}"
   for k in put_files_s:files/s put_rss:MiB ls_ms:ms ls_rss:MiB stat_ms:ms stat_rss:MiB cat_ms:ms \
-           cat_rss:MiB ls_ckpt_ms:ms ls_ckpt_rss:MiB status_ms:ms status_rss:MiB snap_ms:ms \
+           cat_rss:MiB ls_ckpt_ms:ms ls_ckpt_rss:MiB status_ms:ms status_rss:MiB pages_stat_pages:pages \
+           pages_ls_pages:pages pages_entries:entries pages_depth:levels snap_ms:ms \
            snap_bytes:B snap_again_ms:ms snap_again_bytes:B diff_ms:ms diff_lines:lines gc_ms:ms \
            gc_rss:MiB fsck_ms:ms fsck_rss:MiB mount_rss:MiB; do
     key=${k%%:*} unit=${k##*:}

@@ -1,5 +1,5 @@
 //! `fsck` finds a single flipped byte anywhere in a store's packs, pack indexes, log segments,
-//! checkpoints and format file (`data-layout.md` section 7, "Invariants").
+//! checkpoints, metadata page files and format file (`data-layout.md` section 7, "Invariants").
 //!
 //! One small store is built through the library (files of compressible and random content,
 //! directories, a symlink, a checkpoint with the log truncated behind it and more commits after
@@ -8,7 +8,7 @@
 //! Each flip that leaves `fsck` clean is collected and reported with its file and offset.
 //!
 //! proves [FMT-1] [LOG-1] [LOG-2] [LOG-3] [CKPT-1] [CKPT-2] [PACK-1] [PACK-2] [PACK-3] [PACK-4]
-//! [PACK-8] [META-1] as far as a single flipped byte goes.
+//! [PACK-8] [META-1] [TREE-2] [TREE-7] [SNAP-4] as far as a single flipped byte goes.
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
@@ -115,6 +115,7 @@ fn damageable_files(root: &Path) -> Vec<(PathBuf, &'static str)> {
     add("packs", "idx", "pack index");
     add("log", "seg", "log segment");
     add("checkpoints", "ckpt", "checkpoint");
+    add("meta", "mpg", "metadata page file");
     out
 }
 

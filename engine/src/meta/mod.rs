@@ -1,16 +1,20 @@
-//! The metadata: the state the transaction log materializes, and the validated builder of its
-//! records.
+//! The metadata: the state the transaction log materializes, the page trees it lives in, and the
+//! validated builder of its records.
 //!
-//! - [`MetaState`] (`state.rs`) is the materialized view of the transaction log: inodes,
-//!   directory entries, each file's extents, the chunk index (chunk id -> pack id) and the
-//!   snapshots. It changes only by applying [`Op`]s read from the log, in log order, so every
-//!   process that has read the log up to lsn N holds the same state.
+//! - [`MetaState`] (`state.rs`) is the metadata at one lsn: inodes, directory entries, each
+//!   file's extents, the chunk index (chunk id -> pack id) and the snapshots. It rests on the
+//!   roots of a checkpoint's page trees and holds the changes of the records applied since in
+//!   memory; it changes only by applying [`Op`]s read from the log, in log order, so every
+//!   process that has read the log up to lsn N answers every lookup the same.
+//! - [`tree`] is the copy-on-write, content-defined B-tree of checksummed pages in append-only
+//!   page files that the state's trees, checkpoints and snapshots are made of.
 //! - [`Tx`] (`tx.rs`) is how a change is made: it runs under the log lock against the
 //!   up-to-date state, validates each step against the state plus its own earlier steps (an
 //!   overlay), and produces the ops of one log record.
 //!
-//! Does not own the model types ([`crate::model`]) nor their encodings ([`crate::format::meta`],
-//! `data-layout.md`, "Metadata records"), nor the log itself (`verfs_coordination::txlog`).
+//! Does not own the model types ([`crate::model`]) nor their encodings ([`crate::format::meta`]
+//! for records, [`crate::format::keys`] for tree keys and checkpoint bodies; `data-layout.md`
+//! 5.5, 5.7a, 5.7b), nor the log itself (`verfs_coordination::txlog`).
 
 mod state;
 pub mod tree;

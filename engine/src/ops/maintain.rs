@@ -1,5 +1,6 @@
-//! Log maintenance: a checkpoint every `log.checkpoint_every` records, then deleting the segments
-//! it covers once every live process agreed (two-phase commit `log-truncate`).
+//! Log maintenance: a checkpoint every `log.checkpoint_every` records (or `log.checkpoint_delta`
+//! changes held in memory), then deleting the segments it covers once every live process agreed
+//! (two-phase commit `log-truncate`). Also the DLM lock `meta-pages` that page writers hold.
 
 use std::fs;
 
@@ -32,17 +33,20 @@ impl Store {
         r
     }
 
-    /// Write a checkpoint if the log grew by `log.checkpoint_every` records since the newest one,
-    /// then propose (two-phase commit) to delete the segments it covers.
+    /// Write a checkpoint if the log grew by `log.checkpoint_every` records since the newest one
+    /// (or this process holds an eighth of `log.checkpoint_delta` changes), then propose (two-phase commit) to
+    /// delete the segments it covers.
     pub fn maintain(&self) -> Result<Option<Lsn>, Error> {
         let head = self.log.refresh()?;
         let newest = txlog::list_checkpoints(&self.layout.checkpoints())?
             .last()
             .map(|c| c.0)
             .unwrap_or(Lsn(0));
+        // A command that ends holding an eighth of `checkpoint_delta` (a put of a few thousand
+        // files) checkpoints too, so the commands after it do not replay its records.
         let big = self
             .log
-            .read(|s, _| s.delta_len() as u64 >= self.cfg.log.checkpoint_delta)?;
+            .read(|s, _| s.delta_len() as u64 >= self.cfg.log.checkpoint_delta / 8)?;
         if head.0 < newest.0 + self.cfg.log.checkpoint_every && !big {
             return Ok(None);
         }
@@ -51,9 +55,9 @@ impl Store {
 
     /// After committing `lsn`: if the state has rested on its checkpoint for `log.checkpoint_every`
     /// records or holds `log.checkpoint_delta` changes, move onto a newer one another process
-    /// wrote, or write one (only the pages that
-    /// changed). So whichever process crosses the threshold checkpoints, and no process holds
-    /// more than about that many records in memory. A failure is logged and left to the next
+    /// wrote, or write one (only the pages that changed). So whichever process crosses the
+    /// threshold checkpoints, and no process holds more than about that much in memory
+    /// ([META-5]). A failure is logged and left to the next
     /// commit: the commit itself succeeded. Segments are deleted by [`Store::maintain`] (the CLI,
     /// GC), which needs a two-phase commit.
     pub(crate) fn checkpoint_if_due(&self, lsn: Lsn) {
