@@ -436,7 +436,7 @@ fn check_packs(
 
 /// Every page reachable from a root (the trees the state rests on, every ready snapshot's) reads
 /// back and verifies (crc, structure, content hash), each shared page once; every page file's
-/// pages verify on their own ([TREE-n]). A damaged page is named by file and offset.
+/// pages verify on their own ([TREE-2], [TREE-7]). A damaged page is named by file and offset.
 fn check_pages(pages: &PageStore, s: &MetaState, r: &mut FsckReport) {
     match pages.list_files() {
         Ok(files) => {

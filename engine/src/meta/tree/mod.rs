@@ -1,6 +1,6 @@
 //! The metadata page tree: a persistent, copy-on-write, content-defined B-tree ("prolly tree")
 //! of immutable, checksummed pages in append-only page files. Format and rules:
-//! `data-layout.md` section 5.7a, "Metadata page files (format 3)" ([TREE-n] ids).
+//! `data-layout.md` section 5.7a, "Metadata page files (format 3)" (rule ids [TREE-1] to [TREE-7]).
 //!
 //! An ordered map of byte keys (at most [`MAX_KEY_LEN`]) to byte values (at most
 //! [`MAX_VALUE_LEN`]). A tree is named by its [`Root`]; a snapshot is just a kept root, and trees
