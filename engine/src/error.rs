@@ -72,10 +72,11 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
-    /// A metadata record that does not decode, or a tree operation that refused its input
-    /// (page I/O and page damage become [`Error::Io`] and [`Error::Corrupt`]).
+    /// A metadata record that does not decode, or a tree operation that refused its input. The
+    /// source is a `meta::MetaError` (boxed because the metadata layer sits above this one; page
+    /// I/O and page damage become [`Error::Io`] and [`Error::Corrupt`]).
     #[error(transparent)]
-    Meta(crate::meta::MetaError),
+    Meta(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("{path}: No such file or directory")]
     NotFound { path: String },
     #[error("{path}: File exists")]
@@ -167,25 +168,6 @@ impl From<PathError> for Error {
         match e {
             PathError::Invalid { path, reason } => Error::InvalidPath { path, reason },
             PathError::NameTooLong { path } => Error::NameTooLong { path },
-        }
-    }
-}
-
-impl From<crate::meta::MetaError> for Error {
-    fn from(e: crate::meta::MetaError) -> Self {
-        use crate::meta::MetaError;
-        match e {
-            MetaError::Io { path, source } => Error::Io { path, source },
-            MetaError::Corrupt {
-                path,
-                offset,
-                reason,
-            } => Error::Corrupt {
-                path,
-                offset,
-                reason,
-            },
-            other => Error::Meta(other),
         }
     }
 }

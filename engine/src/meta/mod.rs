@@ -79,3 +79,24 @@ impl From<tree::TreeError> for MetaError {
         }
     }
 }
+
+/// What the rest of the engine sees of a metadata read error (page I/O and damage keep their
+/// path and offset).
+impl From<MetaError> for crate::error::Error {
+    fn from(e: MetaError) -> Self {
+        use crate::error::Error;
+        match e {
+            MetaError::Io { path, source } => Error::Io { path, source },
+            MetaError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                path,
+                offset,
+                reason,
+            },
+            other => Error::Meta(Box::new(other)),
+        }
+    }
+}

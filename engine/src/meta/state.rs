@@ -195,53 +195,37 @@ impl MetaState {
         &self,
         lower: &[u8],
         upper: Option<&[u8]>,
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+        f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let ub = match upper {
             Some(u) => Bound::Excluded(u),
             None => Bound::Unbounded,
         };
-        let mut delta = self.delta.ns.range::<[u8], _>((Bound::Included(lower), ub));
+        let delta = self.delta.ns.range::<[u8], _>((Bound::Included(lower), ub));
         let mut pages = self
             .pages
             .as_ref()
             .map(|p| p.range(&self.base.namespace, Bound::Included(lower), ub));
-        let mut next_page = || -> Result<Option<(Vec<u8>, Vec<u8>)>, MetaError> {
+        let next_page = || -> Result<Option<(Vec<u8>, Vec<u8>)>, MetaError> {
             match pages.as_mut() {
                 Some(it) => it.next().transpose().map_err(page_err),
                 None => Ok(None),
             }
         };
-        let mut b = next_page()?;
-        let mut d = delta.next();
-        loop {
-            let take_delta = match (&b, &d) {
-                (None, None) => return Ok(()),
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some((bk, _)), Some((dk, _))) => {
-                    if dk.as_slice() == bk.as_slice() {
-                        b = next_page()?;
-                        true
-                    } else {
-                        dk.as_slice() < bk.as_slice()
-                    }
+        let f = std::cell::RefCell::new(f);
+        merge(
+            next_page,
+            delta.map(|(k, (_, v))| (k, v.as_ref())),
+            |k: &Vec<u8>, d: &&Vec<u8>| k.as_slice().cmp(d.as_slice()),
+            |k, v| {
+                if self.is_cleared(k) {
+                    Ok(())
+                } else {
+                    (f.borrow_mut())(k, v)
                 }
-            };
-            if take_delta {
-                if let Some((k, (_, Some(v)))) = d {
-                    f(k, v)?;
-                }
-                d = delta.next();
-            } else {
-                if let Some((k, v)) = &b {
-                    if !self.is_cleared(k) {
-                        f(k, v)?;
-                    }
-                }
-                b = next_page()?;
-            }
-        }
+            },
+            |k, v| (f.borrow_mut())(k, v),
+        )
     }
 
     fn ns_prefix<E: From<MetaError>>(
@@ -463,14 +447,18 @@ impl MetaState {
     /// delta's, the delta winning.
     pub fn for_each_chunk<E: From<MetaError>>(
         &self,
-        mut f: impl FnMut(ChunkId, ChunkEntry) -> Result<(), E>,
+        f: impl FnMut(ChunkId, ChunkEntry) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut delta = self.delta.chunks.iter();
+        let delta = self
+            .delta
+            .chunks
+            .iter()
+            .map(|(id, (_, e))| (*id, e.as_ref()));
         let mut pages = self
             .pages
             .as_ref()
             .map(|p| p.range(&self.base.chunks, Bound::Unbounded, Bound::Unbounded));
-        let mut next_page = || -> Result<Option<(ChunkId, ChunkEntry)>, MetaError> {
+        let next_page = || -> Result<Option<(ChunkId, ChunkEntry)>, MetaError> {
             let Some(it) = pages.as_mut() else {
                 return Ok(None);
             };
@@ -483,34 +471,14 @@ impl MetaState {
                 }
             }
         };
-        let mut b = next_page()?;
-        let mut d = delta.next();
-        loop {
-            let take_delta = match (&b, &d) {
-                (None, None) => return Ok(()),
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some((bid, _)), Some((did, _))) => {
-                    if bid == *did {
-                        b = next_page()?;
-                        true
-                    } else {
-                        **did < *bid
-                    }
-                }
-            };
-            if take_delta {
-                if let Some((id, (_, Some(e)))) = d {
-                    f(*id, *e)?;
-                }
-                d = delta.next();
-            } else {
-                if let Some((id, e)) = b {
-                    f(id, e)?;
-                }
-                b = next_page()?;
-            }
-        }
+        let f = std::cell::RefCell::new(f);
+        merge(
+            next_page,
+            delta,
+            |id: &ChunkId, d: &ChunkId| id.cmp(d),
+            |id, e| (f.borrow_mut())(*id, *e),
+            |id, e: &&ChunkEntry| (f.borrow_mut())(*id, **e),
+        )
     }
 
     /// Every chunk some inode's extents reference (orphans included).
@@ -745,6 +713,50 @@ impl MetaState {
                     root: s.root.map(|r| r.encode().to_vec()),
                 })
                 .collect(),
+        }
+    }
+}
+
+/// Merge the pages' entries (`next_page`, in key order) with the delta's (`delta`, in key order;
+/// `None` a deletion), the delta winning on equal keys: `on_page` gets a page entry no delta
+/// entry replaces, `on_delta` a delta entry that sets a value.
+fn merge<K, V, DK, DV, E>(
+    mut next_page: impl FnMut() -> Result<Option<(K, V)>, MetaError>,
+    mut delta: impl Iterator<Item = (DK, Option<DV>)>,
+    cmp: impl Fn(&K, &DK) -> std::cmp::Ordering,
+    mut on_page: impl FnMut(&K, &V) -> Result<(), E>,
+    mut on_delta: impl FnMut(&DK, &DV) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<MetaError>,
+{
+    use std::cmp::Ordering;
+    let mut b = next_page()?;
+    let mut d = delta.next();
+    loop {
+        let take_delta = match (&b, &d) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some((bk, _)), Some((dk, _))) => match cmp(bk, dk) {
+                Ordering::Equal => {
+                    b = next_page()?;
+                    true
+                }
+                Ordering::Greater => true,
+                Ordering::Less => false,
+            },
+        };
+        if take_delta {
+            if let Some((k, Some(v))) = &d {
+                on_delta(k, v)?;
+            }
+            d = delta.next();
+        } else {
+            if let Some((k, v)) = &b {
+                on_page(k, v)?;
+            }
+            b = next_page()?;
         }
     }
 }
