@@ -53,42 +53,27 @@ med() {
   echo "$(printf '%s\n' "${ts[@]}" | median | awk '{printf "%.0f", $1*1000}') $(printf '%s\n' "${rs[@]}" | median)"
 }
 
-# A tree of N small files with distinct contents in N/1000 directories of 1000 files.
-gen_tree() {
-  local n=$1 dir=$DATA/tree-$1
+# gen DIR DIRS PREFIX: DIRS directories d00000.. of 1000 small files with distinct contents.
+gen() {
+  local dir=$1
   [ -f "$dir/.done" ] && return
   rm -rf "$dir"; mkdir -p "$dir"
-  python3 - "$dir" "$n" <<'EOF'
+  python3 - "$dir" "$2" "$3" <<'EOF2'
 import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-per = 1000
-for d in range((n + per - 1) // per):
-    dp = os.path.join(root, "d%05d" % d)
-    os.mkdir(dp)
-    for f in range(min(per, n - d * per)):
-        with open(os.path.join(dp, "f%04d" % f), "w") as fh:
-            fh.write("file %d of directory %d: %s\n" % (f, d, os.urandom(8).hex()))
-open(os.path.join(root, ".done"), "w").close()
-EOF
-}
-
-# The 1% change: the first N/100000 directories (1% of the files) rewritten with new contents.
-gen_change() {
-  local n=$1 dir=$DATA/change-$1
-  [ -f "$dir/.done" ] && return
-  rm -rf "$dir"; mkdir -p "$dir"
-  python3 - "$dir" "$n" <<'EOF'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for d in range(max(1, n // 100000)):
+root, dirs, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for d in range(dirs):
     dp = os.path.join(root, "d%05d" % d)
     os.mkdir(dp)
     for f in range(1000):
         with open(os.path.join(dp, "f%04d" % f), "w") as fh:
-            fh.write("changed %d of %d: %s\n" % (f, d, os.urandom(8).hex()))
+            fh.write("%s %d of directory %d: %s\n" % (prefix, f, d, os.urandom(8).hex()))
 open(os.path.join(root, ".done"), "w").close()
-EOF
+EOF2
 }
+# The tree of N files (rounded up to whole directories), and the 1% change: its first N/100000
+# directories with new contents.
+gen_tree() { gen "$DATA/tree-$1" $(( ($1 + 999) / 1000 )) file; }
+gen_change() { local n=$(( $1 / 100000 )); gen "$DATA/change-$1" $(( n > 0 ? n : 1 )) changed; }
 
 meta_bytes() { du -sb --exclude=packs "$1" | cut -f1; }
 

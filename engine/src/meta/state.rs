@@ -24,7 +24,7 @@ use crate::format::DecodeError;
 use crate::ids::{ChunkId, InodeNo};
 use crate::model::{ChunkEntry, Extent, FileKind, Inode, Op, Timestamp};
 
-use super::tree::{PageStore, PageWriter, Root, TreeError};
+use super::tree::{prefix_end, PageStore, PageWriter, Root, TreeError};
 use super::MetaError;
 
 /// A snapshot as the metadata knows it.
@@ -109,10 +109,6 @@ pub const DEFAULT_DELTA_LIMIT: usize = 200_000;
 /// What a state is built with: the page store of the store, or none (memory only).
 pub type PagesCtx = Option<Arc<PageStore>>;
 
-fn page_err(e: TreeError) -> MetaError {
-    MetaError::from(e)
-}
-
 /// A record read from a page that does not decode: damage in the page it came from.
 fn record_err(what: &str, key: &[u8], e: DecodeError) -> MetaError {
     MetaError::Record {
@@ -120,18 +116,6 @@ fn record_err(what: &str, key: &[u8], e: DecodeError) -> MetaError {
         key: hex::encode(key),
         reason: e.reason,
     }
-}
-
-/// The key just past every key that starts with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 impl MetaState {
@@ -175,7 +159,9 @@ impl MetaState {
             return Ok(None);
         }
         match &self.pages {
-            Some(pages) => pages.get(&self.base.namespace, key).map_err(page_err),
+            Some(pages) => pages
+                .get(&self.base.namespace, key)
+                .map_err(MetaError::from),
             None => Ok(None),
         }
     }
@@ -208,7 +194,7 @@ impl MetaState {
             .map(|p| p.range(&self.base.namespace, Bound::Included(lower), ub));
         let next_page = || -> Result<Option<(Vec<u8>, Vec<u8>)>, MetaError> {
             match pages.as_mut() {
-                Some(it) => it.next().transpose().map_err(page_err),
+                Some(it) => it.next().transpose().map_err(MetaError::from),
                 None => Ok(None),
             }
         };
@@ -380,7 +366,10 @@ impl MetaState {
             return Ok(None);
         };
         let key = keys::chunk_key(id);
-        match pages.get(&self.base.chunks, &key).map_err(page_err)? {
+        match pages
+            .get(&self.base.chunks, &key)
+            .map_err(MetaError::from)?
+        {
             Some(v) => Ok(Some(
                 keys::decode_chunk_value(&v).map_err(|e| record_err("chunk", &key, e))?,
             )),
@@ -462,7 +451,7 @@ impl MetaState {
             let Some(it) = pages.as_mut() else {
                 return Ok(None);
             };
-            match it.next().transpose().map_err(page_err)? {
+            match it.next().transpose().map_err(MetaError::from)? {
                 None => Ok(None),
                 Some((k, v)) => {
                     let id = keys::decode_chunk_key(&k).map_err(|e| record_err("chunk", &k, e))?;
@@ -652,7 +641,7 @@ impl MetaState {
         let mut ns: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for prefix in self.delta.cleared.keys() {
             for item in pages.prefix(&self.base.namespace, prefix) {
-                let (k, _) = item.map_err(page_err)?;
+                let (k, _) = item.map_err(MetaError::from)?;
                 ns.insert(k, None);
             }
         }
@@ -671,15 +660,15 @@ impl MetaState {
                 )
             })
             .collect();
-        let mut w = PageWriter::new(pages).map_err(page_err)?;
+        let mut w = PageWriter::new(pages).map_err(MetaError::from)?;
         let namespace = pages
             .apply(&self.base.namespace, &ns_edits, &mut w)
-            .map_err(page_err)?;
+            .map_err(MetaError::from)?;
         let chunks = pages
             .apply(&self.base.chunks, &chunk_edits, &mut w)
-            .map_err(page_err)?;
+            .map_err(MetaError::from)?;
         let bytes = w.bytes_written();
-        w.finish().map_err(page_err)?;
+        w.finish().map_err(MetaError::from)?;
         Ok((Roots { namespace, chunks }, bytes))
     }
 

@@ -53,7 +53,7 @@ use std::path::PathBuf;
 pub use page::{
     Page, PagePtr, MAX_LEVEL, MAX_PAGE_LEN, MIN_PAGE_LEN, NODE_MAX, NODE_MIN, NODE_TARGET, PTR_LEN,
 };
-pub use read::{Entry, Range};
+pub use read::{prefix_end, Entry, Range};
 pub use store::{FileCheck, PageStore, PageWriter, StoreStats};
 
 /// The longest key a tree holds.

@@ -77,7 +77,7 @@ impl PageStore {
 }
 
 /// The smallest key greater than every key starting with `p`, if there is one.
-fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
+pub fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
     let mut v = p.to_vec();
     while let Some(last) = v.pop() {
         if last < 0xff {
