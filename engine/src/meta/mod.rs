@@ -24,7 +24,7 @@ mod tx;
 #[allow(clippy::unwrap_used)]
 mod tests;
 
-pub use state::{MetaState, PagesCtx, Roots, SnapInfo, DEFAULT_DELTA_LIMIT};
+pub use state::{ChunkFilter, MetaState, PagesCtx, Roots, SnapInfo, DEFAULT_DELTA_LIMIT};
 
 /// A read of the metadata failed: a page could not be read or did not verify.
 #[derive(Debug, thiserror::Error)]

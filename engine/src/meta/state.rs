@@ -27,6 +27,9 @@ use crate::model::{ChunkEntry, Extent, FileKind, Inode, Op, Timestamp};
 use super::tree::{prefix_end, PageStore, PageWriter, Root, TreeError};
 use super::MetaError;
 
+mod mark;
+pub use mark::ChunkFilter;
+
 /// A snapshot as the metadata knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapInfo {

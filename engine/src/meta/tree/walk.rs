@@ -1,4 +1,5 @@
-//! Walks over whole trees: [`PageStore::diff`] and [`PageStore::visit_pages`].
+//! Walks over whole trees: [`PageStore::diff`], [`PageStore::visit_pages`] and
+//! [`PageStore::visit_leaves`].
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -187,6 +188,45 @@ impl PageStore {
                 for i in (0..page.len()).rev() {
                     stack.push((page.child(i), Some(cl)));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Call `f(leaf)` once for every leaf of `root` that may hold keys in `[lower, upper)`
+    /// (`upper` `None`: no end) and is not in `seen`, adding it (internal pages walked are added
+    /// too). Subtrees wholly outside the range are not read, and a page already in `seen` is not
+    /// descended: a walk over many roots that share `seen` reads each shared subtree once, which
+    /// is what a mark over every snapshot needs. The leaf may hold keys outside the range at its
+    /// edges: `f` filters. On error `seen` holds the pages visited so far.
+    pub fn visit_leaves<E: From<TreeError>>(
+        &self,
+        root: &Root,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        seen: &mut HashSet<PagePtr>,
+        mut f: impl FnMut(&Page) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(r) = root.ptr else { return Ok(()) };
+        let mut stack: Vec<(PagePtr, Option<u8>)> = vec![(r, None)];
+        while let Some((ptr, parent)) = stack.pop() {
+            if !seen.insert(ptr) {
+                continue;
+            }
+            let page = self.read_child(&ptr, parent)?;
+            if page.is_leaf() {
+                f(&page)?;
+                continue;
+            }
+            // Child i holds the keys in (key(i-1), key(i)].
+            let first = page.lower_bound(lower, false);
+            for i in (first..page.len()).rev() {
+                if let Some(u) = upper {
+                    if i > 0 && page.key(i - 1) >= u {
+                        continue;
+                    }
+                }
+                stack.push((page.child(i), Some(page.level())));
             }
         }
         Ok(())

@@ -32,8 +32,7 @@ use std::time::{Duration, Instant};
 use verfs_coordination::lock::{self, LockOwner, LockTable, Mode, Resource, Wait};
 
 use crate::error::Error;
-use crate::format::pack::IndexEntry;
-use crate::ids::{ChunkId, PackId};
+use crate::ids::PackId;
 use crate::store::Store;
 
 pub use discard::{discard_path, parse_discard, read_discard, repair_discard};
@@ -87,12 +86,14 @@ pub struct GcReport {
 /// Progress of a pass: (what, done, total).
 pub type GcProgress<'a> = &'a mut dyn FnMut(&str, u64, u64);
 
-/// Per sealed pack: its file length, index, and which of its records are garbage now.
+/// Per sealed pack: its file length, how many records its index lists and how many of them
+/// (and their bytes) are garbage now. Counts only, so a pass holds no pack's index longer than
+/// it looks at it.
 struct PackState {
     id: PackId,
     len: u64,
-    entries: Vec<IndexEntry>,
-    garbage: Vec<(ChunkId, u32)>,
+    records: usize,
+    garbage: usize,
     garbage_bytes: u64,
 }
 

@@ -1,7 +1,7 @@
 //! GC stage 1, under `gc` in EX: drop unreferenced chunks from the index ([GC-1], [GC-2]), then
 //! account each sealed pack's garbage in its `.discard` file.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self};
 use std::path::Path;
 
@@ -10,11 +10,16 @@ use verfs_coordination::io_site;
 use crate::error::Error;
 use crate::format::pack::{PackIndex, RECORD_HEADER_LEN};
 use crate::ids::{ChunkId, PackId};
+use crate::meta::{ChunkFilter, MetaState};
 use crate::pack::{self, index_path, pack_path};
 use crate::store::Store;
 
 use super::discard::{append_discard, discard_path, read_discard};
 use super::{Discard, GcProgress, GcReport, PackState};
+
+/// Candidates removed from the index per transaction: bounds the memory they take (16 bytes
+/// each) and the time each commit holds the log lock.
+const REMOVE_BATCH: usize = 1 << 20;
 
 pub(super) fn stage1(
     store: &Store,
@@ -34,72 +39,109 @@ pub(super) fn stage1(
             "snapshot {n} is being created (or its creator died: `verfs recover` drops it)"
         ));
     } else {
-        let mut snap_refs: HashSet<ChunkId> = HashSet::new();
         let ids: Vec<u64> = snaps.values().map(|(id, _)| *id).collect();
-        for (i, id) in ids.iter().enumerate() {
-            progress("reading snapshots", i as u64, ids.len() as u64);
-            snap_refs.extend(store.snapshot_tree(*id)?.referenced_chunks()?);
-        }
-        let candidates: HashSet<ChunkId> = store.read(|s| -> Result<_, Error> {
-            // Every inode counts, orphans included.
-            let live = s.referenced_chunks()?;
-            let mut out = HashSet::new();
-            s.for_each_chunk(|c, _| -> Result<(), Error> {
-                if !live.contains(&c) && !snap_refs.contains(&c) {
-                    out.insert(c);
-                }
-                Ok(())
-            })?;
-            Ok(out)
-        })??;
-        if !candidates.is_empty() {
-            progress("removing unreferenced chunks", 0, candidates.len() as u64);
-            let used: HashSet<u64> = ids.iter().copied().collect();
-            // [GC-1]: re-checked under the log lock against the head: a writer may have
-            // committed a reference (dedup) since the candidates were computed.
-            let res = store.transact(true, |tx| {
-                let base = tx.base();
-                let now: HashSet<u64> = base.snapshots.keys().copied().collect();
-                if now != used || base.snapshots.values().any(|s| !s.ready) {
-                    return Ok(None);
-                }
-                let mut left = candidates;
-                base.for_each_extents(|_, xs| -> Result<(), Error> {
-                    for x in xs {
-                        left.remove(&x.chunk);
-                    }
-                    Ok(())
-                })?;
-                let mut bytes = 0u64;
-                let mut ids: Vec<ChunkId> = Vec::new();
-                for c in left {
-                    if let Some(e) = base.chunk(c)? {
-                        bytes += u64::from(e.raw_len);
-                        ids.push(c);
-                    }
-                }
-                for c in &ids {
-                    tx.remove_chunk(*c);
-                }
-                Ok(Some((ids.len() as u64, bytes)))
-            })?;
-            match res {
-                Some((n, b)) => {
-                    report.chunks_removed = n;
-                    report.chunk_bytes_removed = b;
-                }
-                None => {
-                    report.stage1_skipped =
-                        Some("snapshots changed during the pass; the next pass retries".into())
-                }
-            }
-        }
+        remove_unreferenced(store, &ids, report, progress)?;
     }
     if let Err(e) = super::pages::sweep_pages(store, report) {
         report.problems.push(format!("metadata page sweep: {e}"));
     }
+    sweep_packs(store, &layout, report, progress)
+}
 
-    // The sweep: every sealed pack against the index.
+/// Drop from the index every chunk that neither the live tree nor a snapshot (`snaps`, all
+/// ready) references. The references are marked into a [`ChunkFilter`] (a few bytes per chunk,
+/// each page shared by several trees read once); a chunk the filter does not hold is certainly
+/// unreferenced in the view it was built from. Each batch of such candidates is re-checked in its
+/// transaction against what the head references beyond that view ([GC-1]: a writer may have
+/// committed a reference, a dedup, since), which costs the changes since the view, not the store.
+fn remove_unreferenced(
+    store: &Store,
+    snaps: &[u64],
+    report: &mut GcReport,
+    progress: GcProgress<'_>,
+) -> Result<(), Error> {
+    let view: MetaState = store.read(|s| s.clone())?;
+    let mut filter = ChunkFilter::for_chunks(view.chunk_count(), rand::random());
+    let mut seen = HashSet::new();
+    progress("marking the live tree", 0, snaps.len() as u64 + 1);
+    view.mark_references(&mut seen, &mut |c| filter.insert(c))?;
+    for (i, id) in snaps.iter().enumerate() {
+        progress("marking snapshots", i as u64 + 1, snaps.len() as u64 + 1);
+        store
+            .snapshot_tree(*id)?
+            .mark_references(&mut seen, &mut |c| filter.insert(c))?;
+    }
+    drop(seen);
+    let used: HashSet<u64> = snaps.iter().copied().collect();
+    let mut batch: Vec<ChunkId> = Vec::new();
+    let mut commit = |batch: &mut Vec<ChunkId>, report: &mut GcReport| -> Result<bool, Error> {
+        if batch.is_empty() {
+            return Ok(true);
+        }
+        progress("removing unreferenced chunks", 0, batch.len() as u64);
+        let mut left: HashSet<ChunkId> = batch.drain(..).collect();
+        let res = store.transact(true, |tx| {
+            let head = tx.base();
+            let now: HashSet<u64> = head.snapshots.keys().copied().collect();
+            if now != used || head.snapshots.values().any(|s| !s.ready) {
+                return Ok(None);
+            }
+            head.for_each_reference_since(&view, &mut |c| {
+                left.remove(&c);
+            })?;
+            let mut bytes = 0u64;
+            let mut ids: Vec<ChunkId> = Vec::new();
+            for c in left {
+                if let Some(e) = head.chunk(c)? {
+                    bytes += u64::from(e.raw_len);
+                    ids.push(c);
+                }
+            }
+            for c in &ids {
+                tx.remove_chunk(*c);
+            }
+            Ok(Some((ids.len() as u64, bytes)))
+        })?;
+        match res {
+            Some((n, b)) => {
+                report.chunks_removed += n;
+                report.chunk_bytes_removed += b;
+                Ok(true)
+            }
+            None => {
+                report.stage1_skipped =
+                    Some("snapshots changed during the pass; the next pass retries".into());
+                Ok(false)
+            }
+        }
+    };
+    let mut go_on = true;
+    view.for_each_chunk(|c, _| -> Result<(), Error> {
+        if go_on && !filter.may_contain(c) {
+            batch.push(c);
+            if batch.len() >= REMOVE_BATCH {
+                go_on = commit(&mut batch, report)?;
+            }
+        }
+        Ok(())
+    })?;
+    if go_on {
+        commit(&mut batch, report)?;
+    }
+    Ok(())
+}
+
+/// Every sealed pack against the index: a record whose chunk the index does not place in that
+/// pack is garbage, listed in the pack's `.discard` file. The index's placements are marked into
+/// a [`ChunkFilter`] of (chunk, pack) pairs; a record whose pair it does not hold is certainly
+/// garbage, and a garbage record it admits by chance waits for a later pass (stage 2 re-reads
+/// the index for the packs it rewrites).
+fn sweep_packs(
+    store: &Store,
+    layout: &crate::layout::Layout,
+    report: &mut GcReport,
+    progress: GcProgress<'_>,
+) -> Result<Vec<PackState>, Error> {
     let listing = pack::list_packs(&layout.packs()).map_err(Error::from)?;
     for id in &listing.orphan_indexes {
         if io_site!(
@@ -111,13 +153,13 @@ pub(super) fn stage1(
             report.stale_files_removed += 1;
         }
     }
-    let (index, lsn) = store.log().read(|s, lsn| -> Result<_, Error> {
-        let mut index = HashMap::<ChunkId, PackId>::new();
+    let (placed, lsn) = store.log().read(|s, lsn| -> Result<_, Error> {
+        let mut placed = ChunkFilter::for_chunks(s.chunk_count(), rand::random());
         s.for_each_chunk(|c, e| -> Result<(), Error> {
-            index.insert(c, e.pack);
+            placed.insert_tagged(c, e.pack.0);
             Ok(())
         })?;
-        Ok((index, lsn.0))
+        Ok((placed, lsn.0))
     })??;
     let mut out = Vec::new();
     let total = listing.packs.len() as u64;
@@ -176,12 +218,12 @@ pub(super) fn stage1(
                 Discard::default()
             }
         };
-        let mut garbage = Vec::new();
+        let mut garbage = 0usize;
         let mut garbage_bytes = 0u64;
         let mut new = Vec::new();
         for e in &idx.entries {
-            if index.get(&e.chunk_id) != Some(id) {
-                garbage.push((e.chunk_id, e.stored_len));
+            if !placed.may_contain_tagged(e.chunk_id, id.0) {
+                garbage += 1;
                 garbage_bytes += RECORD_HEADER_LEN as u64 + u64::from(e.stored_len);
                 if !disc.ids.contains_key(&e.chunk_id) {
                     new.push((e.chunk_id, e.stored_len));
@@ -199,7 +241,7 @@ pub(super) fn stage1(
         out.push(PackState {
             id: *id,
             len,
-            entries: idx.entries,
+            records: idx.entries.len(),
             garbage,
             garbage_bytes,
         });

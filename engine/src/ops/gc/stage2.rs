@@ -29,10 +29,10 @@ pub(super) fn stage2(
     let chosen: Vec<PackState> = packs
         .into_iter()
         .filter(|p| {
-            let all_garbage = p.garbage.len() == p.entries.len();
+            let all_garbage = p.garbage == p.records;
             // A sealed pack with no record at all (what a write that failed with ENOSPC before
             // its first record leaves) is all garbage too: deleted, not kept forever.
-            (p.entries.is_empty() || !p.garbage.is_empty())
+            (p.records == 0 || p.garbage > 0)
                 && (all_garbage || p.garbage_bytes as f64 >= threshold * p.len as f64)
         })
         .collect();
