@@ -348,31 +348,44 @@ impl Compressors {
         self.pool.spawn(f);
     }
 
-    /// Start compressing `chunk` on the pool.
+    /// Start compressing `chunk` on the pool; one of at most [`INLINE_MAX`] bytes is
+    /// compressed on the calling thread instead.
     pub fn submit(&self, chunk: SharedChunk) -> Pending {
+        if chunk.len() <= INLINE_MAX {
+            return Pending::Done(compress_here(self.level, chunk));
+        }
         let (tx, rx) = sync_channel(1);
         let level = self.level;
         self.pool.spawn(move || {
             // The receiver may be gone (its stream failed): nothing to do then.
             let _ = tx.send(compress_here(level, chunk));
         });
-        Pending { rx }
+        Pending::OnPool(rx)
     }
 }
 
-/// A chunk being compressed on the pool.
-pub struct Pending {
-    rx: Receiver<Result<Compressed, PackError>>,
+/// Chunks up to this size are compressed where they are submitted: a small file's one chunk
+/// compresses in a few microseconds, less than handing it to a pool thread and back costs, and
+/// the callers that write many small files (`put`'s file workers) run in parallel already.
+pub const INLINE_MAX: usize = 16 << 10;
+
+/// A chunk being compressed on the pool, or already compressed.
+pub enum Pending {
+    OnPool(Receiver<Result<Compressed, PackError>>),
+    Done(Result<Compressed, PackError>),
 }
 
 impl Pending {
     /// Wait for the compressed chunk.
     pub fn wait(self) -> Result<Compressed, PackError> {
-        self.rx.recv().unwrap_or_else(|_| {
-            Err(PackError::Compress {
-                reason: "a compression thread died".into(),
-            })
-        })
+        match self {
+            Pending::Done(r) => r,
+            Pending::OnPool(rx) => rx.recv().unwrap_or_else(|_| {
+                Err(PackError::Compress {
+                    reason: "a compression thread died".into(),
+                })
+            }),
+        }
     }
 }
 
