@@ -99,6 +99,10 @@ pub struct Compression {
 #[serde(deny_unknown_fields, default)]
 pub struct Packs {
     pub target_size: u64,
+    /// A pack is also sealed past this many records: a reader loads a pack's whole index and
+    /// the writer keeps one entry per record in memory, so a pack of tiny chunks (a tree of
+    /// small files: 64 MiB is a million of them) would make both large.
+    pub target_records: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -172,6 +176,7 @@ impl Default for Packs {
     fn default() -> Self {
         Packs {
             target_size: 64 << 20,
+            target_records: 65536,
         }
     }
 }
@@ -224,8 +229,9 @@ max_size = 262144
 zstd_level = 1
 
 [packs]
-# A process seals its open pack and starts a new one past this many bytes.
+# A process seals its open pack and starts a new one past this many bytes, or records.
 target_size = 67108864
+target_records = 65536
 
 [log]
 # A log segment is closed and a new one started past this many bytes.
@@ -344,6 +350,9 @@ impl Config {
         }
         if self.packs.target_size < 1 << 20 {
             return Err("packs.target_size must be at least 1 MiB".into());
+        }
+        if self.packs.target_records == 0 {
+            return Err("packs.target_records must be at least 1".into());
         }
         if self.log.segment_size < 4096 {
             return Err("log.segment_size must be at least 4096".into());

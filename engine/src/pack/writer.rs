@@ -249,6 +249,10 @@ impl PackWriter {
     pub fn stats(&self) -> WriterStats {
         self.stats
     }
+    /// Records appended (buffered ones included), for count-based rollover.
+    pub fn records(&self) -> u64 {
+        self.seen.len() as u64
+    }
     /// Was `id` appended to this pack?
     pub fn contains(&self, id: ChunkId) -> bool {
         self.seen.contains_key(&id)

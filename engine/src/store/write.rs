@@ -198,12 +198,14 @@ impl Store {
         Ok(())
     }
 
-    /// Seal the open pack if it grew past the target size (after a sync + commit).
+    /// Seal the open pack if it grew past the target size or record count (after a sync +
+    /// commit).
     pub(crate) fn maybe_roll_pack(&self) -> Result<(), Error> {
         let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+        let p = &self.cfg.packs;
         let full = guard
             .as_ref()
-            .map(|o| o.writer.len() >= self.cfg.packs.target_size)
+            .map(|o| o.writer.len() >= p.target_size || o.writer.records() >= p.target_records)
             .unwrap_or(false);
         if full {
             self.seal_locked(&mut guard)?;
