@@ -60,7 +60,10 @@ pub fn put(cli: &Cli, paths: &[OsString], quiet: bool) -> Result<ExitCode> {
         eprintln!("verfs: created store {}", cli.store.display());
     }
     let store = super::open(cli, "cli put")?;
-    let total = sources.iter().map(|s| local_size(s)).sum();
+    // The total is only for the progress bar: without a terminal, no second walk of the tree.
+    let total = std::io::stderr()
+        .is_terminal()
+        .then(|| sources.iter().map(|s| local_size(s)).sum());
     let before = store.stats().snapshot();
     let t0 = Instant::now();
     let summary = |store: &Store, r: &TransferReport| {
@@ -68,7 +71,7 @@ pub fn put(cli: &Cli, paths: &[OsString], quiet: bool) -> Result<ExitCode> {
         let stored = store.stats().snapshot().bytes_stored - before.bytes_stored;
         (!quiet).then(|| put_summary(r, stored, t0.elapsed()))
     };
-    with_progress(cli, store, Some(total), summary, |store, tick| {
+    with_progress(cli, store, total, summary, |store, tick| {
         transfer::put(store, &sources, bytes(dest), tick)
     })
 }

@@ -3,6 +3,7 @@
 //! (two-phase commit `log-truncate`). Also the DLM lock `meta-pages` that page writers hold.
 
 use std::fs;
+use std::path::Path;
 
 use verfs_coordination::io_site;
 use verfs_coordination::lock::{LockTable, Mode, Resource, Wait};
@@ -21,16 +22,7 @@ impl Store {
         &self,
         f: impl FnOnce() -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let owner = LockTable::open(&self.layout.root.join("locks"))
-            .and_then(|t| t.owner())
-            .map_err(Error::coordination)?;
-        let res = Resource::Named(LOCK_META_PAGES.into());
-        owner
-            .acquire(&res, Mode::Pr, Wait::Forever)
-            .map_err(Error::coordination)?;
-        let r = f();
-        let _ = owner.release(&res);
-        r
+        with_pages_held(&self.layout.root.join("locks"), f)
     }
 
     /// Write a checkpoint if the log grew by `log.checkpoint_every` records since the newest one
@@ -61,22 +53,63 @@ impl Store {
     /// commit: the commit itself succeeded. Segments are deleted by [`Store::maintain`] (the CLI,
     /// GC), which needs a two-phase commit.
     pub(crate) fn checkpoint_if_due(&self, lsn: Lsn) {
-        let due = |log: &txlog::TxLog<crate::meta::MetaState>| {
+        let cfg = &self.cfg.log;
+        let due = |log: &txlog::TxLog<crate::meta::MetaState>, factor: u64| {
             log.read(|s, _| {
-                lsn.0 >= s.base().1 .0 + self.cfg.log.checkpoint_every
-                    || s.delta_len() as u64 >= self.cfg.log.checkpoint_delta
+                lsn.0 >= s.base().1 .0 + cfg.checkpoint_every
+                    || s.delta_len() as u64 >= cfg.checkpoint_delta.saturating_mul(factor)
             })
             .unwrap_or(false)
         };
-        if !due(&self.log) {
+        if !due(&self.log, 1) {
             return;
         }
-        if self.log.rebase(true).is_ok() && !due(&self.log) {
+        if self.log.rebase(true).is_ok() && !due(&self.log, 1) {
             return;
         }
-        if let Err(e) = self.with_pages_held(|| Ok(self.log.checkpoint()?)) {
-            tracing::warn!(store = %self.layout.root.display(), op = "checkpoint", error = %e,
-                "automatic checkpoint failed; the next commit tries again");
+        // Written on a thread of its own, one at a time: a checkpoint of a large store writes
+        // tens of MB of pages (random chunk ids touch most leaves of the chunk index), and the
+        // commit that crossed the threshold, a `put` batch or a mount's close, need not wait.
+        // A commit that finds the delta at twice the threshold while one runs waits for it, so
+        // the memory the delta takes stays bounded however fast commits come.
+        let mut slot = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = slot.take() {
+            if !h.is_finished() && !due(&self.log, 2) {
+                *slot = Some(h);
+                return;
+            }
+            let _ = h.join();
+            if !due(&self.log, 1) {
+                return;
+            }
+        }
+        let log = self.log.clone();
+        let locks = self.layout.root.join("locks");
+        let root = self.layout.root.clone();
+        let spawned = std::thread::Builder::new()
+            .name("verfs-checkpoint".into())
+            .spawn(move || {
+                if let Err(e) = with_pages_held(&locks, || Ok(log.checkpoint()?)) {
+                    tracing::warn!(store = %root.display(), op = "checkpoint", error = %e,
+                        "automatic checkpoint failed; the next commit tries again");
+                }
+            });
+        match spawned {
+            Ok(h) => *slot = Some(h),
+            Err(e) => tracing::warn!(store = %self.layout.root.display(), op = "checkpoint",
+                error = %e, "cannot start the checkpoint thread; the next commit tries again"),
+        }
+    }
+
+    /// Wait for an automatic checkpoint this process is writing (before it closes).
+    pub(crate) fn wait_for_checkpoint(&self) {
+        let h = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = h {
+            let _ = h.join();
         }
     }
 
@@ -109,4 +142,19 @@ impl Store {
         two_phase::finish(&self.layout.twopc(), &decision.txn).map_err(Error::coordination)?;
         Ok(lsn)
     }
+}
+
+/// Run `f` holding the DLM lock `meta-pages` in PR ([META-4]): the pages it writes and the
+/// checkpoint naming them appear before a page sweep (EX) can run.
+fn with_pages_held<T>(locks: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    let owner = LockTable::open(locks)
+        .and_then(|t| t.owner())
+        .map_err(Error::coordination)?;
+    let res = Resource::Named(LOCK_META_PAGES.into());
+    owner
+        .acquire(&res, Mode::Pr, Wait::Forever)
+        .map_err(Error::coordination)?;
+    let r = f();
+    let _ = owner.release(&res);
+    r
 }

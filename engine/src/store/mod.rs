@@ -80,6 +80,8 @@ pub struct Store {
     pub(crate) cfg: Config,
     pub(crate) lease: Arc<Lease>,
     pub(crate) keeper: Mutex<Option<LeaseKeeper>>,
+    /// The automatic checkpoint being written on its own thread, if any (`ops::maintain`).
+    pub(crate) checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) log: Arc<TxLog<MetaState>>,
     pub(crate) journal: Journal,
     pack: Mutex<Option<OpenPack>>,
@@ -237,6 +239,7 @@ impl Store {
             cfg,
             lease,
             keeper: Mutex::new(Some(keeper)),
+            checkpointer: Mutex::new(None),
             log,
             journal,
             pack: Mutex::new(None),
@@ -305,6 +308,7 @@ impl Store {
             return Ok(());
         }
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wait_for_checkpoint();
         self.sync()?;
         {
             let mut guard = self.pack.lock().unwrap_or_else(|p| p.into_inner());
