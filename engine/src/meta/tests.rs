@@ -390,6 +390,71 @@ fn arb_step() -> impl proptest::strategy::Strategy<Value = Step> {
     ]
 }
 
+/// Runs [`Step`]s against a page-backed state and the model side by side.
+struct Driver {
+    pages: Arc<tree::PageStore>,
+    s: MetaState,
+    m: Model,
+    lsn: u64,
+    log: Vec<(u64, Op)>,
+    ckpt: Option<(u64, Vec<u8>)>,
+    /// Snapshot roots with the model at that point.
+    snaps: Vec<(tree::Root, Model)>,
+}
+
+impl Driver {
+    fn new(pages: &Arc<tree::PageStore>) -> Driver {
+        let mut s = MetaState::empty(&Some(pages.clone()));
+        s.set_delta_limit(usize::MAX);
+        let mut m = Model::default();
+        m.apply(&Op::PutInode(s.inode(InodeNo::ROOT).unwrap().unwrap()));
+        Driver {
+            pages: pages.clone(),
+            s,
+            m,
+            lsn: 0,
+            log: Vec::new(),
+            ckpt: None,
+            snaps: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, step: Step) {
+        let ctx = Some(self.pages.clone());
+        match step {
+            Step::Op(op) => {
+                self.lsn += 1;
+                self.s.apply_op(self.lsn, &op).unwrap();
+                self.m.apply(&op);
+                self.log.push((self.lsn, op));
+            }
+            Step::Checkpoint => {
+                let body = self.s.encode_checkpoint(Lsn(self.lsn)).unwrap();
+                self.s.checkpointed(Lsn(self.lsn), &body).unwrap();
+                assert_eq!(self.s.delta_len(), 0);
+                self.ckpt = Some((self.lsn, body));
+            }
+            Step::Reopen => {
+                let (at, mut t) = match &self.ckpt {
+                    Some((at, body)) => (
+                        *at,
+                        MetaState::decode_checkpoint(&ctx, Lsn(*at), body).unwrap(),
+                    ),
+                    None => (0, MetaState::empty(&ctx)),
+                };
+                for (l, op) in self.log.iter().filter(|(l, _)| *l > at) {
+                    t.apply_op(*l, op).unwrap();
+                }
+                self.s = t;
+            }
+            Step::Snapshot => {
+                let (roots, _) = self.s.write_pages().unwrap();
+                self.snaps.push((roots.namespace, self.m.clone()));
+            }
+        }
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
 
@@ -399,49 +464,14 @@ proptest::proptest! {
     #[test]
     fn state_on_pages_equals_the_model(steps in proptest::collection::vec(arb_step(), 1..80)) {
         let (_d, pages) = page_store();
-        let ctx = Some(pages.clone());
-        let mut s = MetaState::empty(&ctx);
-        s.set_delta_limit(usize::MAX);
-        let mut m = Model::default();
-        m.apply(&Op::PutInode(s.inode(InodeNo::ROOT).unwrap().unwrap()));
-        let mut lsn = 0u64;
-        let mut log: Vec<(u64, Op)> = Vec::new();
-        let mut ckpt: Option<(u64, Vec<u8>)> = None;
-        let mut snaps: Vec<(tree::Root, Model)> = Vec::new();
+        let mut d = Driver::new(&pages);
         for step in steps {
-            match step {
-                Step::Op(op) => {
-                    lsn += 1;
-                    s.apply_op(lsn, &op).unwrap();
-                    m.apply(&op);
-                    log.push((lsn, op));
-                }
-                Step::Checkpoint => {
-                    let body = s.encode_checkpoint(Lsn(lsn)).unwrap();
-                    s.checkpointed(Lsn(lsn), &body).unwrap();
-                    proptest::prop_assert_eq!(s.delta_len(), 0);
-                    ckpt = Some((lsn, body));
-                }
-                Step::Reopen => {
-                    let (at, mut t) = match &ckpt {
-                        Some((at, body)) => (*at, MetaState::decode_checkpoint(&ctx, Lsn(*at), body).unwrap()),
-                        None => (0, MetaState::empty(&ctx)),
-                    };
-                    for (l, op) in log.iter().filter(|(l, _)| *l > at) {
-                        t.apply_op(*l, op).unwrap();
-                    }
-                    s = t;
-                }
-                Step::Snapshot => {
-                    let (roots, _) = s.write_pages().unwrap();
-                    snaps.push((roots.namespace, m.clone()));
-                }
-            }
-            if let Err(e) = m.check(&s, true) {
+            d.step(step);
+            if let Err(e) = d.m.check(&d.s, true) {
                 proptest::prop_assert!(false, "{}", e);
             }
         }
-        for (root, model) in snaps {
+        for (root, model) in d.snaps {
             let t = MetaState::snapshot_tree(&pages, root);
             let mut model = model;
             model.chunks.clear();
@@ -463,47 +493,15 @@ proptest::proptest! {
             m.extents.values().flatten().map(|x| x.chunk.0).collect()
         };
         let (_d, pages) = page_store();
-        let ctx = Some(pages.clone());
-        let mut s = MetaState::empty(&ctx);
-        s.set_delta_limit(usize::MAX);
-        let mut m = Model::default();
-        let mut lsn = 0u64;
-        let mut log: Vec<(u64, Op)> = Vec::new();
-        let mut ckpt: Option<(u64, Vec<u8>)> = None;
+        let mut d = Driver::new(&pages);
         let mut older: Option<(MetaState, Model)> = None;
-        let mut snaps: Vec<(tree::Root, Model)> = Vec::new();
         for (n, step) in steps.into_iter().enumerate() {
             if n == at {
-                older = Some((s.clone(), m.clone()));
+                older = Some((d.s.clone(), d.m.clone()));
             }
-            match step {
-                Step::Op(op) => {
-                    lsn += 1;
-                    s.apply_op(lsn, &op).unwrap();
-                    m.apply(&op);
-                    log.push((lsn, op));
-                }
-                Step::Checkpoint => {
-                    let body = s.encode_checkpoint(Lsn(lsn)).unwrap();
-                    s.checkpointed(Lsn(lsn), &body).unwrap();
-                    ckpt = Some((lsn, body));
-                }
-                Step::Reopen => {
-                    let (from, mut t) = match &ckpt {
-                        Some((a, body)) => (*a, MetaState::decode_checkpoint(&ctx, Lsn(*a), body).unwrap()),
-                        None => (0, MetaState::empty(&ctx)),
-                    };
-                    for (l, op) in log.iter().filter(|(l, _)| *l > from) {
-                        t.apply_op(*l, op).unwrap();
-                    }
-                    s = t;
-                }
-                Step::Snapshot => {
-                    let (roots, _) = s.write_pages().unwrap();
-                    snaps.push((roots.namespace, m.clone()));
-                }
-            }
+            d.step(step);
         }
+        let (s, m, snaps) = (d.s, d.m, d.snaps);
         // Every reference, of the live state and of each snapshot, marked with one `seen`.
         let mut seen = std::collections::HashSet::new();
         let mut marked = std::collections::BTreeSet::new();
