@@ -379,18 +379,24 @@ mod tests {
     use crate::meta::{Op, Tx};
     use verfs_coordination::txlog::StateMachine;
 
+    /// A memory-only state holding the directories of `path`, committed at lsn 1.
+    fn state_with_dirs(path: &str) -> MetaState {
+        let mut s = MetaState::empty(&None);
+        let payload = {
+            let mut tx = Tx::new(&s);
+            tx.mkdir_p(path, 0o755).unwrap();
+            tx.finish()
+        };
+        s.apply(Lsn(1), &payload).unwrap();
+        s
+    }
+
     /// What a rename of a directory into its own subtree would leave if `Tx::rename` did not
     /// refuse it (`mv /a /a/b/a`): `/a` unlinked from the root and linked under `/a/b`. The
     /// two directories form a cycle no walk from the root reaches; fsck must name both.
     #[test]
     fn fsck_flags_a_directory_cycle_cut_off_from_the_root() {
-        let mut s = MetaState::empty(&None);
-        let payload = {
-            let mut tx = Tx::new(&s);
-            tx.mkdir_p("/a/b", 0o755).unwrap();
-            tx.finish()
-        };
-        s.apply(Lsn(1), &payload).unwrap();
+        let mut s = state_with_dirs("/a/b");
         let a = s.lookup(InodeNo::ROOT, b"a").unwrap().unwrap();
         let b = s.lookup(a, b"b").unwrap().unwrap();
         let mut clean = FsckReport::default();
@@ -447,13 +453,7 @@ mod tests {
     #[test]
     fn fsck_names_wrong_link_counts_missing_inodes_and_bad_extents() {
         use crate::meta::{Extent, FileKind, Inode};
-        let mut s = MetaState::empty(&None);
-        let payload = {
-            let mut tx = Tx::new(&s);
-            tx.mkdir_p("/d/e", 0o755).unwrap();
-            tx.finish()
-        };
-        s.apply(Lsn(1), &payload).unwrap();
+        let mut s = state_with_dirs("/d/e");
         let d = s.lookup(InodeNo::ROOT, b"d").unwrap().unwrap();
         let e = s.lookup(d, b"e").unwrap().unwrap();
         let mut file = |ino: u64, nlink: u32, kind: FileKind| {
