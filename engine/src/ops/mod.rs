@@ -14,6 +14,7 @@ pub mod inode;
 pub mod maintain;
 pub mod namespace;
 pub mod recover;
+pub mod repair;
 pub mod snapshot;
 pub mod status;
 pub mod transfer;
