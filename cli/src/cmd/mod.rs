@@ -8,6 +8,7 @@ mod maintain;
 pub mod mount;
 pub mod names;
 mod namespace;
+mod repair;
 mod snapshot;
 mod status;
 
@@ -92,6 +93,7 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
         Command::Gc { worker } => gc::gc(cli, *worker),
         Command::Fsck => fsck::fsck(cli),
         Command::Checkpoint => maintain::checkpoint(cli),
+        Command::Repair { store, dry_run } => repair::repair(cli, store.as_deref(), *dry_run),
         Command::Mount {
             mountpoint,
             daemon,

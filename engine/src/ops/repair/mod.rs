@@ -363,6 +363,16 @@ impl<'a> Offline<'a> {
         let inventory = self.inventory()?;
         let base = self.choose_base(&pages, &ckpts, &others)?;
         report.base_lsn = base.lsn.0;
+        for (lsn, salvage) in &base.newer {
+            let from = report.damaged_pages.len();
+            report_salvage(&format!("namespace of checkpoint {lsn}"), salvage, false, report);
+            for d in &mut report.damaged_pages[from..] {
+                d.recovered_from = Some(format!(
+                    "checkpoint {} and the log records after it",
+                    base.lsn
+                ));
+            }
+        }
         for d in &base.scan.damaged {
             report.damaged_log_records.push(d.clone());
         }
@@ -468,6 +478,7 @@ impl<'a> Offline<'a> {
     /// the newest's; else the newest (with its losses); else the log from its start.
     fn choose_base(&self, pages: &PageStore, ckpts: &[Ckpt], others: &PageIndex) -> Result<Base, RepairError> {
         let mut fallback: Option<Base> = None;
+        let mut newer: Vec<(Lsn, Salvage)> = Vec::new();
         let mut newest_lost: Option<Vec<u64>> = None;
         let candidates = ckpts.iter().map(Some).chain(std::iter::once(None));
         for c in candidates {
@@ -485,16 +496,19 @@ impl<'a> Offline<'a> {
             let lost = scan.lost_lsns();
             let newest = newest_lost.get_or_insert_with(|| lost.clone());
             let whole = ns_salvage.lost.is_empty() && lost.iter().all(|l| newest.contains(l));
-            let b = Base {
+            let mut b = Base {
                 lsn: c.map_or(Lsn(0), |c| c.lsn),
                 ckpt: c.cloned(),
                 scan,
                 ns,
                 ns_salvage,
+                newer: Vec::new(),
             };
             if whole {
+                b.newer = newer;
                 return Ok(b);
             }
+            newer.push((b.lsn, b.ns_salvage.clone()));
             if fallback.is_none() && c.is_some() {
                 fallback = Some(b);
             }
@@ -715,6 +729,9 @@ struct Base {
     scan: log::LogScan,
     ns: BTreeMap<Vec<u8>, Vec<u8>>,
     ns_salvage: Salvage,
+    /// Newer checkpoints passed over, with what their namespace trees lost: the base and the
+    /// log since it hold what they lost.
+    newer: Vec<(Lsn, Salvage)>,
 }
 
 /// A dry run's page directory, removed when dropped.
