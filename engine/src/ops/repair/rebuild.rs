@@ -106,7 +106,7 @@ pub(super) fn plan(
         let path = entry_path(&before, *d, name);
         let why = if !inodes.contains_key(c) {
             Some(format!("pointed at inode {c}, whose record was lost"))
-        } else if inodes[d].kind != FileKind::Dir {
+        } else if inodes.get(d).is_none_or(|i| i.kind != FileKind::Dir) {
             Some(format!("an entry of inode {d}, which is not a directory"))
         } else {
             None
@@ -158,7 +158,7 @@ pub(super) fn plan(
             tops.push(t);
         }
         for t in tops {
-            let i = &inodes[&t];
+            let Some(i) = inodes.get(&t) else { continue };
             if i.kind != FileKind::Dir && i.nlink == 0 {
                 deletes.push(Op::DeleteInode(t));
                 p.fixes.push(format!(
@@ -172,6 +172,9 @@ pub(super) fn plan(
                 None => {
                     let (d, name) =
                         lost_found(&mut kept, &inodes, &mut next_ino, &mut put, &mut links, &mut p.fixes);
+                    if let Some(i) = put.get(&d) {
+                        inodes.entry(d).or_insert_with(|| i.clone());
+                    }
                     reached.insert(d);
                     after.entry(d).or_insert(format!("/{}", String::from_utf8_lossy(&name)));
                     lf = Some(d);
@@ -199,7 +202,7 @@ pub(super) fn plan(
             });
             reached.insert(t);
             after.insert(t, now_at);
-            if inodes[&t].kind == FileKind::Dir {
+            if inodes.get(&t).is_some_and(|i| i.kind == FileKind::Dir) {
                 walk(t, &mut kept, &inodes, &mut reached, &mut after, &mut unlinks, &mut p.losses);
             }
         }
@@ -224,7 +227,7 @@ pub(super) fn plan(
     for (d, es) in &kept {
         for (n, c) in es {
             links_to.entry(*c).or_default().push((*d, n.clone()));
-            if inodes[c].kind == FileKind::Dir {
+            if inodes.get(c).is_some_and(|i| i.kind == FileKind::Dir) {
                 *subdirs.entry(*d).or_default() += 1;
             }
         }
