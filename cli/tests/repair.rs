@@ -12,7 +12,11 @@ use std::path::Path;
 use verfs_test_support::cli::{new_store, ok, run};
 
 fn flip(path: &Path, at: u64) {
-    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8];
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
@@ -23,7 +27,11 @@ fn code(o: &std::process::Output) -> i32 {
 }
 
 fn text(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn put_tree(dir: &Path, store: &Path, n: usize) {
@@ -32,7 +40,14 @@ fn put_tree(dir: &Path, store: &Path, n: usize) {
     for i in 0..n {
         fs::write(src.join(format!("f{i:03}")), format!("file {i}\n")).unwrap();
     }
-    ok(store, &[std::ffi::OsStr::new("put"), src.as_os_str(), std::ffi::OsStr::new("/src")]);
+    ok(
+        store,
+        &[
+            std::ffi::OsStr::new("put"),
+            src.as_os_str(),
+            std::ffi::OsStr::new("/src"),
+        ],
+    );
 }
 
 /// A damaged page whose log is still there (no other process ever truncated it): repaired
@@ -43,16 +58,33 @@ fn repair_rebuilds_a_damaged_page_from_the_log_and_exits_1() {
     let store = new_store(tmp.path());
     put_tree(tmp.path(), &store, 300);
     ok(&store, &["checkpoint"]);
-    assert_eq!(code(&run(&store, &["repair"])), 0, "a healthy store: nothing to repair");
-    let page = fs::read_dir(store.join("meta")).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(
+        code(&run(&store, &["repair"])),
+        0,
+        "a healthy store: nothing to repair"
+    );
+    let page = fs::read_dir(store.join("meta"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     flip(&page, 3000);
     let ls = run(&store, &["ls", "/src"]);
     assert_ne!(code(&ls), 0, "ls read a damaged page: {}", text(&ls));
 
     let dry = run(&store, &["repair", "--dry-run"]);
     assert_eq!(code(&dry), 1, "{}", text(&dry));
-    assert!(text(&dry).contains("would be recovered from checkpoint 0"), "{}", text(&dry));
-    assert_ne!(code(&run(&store, &["fsck"])), 0, "the dry run changed the store");
+    assert!(
+        text(&dry).contains("would be recovered from checkpoint 0"),
+        "{}",
+        text(&dry)
+    );
+    assert_ne!(
+        code(&run(&store, &["fsck"])),
+        0,
+        "the dry run changed the store"
+    );
 
     let o = run(&store, &["repair", "--json"]);
     assert_eq!(code(&o), 1, "{}", text(&o));
@@ -83,12 +115,18 @@ fn a_damaged_log_record_is_refused_by_open_and_cut_by_repair() {
         .unwrap();
     // The record of `mkdir /b` is the second to last: find it by its name in the payload.
     let bytes = fs::read(&seg).unwrap();
-    let at = bytes.windows(5).rposition(|w| w == [1, 0, 0, 0, b'b']).unwrap() as u64;
+    let at = bytes
+        .windows(5)
+        .rposition(|w| w == [1, 0, 0, 0, b'b'])
+        .unwrap() as u64;
     flip(&seg, at + 4);
     let ls = run(&store, &["ls", "/"]);
     assert_ne!(code(&ls), 0);
     let msg = text(&ls);
-    assert!(msg.contains(&seg.display().to_string()) && msg.contains("verfs repair"), "{msg}");
+    assert!(
+        msg.contains(&seg.display().to_string()) && msg.contains("verfs repair"),
+        "{msg}"
+    );
 
     let o = run(&store, &["repair"]);
     assert_eq!(code(&o), 2, "{}", text(&o));
@@ -111,18 +149,28 @@ fn repair_refuses_a_store_in_use() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while fs::read_dir(store.join("leases")).unwrap().next().is_none() {
-        assert!(std::time::Instant::now() < deadline, "the gc worker took no lease");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gc worker took no lease"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let o = run(&store, &["repair"]);
     let _ = nix_kill(holder.id());
     let _ = holder.wait();
     assert_eq!(code(&o), 3, "{}", text(&o));
-    assert!(text(&o).contains(&format!("pid {}", holder.id())), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("pid {}", holder.id())),
+        "{}",
+        text(&o)
+    );
 }
 
 fn nix_kill(pid: u32) -> std::io::Result<()> {
-    let st = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status()?;
+    let st = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()?;
     if st.success() {
         Ok(())
     } else {

@@ -20,7 +20,9 @@ use verfs_engine::format::meta::decode_ops;
 use verfs_engine::meta::tree::{PagePtr, PageStore, Root};
 use verfs_engine::meta::Op;
 use verfs_engine::ops::fsck::fsck;
-use verfs_engine::ops::repair::{repair, LossKind, Outcome, RepairError, RepairOptions, RepairReport};
+use verfs_engine::ops::repair::{
+    repair, LossKind, Outcome, RepairError, RepairOptions, RepairReport,
+};
 use verfs_engine::ops::transfer;
 use verfs_engine::store::{OpenOptions, Store};
 use verfs_test_support::xorshift_bytes;
@@ -84,7 +86,13 @@ fn fixture() -> &'static Fixture {
         let mut written = Vec::new();
         let mut inos: HashMap<String, u64> = HashMap::new();
         inos.insert("/".into(), 1);
-        written.push(Written { path: "/".into(), ino: 1, parent: 0, name: Vec::new(), content: None });
+        written.push(Written {
+            path: "/".into(),
+            ino: 1,
+            parent: 0,
+            name: Vec::new(),
+            content: None,
+        });
         let mut paths: Vec<(String, Option<Vec<u8>>)> = vec![("/t".into(), None)];
         for d in 0..8 {
             paths.push((format!("/t/d{d}"), None));
@@ -105,7 +113,11 @@ fn fixture() -> &'static Fixture {
         }
         store.close().unwrap();
         assert!(fsck(&root).unwrap().is_clean());
-        Fixture { _dir: dir, store: root, written }
+        Fixture {
+            _dir: dir,
+            store: root,
+            written,
+        }
     })
 }
 
@@ -131,18 +143,27 @@ fn copy_of(fx: &Fixture, dir: &Path) -> PathBuf {
 
 /// The page store and the roots (namespace, chunk index) the newest checkpoint names.
 fn roots(store: &Path) -> (PageStore, Root, Root) {
-    let (_, path) = txlog::list_checkpoints(&store.join("checkpoints")).unwrap().pop().unwrap();
+    let (_, path) = txlog::list_checkpoints(&store.join("checkpoints"))
+        .unwrap()
+        .pop()
+        .unwrap();
     let c = txlog::decode_checkpoint(&path, &fs::read(&path).unwrap()).unwrap();
     let b = verfs_engine::format::keys::decode_body(&c.body).unwrap();
     let pages = PageStore::open(&store.join("meta"), 1 << 20).unwrap();
-    (pages, Root::decode(&b.namespace).unwrap(), Root::decode(&b.chunks).unwrap())
+    (
+        pages,
+        Root::decode(&b.namespace).unwrap(),
+        Root::decode(&b.chunks).unwrap(),
+    )
 }
 
 /// Every page of the tree with its level, in key order (left to right per level).
 fn pages_of(pages: &PageStore, root: &Root) -> Vec<(PagePtr, u8)> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    pages.visit_pages(root, &mut seen, |p, l| out.push((*p, l))).unwrap();
+    pages
+        .visit_pages(root, &mut seen, |p, l| out.push((*p, l)))
+        .unwrap();
     out
 }
 
@@ -152,11 +173,17 @@ fn keys_under(pages: &PageStore, ptr: &PagePtr) -> BTreeSet<Vec<u8>> {
     if page.is_leaf() {
         return (0..page.len()).map(|i| page.key(i).to_vec()).collect();
     }
-    (0..page.len()).flat_map(|i| keys_under(pages, &page.child(i))).collect()
+    (0..page.len())
+        .flat_map(|i| keys_under(pages, &page.child(i)))
+        .collect()
 }
 
 fn flip(path: &Path, at: u64) {
-    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8];
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
@@ -164,7 +191,10 @@ fn flip(path: &Path, at: u64) {
 
 /// Damage the page `ptr` names (a byte inside its entries).
 fn damage(store: &Path, ptr: &PagePtr) {
-    flip(&store.join("meta").join(format!("{:016x}.mpg", ptr.file)), ptr.offset + 8 + u64::from(ptr.len) / 2);
+    flip(
+        &store.join("meta").join(format!("{:016x}.mpg", ptr.file)),
+        ptr.offset + 8 + u64::from(ptr.len) / 2,
+    );
 }
 
 fn ino_be(ino: u64) -> [u8; 8] {
@@ -178,7 +208,8 @@ fn affected(w: &Written, lost: &BTreeSet<Vec<u8>>) -> bool {
     let x = [&[b'x'][..], &ino_be(w.ino)].concat();
     lost.contains(&i)
         || (w.parent != 0 && lost.contains(&d))
-        || (w.content.as_ref().is_some_and(|c| !c.is_empty()) && lost.iter().any(|k| k.starts_with(&x)))
+        || (w.content.as_ref().is_some_and(|c| !c.is_empty())
+            && lost.iter().any(|k| k.starts_with(&x)))
 }
 
 /// The checks every page case shares: fsck clean, the inodes the report names are exactly the
@@ -187,8 +218,16 @@ fn affected(w: &Written, lost: &BTreeSet<Vec<u8>>) -> bool {
 fn check_repaired(store: &Path, fx: &Fixture, lost_keys: &BTreeSet<Vec<u8>>, r: &RepairReport) {
     let f = fsck(store).unwrap();
     assert!(f.is_clean(), "fsck after repair: {:?}", f.problems);
-    let want: BTreeSet<u64> = fx.written.iter().filter(|w| affected(w, lost_keys)).map(|w| w.ino).collect();
-    assert!(!want.is_empty(), "the damaged page held no inode's record: the case tests nothing");
+    let want: BTreeSet<u64> = fx
+        .written
+        .iter()
+        .filter(|w| affected(w, lost_keys))
+        .map(|w| w.ino)
+        .collect();
+    assert!(
+        !want.is_empty(),
+        "the damaged page held no inode's record: the case tests nothing"
+    );
     let got: BTreeSet<u64> = r.losses.iter().map(|l| l.ino).collect();
     assert_eq!(got, want, "reported {:#?}", r.losses);
     assert_eq!(r.outcome(), Outcome::Lost);
@@ -206,7 +245,11 @@ fn check_repaired(store: &Path, fx: &Fixture, lost_keys: &BTreeSet<Vec<u8>>, r: 
         loop {
             if let Some(m) = moved.get(&at.ino) {
                 rest.reverse();
-                return [m.clone()].into_iter().chain(rest).collect::<Vec<_>>().join("/");
+                return [m.clone()]
+                    .into_iter()
+                    .chain(rest)
+                    .collect::<Vec<_>>()
+                    .join("/");
             }
             if at.parent == 0 {
                 return w.path.clone();
@@ -222,14 +265,24 @@ fn check_repaired(store: &Path, fx: &Fixture, lost_keys: &BTreeSet<Vec<u8>>, r: 
         match loss.map(|l| l.kind) {
             None | Some(LossKind::MovedToLostFound) | Some(LossKind::Recreated) => {
                 let p = now_at(w);
-                assert_eq!(&s.read_all(&p).unwrap(), content, "{} (now {p}) does not read back", w.path);
+                assert_eq!(
+                    &s.read_all(&p).unwrap(),
+                    content,
+                    "{} (now {p}) does not read back",
+                    w.path
+                );
                 assert_eq!(s.stat(&p).unwrap().ino.0, w.ino, "{p}");
             }
             Some(LossKind::EntryRemoved) => {
                 assert!(s.stat(&now_at(w)).is_err(), "{} is still there", w.path);
             }
             Some(LossKind::DataLost) => {
-                assert_eq!(s.stat(&now_at(w)).unwrap().size, content.len() as u64, "{}", w.path);
+                assert_eq!(
+                    s.stat(&now_at(w)).unwrap().size,
+                    content.len() as u64,
+                    "{}",
+                    w.path
+                );
             }
             Some(k) => panic!("{}: unexpected loss {k:?}", w.path),
         }
@@ -253,14 +306,22 @@ fn a_damaged_leaf_loses_exactly_the_records_it_held() {
             .filter(|(p, l)| *l == 0 && keys_under(&pages, p).iter().all(|k| k[0] == tag))
             .map(|(p, _)| p)
             .collect();
-        assert!(leaves.len() > 2, "tag {}: {} leaves", tag as char, leaves.len());
+        assert!(
+            leaves.len() > 2,
+            "tag {}: {} leaves",
+            tag as char,
+            leaves.len()
+        );
         let leaf = leaves[leaves.len() / 2];
         let lost = keys_under(&pages, &leaf);
         drop(pages);
         damage(&store, &leaf);
         let dry = repair(&store, RepairOptions { dry_run: true }).unwrap();
         let r = repair(&store, RepairOptions::default()).unwrap();
-        assert_eq!(dry.losses, r.losses, "the dry run reports what the repair does");
+        assert_eq!(
+            dry.losses, r.losses,
+            "the dry run reports what the repair does"
+        );
         assert_eq!(r.damaged_pages.len(), 1, "{:#?}", r.damaged_pages);
         assert_eq!(r.damaged_pages[0].offset, leaf.offset);
         check_repaired(&store, fx, &lost, &r);
@@ -276,8 +337,15 @@ fn a_damaged_internal_page_loses_exactly_its_subtree() {
     let (pages, ns, _) = roots(&store);
     let all = pages_of(&pages, &ns);
     let height = all.iter().map(|(_, l)| *l).max().unwrap();
-    assert!(height >= 2, "the fixture's tree has height {height}: no internal page below the root");
-    let internal: Vec<PagePtr> = all.iter().filter(|(_, l)| *l == 1).map(|(p, _)| *p).collect();
+    assert!(
+        height >= 2,
+        "the fixture's tree has height {height}: no internal page below the root"
+    );
+    let internal: Vec<PagePtr> = all
+        .iter()
+        .filter(|(_, l)| *l == 1)
+        .map(|(p, _)| *p)
+        .collect();
     let page = internal[internal.len() / 2];
     let lost = keys_under(&pages, &page);
     drop(pages);
@@ -294,7 +362,11 @@ fn a_damaged_chunk_index_page_is_rebuilt_from_the_packs() {
     let tmp = tempfile::tempdir().unwrap();
     let store = copy_of(fx, tmp.path());
     let (pages, _, chunks) = roots(&store);
-    let leaves: Vec<PagePtr> = pages_of(&pages, &chunks).into_iter().filter(|(_, l)| *l == 0).map(|(p, _)| p).collect();
+    let leaves: Vec<PagePtr> = pages_of(&pages, &chunks)
+        .into_iter()
+        .filter(|(_, l)| *l == 0)
+        .map(|(p, _)| p)
+        .collect();
     let leaf = leaves[leaves.len() / 2];
     let held = keys_under(&pages, &leaf).len() as u64;
     drop(pages);
@@ -303,7 +375,11 @@ fn a_damaged_chunk_index_page_is_rebuilt_from_the_packs() {
     let r = repair(&store, RepairOptions::default()).unwrap();
     assert_eq!(r.outcome(), Outcome::Repaired, "{r:#?}");
     assert!(r.losses.is_empty(), "{:#?}", r.losses);
-    assert!(r.chunks_recovered >= held, "{} chunks recovered, the leaf held {held}", r.chunks_recovered);
+    assert!(
+        r.chunks_recovered >= held,
+        "{} chunks recovered, the leaf held {held}",
+        r.chunks_recovered
+    );
     let f = fsck(&store).unwrap();
     assert!(f.is_clean(), "{:?}", f.problems);
     let s = Store::open(&store, OpenOptions::new("repair test check")).unwrap();
@@ -342,13 +418,28 @@ fn an_older_checkpoint_and_the_log_recover_a_damaged_page() {
     store.close().unwrap();
     let (pages, ns, _) = roots(&root);
     let newest = pages_of(&pages, &ns);
-    let (ckpts, _) = (txlog::list_checkpoints(&root.join("checkpoints")).unwrap(), ());
+    let (ckpts, _) = (
+        txlog::list_checkpoints(&root.join("checkpoints")).unwrap(),
+        (),
+    );
     assert_eq!(ckpts.len(), 2);
     let old = txlog::decode_checkpoint(&ckpts[0].1, &fs::read(&ckpts[0].1).unwrap()).unwrap();
-    let old_ns = Root::decode(&verfs_engine::format::keys::decode_body(&old.body).unwrap().namespace).unwrap();
-    let old_pages: BTreeSet<PagePtr> = pages_of(&pages, &old_ns).into_iter().map(|(p, _)| p).collect();
+    let old_ns = Root::decode(
+        &verfs_engine::format::keys::decode_body(&old.body)
+            .unwrap()
+            .namespace,
+    )
+    .unwrap();
+    let old_pages: BTreeSet<PagePtr> = pages_of(&pages, &old_ns)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     // A leaf only the newest checkpoint has.
-    let leaf = newest.iter().find(|(p, l)| *l == 0 && !old_pages.contains(p)).unwrap().0;
+    let leaf = newest
+        .iter()
+        .find(|(p, l)| *l == 0 && !old_pages.contains(p))
+        .unwrap()
+        .0;
     drop(pages);
     damage(&root, &leaf);
     let r = repair(&root, RepairOptions::default()).unwrap();
@@ -385,7 +476,12 @@ fn record_linking(seg: &Path, name: &[u8]) -> (u64, u64) {
     let mut off = txlog::SEGMENT_HEADER_LEN;
     loop {
         match txlog::read_record_at(&f, off, len).unwrap() {
-            RecordAt::Valid { kind: 1, lsn, payload, len: n } => {
+            RecordAt::Valid {
+                kind: 1,
+                lsn,
+                payload,
+                len: n,
+            } => {
                 let links = decode_ops(&payload)
                     .unwrap()
                     .iter()
@@ -416,20 +512,37 @@ fn a_damaged_log_record_in_the_middle_is_cut_and_the_rest_applied() {
     store.commit_files_for_test("/c", &xorshift_bytes(4, 5000));
     store.mkdir("/after", 0o755, false).unwrap();
     store.close().unwrap();
-    let (_, seg) = txlog::list_segments(&root.join("log")).unwrap().pop().unwrap();
+    let (_, seg) = txlog::list_segments(&root.join("log"))
+        .unwrap()
+        .pop()
+        .unwrap();
     let (lsn, off) = record_linking(&seg, b"b");
     flip(&seg, off + 24 + 3);
 
     // [REPAIR-5]: a normal open refuses, naming the segment and the byte, pointing at repair.
-    let e = Store::open(&root, OpenOptions::new("repair test")).err().unwrap().to_string();
-    assert!(e.contains(&seg.display().to_string()) && e.contains(&format!("at byte {off}")), "{e}");
+    let e = Store::open(&root, OpenOptions::new("repair test"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&seg.display().to_string()) && e.contains(&format!("at byte {off}")),
+        "{e}"
+    );
     assert!(e.contains("verfs repair"), "{e}");
 
     let r = repair(&root, RepairOptions::default()).unwrap();
     assert_eq!(r.outcome(), Outcome::Lost);
-    assert_eq!(r.damaged_log_records.len(), 1, "{:#?}", r.damaged_log_records);
+    assert_eq!(
+        r.damaged_log_records.len(),
+        1,
+        "{:#?}",
+        r.damaged_log_records
+    );
     let d = &r.damaged_log_records[0];
-    assert_eq!((d.segment.clone(), d.offset, d.lsns.clone()), (seg.clone(), off, vec![lsn]));
+    assert_eq!(
+        (d.segment.clone(), d.offset, d.lsns.clone()),
+        (seg.clone(), off, vec![lsn])
+    );
     assert_eq!(r.lost_lsns, vec![lsn]);
     let f = fsck(&root).unwrap();
     assert!(f.is_clean(), "{:?}", f.problems);
@@ -437,7 +550,11 @@ fn a_damaged_log_record_in_the_middle_is_cut_and_the_rest_applied() {
     assert_eq!(s.read_all("/before").unwrap(), xorshift_bytes(1, 5000));
     assert_eq!(s.read_all("/a").unwrap(), xorshift_bytes(2, 5000));
     assert!(s.stat("/b").is_err(), "the damaged record's file is gone");
-    assert_eq!(s.read_all("/c").unwrap(), xorshift_bytes(4, 5000), "a record after the damage is applied");
+    assert_eq!(
+        s.read_all("/c").unwrap(),
+        xorshift_bytes(4, 5000),
+        "a record after the damage is applied"
+    );
     assert!(s.stat("/after").is_ok());
     s.close().unwrap();
 }
@@ -458,7 +575,10 @@ fn repair_refuses_while_a_process_uses_the_store() {
         other => panic!("repair ran beside a live process: {other:?}"),
     }
     store.close().unwrap();
-    assert_eq!(repair(&root, RepairOptions::default()).unwrap().outcome(), Outcome::Clean);
+    assert_eq!(
+        repair(&root, RepairOptions::default()).unwrap().outcome(),
+        Outcome::Clean
+    );
 }
 
 /// [REPAIR-6]: a dry run reports and changes nothing.
@@ -468,7 +588,11 @@ fn a_dry_run_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let store = copy_of(fx, tmp.path());
     let (pages, ns, _) = roots(&store);
-    let leaf = pages_of(&pages, &ns).into_iter().find(|(_, l)| *l == 0).unwrap().0;
+    let leaf = pages_of(&pages, &ns)
+        .into_iter()
+        .find(|(_, l)| *l == 0)
+        .unwrap()
+        .0;
     drop(pages);
     damage(&store, &leaf);
     let snapshot = |root: &Path| -> BTreeMap<PathBuf, Vec<u8>> {
@@ -486,5 +610,8 @@ fn a_dry_run_changes_nothing() {
     assert_eq!(r.outcome(), Outcome::Lost);
     assert!(r.checkpoint.is_none() && r.removed.is_empty());
     assert_eq!(snapshot(&store), before);
-    assert!(fs::read_dir(store.join("leases")).unwrap().next().is_none(), "the dry run's lease is gone");
+    assert!(
+        fs::read_dir(store.join("leases")).unwrap().next().is_none(),
+        "the dry run's lease is gone"
+    );
 }

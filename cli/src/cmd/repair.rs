@@ -16,7 +16,11 @@ pub fn repair(cli: &Cli, store: Option<&Path>, dry_run: bool) -> Result<ExitCode
         Ok(r) => r,
         Err(e) => {
             eprintln!("verfs repair: {e}");
-            let code = if matches!(e, RepairError::Unrepairable { .. }) { 2 } else { 3 };
+            let code = if matches!(e, RepairError::Unrepairable { .. }) {
+                2
+            } else {
+                3
+            };
             return Ok(ExitCode::from(code));
         }
     };
@@ -46,7 +50,14 @@ pub fn repair(cli: &Cli, store: Option<&Path>, dry_run: bool) -> Result<ExitCode
             let lsns = if d.lsns.is_empty() {
                 "no transaction".to_string()
             } else {
-                format!("lsn {}", d.lsns.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+                format!(
+                    "lsn {}",
+                    d.lsns
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
             println!(
                 "{} at byte {}: damaged log record ({}): {lsns} {would}lost, the records after it {would}applied",
@@ -54,7 +65,10 @@ pub fn repair(cli: &Cli, store: Option<&Path>, dry_run: bool) -> Result<ExitCode
             );
         }
         for l in &r.losses {
-            println!("lost: {} (inode {}): {:?}: {}", l.path, l.ino, l.kind, l.detail);
+            println!(
+                "lost: {} (inode {}): {:?}: {}",
+                l.path, l.ino, l.kind, l.detail
+            );
         }
         for f in &r.fixes {
             println!("fixed: {f}");
@@ -65,7 +79,11 @@ pub fn repair(cli: &Cli, store: Option<&Path>, dry_run: bool) -> Result<ExitCode
             Outcome::Repaired => "repaired without loss".into(),
             Outcome::Lost => format!(
                 "{} {} lost, {} log records lost",
-                if dry_run { "would repair;" } else { "repaired;" },
+                if dry_run {
+                    "would repair;"
+                } else {
+                    "repaired;"
+                },
                 r.losses.len(),
                 r.lost_lsns.len()
             ),
@@ -75,7 +93,9 @@ pub fn repair(cli: &Cli, store: Option<&Path>, dry_run: bool) -> Result<ExitCode
             r.base_lsn,
             r.records_applied,
             r.head_lsn,
-            r.checkpoint.map(|c| format!(", new checkpoint {c}")).unwrap_or_default()
+            r.checkpoint
+                .map(|c| format!(", new checkpoint {c}"))
+                .unwrap_or_default()
         );
     }
     Ok(ExitCode::from(match outcome {

@@ -30,7 +30,8 @@ pub struct LostSubtree {
 impl LostSubtree {
     /// Is `key` inside the lost bounds?
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.after.as_deref().is_none_or(|a| key > a) && self.upto.as_deref().is_none_or(|u| key <= u)
+        self.after.as_deref().is_none_or(|a| key > a)
+            && self.upto.as_deref().is_none_or(|u| key <= u)
     }
 }
 
@@ -51,6 +52,10 @@ impl Salvage {
     }
 }
 
+/// A subtree still to read: its pointer, its parent's level, the keys after which and up to
+/// which it holds.
+type Pending = (PagePtr, Option<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Pages of other trees by (content hash, length): the stand-ins [`PageStore::salvage`] may use.
 pub type PageIndex = HashMap<(u128, u32), Vec<PagePtr>>;
 
@@ -67,9 +72,7 @@ impl PageStore {
     ) -> Salvage {
         let mut out = Salvage::default();
         let Some(r) = root.ptr else { return out };
-        // (pointer, the parent's level, keys after which and up to which it holds)
-        let mut stack: Vec<(PagePtr, Option<u8>, Option<Vec<u8>>, Option<Vec<u8>>)> =
-            vec![(r, None, None, None)];
+        let mut stack: Vec<Pending> = vec![(r, None, None, None)];
         while let Some((ptr, parent, after, upto)) = stack.pop() {
             let page = match self.read_child(&ptr, parent) {
                 Ok(p) => p,
@@ -108,7 +111,12 @@ impl PageStore {
                 } else {
                     Some(page.key(i - 1).to_vec())
                 };
-                stack.push((page.child(i), Some(page.level()), lo, Some(page.key(i).to_vec())));
+                stack.push((
+                    page.child(i),
+                    Some(page.level()),
+                    lo,
+                    Some(page.key(i).to_vec()),
+                ));
             }
         }
         out

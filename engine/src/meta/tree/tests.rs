@@ -970,10 +970,20 @@ fn salvage_skips_a_damaged_page_with_its_bounds_or_reads_a_stand_in() {
     });
     assert_eq!(alone.lost.len(), 1, "{:?}", alone.lost);
     let lost = &alone.lost[0];
-    assert_eq!((lost.path.clone(), lost.offset), (s.file_path(leaf.file), leaf.offset));
-    let want: Model = m.iter().filter(|(k, _)| !held.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(
+        (lost.path.clone(), lost.offset),
+        (s.file_path(leaf.file), leaf.offset)
+    );
+    let want: Model = m
+        .iter()
+        .filter(|(k, _)| !held.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     assert_eq!(got, want);
-    assert!(m.keys().all(|k| lost.contains(k) == held.contains(k)), "bounds {lost:?}");
+    assert!(
+        m.keys().all(|k| lost.contains(k) == held.contains(k)),
+        "bounds {lost:?}"
+    );
 
     let mut others = PageIndex::new();
     s.index_pages(&b, &mut others);
@@ -981,6 +991,9 @@ fn salvage_skips_a_damaged_page_with_its_bounds_or_reads_a_stand_in() {
     let helped = s.salvage(&a, &others, |k, v| {
         got.insert(k.to_vec(), v.to_vec());
     });
-    assert!(helped.lost.is_empty() && helped.replaced.len() == 1, "{helped:?}");
+    assert!(
+        helped.lost.is_empty() && helped.replaced.len() == 1,
+        "{helped:?}"
+    );
     assert_eq!(got, m);
 }

@@ -90,7 +90,8 @@ pub(super) fn scan(log_dir: &Path, base: Lsn, at: Option<LogPosition>) -> Result
         if off == SEGMENT_HEADER_LEN {
             let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
             use std::os::unix::fs::FileExt;
-            let ok = f.read_exact_at(&mut h, 0).is_ok() && h == txlog::encode_segment_header(*first);
+            let ok =
+                f.read_exact_at(&mut h, 0).is_ok() && h == txlog::encode_segment_header(*first);
             if !ok {
                 out.damaged.push(DamagedRecord {
                     segment: path.clone(),
@@ -198,7 +199,9 @@ fn next_valid(f: &File, path: &Path, bad: u64, len: u64) -> Result<Option<u64>, 
     let mut q = from;
     while let Some(i) = bytes[q..].windows(4).position(|w| w == RECORD_MAGIC) {
         let cand = (q + i) as u64;
-        if let RecordAt::Valid { .. } = txlog::read_record_at(f, cand, len).map_err(Error::io(path))? {
+        if let RecordAt::Valid { .. } =
+            txlog::read_record_at(f, cand, len).map_err(Error::io(path))?
+        {
             return Ok(Some(cand));
         }
         q += i + 1;

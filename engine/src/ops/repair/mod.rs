@@ -168,7 +168,10 @@ pub struct Holder {
 pub enum RepairError {
     /// Other processes use the store: a repair runs offline.
     #[error("{}: in use by {}; `verfs repair` works offline (like e2fsck): stop them (`verfs umount`, end the commands) and run it again", .store.display(), describe(.holders))]
-    Busy { store: PathBuf, holders: Vec<Holder> },
+    Busy {
+        store: PathBuf,
+        holders: Vec<Holder>,
+    },
     /// Another process holds a maintenance lock (a GC, a page writer) although no live lease
     /// was seen: one is starting.
     #[error("{}: the lock {lock} is held by another process; run `verfs repair` again once it is gone", .store.display())]
@@ -195,20 +198,31 @@ impl From<crate::meta::tree::TreeError> for RepairError {
 fn describe(h: &[Holder]) -> String {
     let each: Vec<String> = h
         .iter()
-        .map(|h| format!("pid {} on {} ({}, lease {})", h.pid, h.host, h.kind, h.lease))
+        .map(|h| {
+            format!(
+                "pid {} on {} ({}, lease {})",
+                h.pid, h.host, h.kind, h.lease
+            )
+        })
         .collect();
     format!("{} other process(es): {}", h.len(), each.join(", "))
 }
 
 /// Repair the store at `root` (see the module doc). Takes a lease of its own, the log lock and
 /// the DLM locks `meta-pages` and `gc` in EX for its whole run; releases them at the end.
+///
+/// On an error before the commit point (the new checkpoint's rename) the store is as it was,
+/// but for dead leases cleaned up after and page files no root reaches; after it the store is
+/// repaired and the next repair removes what this one left (`data-layout.md` 5.12, RP1-RP4).
 pub fn repair(root: &Path, opts: RepairOptions) -> Result<RepairReport, RepairError> {
     let layout = Layout::new(root);
     layout.check()?;
     let cfg = Config::load(&layout.config())?;
     crate::access::apply_umask(root)?;
     crate::access::check_writable(&layout.leases())?;
-    let lease = Arc::new(Lease::acquire(&layout.leases(), "cli repair", cfg.lease_config()).map_err(Error::from)?);
+    let lease = Arc::new(
+        Lease::acquire(&layout.leases(), "cli repair", cfg.lease_config()).map_err(Error::from)?,
+    );
     let keeper = Lease::start_keeper(lease.clone(), Box::new(|| {}), None)
         .map_err(|e| Error::io(layout.leases())(e))?;
     let mut report = RepairReport {
@@ -233,7 +247,11 @@ struct Offline<'a> {
 }
 
 impl<'a> Offline<'a> {
-    fn start(layout: &'a Layout, cfg: &'a Config, lease: &'a Lease) -> Result<Offline<'a>, RepairError> {
+    fn start(
+        layout: &'a Layout,
+        cfg: &'a Config,
+        lease: &'a Lease,
+    ) -> Result<Offline<'a>, RepairError> {
         // The log lock for the whole run: a process that starts meanwhile cannot commit.
         let lock_path = layout.log().join("LOCK");
         let log_lock = OpenOptions::new()
@@ -246,7 +264,10 @@ impl<'a> Offline<'a> {
             .and_then(|t| t.owner())
             .map_err(Error::coordination)?;
         for name in [LOCK_META_PAGES, LOCK_GC] {
-            if locks.try_acquire(&Resource::Named(name.into()), Mode::Ex).is_err() {
+            if locks
+                .try_acquire(&Resource::Named(name.into()), Mode::Ex)
+                .is_err()
+            {
                 return Err(RepairError::Locked {
                     store: layout.root.clone(),
                     lock: name.into(),
@@ -277,13 +298,19 @@ impl<'a> Offline<'a> {
                 continue;
             }
             let alive = match &e.state {
-                LeaseState::Claimed { cleaner } => lease::is_live_lease(&leases, cleaner) && cleaner != &me,
+                LeaseState::Claimed { cleaner } => {
+                    lease::is_live_lease(&leases, cleaner) && cleaner != &me
+                }
                 _ => !e.liveness(&lcfg, now).is_dead(),
             };
             if alive {
                 let (pid, host, kind) = match &e.info {
                     lease::EntryInfo::Valid(i) => (i.pid, i.host.clone(), i.kind.clone()),
-                    _ => (lease::partial_pid(&e.path).unwrap_or(0), "?".into(), "starting".into()),
+                    _ => (
+                        lease::partial_pid(&e.path).unwrap_or(0),
+                        "?".into(),
+                        "starting".into(),
+                    ),
                 };
                 holders.push(Holder {
                     lease: e.id.to_string(),
@@ -303,20 +330,29 @@ impl<'a> Offline<'a> {
         }
         for e in dead {
             if !clean {
-                report.fixes.push(format!("lease {} of a dead process: cleaned up after", e.id));
+                report.fixes.push(format!(
+                    "lease {} of a dead process: cleaned up after",
+                    e.id
+                ));
                 continue;
             }
             let claimed = match &e.state {
                 LeaseState::Live => lease::claim(&leases, &e.id, &me),
                 LeaseState::Partial => lease::claim_partial(&leases, &e.id, &me),
-                LeaseState::Claimed { cleaner } => lease::reclaim_abandoned(&leases, &e.id, cleaner, &me),
+                LeaseState::Claimed { cleaner } => {
+                    lease::reclaim_abandoned(&leases, &e.id, cleaner, &me)
+                }
             }
             .map_err(Error::from)?;
             let Some(claimed) = claimed else { continue };
             if let Ok(p) = journal::read_pending(&claimed.journal_path()) {
                 for a in p.pending.iter().filter(|a| a.kind == ACTION_OPEN_PACK) {
-                    let id = std::str::from_utf8(&a.payload).ok().and_then(|s| s.parse::<PackId>().ok());
-                    if let Some(id) = id.filter(|id| pack::pack_path(&self.layout.packs(), *id).exists()) {
+                    let id = std::str::from_utf8(&a.payload)
+                        .ok()
+                        .and_then(|s| s.parse::<PackId>().ok());
+                    if let Some(id) =
+                        id.filter(|id| pack::pack_path(&self.layout.packs(), *id).exists())
+                    {
                         pack::seal_abandoned(&self.layout.packs(), id).map_err(Error::from)?;
                     }
                 }
@@ -324,7 +360,10 @@ impl<'a> Offline<'a> {
             // Orphans and unfinished snapshots of the dead process are settled by the rebuild
             // (an unreachable inode with no link is deleted, a snapshot not ready is dropped).
             claimed.finish().map_err(Error::from)?;
-            report.fixes.push(format!("lease {} of a dead process: cleaned up after", e.id));
+            report.fixes.push(format!(
+                "lease {} of a dead process: cleaned up after",
+                e.id
+            ));
         }
         if clean {
             let is_dead = |id: &lease::LeaseId| id != &me;
@@ -340,10 +379,14 @@ impl<'a> Offline<'a> {
 
     fn run(self, opts: RepairOptions, report: &mut RepairReport) -> Result<(), RepairError> {
         self.settle_leases(!opts.dry_run, report)?;
-        let pages = Arc::new(PageStore::open(&self.layout.meta(), self.cfg.cache.meta_bytes)?);
+        let pages = Arc::new(PageStore::open(
+            &self.layout.meta(),
+            self.cfg.cache.meta_bytes,
+        )?);
         // New pages: the store's page directory, or a scratch one that a dry run throws away.
         let scratch = if opts.dry_run {
-            let dir = std::env::temp_dir().join(format!("verfs-repair-{:016x}", rand::random::<u64>()));
+            let dir =
+                std::env::temp_dir().join(format!("verfs-repair-{:016x}", rand::random::<u64>()));
             Some(Scratch(dir))
         } else {
             None
@@ -365,7 +408,12 @@ impl<'a> Offline<'a> {
         report.base_lsn = base.lsn.0;
         for (lsn, salvage) in &base.newer {
             let from = report.damaged_pages.len();
-            report_salvage(&format!("namespace of checkpoint {lsn}"), salvage, false, report);
+            report_salvage(
+                &format!("namespace of checkpoint {lsn}"),
+                salvage,
+                false,
+                report,
+            );
             for d in &mut report.damaged_pages[from..] {
                 d.recovered_from = Some(format!(
                     "checkpoint {} and the log records after it",
@@ -380,7 +428,11 @@ impl<'a> Offline<'a> {
         // on disk for fsck to report): the commit removes those segments.
         let full = log::scan(&self.layout.log(), Lsn(0), None)?;
         for d in full.damaged {
-            if !report.damaged_log_records.iter().any(|x| x.segment == d.segment && x.offset == d.offset) {
+            if !report
+                .damaged_log_records
+                .iter()
+                .any(|x| x.segment == d.segment && x.offset == d.offset)
+            {
                 report.fixes.push(format!(
                     "{} at byte {}: {} (in a segment the checkpoint covers: removed)",
                     d.segment.display(),
@@ -393,7 +445,15 @@ impl<'a> Offline<'a> {
 
         // The state at the base: its own roots when its trees are whole, else rebuilt from
         // what the salvage read.
-        let (ns_lost, extent_damage, mut state) = self.base_state(&pages, &out, &base, &others, &damaged_files, &inventory, report)?;
+        let (ns_lost, extent_damage, mut state) = self.base_state(
+            &pages,
+            &out,
+            &base,
+            &others,
+            &damaged_files,
+            &inventory,
+            report,
+        )?;
         for r in &base.scan.records {
             match state.apply(r.lsn, &r.payload) {
                 Ok(()) => report.records_applied += 1,
@@ -436,7 +496,11 @@ impl<'a> Offline<'a> {
     /// Every checkpoint that verifies, newest first; the others are reported.
     fn checkpoints(&self, report: &mut RepairReport) -> Result<Vec<Ckpt>, RepairError> {
         let mut out = Vec::new();
-        for (lsn, path) in txlog::list_checkpoints(&self.layout.checkpoints()).map_err(Error::from)?.into_iter().rev() {
+        for (lsn, path) in txlog::list_checkpoints(&self.layout.checkpoints())
+            .map_err(Error::from)?
+            .into_iter()
+            .rev()
+        {
             let decoded = fs::read(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|b| txlog::decode_checkpoint(&path, &b).map_err(|e| e.to_string()))
@@ -447,11 +511,20 @@ impl<'a> Offline<'a> {
                     let body = keys::decode_body(&c.body).map_err(|e| e.to_string())?;
                     let ns = Root::decode(&body.namespace).map_err(|e| e.to_string())?;
                     let chunks = Root::decode(&body.chunks).map_err(|e| e.to_string())?;
-                    Ok(Ckpt { lsn, at: c.at, bytes: c.body, body, ns, chunks })
+                    Ok(Ckpt {
+                        lsn,
+                        at: c.at,
+                        bytes: c.body,
+                        body,
+                        ns,
+                        chunks,
+                    })
                 });
             match decoded {
                 Ok(c) => out.push(c),
-                Err(reason) => report.bad_checkpoints.push(format!("{}: {reason}", path.display())),
+                Err(reason) => report
+                    .bad_checkpoints
+                    .push(format!("{}: {reason}", path.display())),
             }
         }
         Ok(out)
@@ -476,7 +549,12 @@ impl<'a> Offline<'a> {
 
     /// The newest checkpoint whose namespace tree salvages whole and whose log is no worse than
     /// the newest's; else the newest (with its losses); else the log from its start.
-    fn choose_base(&self, pages: &PageStore, ckpts: &[Ckpt], others: &PageIndex) -> Result<Base, RepairError> {
+    fn choose_base(
+        &self,
+        pages: &PageStore,
+        ckpts: &[Ckpt],
+        others: &PageIndex,
+    ) -> Result<Base, RepairError> {
         let mut fallback: Option<Base> = None;
         let mut newer: Vec<(Lsn, Salvage)> = Vec::new();
         let mut newest_lost: Option<Vec<u64>> = None;
@@ -515,7 +593,8 @@ impl<'a> Offline<'a> {
         }
         fallback.ok_or_else(|| RepairError::Unrepairable {
             store: self.layout.root.clone(),
-            reason: "no checkpoint verifies, and the log does not hold every record from lsn 1".into(),
+            reason: "no checkpoint verifies, and the log does not hold every record from lsn 1"
+                .into(),
         })
     }
 
@@ -532,7 +611,11 @@ impl<'a> Offline<'a> {
         report: &mut RepairReport,
     ) -> Result<(Vec<LostSubtree>, BTreeSet<InodeNo>, MetaState), RepairError> {
         let Some(c) = &base.ckpt else {
-            return Ok((Vec::new(), BTreeSet::new(), MetaState::empty(&Some(out.clone()))));
+            return Ok((
+                Vec::new(),
+                BTreeSet::new(),
+                MetaState::empty(&Some(out.clone())),
+            ));
         };
         let mut chunks = BTreeMap::new();
         let chunk_salvage = pages.salvage(&c.chunks, others, |k, v| {
@@ -545,11 +628,13 @@ impl<'a> Offline<'a> {
             || reaches(pages, &c.ns, damaged_files)
             || reaches(pages, &c.chunks, damaged_files);
         if !rebuild {
-            let s = MetaState::decode_checkpoint(&Some(pages.clone()), c.lsn, &c.bytes).map_err(|reason| Error::Corrupt {
-                path: self.layout.checkpoints(),
-                offset: 0,
-                reason,
-            })?;
+            let s = MetaState::decode_checkpoint(&Some(pages.clone()), c.lsn, &c.bytes).map_err(
+                |reason| Error::Corrupt {
+                    path: self.layout.checkpoints(),
+                    offset: 0,
+                    reason,
+                },
+            )?;
             return Ok((Vec::new(), BTreeSet::new(), s));
         }
         let mut ns = base.ns.clone();
@@ -561,13 +646,18 @@ impl<'a> Offline<'a> {
                 continue;
             }
             if let Some(&(pack, raw_len)) = copies.first() {
-                chunks.insert(k.to_vec(), keys::encode_chunk_value(&crate::meta::ChunkEntry { pack, raw_len }));
+                chunks.insert(
+                    k.to_vec(),
+                    keys::encode_chunk_value(&crate::meta::ChunkEntry { pack, raw_len }),
+                );
                 recovered += 1;
             }
         }
         if recovered > 0 {
             report.chunks_recovered += recovered;
-            report.fixes.push(format!("{recovered} chunk index entries rebuilt from the pack indexes"));
+            report.fixes.push(format!(
+                "{recovered} chunk index entries rebuilt from the pack indexes"
+            ));
         }
         let mut w = PageWriter::new(out)?;
         let ns_root = out.build(&ns, &mut w)?;
@@ -588,11 +678,12 @@ impl<'a> Offline<'a> {
             chunk_count: chunks.len() as u64,
             snapshots: c.body.snapshots.clone(),
         };
-        let s = MetaState::decode_checkpoint(&Some(out.clone()), c.lsn, &keys::encode_body(&body)).map_err(|reason| Error::Corrupt {
-            path: out.dir().to_path_buf(),
-            offset: 0,
-            reason,
-        })?;
+        let s = MetaState::decode_checkpoint(&Some(out.clone()), c.lsn, &keys::encode_body(&body))
+            .map_err(|reason| Error::Corrupt {
+                path: out.dir().to_path_buf(),
+                offset: 0,
+                reason,
+            })?;
         Ok((base.ns_salvage.lost.clone(), extent_damage, s))
     }
 
@@ -622,7 +713,13 @@ impl<'a> Offline<'a> {
                     kind: LossKind::SnapshotRangeLost,
                     ino: 0,
                     path: name.clone(),
-                    detail: format!("keys after {} up to {} (the page at byte {} of {})", show(&l.after), show(&l.upto), l.offset, l.path.display()),
+                    detail: format!(
+                        "keys after {} up to {} (the page at byte {} of {})",
+                        show(&l.after),
+                        show(&l.upto),
+                        l.offset,
+                        l.path.display()
+                    ),
                 });
             }
             mend_extent_parts(&mut entries);
@@ -630,23 +727,33 @@ impl<'a> Offline<'a> {
             let r = out.build(&entries, &mut w)?;
             w.finish()?;
             info.root = Some(r);
-            report.fixes.push(format!("{name}: tree rewritten from what survives"));
+            report
+                .fixes
+                .push(format!("{name}: tree rewritten from what survives"));
         }
         Ok(())
     }
 
     /// Write the result as a new checkpoint at `head` whose log starts in a new, empty segment
     /// `head + 1`, then remove what it replaces (`data-layout.md` 5.12, "Commit").
-    fn commit(&self, pages: &PageStore, state: &MetaState, head: Lsn, report: &mut RepairReport) -> Result<(), RepairError> {
+    fn commit(
+        &self,
+        pages: &PageStore,
+        state: &MetaState,
+        head: Lsn,
+        report: &mut RepairReport,
+    ) -> Result<(), RepairError> {
         // No process may have started since the check (they cannot commit: the log lock is
         // held, but one could rest on a checkpoint this commit removes).
         self.settle_leases(false, &mut RepairReport::default())?;
         self.lease.check_valid().map_err(Error::from)?;
-        let body = state.encode_checkpoint(head).map_err(|reason| Error::Corrupt {
-            path: pages.dir().to_path_buf(),
-            offset: 0,
-            reason,
-        })?;
+        let body = state
+            .encode_checkpoint(head)
+            .map_err(|reason| Error::Corrupt {
+                path: pages.dir().to_path_buf(),
+                offset: 0,
+                reason,
+            })?;
         let log_dir = self.layout.log();
         let next = Lsn(head.0 + 1);
         let seg = log_dir.join(format!("{:020}.seg", next.0));
@@ -654,11 +761,15 @@ impl<'a> Offline<'a> {
         if fs::read(&seg).ok().as_deref() != Some(&header[..]) {
             fsutil::write_atomic(&seg, &header).map_err(Error::io(&seg))?;
         }
-        let ckpt = self.layout.checkpoints().join(format!("{:020}.ckpt", head.0));
+        let ckpt = self
+            .layout
+            .checkpoints()
+            .join(format!("{:020}.ckpt", head.0));
         let at = LogPosition::segment_start(next);
         debug_assert_eq!(at.offset, SEGMENT_HEADER_LEN);
         // The commit point: the rename inside write_atomic.
-        fsutil::write_atomic(&ckpt, &txlog::encode_checkpoint_file(head, at, &body)).map_err(Error::io(&ckpt))?;
+        fsutil::write_atomic(&ckpt, &txlog::encode_checkpoint_file(head, at, &body))
+            .map_err(Error::io(&ckpt))?;
         report.checkpoint = Some(head.0);
         for (first, p) in txlog::list_segments(&log_dir).map_err(Error::from)? {
             if first <= head {
@@ -671,7 +782,8 @@ impl<'a> Offline<'a> {
             }
         }
         fsutil::fsync_dir(&log_dir).map_err(Error::io(&log_dir))?;
-        fsutil::fsync_dir(&self.layout.checkpoints()).map_err(Error::io(self.layout.checkpoints()))?;
+        fsutil::fsync_dir(&self.layout.checkpoints())
+            .map_err(Error::io(self.layout.checkpoints()))?;
         // The page sweep (6.9 step 5) with the new roots as the only ones: this repair holds
         // `meta-pages` in EX.
         let b = keys::decode_body(&body).map_err(|e| Error::Corrupt {
@@ -680,7 +792,10 @@ impl<'a> Offline<'a> {
             reason: e.to_string(),
         })?;
         let mut keep = PageIndex::new();
-        for r in std::iter::once(&b.namespace).chain(std::iter::once(&b.chunks)).chain(b.snapshots.iter().filter_map(|s| s.root.as_ref())) {
+        for r in std::iter::once(&b.namespace)
+            .chain(std::iter::once(&b.chunks))
+            .chain(b.snapshots.iter().filter_map(|s| s.root.as_ref()))
+        {
             pages.index_pages(&Root::decode(r)?, &mut keep);
         }
         let files: HashSet<u64> = keep.values().flatten().map(|p| p.file).collect();
@@ -716,7 +831,13 @@ impl Ckpt {
     /// Every root it names (the trees and the snapshots).
     fn roots(&self) -> Vec<Root> {
         let mut v = vec![self.ns, self.chunks];
-        v.extend(self.body.snapshots.iter().filter_map(|s| s.root.as_ref()).filter_map(|r| Root::decode(r).ok()));
+        v.extend(
+            self.body
+                .snapshots
+                .iter()
+                .filter_map(|s| s.root.as_ref())
+                .filter_map(|r| Root::decode(r).ok()),
+        );
         v
     }
 }
@@ -744,7 +865,7 @@ impl Drop for Scratch {
 }
 
 fn remove(p: &Path, report: &mut RepairReport) -> Result<(), RepairError> {
-    match verfs_coordination::io_site!("repair.unlink", fs::remove_file(p)) {
+    match fs::remove_file(p) {
         Ok(()) => {
             report.removed.push(p.display().to_string());
             Ok(())
@@ -778,7 +899,13 @@ fn reaches(pages: &PageStore, root: &Root, files: &BTreeSet<u64>) -> bool {
 
 fn report_salvage(tree: &str, s: &Salvage, chunk_keys: bool, report: &mut RepairReport) {
     let key = |k: &Option<Vec<u8>>| {
-        k.as_ref().map(|k| if chunk_keys { hex::encode(k) } else { show_key(k) })
+        k.as_ref().map(|k| {
+            if chunk_keys {
+                hex::encode(k)
+            } else {
+                show_key(k)
+            }
+        })
     };
     for l in &s.lost {
         report.damaged_pages.push(DamagedPage {
@@ -788,7 +915,8 @@ fn report_salvage(tree: &str, s: &Salvage, chunk_keys: bool, report: &mut Repair
             after: key(&l.after),
             upto: key(&l.upto),
             reason: l.reason.clone(),
-            recovered_from: chunk_keys.then(|| "the pack indexes (chunk ids in the range that a pack holds)".into()),
+            recovered_from: chunk_keys
+                .then(|| "the pack indexes (chunk ids in the range that a pack holds)".into()),
         });
     }
     for (path, offset, file, at, reason) in &s.replaced {
@@ -815,8 +943,14 @@ pub fn show_key(k: &[u8]) -> String {
     };
     match k[0] {
         b'i' | b'p' => format!("{} {ino}", k[0] as char),
-        b'd' => format!("d {ino} {:?}", String::from_utf8_lossy(&k[keys::INO_PREFIX_LEN..])),
-        b'x' if k.len() == 13 => format!("x {ino} part {}", u32::from_be_bytes([k[9], k[10], k[11], k[12]])),
+        b'd' => format!(
+            "d {ino} {:?}",
+            String::from_utf8_lossy(&k[keys::INO_PREFIX_LEN..])
+        ),
+        b'x' if k.len() == 13 => format!(
+            "x {ino} part {}",
+            u32::from_be_bytes([k[9], k[10], k[11], k[12]])
+        ),
         _ => hex::encode(k),
     }
 }
@@ -828,8 +962,14 @@ fn mend_extent_parts(ns: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeSet<InodeNo> {
     let mut damaged = BTreeSet::new();
     let mut by_ino: BTreeMap<InodeNo, Vec<(u32, Vec<u8>)>> = BTreeMap::new();
     for (k, v) in ns.range(vec![TAG_EXTENTS]..vec![TAG_EXTENTS + 1]) {
-        if let (Ok(ino), Some(part)) = (keys::key_ino(k), k.get(9..13).and_then(|b| <[u8; 4]>::try_from(b).ok())) {
-            by_ino.entry(ino).or_default().push((u32::from_be_bytes(part), v.clone()));
+        if let (Ok(ino), Some(part)) = (
+            keys::key_ino(k),
+            k.get(9..13).and_then(|b| <[u8; 4]>::try_from(b).ok()),
+        ) {
+            by_ino
+                .entry(ino)
+                .or_default()
+                .push((u32::from_be_bytes(part), v.clone()));
         }
     }
     for (ino, parts) in by_ino {
@@ -838,7 +978,10 @@ fn mend_extent_parts(ns: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeSet<InodeNo> {
         for (p, v) in &parts {
             ok &= keys::decode_extent_part(*p, v, &mut xs).is_ok();
         }
-        let summary = parts.first().filter(|(p, _)| *p == 0).and_then(|(_, v)| keys::decode_extent_summary(v).ok());
+        let summary = parts
+            .first()
+            .filter(|(p, _)| *p == 0)
+            .and_then(|(_, v)| keys::decode_extent_summary(v).ok());
         let bytes: u64 = xs.iter().map(|x| u64::from(x.len)).sum();
         ok &= summary == Some((xs.len() as u32, bytes));
         if ok {

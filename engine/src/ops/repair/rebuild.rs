@@ -64,7 +64,11 @@ pub(super) fn plan(
     let recreate = |ino: InodeNo, kind: FileKind| {
         let mut i = Inode::new(ino, kind, if kind == FileKind::Dir { 0o700 } else { 0o600 });
         (i.uid, i.gid) = (0, 0);
-        (i.atime, i.mtime, i.ctime) = (Timestamp::default(), Timestamp::default(), Timestamp::default());
+        (i.atime, i.mtime, i.ctime) = (
+            Timestamp::default(),
+            Timestamp::default(),
+            Timestamp::default(),
+        );
         i
     };
     let mut wanted: BTreeMap<InodeNo, FileKind> = BTreeMap::new();
@@ -83,7 +87,11 @@ pub(super) fn plan(
         }
         let mut i = recreate(ino, kind);
         if kind == FileKind::File {
-            i.size = extents[&ino].iter().map(|x| x.file_off + u64::from(x.len)).max().unwrap_or(0);
+            i.size = extents[&ino]
+                .iter()
+                .map(|x| x.file_off + u64::from(x.len))
+                .max()
+                .unwrap_or(0);
         }
         p.losses.push(Loss {
             kind: LossKind::Recreated,
@@ -91,9 +99,17 @@ pub(super) fn plan(
             path: name_of(ino),
             detail: format!(
                 "its inode record was lost: recreated as a {} (mode {:o}, owner root, times 0){}",
-                if kind == FileKind::Dir { "directory" } else { "regular file" },
+                if kind == FileKind::Dir {
+                    "directory"
+                } else {
+                    "regular file"
+                },
                 i.perm,
-                if kind == FileKind::File { format!(", size {} from its extents", i.size) } else { ", its entries kept".into() }
+                if kind == FileKind::File {
+                    format!(", size {} from its extents", i.size)
+                } else {
+                    ", its entries kept".into()
+                }
             ),
         });
         inodes.insert(ino, i.clone());
@@ -113,8 +129,16 @@ pub(super) fn plan(
         };
         match why {
             Some(detail) => {
-                unlinks.push(Op::Unlink { parent: *d, name: name.clone() });
-                p.losses.push(Loss { kind: LossKind::EntryRemoved, ino: c.0, path, detail });
+                unlinks.push(Op::Unlink {
+                    parent: *d,
+                    name: name.clone(),
+                });
+                p.losses.push(Loss {
+                    kind: LossKind::EntryRemoved,
+                    ino: c.0,
+                    path,
+                    detail,
+                });
             }
             None => kept.entry(*d).or_default().push((name.clone(), *c)),
         }
@@ -125,15 +149,26 @@ pub(super) fn plan(
     let mut after: HashMap<InodeNo, String> = HashMap::new();
     reached.insert(InodeNo::ROOT);
     after.insert(InodeNo::ROOT, String::new());
-    walk(InodeNo::ROOT, &mut kept, &inodes, &mut reached, &mut after, &mut unlinks, &mut p.losses);
+    walk(
+        InodeNo::ROOT,
+        &mut kept,
+        &inodes,
+        &mut reached,
+        &mut after,
+        &mut unlinks,
+        &mut p.losses,
+    );
 
     // 4. Unreachable inodes: unlinked files of dead processes are deleted, the rest go to
     //    /lost+found (the tops of unreachable subtrees; their contents follow them).
     let mut deletes: Vec<Op> = Vec::new();
     let mut lf: Option<InodeNo> = None;
     loop {
-        let unreached: BTreeSet<InodeNo> =
-            inodes.keys().copied().filter(|i| !reached.contains(i)).collect();
+        let unreached: BTreeSet<InodeNo> = inodes
+            .keys()
+            .copied()
+            .filter(|i| !reached.contains(i))
+            .collect();
         if unreached.is_empty() {
             break;
         }
@@ -142,15 +177,24 @@ pub(super) fn plan(
             .filter(|(d, _)| unreached.contains(d))
             .flat_map(|(_, es)| es.iter().map(|(_, c)| *c))
             .collect();
-        let mut tops: Vec<InodeNo> = unreached.iter().copied().filter(|i| !incoming.contains(i)).collect();
+        let mut tops: Vec<InodeNo> = unreached
+            .iter()
+            .copied()
+            .filter(|i| !incoming.contains(i))
+            .collect();
         if tops.is_empty() {
             // Only cycles of directories are left: cut the smallest one's incoming entries.
-            let Some(&t) = unreached.iter().next() else { break };
+            let Some(&t) = unreached.iter().next() else {
+                break;
+            };
             for (d, es) in kept.iter_mut() {
                 es.retain(|(n, c)| {
                     let cut = *c == t && unreached.contains(d);
                     if cut {
-                        unlinks.push(Op::Unlink { parent: *d, name: n.clone() });
+                        unlinks.push(Op::Unlink {
+                            parent: *d,
+                            name: n.clone(),
+                        });
                     }
                     !cut
                 });
@@ -170,13 +214,21 @@ pub(super) fn plan(
             let dir = match lf {
                 Some(d) => d,
                 None => {
-                    let (d, name) =
-                        lost_found(&mut kept, &inodes, &mut next_ino, &mut put, &mut links, &mut p.fixes);
+                    let (d, name) = lost_found(
+                        &mut kept,
+                        &inodes,
+                        &mut next_ino,
+                        &mut put,
+                        &mut links,
+                        &mut p.fixes,
+                    );
                     if let Some(i) = put.get(&d) {
                         inodes.entry(d).or_insert_with(|| i.clone());
                     }
                     reached.insert(d);
-                    after.entry(d).or_insert(format!("/{}", String::from_utf8_lossy(&name)));
+                    after
+                        .entry(d)
+                        .or_insert(format!("/{}", String::from_utf8_lossy(&name)));
                     lf = Some(d);
                     d
                 }
@@ -189,7 +241,11 @@ pub(super) fn plan(
                 k += 1;
             }
             es.push((name.clone(), t));
-            links.push(Op::Link { parent: dir, name: name.clone(), ino: t });
+            links.push(Op::Link {
+                parent: dir,
+                name: name.clone(),
+                ino: t,
+            });
             let now_at = format!("{}/{}", after[&dir], String::from_utf8_lossy(&name));
             p.losses.push(Loss {
                 kind: LossKind::MovedToLostFound,
@@ -203,7 +259,15 @@ pub(super) fn plan(
             reached.insert(t);
             after.insert(t, now_at);
             if inodes.get(&t).is_some_and(|i| i.kind == FileKind::Dir) {
-                walk(t, &mut kept, &inodes, &mut reached, &mut after, &mut unlinks, &mut p.losses);
+                walk(
+                    t,
+                    &mut kept,
+                    &inodes,
+                    &mut reached,
+                    &mut after,
+                    &mut unlinks,
+                    &mut p.losses,
+                );
             }
         }
     }
@@ -217,7 +281,13 @@ pub(super) fn plan(
     let path_now = |ino: InodeNo| {
         after
             .get(&ino)
-            .map(|p| if p.is_empty() { "/".to_string() } else { p.clone() })
+            .map(|p| {
+                if p.is_empty() {
+                    "/".to_string()
+                } else {
+                    p.clone()
+                }
+            })
             .unwrap_or_else(|| format!("inode {ino}"))
     };
 
@@ -257,10 +327,14 @@ pub(super) fn plan(
                     kind: LossKind::LinksLost,
                     ino: ino.0,
                     path: path_now(*ino),
-                    detail: format!("link count {cur} but {want} entries survive: {} names lost", cur - want),
+                    detail: format!(
+                        "link count {cur} but {want} entries survive: {} names lost",
+                        cur - want
+                    ),
                 });
             } else if !put.contains_key(ino) {
-                p.fixes.push(format!("{}: link count {cur} -> {want}", path_now(*ino)));
+                p.fixes
+                    .push(format!("{}: link count {cur} -> {want}", path_now(*ino)));
             }
             put.entry(*ino).or_insert_with(|| i.clone()).nlink = want;
         }
@@ -268,14 +342,19 @@ pub(super) fn plan(
             if let Some((d, n)) = mine.first() {
                 let rec = s.parent_of(*ino).ok().flatten();
                 if !rec.is_some_and(|r| mine.contains(&r)) {
-                    links.push(Op::Link { parent: *d, name: n.clone(), ino: *ino });
+                    links.push(Op::Link {
+                        parent: *d,
+                        name: n.clone(),
+                        ino: *ino,
+                    });
                     parents_fixed += 1;
                 }
             }
         }
     }
     if parents_fixed > 0 {
-        p.fixes.push(format!("{parents_fixed} parent records rewritten"));
+        p.fixes
+            .push(format!("{parents_fixed} parent records rewritten"));
     }
 
     // 6. The chunk index against the packs, then every file's extents against the index.
@@ -292,12 +371,18 @@ pub(super) fn plan(
         }
         match copies.first() {
             Some(&(pack, raw_len)) => {
-                p.fixes.push(format!("chunk {id}: indexed in pack {} where it is not; pack {pack} holds it", e.pack));
+                p.fixes.push(format!(
+                    "chunk {id}: indexed in pack {} where it is not; pack {pack} holds it",
+                    e.pack
+                ));
                 *e = ChunkEntry { pack, raw_len };
                 chunk_ops.push(Op::AddChunk { id: *id, entry: *e });
             }
             None => {
-                p.fixes.push(format!("chunk {id}: indexed in pack {}, but no pack holds it: removed from the index", e.pack));
+                p.fixes.push(format!(
+                    "chunk {id}: indexed in pack {}, but no pack holds it: removed from the index",
+                    e.pack
+                ));
                 chunk_ops.push(Op::RemoveChunk { id: *id });
             }
         }
@@ -310,8 +395,14 @@ pub(super) fn plan(
         }
         let Some(i) = inodes.get(ino) else { continue };
         if i.kind != FileKind::File {
-            set_extents.push(Op::SetExtents { ino: *ino, extents: Vec::new() });
-            p.fixes.push(format!("{}: data extents of a non-regular file removed", path_now(*ino)));
+            set_extents.push(Op::SetExtents {
+                ino: *ino,
+                extents: Vec::new(),
+            });
+            p.fixes.push(format!(
+                "{}: data extents of a non-regular file removed",
+                path_now(*ino)
+            ));
             continue;
         }
         let mut keep = Vec::with_capacity(xs.len());
@@ -323,7 +414,10 @@ pub(super) fn plan(
                     Some(&(pack, raw_len)) => {
                         let e = ChunkEntry { pack, raw_len };
                         index.insert(x.chunk, e);
-                        chunk_ops.push(Op::AddChunk { id: x.chunk, entry: e });
+                        chunk_ops.push(Op::AddChunk {
+                            id: x.chunk,
+                            entry: e,
+                        });
                         p.chunks_recovered += 1;
                         Some(e)
                     }
@@ -356,11 +450,17 @@ pub(super) fn plan(
             }
         }
         if keep.len() != xs.len() {
-            set_extents.push(Op::SetExtents { ino: *ino, extents: keep });
+            set_extents.push(Op::SetExtents {
+                ino: *ino,
+                extents: keep,
+            });
         }
         let cur = put.get(ino).map_or(i.size, |x| x.size);
         if cur < end {
-            p.fixes.push(format!("{}: size {cur} -> {end} (its extents reach that far)", path_now(*ino)));
+            p.fixes.push(format!(
+                "{}: size {cur} -> {end} (its extents reach that far)",
+                path_now(*ino)
+            ));
             put.entry(*ino).or_insert_with(|| i.clone()).size = end;
         }
     }
@@ -369,7 +469,12 @@ pub(super) fn plan(
             continue;
         }
         if i.kind == FileKind::Symlink && i.size != i.target.len() as u64 {
-            p.fixes.push(format!("{}: symlink size {} -> {}", path_now(*ino), i.size, i.target.len()));
+            p.fixes.push(format!(
+                "{}: symlink size {} -> {}",
+                path_now(*ino),
+                i.size,
+                i.target.len()
+            ));
             put.entry(*ino).or_insert_with(|| i.clone()).size = i.target.len() as u64;
         }
         let data_lost = i.kind == FileKind::File
@@ -382,7 +487,9 @@ pub(super) fn plan(
                 kind: LossKind::DataLost,
                 ino: ino.0,
                 path: path_now(*ino),
-                detail: "extents were lost with a damaged page: the bytes they covered read as zeros".into(),
+                detail:
+                    "extents were lost with a damaged page: the bytes they covered read as zeros"
+                        .into(),
             });
         }
     }
@@ -392,7 +499,10 @@ pub(super) fn plan(
     for (id, info) in &s.snapshots {
         if !info.ready {
             snap_ops.push(Op::SnapshotDrop { id: *id });
-            p.fixes.push(format!("snapshot {}: not ready (its creator died): dropped", String::from_utf8_lossy(&info.name)));
+            p.fixes.push(format!(
+                "snapshot {}: not ready (its creator died): dropped",
+                String::from_utf8_lossy(&info.name)
+            ));
         }
     }
 
@@ -425,7 +535,10 @@ fn walk(
             let path = format!("{base}/{}", String::from_utf8_lossy(name));
             let is_dir = inodes.get(c).is_some_and(|i| i.kind == FileKind::Dir);
             if is_dir && reached.contains(c) {
-                unlinks.push(Op::Unlink { parent: d, name: name.clone() });
+                unlinks.push(Op::Unlink {
+                    parent: d,
+                    name: name.clone(),
+                });
                 losses.push(Loss {
                     kind: LossKind::EntryRemoved,
                     ino: c.0,
@@ -471,7 +584,11 @@ fn lost_found(
     *next_ino += 1;
     put.insert(ino, Inode::new(ino, FileKind::Dir, 0o700));
     root.push((name.clone(), ino));
-    links.push(Op::Link { parent: InodeNo::ROOT, name: name.clone(), ino });
+    links.push(Op::Link {
+        parent: InodeNo::ROOT,
+        name: name.clone(),
+        ino,
+    });
     fixes.push(format!("/{} created", String::from_utf8_lossy(&name)));
     (ino, name)
 }
