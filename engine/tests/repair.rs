@@ -615,3 +615,57 @@ fn a_dry_run_changes_nothing() {
         "the dry run's lease is gone"
     );
 }
+
+/// [REPAIR-2]: a snapshot taken before the checkpoint holds the same pages, written in another
+/// file: a damaged page of the live tree is read from the snapshot's copy, nothing is lost.
+#[test]
+fn a_page_another_root_holds_too_is_recovered_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    Store::init(&root).unwrap();
+    fs::write(root.join("config.toml"), CONFIG).unwrap();
+    let store = Store::open(&root, OpenOptions::new("repair test")).unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut files = BTreeMap::new();
+    for i in 0..300u64 {
+        let c = xorshift_bytes(i + 7, 60);
+        fs::write(src.join(format!("f{i:03}")), &c).unwrap();
+        files.insert(format!("/t/f{i:03}"), c);
+    }
+    transfer::put(&store, &[src], "/t", &mut |_| {}).unwrap();
+    store.snapshot_create("s1").unwrap();
+    store.checkpoint_and_truncate().unwrap();
+    store.close().unwrap();
+    let (pages, ns, _) = roots(&root);
+    let leaves: Vec<PagePtr> = pages_of(&pages, &ns)
+        .into_iter()
+        .filter(|(_, l)| *l == 0)
+        .map(|(p, _)| p)
+        .collect();
+    let leaf = leaves[leaves.len() / 2];
+    drop(pages);
+    damage(&root, &leaf);
+    let r = repair(&root, RepairOptions::default()).unwrap();
+    assert_eq!(r.outcome(), Outcome::Repaired, "{r:#?}");
+    assert!(
+        r.damaged_pages.iter().all(|d| d
+            .recovered_from
+            .as_deref()
+            .is_some_and(|f| f.contains("another root"))),
+        "{:#?}",
+        r.damaged_pages
+    );
+    let f = fsck(&root).unwrap();
+    assert!(f.is_clean(), "{:?}", f.problems);
+    let s = Store::open(&root, OpenOptions::new("repair test check")).unwrap();
+    for (p, c) in &files {
+        assert_eq!(&s.read_all(p).unwrap(), c, "{p}");
+        assert_eq!(
+            &s.read_all(&format!("/.snapshots/s1{p}")).unwrap(),
+            c,
+            "{p} in the snapshot"
+        );
+    }
+    s.close().unwrap();
+}

@@ -23,7 +23,7 @@ use verfs_coordination::lease::{self, Lease, LeaseState};
 use verfs_coordination::lock::{LockOwner, LockTable, Mode, Resource};
 use verfs_coordination::manifest;
 use verfs_coordination::two_phase;
-use verfs_coordination::txlog::{self, LogPosition, Lsn, StateMachine, SEGMENT_HEADER_LEN};
+use verfs_coordination::txlog::{self, LogPosition, Lsn, StateMachine};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -766,7 +766,6 @@ impl<'a> Offline<'a> {
             .checkpoints()
             .join(format!("{:020}.ckpt", head.0));
         let at = LogPosition::segment_start(next);
-        debug_assert_eq!(at.offset, SEGMENT_HEADER_LEN);
         // The commit point: the rename inside write_atomic.
         fsutil::write_atomic(&ckpt, &txlog::encode_checkpoint_file(head, at, &body))
             .map_err(Error::io(&ckpt))?;

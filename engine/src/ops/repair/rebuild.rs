@@ -62,7 +62,12 @@ pub(super) fn plan(
 
     // 1. Inodes whose record is gone but whose entries or extents survive are recreated.
     let recreate = |ino: InodeNo, kind: FileKind| {
-        let mut i = Inode::new(ino, kind, if kind == FileKind::Dir { 0o700 } else { 0o600 });
+        let perm = match kind {
+            _ if ino == InodeNo::ROOT => 0o755,
+            FileKind::Dir => 0o700,
+            _ => 0o600,
+        };
+        let mut i = Inode::new(ino, kind, perm);
         (i.uid, i.gid) = (0, 0);
         (i.atime, i.mtime, i.ctime) = (
             Timestamp::default(),
