@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use crate::format::keys;
+use crate::format::keys::{self, TAG_EXTENTS};
 use crate::ids::{ChunkId, InodeNo, PackId};
 use crate::meta::tree::LostSubtree;
 use crate::meta::{ChunkEntry, Extent, FileKind, Inode, MetaError, MetaState, Op, Timestamp};
@@ -627,4 +627,47 @@ fn entry_path(before: &HashMap<InodeNo, String>, d: InodeNo, name: &[u8]) -> Str
         None => format!("inode {d}:"),
     };
     format!("{base}/{}", String::from_utf8_lossy(name))
+}
+
+/// Make every file's extent parts whole again after a salvage: parts numbered 0.. without gaps
+/// and part 0's totals right. A file that lost parts keeps the extents that survive; it is
+/// returned (its data is partly lost).
+pub(super) fn mend_extent_parts(ns: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeSet<InodeNo> {
+    let mut damaged = BTreeSet::new();
+    let mut by_ino: BTreeMap<InodeNo, Vec<(u32, Vec<u8>)>> = BTreeMap::new();
+    for (k, v) in ns.range(vec![TAG_EXTENTS]..vec![TAG_EXTENTS + 1]) {
+        if let (Ok(ino), Some(part)) = (
+            keys::key_ino(k),
+            k.get(9..13).and_then(|b| <[u8; 4]>::try_from(b).ok()),
+        ) {
+            by_ino
+                .entry(ino)
+                .or_default()
+                .push((u32::from_be_bytes(part), v.clone()));
+        }
+    }
+    for (ino, parts) in by_ino {
+        let mut xs: Vec<Extent> = Vec::new();
+        let mut ok = parts.iter().enumerate().all(|(i, (p, _))| *p as usize == i);
+        for (p, v) in &parts {
+            ok &= keys::decode_extent_part(*p, v, &mut xs).is_ok();
+        }
+        let summary = parts
+            .first()
+            .filter(|(p, _)| *p == 0)
+            .and_then(|(_, v)| keys::decode_extent_summary(v).ok());
+        let bytes: u64 = xs.iter().map(|x| u64::from(x.len)).sum();
+        ok &= summary == Some((xs.len() as u32, bytes));
+        if ok {
+            continue;
+        }
+        damaged.insert(ino);
+        let prefix = keys::ino_prefix(TAG_EXTENTS, ino);
+        ns.retain(|k, _| !k.starts_with(&prefix));
+        xs.sort_by_key(|x| x.file_off);
+        for (part, v) in keys::encode_extent_parts(&xs) {
+            ns.insert(keys::extents_key(ino, part).to_vec(), v);
+        }
+    }
+    damaged
 }
