@@ -71,7 +71,7 @@ pub fn repair(cli: &Cli, store: Option<&Path>, dry_run: bool) -> Result<ExitCode
             );
         }
         for f in &r.fixes {
-            println!("fixed: {f}");
+            println!("{}: {f}", if dry_run { "would fix" } else { "fixed" });
         }
         let verdict = match outcome {
             Outcome::Clean => "nothing to repair".to_string(),

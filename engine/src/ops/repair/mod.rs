@@ -101,7 +101,24 @@ impl<'a> Offline<'a> {
             .write(true)
             .open(&lock_path)
             .map_err(Error::io(&lock_path))?;
-        log_lock.lock().map_err(Error::io(&lock_path))?;
+        // A committer holds it for microseconds; one that holds it for seconds is stopped
+        // (SIGSTOP) mid-commit, and waiting for it could be forever.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match log_lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(RepairError::Locked {
+                        store: layout.root.clone(),
+                        lock: format!("log lock ({})", lock_path.display()),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e).into()),
+            }
+        }
         let locks = LockTable::open(&layout.root.join("locks"))
             .and_then(|t| t.owner())
             .map_err(Error::coordination)?;
