@@ -559,13 +559,22 @@ fn a_damaged_log_record_in_the_middle_is_cut_and_the_rest_applied() {
     s.close().unwrap();
 }
 
-/// [REPAIR-1]: repair refuses while another process holds a live lease, naming its pid.
+/// [REPAIR-1]: repair refuses while another process holds a live lease, naming its pid; once it
+/// is gone, a healthy store is left alone (exit 0, nothing written).
 #[test]
 fn repair_refuses_while_a_process_uses_the_store() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("store");
     Store::init(&root).unwrap();
     let store = Store::open(&root, OpenOptions::new("repair test holder")).unwrap();
+    // A healthy store with what looks odd but is not damage: a file whose recorded link (its
+    // parent record) was removed while another link remains, a symlink, an empty directory.
+    store.commit_files_for_test("/f", b"data");
+    store.link("/f", "/g", false).unwrap();
+    store.link("/f", "/h", false).unwrap();
+    store.remove("/h", false).unwrap(); // the recorded link: /f and /g remain, no record
+    store.link("g", "/sym", true).unwrap();
+    store.mkdir("/empty", 0o700, false).unwrap();
     match repair(&root, RepairOptions::default()) {
         Err(e @ RepairError::Busy { .. }) => {
             let m = e.to_string();

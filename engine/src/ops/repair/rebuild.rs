@@ -345,8 +345,14 @@ pub(super) fn plan(
         }
         if *ino != InodeNo::ROOT && !relinked.contains(ino) {
             if let Some((d, n)) = mine.first() {
+                // A directory's record is exact; a file with several links may rightly have
+                // none (its recorded link was removed), but never one that names no link.
                 let rec = s.parent_of(*ino).ok().flatten();
-                if !rec.is_some_and(|r| mine.contains(&r)) {
+                let wrong = match &rec {
+                    Some(r) => !mine.contains(r),
+                    None => i.kind == FileKind::Dir || put.contains_key(ino),
+                };
+                if wrong {
                     links.push(Op::Link {
                         parent: *d,
                         name: n.clone(),
