@@ -112,7 +112,11 @@ pub enum Command {
         worker: bool,
     },
     /// Check every invariant and every checksum; exits 1 and lists each problem if any.
-    Fsck,
+    Fsck {
+        /// Run `verfs repair` instead (offline; same report and exit codes).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Write a checkpoint and, once every live process agrees, delete the log it covers.
     Checkpoint,
     /// Rebuild a store whose metadata pages or log records are damaged, offline (no other

@@ -96,6 +96,7 @@ fn repair_rebuilds_a_damaged_page_from_the_log_and_exits_1() {
     assert_eq!(names.lines().count(), 300);
     assert_eq!(ok(&store, &["cat", "/src/f123"]).stdout, b"file 123\n");
     assert_eq!(code(&run(&store, &["repair"])), 0);
+    assert_eq!(code(&run(&store, &["fsck", "--repair"])), 0, "the alias");
 }
 
 /// A damaged record in the middle of the log: every command refuses with the segment, the byte
