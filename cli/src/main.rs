@@ -112,9 +112,23 @@ pub enum Command {
         worker: bool,
     },
     /// Check every invariant and every checksum; exits 1 and lists each problem if any.
-    Fsck,
+    Fsck {
+        /// Run `verfs repair` instead (offline; same report and exit codes).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Write a checkpoint and, once every live process agrees, delete the log it covers.
     Checkpoint,
+    /// Rebuild a store whose metadata pages or log records are damaged, offline (no other
+    /// process may use the store), and list exactly what was lost. Exit 0: nothing to repair;
+    /// 1: repaired without loss; 2: repaired, something lost; 3: not run.
+    Repair {
+        /// The store (default: the --store directory).
+        store: Option<PathBuf>,
+        /// Report what would be rebuilt and lost; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Mount the store with FUSE (foreground until Ctrl-C / SIGTERM / `verfs umount`).
     Mount {
         mountpoint: PathBuf,

@@ -8,6 +8,7 @@ mod maintain;
 pub mod mount;
 pub mod names;
 mod namespace;
+mod repair;
 mod snapshot;
 mod status;
 
@@ -42,7 +43,7 @@ fn may_use_reserve(c: &Command) -> bool {
             | Command::Status
             | Command::Recover
             | Command::Gc { .. }
-            | Command::Fsck
+            | Command::Fsck { repair: false }
             | Command::Snapshot { .. }
     )
 }
@@ -90,8 +91,10 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
         Command::Recover => maintain::recover(cli),
         Command::Snapshot { cmd } => snapshot::snapshot(cli, cmd),
         Command::Gc { worker } => gc::gc(cli, *worker),
-        Command::Fsck => fsck::fsck(cli),
+        Command::Fsck { repair: false } => fsck::fsck(cli),
+        Command::Fsck { repair: true } => repair::repair(cli, None, false),
         Command::Checkpoint => maintain::checkpoint(cli),
+        Command::Repair { store, dry_run } => repair::repair(cli, store.as_deref(), *dry_run),
         Command::Mount {
             mountpoint,
             daemon,

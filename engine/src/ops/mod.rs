@@ -1,6 +1,6 @@
 //! The operations over a [`Store`], one file each: `namespace` (CLI path operations), `inode`
 //! (the mount's operations by inode), `transfer` (put/get), `snapshot` (create, list, delete,
-//! restore, and reading snapshot trees), `gc/` (the two stages), `recover`, `fsck`, `maintain`
+//! restore, and reading snapshot trees), `gc/` (the two stages), `recover`, `repair/` (offline rebuild of a damaged store), `fsck`, `maintain`
 //! (checkpoint and log truncation), `status` (the figures of `verfs status`, the lease holders). Each is an `impl Store` block (methods the CLI and the mount
 //! call on their handle) or free functions taking `&Store` (whole-store passes that are not a
 //! handle's business: `gc::run_pass`, `recover`, `fsck`, `transfer::put`), as they were before.
@@ -14,6 +14,7 @@ pub mod inode;
 pub mod maintain;
 pub mod namespace;
 pub mod recover;
+pub mod repair;
 pub mod snapshot;
 pub mod status;
 pub mod transfer;

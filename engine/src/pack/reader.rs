@@ -163,6 +163,16 @@ impl PackReader {
         self.read_state().map.keys().copied().collect()
     }
 
+    /// (chunk id, raw length) of every chunk in the loaded index, unordered (`verfs repair`
+    /// rebuilds chunk index entries from them).
+    pub fn chunks(&self) -> Vec<(ChunkId, u32)> {
+        self.read_state()
+            .map
+            .iter()
+            .map(|(id, l)| (*id, l.raw_len))
+            .collect()
+    }
+
     /// Where and why a chunk that should be here may be missing, for a `Corrupt` error: for an
     /// index built by scanning, the record boundary where the scan met its first problem (or the
     /// end of the pack) and why the `.idx` was not used; for a valid `.idx`, the index file.

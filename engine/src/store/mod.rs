@@ -128,8 +128,10 @@ pub enum OpenError {
     /// Acquiring this process's lease failed.
     #[error(transparent)]
     Lease(lease::AcquireError),
-    /// Opening the log failed: I/O, or corruption with the file and offset.
-    #[error(transparent)]
+    /// Opening the log failed: I/O, or corruption with the file and offset. Corruption (a
+    /// damaged log record, checkpoint or metadata page met while loading the state) names the
+    /// file and byte and points at `verfs repair` (`data-layout.md` 5.12).
+    #[error("{e}{hint}", e = .0, hint = repair_hint(.0))]
     Log(LogError),
     /// Opening this process's journal failed.
     #[error(transparent)]
@@ -137,6 +139,17 @@ pub enum OpenError {
     /// The thread that heartbeats the lease could not be started.
     #[error("starting the lease keeper: {source}")]
     LeaseKeeper { source: std::io::Error },
+}
+
+/// What an open that met damage tells the user to do.
+fn repair_hint(e: &LogError) -> &'static str {
+    match e {
+        LogError::Corrupt { .. } => {
+            "; the store cannot be opened until it is repaired: `verfs repair --dry-run` shows what \
+             `verfs repair` would rebuild and lose"
+        }
+        _ => "",
+    }
 }
 
 impl From<OpenError> for Error {

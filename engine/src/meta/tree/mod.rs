@@ -19,7 +19,8 @@
 //! - [`Page`] / [`PagePtr`] (`page.rs`): the page bytes and their address. Node boundaries come
 //!   from content only (`NodeBuilder`), so the same entries always give the same pages and the same
 //!   root hash, whatever edits produced them.
-//! - `build.rs`, `apply.rs`, `read.rs`, `walk.rs`: the algorithms.
+//! - `build.rs`, `apply.rs`, `read.rs`, `walk.rs`: the algorithms; `salvage.rs` the tolerant
+//!   walk of `verfs repair` ([`PageStore::salvage`]).
 //!
 //! Does not own where the page directory is in a store, which roots are live (the caller keeps
 //! them, e.g. in checkpoints), nor garbage collection: it offers [`PageStore::list_files`],
@@ -40,6 +41,7 @@ mod apply;
 mod build;
 mod page;
 mod read;
+mod salvage;
 mod store;
 mod walk;
 
@@ -54,6 +56,7 @@ pub use page::{
     Page, PagePtr, MAX_LEVEL, MAX_PAGE_LEN, MIN_PAGE_LEN, NODE_MAX, NODE_MIN, NODE_TARGET, PTR_LEN,
 };
 pub use read::{prefix_end, Entry, Range};
+pub use salvage::{LostSubtree, PageIndex, Salvage};
 pub use store::{FileCheck, PageStore, PageWriter, StoreStats};
 
 /// The longest key a tree holds.
