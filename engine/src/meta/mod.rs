@@ -24,7 +24,9 @@ mod tx;
 #[allow(clippy::unwrap_used)]
 mod tests;
 
-pub use state::{ChunkFilter, MetaState, PagesCtx, Roots, SnapInfo, DEFAULT_DELTA_LIMIT};
+pub use state::{
+    compaction_due, ChunkFilter, MetaState, COMPACTION_SLACK, PagesCtx, Roots, SnapInfo, DEFAULT_DELTA_LIMIT,
+};
 
 /// A read of the metadata failed: a page could not be read or did not verify.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,9 @@ use crate::model::{ChunkEntry, Extent, FileKind, Inode, Op, Timestamp};
 use super::tree::{prefix_end, PageStore, PageWriter, Root, TreeError};
 use super::MetaError;
 
+mod compact;
 mod mark;
+pub use compact::{compaction_due, SLACK as COMPACTION_SLACK};
 pub use mark::ChunkFilter;
 
 /// A snapshot as the metadata knows it.
@@ -631,7 +633,8 @@ impl MetaState {
     /// Write the delta into new pages (only the paths to changed keys; everything else is
     /// shared with the current roots) and return the new roots, without changing this state.
     /// The page file is durable and published before this returns. With an empty delta no
-    /// file is written and the roots are the current ones.
+    /// file is written and the roots are the current ones. When the files under the live
+    /// trees are spread too thin, both trees are written from scratch instead (`compact.rs`).
     pub fn write_pages(&self) -> Result<(Roots, u64), MetaError> {
         if self.delta.is_empty() {
             return Ok((self.base, 0));
@@ -641,6 +644,9 @@ impl MetaState {
                 reason: "an in-memory state has no page store to write to".into(),
             })
         })?;
+        if self.rebuild_due(pages)? {
+            return self.rebuild_pages();
+        }
         let mut ns: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for prefix in self.delta.cleared.keys() {
             for item in pages.prefix(&self.base.namespace, prefix) {

@@ -588,3 +588,61 @@ fn reference_restored_to_the_same_bytes_is_reported() {
         .unwrap();
     assert!(since.contains(&ChunkId(77)), "{since:?}");
 }
+
+/// Compaction: after many checkpoints of random chunk ids (each rewrites most chunk-index
+/// leaves), the live trees are spread over many files; a rebuild gives the very same roots
+/// (content-defined pages) in one file, so the older files hold no live page.
+#[test]
+fn rebuild_gives_the_same_roots_in_one_file() {
+    let (_d, pages) = page_store();
+    let ctx = Some(pages.clone());
+    let mut s = MetaState::empty(&ctx);
+    let mut lsn = 0u64;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    // A tree of 20,000 chunks (about 200 leaves), then rounds of 100 new ids, each touching
+    // about 40% of the leaves: every round's file keeps some live pages.
+    for round in 0..16u64 {
+        for _ in 0..if round == 0 { 20_000 } else { 100 } {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            lsn += 1;
+            s.apply_op(
+                lsn,
+                &Op::AddChunk {
+                    id: ChunkId(u128::from(x) << 64 | u128::from(lsn)),
+                    entry: ChunkEntry {
+                        pack: PackId(round),
+                        raw_len: 100,
+                    },
+                },
+            )
+            .unwrap();
+        }
+        let mut i = Inode::new(InodeNo(100 + round), FileKind::File, 0o644);
+        i.size = round;
+        s.apply_op(lsn, &Op::PutInode(i)).unwrap();
+        let body = s.encode_checkpoint(Lsn(lsn)).unwrap();
+        s.checkpointed(Lsn(lsn), &body).unwrap();
+    }
+    let (live, spanned) = s.page_spread().unwrap();
+    assert!(spanned > 2 * live, "live {live} spanned {spanned}: not spread, the test tests nothing");
+    let (cow, _) = s.write_pages().unwrap();
+    let (rebuilt, _) = s.rebuild_pages().unwrap();
+    assert_eq!(rebuilt.namespace.hash(), cow.namespace.hash());
+    assert_eq!(rebuilt.chunks.hash(), cow.chunks.hash());
+    let mut seen = std::collections::HashSet::new();
+    let (mut live2, mut files) = (0u64, std::collections::HashSet::new());
+    for root in [&rebuilt.namespace, &rebuilt.chunks] {
+        pages
+            .visit_pages(root, &mut seen, |p, _| {
+                live2 += u64::from(p.len);
+                files.insert(p.file);
+            })
+            .unwrap();
+    }
+    assert_eq!(live2, live);
+    assert_eq!(files.len(), 1, "the rebuilt trees are in one file");
+    assert!(compaction_due(COMPACTION_SLACK + 3 * 1000 + 1, 1000));
+    assert!(!compaction_due(COMPACTION_SLACK + 3 * 1000, 1000));
+}

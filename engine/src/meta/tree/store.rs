@@ -47,6 +47,9 @@ pub struct PageStore {
     files: Mutex<HashMap<u64, Arc<File>>>,
     page_reads: AtomicU64,
     disk_reads: AtomicU64,
+    /// Bytes of the page files when this process last measured how the live trees spread over
+    /// them (`meta::state::compact`).
+    pub(crate) spread_checked_at: AtomicU64,
 }
 
 impl std::fmt::Debug for PageStore {
@@ -76,6 +79,7 @@ impl PageStore {
             files: Mutex::new(HashMap::new()),
             page_reads: AtomicU64::new(0),
             disk_reads: AtomicU64::new(0),
+            spread_checked_at: AtomicU64::new(0),
         })
     }
 
@@ -114,6 +118,21 @@ impl PageStore {
         }
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    /// Bytes of all published page files.
+    pub fn files_bytes(&self) -> Result<u64, TreeError> {
+        let mut total = 0u64;
+        for id in self.list_files()? {
+            let path = self.file_path(id);
+            match fs::metadata(&path) {
+                Ok(m) => total += m.len(),
+                // Swept meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TreeError::io(&path, e)),
+            }
+        }
+        Ok(total)
     }
 
     /// Read the page `ptr` names, from the cache or from its file (then checked). `Corrupt`
