@@ -70,6 +70,9 @@ impl Default for Cache {
 pub struct Gc {
     pub interval_ms: u64,
     pub rewrite_threshold: f64,
+    /// Metadata compaction: the page files under the live trees may exceed 3x their pages by
+    /// this many bytes before GC rebuilds the trees into one file.
+    pub compact_slack: u64,
 }
 
 impl Default for Gc {
@@ -77,6 +80,7 @@ impl Default for Gc {
         Gc {
             interval_ms: 60_000,
             rewrite_threshold: 0.2,
+            compact_slack: 64 << 20,
         }
     }
 }
@@ -287,6 +291,9 @@ interval_ms = 60000
 # Stage 2 rewrites a sealed pack once at least this share of its bytes is garbage (0.0..=1.0);
 # a pack with no live chunk at all is always deleted.
 rewrite_threshold = 0.2
+# The metadata page files under the live trees may be 3x their pages plus this many bytes
+# before GC rebuilds the trees into one file (and the sweep deletes the old files).
+compact_slack = 67108864
 
 [pipeline]
 # Threads compressing new chunks in parallel (0 = one per core). Chunking, dedup lookup and

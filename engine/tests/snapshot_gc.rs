@@ -405,3 +405,89 @@ fn page_sweep_after_truncation_leaves_every_reader_working() {
     let rep = fsck(&root).unwrap();
     assert!(rep.is_clean(), "{:?}", rep.problems);
 }
+
+fn unique_content(dir: &str, f: usize) -> String {
+    format!("{dir} file {f} {}\n", f * 7919)
+}
+
+/// `n` small files with distinct bytes (so `n` random chunk ids) under the new directory `dir`,
+/// in one commit.
+fn unique_files(s: &Store, dir: &str, n: usize) {
+    let mut held = s.hold();
+    let files: Vec<PendingFile> = (0..n)
+        .map(|f| {
+            let data = unique_content(dir, f);
+            let (extents, size) = s
+                .write_stream(data.as_bytes(), &mut TransferReport::default(), &mut held)
+                .unwrap();
+            let mut inode = Inode::new(InodeNo(0), FileKind::File, 0o644);
+            inode.size = size;
+            PendingFile {
+                comps: vec![dir.as_bytes().to_vec(), format!("f{f:05}").into_bytes()],
+                inode,
+                extents,
+            }
+        })
+        .collect();
+    let d = (
+        vec![dir.as_bytes().to_vec()],
+        Inode::new(InodeNo(0), FileKind::Dir, 0o755),
+    );
+    s.commit_files(&[], &[d], files, Some(&held)).unwrap();
+}
+
+// proves [META-4]: a GC pass rebuilds live trees spread thin over many page files into one
+// file, the sweep then deletes the old ones, and every reader, snapshot and fresh process keeps
+// working on the same content.
+#[test]
+fn gc_compacts_page_files_the_live_trees_are_spread_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("st");
+    Store::init(&root).unwrap();
+    fs::write(
+        root.join("config.toml"),
+        format!("{CONFIG}\n[gc]\ncompact_slack = 0\n"),
+    )
+    .unwrap();
+    let w = Store::open(&root, OpenOptions::new("test writer")).unwrap();
+    let r = Store::open(&root, OpenOptions::new("test reader")).unwrap();
+    // A chunk index of 3,000 random ids, then rounds of 20 more: each round's checkpoint
+    // rewrites some leaves, and every round's file keeps a few live ones.
+    unique_files(&w, "base", 3000);
+    w.checkpoint_and_truncate().unwrap();
+    w.snapshot_create("early").unwrap();
+    for round in 0..40 {
+        unique_files(&w, &format!("round{round:02}"), 20);
+        w.checkpoint_and_truncate().unwrap();
+    }
+    let files = || fs::read_dir(root.join("meta")).unwrap().count();
+    let before = files();
+    let rep = gc::run_pass(&w, &mut |_, _, _| {}).unwrap();
+    let (spanned, live) = rep
+        .pages_compacted
+        .unwrap_or_else(|| panic!("no compaction: {rep:?}"));
+    assert!(spanned > 3 * live, "{spanned} {live}");
+    let after = files();
+    assert!(after < before, "{before} page files, then {after}: {rep:?}");
+    // Readers that rested on older checkpoints, the snapshot and a fresh process read it all.
+    assert_eq!(r.list("/base").unwrap().len(), 3000);
+    let content = |d: &str, f: usize| unique_content(d, f).into_bytes();
+    assert_eq!(
+        r.read_all("/round39/f00019").unwrap(),
+        content("round39", 19)
+    );
+    assert_eq!(
+        w.read_all("/.snapshots/early/base/f02999").unwrap(),
+        content("base", 2999)
+    );
+    let fresh = Store::open(&root, OpenOptions::new("test fresh")).unwrap();
+    assert_eq!(fresh.read_all("/base/f00007").unwrap(), content("base", 7));
+    // A second pass finds nothing to compact.
+    let rep = gc::run_pass(&w, &mut |_, _, _| {}).unwrap();
+    assert!(rep.pages_compacted.is_none(), "{rep:?}");
+    fresh.close().unwrap();
+    r.close().unwrap();
+    w.close().unwrap();
+    let f = fsck(&root).unwrap();
+    assert!(f.is_clean(), "{:?}", f.problems);
+}

@@ -31,6 +31,14 @@ fn print_report(cli: &Cli, r: &GcReport) -> Result<()> {
     for x in &r.recovered {
         println!("gc: recovered first: {x}");
     }
+    if let Some((spanned, live)) = r.pages_compacted {
+        println!(
+            "gc: metadata compacted: {live} bytes of live pages rewritten out of {spanned} bytes of page files"
+        );
+    }
+    if r.page_files_removed > 0 {
+        println!("gc: {} metadata page files removed", r.page_files_removed);
+    }
     if let Some(s) = &r.stage1_skipped {
         println!("gc: stage 1 skipped: {s}");
     }

@@ -29,7 +29,7 @@ use super::MetaError;
 
 mod compact;
 mod mark;
-pub use compact::{compaction_due, SLACK as COMPACTION_SLACK};
+pub use compact::compaction_due;
 pub use mark::ChunkFilter;
 
 /// A snapshot as the metadata knows it.
@@ -634,7 +634,8 @@ impl MetaState {
     /// shared with the current roots) and return the new roots, without changing this state.
     /// The page file is durable and published before this returns. With an empty delta no
     /// file is written and the roots are the current ones. When the files under the live
-    /// trees are spread too thin, both trees are written from scratch instead (`compact.rs`).
+    /// trees are spread too thin and GC asked for it, both trees are written from scratch
+    /// instead (`compact.rs`).
     pub fn write_pages(&self) -> Result<(Roots, u64), MetaError> {
         if self.delta.is_empty() {
             return Ok((self.base, 0));
@@ -644,7 +645,7 @@ impl MetaState {
                 reason: "an in-memory state has no page store to write to".into(),
             })
         })?;
-        if self.rebuild_due(pages)? {
+        if pages.take_rebuild_request() {
             return self.rebuild_pages();
         }
         let mut ns: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();

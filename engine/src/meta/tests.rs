@@ -537,13 +537,21 @@ proptest::proptest! {
 fn chunk_filter_has_no_false_negatives_and_few_false_positives() {
     let mut f = ChunkFilter::for_chunks(100_000, 99);
     for i in 0..100_000u128 {
-        f.insert(ChunkId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)));
+        f.insert(ChunkId(
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+        ));
     }
     for i in 0..100_000u128 {
-        assert!(f.may_contain(ChunkId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))));
+        assert!(f.may_contain(ChunkId(
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+        )));
     }
     let fp = (100_000..300_000u128)
-        .filter(|i| f.may_contain(ChunkId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))))
+        .filter(|i| {
+            f.may_contain(ChunkId(
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+            ))
+        })
         .count();
     // 16+ bits and 11 probes per entry: about 0.05%; 0.2% leaves room for chance.
     assert!(fp < 400, "{fp} false positives in 200,000");
@@ -626,7 +634,10 @@ fn rebuild_gives_the_same_roots_in_one_file() {
         s.checkpointed(Lsn(lsn), &body).unwrap();
     }
     let (live, spanned) = s.page_spread().unwrap();
-    assert!(spanned > 2 * live, "live {live} spanned {spanned}: not spread, the test tests nothing");
+    assert!(
+        spanned > 2 * live,
+        "live {live} spanned {spanned}: not spread, the test tests nothing"
+    );
     let (cow, _) = s.write_pages().unwrap();
     let (rebuilt, _) = s.rebuild_pages().unwrap();
     assert_eq!(rebuilt.namespace.hash(), cow.namespace.hash());
@@ -643,6 +654,6 @@ fn rebuild_gives_the_same_roots_in_one_file() {
     }
     assert_eq!(live2, live);
     assert_eq!(files.len(), 1, "the rebuilt trees are in one file");
-    assert!(compaction_due(COMPACTION_SLACK + 3 * 1000 + 1, 1000));
-    assert!(!compaction_due(COMPACTION_SLACK + 3 * 1000, 1000));
+    assert!(compaction_due(64 + 3 * 1000 + 1, 1000, 64));
+    assert!(!compaction_due(64 + 3 * 1000, 1000, 64));
 }

@@ -47,9 +47,8 @@ pub struct PageStore {
     files: Mutex<HashMap<u64, Arc<File>>>,
     page_reads: AtomicU64,
     disk_reads: AtomicU64,
-    /// Bytes of the page files when this process last measured how the live trees spread over
-    /// them (`meta::state::compact`).
-    pub(crate) spread_checked_at: AtomicU64,
+    /// The next write of pages by this process rebuilds the trees (`meta::state::compact`).
+    rebuild: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PageStore {
@@ -79,7 +78,7 @@ impl PageStore {
             files: Mutex::new(HashMap::new()),
             page_reads: AtomicU64::new(0),
             disk_reads: AtomicU64::new(0),
-            spread_checked_at: AtomicU64::new(0),
+            rebuild: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -120,19 +119,15 @@ impl PageStore {
         Ok(ids)
     }
 
-    /// Bytes of all published page files.
-    pub fn files_bytes(&self) -> Result<u64, TreeError> {
-        let mut total = 0u64;
-        for id in self.list_files()? {
-            let path = self.file_path(id);
-            match fs::metadata(&path) {
-                Ok(m) => total += m.len(),
-                // Swept meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(TreeError::io(&path, e)),
-            }
-        }
-        Ok(total)
+    /// Ask that the next write of a state's pages by this process rebuild its trees from
+    /// scratch (compaction, `meta::state::compact`).
+    pub fn request_rebuild(&self) {
+        self.rebuild.store(true, Ordering::SeqCst);
+    }
+
+    /// Was a rebuild requested? Clears the request.
+    pub fn take_rebuild_request(&self) -> bool {
+        self.rebuild.swap(false, Ordering::SeqCst)
     }
 
     /// Read the page `ptr` names, from the cache or from its file (then checked). `Corrupt`

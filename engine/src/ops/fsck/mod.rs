@@ -99,7 +99,12 @@ pub fn fsck(root: &std::path::Path) -> Result<FsckReport, Error> {
             None
         }
     };
-    packs::check_packs(&layout, &open_packs, state.as_ref().map(|(_, s, _)| s), &mut r);
+    packs::check_packs(
+        &layout,
+        &open_packs,
+        state.as_ref().map(|(_, s, _)| s),
+        &mut r,
+    );
     if let Some((pages, s, lsn)) = &state {
         trees::check_pages(pages, s, &mut r);
         check_state(s, *lsn, &live_orphans, &mut r);
@@ -358,12 +363,7 @@ fn check_checkpoints(layout: &Layout, r: &mut FsckReport) {
     }
 }
 
-fn check_state(
-    s: &MetaState,
-    lsn: Lsn,
-    live_orphans: &HashSet<InodeNo>,
-    r: &mut FsckReport,
-) {
+fn check_state(s: &MetaState, lsn: Lsn, live_orphans: &HashSet<InodeNo>, r: &mut FsckReport) {
     r.inodes = s.inode_count() as usize;
     r.chunks = s.chunk_count() as usize;
     let at = format!("metadata at lsn {lsn}");
@@ -505,14 +505,23 @@ mod tests {
         .unwrap();
         let ps = problems_of(&s);
         // A path is the one the parent records name: latest links (e is /e2 by now).
-        assert!(has(&ps, "/e2/f2", "link count 1 but 2 links exist"), "{ps:?}");
+        assert!(
+            has(&ps, "/e2/f2", "link count 1 but 2 links exist"),
+            "{ps:?}"
+        );
         assert!(has(&ps, "/d/g", "link count 2 but 1 links exist"), "{ps:?}");
         assert!(has(&ps, "/d/ghost", "missing inode 555"), "{ps:?}");
         // The parent record of e names its latest link, /e2: the other one is the extra.
         assert!(has(&ps, "/d/e", "more than one entry"), "{ps:?}");
         // The root now has a subdirectory entry more than its count says.
         assert!(has(&ps, "/", "link count 3 but 4 links exist"), "{ps:?}");
-        assert!(has(&ps, "/d/l", "non-regular file has data extents"), "{ps:?}");
-        assert!(has(&ps, "/d/l", "chunk 00000000000000000000000000000007"), "{ps:?}");
+        assert!(
+            has(&ps, "/d/l", "non-regular file has data extents"),
+            "{ps:?}"
+        );
+        assert!(
+            has(&ps, "/d/l", "chunk 00000000000000000000000000000007"),
+            "{ps:?}"
+        );
     }
 }

@@ -72,7 +72,9 @@ fn walk(
                 None => entry(dir.ino, n, child, Child::Missing),
                 Some(ci) if ci.kind == FileKind::Dir => {
                     subdirs += 1;
-                    if s.parent_of(child)?.is_some_and(|(p, pn)| p == dir.ino && pn == n) {
+                    if s.parent_of(child)?
+                        .is_some_and(|(p, pn)| p == dir.ino && pn == n)
+                    {
                         entry(dir.ino, n, child, Child::Dir);
                         reached += 1;
                         stack.push(ci);
@@ -282,15 +284,13 @@ fn check_extents(s: &MetaState, r: &mut FsckReport) -> Result<(), MetaError> {
                         x.chunk, x.file_off
                     ),
                 )),
-                Some(c) if x.chunk_off as u64 + x.len as u64 > c.raw_len as u64 => {
-                    problems.push((
-                        ino,
-                        format!(
-                            "extent at {} reaches past the end of chunk {}",
-                            x.file_off, x.chunk
-                        ),
-                    ))
-                }
+                Some(c) if x.chunk_off as u64 + x.len as u64 > c.raw_len as u64 => problems.push((
+                    ino,
+                    format!(
+                        "extent at {} reaches past the end of chunk {}",
+                        x.file_off, x.chunk
+                    ),
+                )),
                 Some(_) => {}
             }
         }

@@ -82,15 +82,16 @@ pub(super) fn check_snapshots(pages: &Arc<PageStore>, s: &MetaState, r: &mut Fsc
         };
         let mut missing: BTreeSet<ChunkId> = BTreeSet::new();
         let mut failed = None;
-        let marked = MetaState::snapshot_tree(pages, root).mark_references(&mut seen, &mut |c| {
-            match s.chunk(c) {
+        let marked =
+            MetaState::snapshot_tree(pages, root).mark_references(&mut seen, &mut |c| match s
+                .chunk(c)
+            {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     missing.insert(c);
                 }
                 Err(e) => failed = Some(e),
-            }
-        });
+            });
         for c in missing {
             r.problem(
                 at.clone(),

@@ -72,6 +72,9 @@ pub struct GcReport {
     pub stage2_refused: Option<String>,
     /// Orphaned `.idx`/`.discard` files and dead writers' temporary page files removed.
     pub stale_files_removed: u64,
+    /// The live trees were rebuilt into one page file: (bytes of the files they spanned, bytes
+    /// of their pages) before.
+    pub pages_compacted: Option<(u64, u64)>,
     /// Metadata page files no root reaches, removed.
     pub page_files_removed: u64,
     /// Why the page sweep did nothing this pass, if so.

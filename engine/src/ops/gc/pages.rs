@@ -21,6 +21,7 @@ use verfs_coordination::lock::{LockTable, Mode, Resource};
 use verfs_coordination::txlog::{self, StateMachine};
 
 use crate::error::Error;
+use crate::ids::InodeNo;
 use crate::kinds::LOCK_META_PAGES;
 use crate::meta::tree::Root;
 use crate::meta::MetaState;
@@ -108,5 +109,34 @@ fn sweep_locked(store: &Store, report: &mut GcReport) -> Result<(), Error> {
             }
         }
     }
+    Ok(())
+}
+
+/// Compaction of the metadata page files (`meta/state/compact.rs`, 6.9 step 5a): when the files
+/// under the live trees reach [`crate::meta::compaction_due`], this process commits a record
+/// (the root inode put back unchanged, so the head moves past the newest checkpoint), writes a
+/// checkpoint whose trees are rebuilt into one file, and truncates, so the sweep that follows can
+/// delete the files only older checkpoints reached.
+pub(crate) fn compact_pages(store: &Store, report: &mut GcReport) -> Result<(), Error> {
+    let view: MetaState = store.read(|s| s.clone())?;
+    let (live, spanned) = view.page_spread()?;
+    drop(view);
+    if !crate::meta::compaction_due(spanned, live, store.config().gc.compact_slack) {
+        return Ok(());
+    }
+    store.transact(true, |tx| {
+        let root = tx
+            .inode(InodeNo::ROOT)?
+            .ok_or_else(|| Error::Internal("no root directory".into()))?;
+        tx.put_inode(root);
+        Ok(())
+    })?;
+    store.pages.request_rebuild();
+    let r = store.checkpoint_and_truncate();
+    // Not consumed if the checkpoint failed before writing pages: no later checkpoint of this
+    // process should rebuild by surprise.
+    store.pages.take_rebuild_request();
+    r?;
+    report.pages_compacted = Some((spanned, live));
     Ok(())
 }

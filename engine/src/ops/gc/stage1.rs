@@ -42,6 +42,9 @@ pub(super) fn stage1(
         let ids: Vec<u64> = snaps.values().map(|(id, _)| *id).collect();
         remove_unreferenced(store, &ids, report, progress)?;
     }
+    if let Err(e) = super::pages::compact_pages(store, report) {
+        report.problems.push(format!("metadata compaction: {e}"));
+    }
     if let Err(e) = super::pages::sweep_pages(store, report) {
         report.problems.push(format!("metadata page sweep: {e}"));
     }
