@@ -112,7 +112,7 @@ fn sweep_locked(store: &Store, report: &mut GcReport) -> Result<(), Error> {
     Ok(())
 }
 
-/// Compaction of the metadata page files (`meta/state/compact.rs`, 6.9 step 5a): when the files
+/// Compaction of the metadata page files (`meta/state/compact.rs`, 6.9 step 4a): when the files
 /// under the live trees reach [`crate::meta::compaction_due`], this process commits a record
 /// (the root inode put back unchanged, so the head moves past the newest checkpoint), writes a
 /// checkpoint whose trees are rebuilt into one file, and truncates, so the sweep that follows can
