@@ -787,7 +787,7 @@ fn truncated_file_is_corrupt() {
 
 /// `cargo test --release -p verfs-engine --lib meta::tree::tests::bench -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "benchmark, not a test: run in release with --ignored (see the doc comment)"]
 fn bench_build_1m_and_single_edits() {
     let (_d, s) = open();
     let n = 1_000_000u64;
