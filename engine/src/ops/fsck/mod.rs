@@ -503,6 +503,20 @@ mod tests {
             },
         )
         .unwrap();
+        // Extents of an inode that does not exist, between two that do in inode order.
+        s.apply_op(
+            6,
+            &Op::SetExtents {
+                ino: InodeNo(50),
+                extents: vec![Extent {
+                    file_off: 0,
+                    chunk: crate::ids::ChunkId(7),
+                    chunk_off: 0,
+                    len: 4,
+                }],
+            },
+        )
+        .unwrap();
         let ps = problems_of(&s);
         // A path is the one the parent records name: latest links (e is /e2 by now).
         assert!(
@@ -521,6 +535,10 @@ mod tests {
         );
         assert!(
             has(&ps, "/d/l", "chunk 00000000000000000000000000000007"),
+            "{ps:?}"
+        );
+        assert!(
+            has(&ps, "inode 50", "extents of an inode that does not exist"),
             "{ps:?}"
         );
     }

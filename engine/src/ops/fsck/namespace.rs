@@ -257,10 +257,62 @@ fn name_wrong_link_counts(s: &MetaState, links: u64, r: &mut FsckReport) -> Resu
 
 /// Every file's extents: of a regular file that exists, in order without overlap, within its
 /// size, each on an indexed chunk and within it.
+///
+/// The inodes come from a second stream in inode order (both are sorted by inode), read on a
+/// second thread, instead of one lookup per file.
 fn check_extents(s: &MetaState, r: &mut FsckReport) -> Result<(), MetaError> {
     let mut problems: Vec<(InodeNo, String)> = Vec::new();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Inode>>(4);
+    std::thread::scope(|scope| -> Result<(), MetaError> {
+        let producer = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(INODE_BATCH);
+            // `Err(None)`: the consumer is done (it stops listening); `Err(Some(e))`: a read failed.
+            let streamed = s.for_each_inode(|i| -> Result<(), Option<MetaError>> {
+                batch.push(i.clone());
+                if batch.len() >= INODE_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(INODE_BATCH));
+                    tx.send(full).map_err(|_| None)?;
+                }
+                Ok(())
+            });
+            match streamed {
+                Ok(()) => {
+                    let _ = tx.send(batch);
+                    Ok(())
+                }
+                Err(None) => Ok(()),
+                Err(Some(e)) => Err(e),
+            }
+        });
+        let mut inodes = rx.iter().flatten().peekable();
+        let checked = check_extents_of(s, &mut inodes, &mut problems);
+        drop(inodes);
+        let streamed = producer.join().unwrap_or_else(|_| {
+            Err(MetaError::Record {
+                what: "inode".into(),
+                key: String::new(),
+                reason: "the thread reading the inodes died".into(),
+            })
+        });
+        checked.and(streamed)
+    })?;
+    for (ino, msg) in problems {
+        r.problem(name(s, ino), msg);
+    }
+    Ok(())
+}
+
+/// Inodes handed from the inode stream to the extent check at a time.
+const INODE_BATCH: usize = 1024;
+
+fn check_extents_of(
+    s: &MetaState,
+    inodes: &mut std::iter::Peekable<impl Iterator<Item = Inode>>,
+    problems: &mut Vec<(InodeNo, String)>,
+) -> Result<(), MetaError> {
     s.for_each_extents(|ino, xs| -> Result<(), MetaError> {
-        let Some(i) = s.inode(ino)? else {
+        while inodes.next_if(|i| i.ino < ino).is_some() {}
+        let Some(i) = inodes.next_if(|i| i.ino == ino) else {
             problems.push((ino, "extents of an inode that does not exist".into()));
             return Ok(());
         };
@@ -298,9 +350,5 @@ fn check_extents(s: &MetaState, r: &mut FsckReport) -> Result<(), MetaError> {
             problems.push((ino, format!("size {} but extents reach {end}", i.size)));
         }
         Ok(())
-    })?;
-    for (ino, msg) in problems {
-        r.problem(name(s, ino), msg);
-    }
-    Ok(())
+    })
 }
