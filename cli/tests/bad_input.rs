@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -186,14 +186,7 @@ fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 fn flip(path: &Path, offset: u64, mask: u8) {
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, offset).unwrap();
-    f.write_all_at(&[b[0] ^ mask], offset).unwrap();
+    verfs_test_support::flip_byte(path, offset, mask);
 }
 
 /// Parse "corrupt at byte N" out of an error line.

@@ -6,20 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use verfs_test_support::cli::{new_store, ok, run};
 
 fn flip(path: &Path, at: u64) {
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+    verfs_test_support::flip_byte(path, at, 0x5a);
 }
 
 fn code(o: &std::process::Output) -> i32 {

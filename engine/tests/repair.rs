@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -179,14 +178,7 @@ fn keys_under(pages: &PageStore, ptr: &PagePtr) -> BTreeSet<Vec<u8>> {
 }
 
 fn flip(path: &Path, at: u64) {
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+    verfs_test_support::flip_byte(path, at, 0x5a);
 }
 
 /// Damage the page `ptr` names (a byte inside its entries).

@@ -52,7 +52,7 @@ pub use process::{
     KillSlot, RunOutput, CMD_TIMEOUT, EXT_TIMEOUT,
 };
 pub use skip::{fuse_missing, in_ci, is_root, skip};
-pub use store::{packs_bytes, set_toml_value, TestStore};
+pub use store::{flip_byte, packs_bytes, set_toml_value, TestStore};
 
 #[cfg(test)]
 mod tests {

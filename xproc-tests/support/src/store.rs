@@ -243,3 +243,18 @@ pub fn packs_bytes(store: &Path) -> u64 {
         .map(|m| m.len())
         .sum()
 }
+
+/// XOR the byte at `offset` of `path` with `mask` (damage for corruption tests).
+pub fn flip_byte(path: &Path, offset: u64, mask: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, offset)
+        .unwrap_or_else(|e| panic!("{} at {offset}: {e}", path.display()));
+    f.write_all_at(&[b[0] ^ mask], offset)
+        .unwrap_or_else(|e| panic!("{} at {offset}: {e}", path.display()));
+}

@@ -433,6 +433,19 @@ mod tests {
         }
     }
 
+    /// Inode `ino` gets one 4-byte extent on chunk 7 (which no test indexes).
+    fn one_extent_on_chunk_7(ino: u64) -> Op {
+        Op::SetExtents {
+            ino: InodeNo(ino),
+            extents: vec![crate::meta::Extent {
+                file_off: 0,
+                chunk: crate::ids::ChunkId(7),
+                chunk_off: 0,
+                len: 4,
+            }],
+        }
+    }
+
     fn problems_of(s: &MetaState) -> Vec<(String, String)> {
         let mut r = FsckReport::default();
         check_state(s, Lsn(9), &HashSet::new(), &mut r);
@@ -452,7 +465,7 @@ mod tests {
     /// symlink.
     #[test]
     fn fsck_names_wrong_link_counts_missing_inodes_and_bad_extents() {
-        use crate::meta::{Extent, FileKind, Inode};
+        use crate::meta::{FileKind, Inode};
         let mut s = state_with_dirs("/d/e");
         let d = s.lookup(InodeNo::ROOT, b"d").unwrap().unwrap();
         let e = s.lookup(d, b"e").unwrap().unwrap();
@@ -490,33 +503,9 @@ mod tests {
         s.apply_op(4, &Op::PutInode(g)).unwrap();
         link(&mut s, d, b"ghost", 555);
         link(&mut s, InodeNo::ROOT, b"e2", e.0);
-        s.apply_op(
-            5,
-            &Op::SetExtents {
-                ino: InodeNo(102),
-                extents: vec![Extent {
-                    file_off: 0,
-                    chunk: crate::ids::ChunkId(7),
-                    chunk_off: 0,
-                    len: 4,
-                }],
-            },
-        )
-        .unwrap();
+        s.apply_op(5, &one_extent_on_chunk_7(102)).unwrap();
         // Extents of an inode that does not exist, between two that do in inode order.
-        s.apply_op(
-            6,
-            &Op::SetExtents {
-                ino: InodeNo(50),
-                extents: vec![Extent {
-                    file_off: 0,
-                    chunk: crate::ids::ChunkId(7),
-                    chunk_off: 0,
-                    len: 4,
-                }],
-            },
-        )
-        .unwrap();
+        s.apply_op(6, &one_extent_on_chunk_7(50)).unwrap();
         let ps = problems_of(&s);
         // A path is the one the parent records name: latest links (e is /e2 by now).
         assert!(
