@@ -51,6 +51,8 @@ pub struct Cache {
     pub readahead_chunks: usize,
     /// Decoded metadata pages a process keeps (bytes).
     pub meta_bytes: u64,
+    /// The filter in front of the chunk index a writing process keeps (bytes; 0 = none).
+    pub chunk_filter_bytes: u64,
 }
 
 impl Default for Cache {
@@ -61,6 +63,7 @@ impl Default for Cache {
             snapshot_trees: 8,
             readahead_chunks: 8,
             meta_bytes: 16 << 20,
+            chunk_filter_bytes: 64 << 20,
         }
     }
 }
@@ -317,6 +320,10 @@ readahead_chunks = 8
 # Decoded metadata pages kept in memory by a process (bytes); the page files themselves are
 # shared between processes through the OS page cache.
 meta_bytes = 16777216
+# A filter of the chunk ids the store holds, kept by a process that writes (2-4 bytes per chunk),
+# so that new data does not look each of its chunks up in the on-disk index. A store with more
+# chunks than fit falls back to the index (bytes; 0 = never).
+chunk_filter_bytes = 67108864
 "#;
 
 impl Config {

@@ -25,7 +25,8 @@ mod tx;
 mod tests;
 
 pub use state::{
-    compaction_due, ChunkFilter, MetaState, PagesCtx, Roots, SnapInfo, DEFAULT_DELTA_LIMIT,
+    compaction_due, ChunkFilter, ChunkPresence, MetaState, PagesCtx, PresenceBuild, Roots,
+    SnapInfo, DEFAULT_DELTA_LIMIT,
 };
 
 /// A read of the metadata failed: a page could not be read or did not verify.

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use verfs_coordination::txlog::{Lsn, StateMachine};
 
@@ -29,8 +29,10 @@ use super::MetaError;
 
 mod compact;
 mod mark;
+mod presence;
 pub use compact::compaction_due;
 pub use mark::ChunkFilter;
+pub use presence::{ChunkPresence, PresenceBuild};
 
 /// A snapshot as the metadata knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +92,9 @@ pub struct MetaState {
     chunk_count: u64,
     /// Past this many delta entries the state asks to move onto a newer checkpoint.
     delta_limit: usize,
+    /// The filter in front of the chunk index, once [`MetaState::start_presence`] made one
+    /// (`presence.rs`: which states may use it). A clone takes the one set at that moment.
+    presence: OnceLock<Arc<ChunkPresence>>,
 }
 
 impl Default for MetaState {
@@ -104,6 +109,7 @@ impl Default for MetaState {
             inodes: 0,
             chunk_count: 0,
             delta_limit: DEFAULT_DELTA_LIMIT,
+            presence: OnceLock::new(),
         }
     }
 }
@@ -370,6 +376,9 @@ impl MetaState {
         let Some(pages) = &self.pages else {
             return Ok(None);
         };
+        if self.presence.get().is_some_and(|p| !p.may_contain(id)) {
+            return Ok(None);
+        }
         let key = keys::chunk_key(id);
         match pages
             .get(&self.base.chunks, &key)
@@ -385,6 +394,35 @@ impl MetaState {
     /// How many chunks the index holds.
     pub fn chunk_count(&self) -> u64 {
         self.chunk_count
+    }
+
+    /// Give this state a filter in front of its chunk index, of at most `budget` bytes, unless
+    /// it has one. Returns the build that fills it from the index tree (run it anywhere; the
+    /// filter answers once it finished). Call it on the state records are applied to, while no
+    /// record is (the log's read view): the delta's chunks go in here, later ones as applied.
+    pub fn start_presence(&self, budget: u64) -> Option<PresenceBuild> {
+        let pages = self.pages.as_ref()?;
+        if self.presence.get().is_some() {
+            return None;
+        }
+        let p = Arc::new(ChunkPresence::new(self.chunk_count, budget));
+        for (id, (_, e)) in &self.delta.chunks {
+            if e.is_some() {
+                p.insert(*id);
+            }
+        }
+        self.presence.set(p.clone()).ok()?;
+        Some(PresenceBuild {
+            pages: pages.clone(),
+            root: self.base.chunks,
+            entries: self.chunk_count,
+            presence: p,
+        })
+    }
+
+    /// The filter in front of the chunk index, if one was started.
+    pub fn presence(&self) -> Option<&Arc<ChunkPresence>> {
+        self.presence.get()
     }
 
     /// Every inode, in inode-number order, streamed to `f`.
@@ -581,6 +619,9 @@ impl MetaState {
             Op::AddChunk { id, entry } => {
                 if self.chunk(*id)?.is_none() {
                     self.chunk_count += 1;
+                }
+                if let Some(p) = self.presence.get() {
+                    p.insert(*id);
                 }
                 self.delta.chunks.insert(*id, (lsn, Some(*entry)));
             }
@@ -847,6 +888,7 @@ impl StateMachine for MetaState {
             inodes: b.inodes,
             chunk_count: b.chunk_count,
             delta_limit: DEFAULT_DELTA_LIMIT,
+            presence: OnceLock::new(),
         })
     }
 

@@ -338,6 +338,8 @@ enum Step {
     Reopen,
     /// Keep the tree as a snapshot root, checked at the end.
     Snapshot,
+    /// Start the filter in front of the chunk index and build it ([META-6]).
+    StartFilter,
 }
 
 fn arb_step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -387,6 +389,7 @@ fn arb_step() -> impl proptest::strategy::Strategy<Value = Step> {
         1 => Just(Step::Checkpoint),
         1 => Just(Step::Reopen),
         1 => Just(Step::Snapshot),
+        1 => Just(Step::StartFilter),
     ]
 }
 
@@ -451,6 +454,12 @@ impl Driver {
                 let (roots, _) = self.s.write_pages().unwrap();
                 self.snaps.push((roots.namespace, self.m.clone()));
             }
+            Step::StartFilter => {
+                if let Some(b) = self.s.start_presence(1 << 20) {
+                    b.run().unwrap();
+                }
+                assert!(self.s.presence().is_some_and(|p| p.is_ready()));
+            }
         }
     }
 }
@@ -460,7 +469,8 @@ proptest::proptest! {
 
     // The page-backed state answers every lookup and listing like plain maps, across
     // checkpoints (delta written as copy-on-write pages, then dropped), reopening from a
-    // checkpoint (a second process) and snapshots (a kept root).
+    // checkpoint (a second process), snapshots (a kept root) and a filter in front of the chunk
+    // index started at any point.
     #[test]
     fn state_on_pages_equals_the_model(steps in proptest::collection::vec(arb_step(), 1..80)) {
         let (_d, pages) = page_store();
@@ -656,4 +666,46 @@ fn rebuild_gives_the_same_roots_in_one_file() {
     assert_eq!(files.len(), 1, "the rebuilt trees are in one file");
     assert!(compaction_due(64 + 3 * 1000 + 1, 1000, 64));
     assert!(!compaction_due(64 + 3 * 1000, 1000, 64));
+}
+
+// A clone keeps answering for its own lsn: a filter its original starts later (after removing a
+// chunk the clone still holds) is not the clone's ([META-6]).
+#[test]
+fn a_filter_started_after_a_clone_is_not_the_clones() {
+    let (_d, pages) = page_store();
+    let ctx = Some(pages.clone());
+    let mut a = MetaState::empty(&ctx);
+    let entry = ChunkEntry {
+        pack: PackId(3),
+        raw_len: 9,
+    };
+    a.apply_op(
+        1,
+        &Op::AddChunk {
+            id: ChunkId(5),
+            entry,
+        },
+    )
+    .unwrap();
+    let body = a.encode_checkpoint(Lsn(1)).unwrap();
+    a.checkpointed(Lsn(1), &body).unwrap();
+    let b = a.clone();
+    a.apply_op(2, &Op::RemoveChunk { id: ChunkId(5) }).unwrap();
+    let body = a.encode_checkpoint(Lsn(2)).unwrap();
+    a.checkpointed(Lsn(2), &body).unwrap();
+    a.start_presence(1 << 20).unwrap().run().unwrap();
+    assert_eq!(a.chunk(ChunkId(5)).unwrap(), None);
+    assert_eq!(b.chunk(ChunkId(5)).unwrap(), Some(entry));
+    // A clone taken now shares the filter, and chunks added later still answer.
+    let c = a.clone();
+    a.apply_op(
+        3,
+        &Op::AddChunk {
+            id: ChunkId(6),
+            entry,
+        },
+    )
+    .unwrap();
+    assert!(c.presence().is_some());
+    assert_eq!(a.chunk(ChunkId(6)).unwrap(), Some(entry));
 }

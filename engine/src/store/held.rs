@@ -31,6 +31,9 @@ impl Held {
     /// Take over `other`'s references (an operation made of several streams, e.g. a batch of
     /// files stored by different threads). A chunk both hold keeps one registration.
     pub fn absorb(&mut self, mut other: Held) {
+        if other.ids.is_empty() {
+            return;
+        }
         let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
         for (id, e) in other.ids.drain() {
             match self.ids.entry(id) {
@@ -55,6 +58,9 @@ fn release(reg: &mut HashMap<(ChunkId, PackId), u32>, id: ChunkId, pack: PackId)
 
 impl Drop for Held {
     fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
         let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
         for (id, e) in self.ids.drain() {
             release(&mut reg, id, e.pack);
@@ -90,11 +96,42 @@ impl Store {
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = self.read(|s| s.chunk(id))?? else {
+        let budget = self.cfg.cache.chunk_filter_bytes;
+        let (found, build) =
+            self.read(|s| (s.chunk(id), (budget > 0).then(|| s.start_presence(budget))))?;
+        if let Some(b) = build.flatten() {
+            start_filter_build(b);
+        }
+        let Some(entry) = found? else {
             return Ok(false);
         };
         *reg.entry((id, entry.pack)).or_insert(0) += 1;
         held.ids.insert(id, entry);
         Ok(true)
+    }
+}
+
+/// Fill a new filter in front of the chunk index ([META-6]): at once when the index is small,
+/// else on a thread of its own while lookups keep using the index.
+fn start_filter_build(b: crate::meta::PresenceBuild) {
+    let run = |b: crate::meta::PresenceBuild| {
+        let started = std::time::Instant::now();
+        let presence = b.presence().clone();
+        match b.run() {
+            Ok(()) => tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                bytes = presence.bytes(),
+                "chunk filter built"
+            ),
+            Err(e) => tracing::warn!("the chunk filter was not built, lookups use the index: {e}"),
+        }
+    };
+    if b.is_small() {
+        run(b);
+    } else if let Err(e) = std::thread::Builder::new()
+        .name("chunk-filter".into())
+        .spawn(move || run(b))
+    {
+        tracing::warn!("no thread for the chunk filter, lookups use the index: {e}");
     }
 }
