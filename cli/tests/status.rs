@@ -150,3 +150,65 @@ fn status_reports_dedup_compression_and_cache_counters() {
         assert_eq!(file[k], c[k], "{k}: stats.json {file} vs status {v}");
     }
 }
+
+/// The lease of a process that runs on another node (`VERFS_NODE`), as `status` sees it.
+fn worker_seen_from(store: &std::path::Path, node: &str) -> serde_json::Value {
+    let out = verfs_test_support::cli::verfs(store)
+        .env("VERFS_NODE", node)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "gc worker")
+        .cloned()
+        .unwrap_or_else(|| panic!("no gc worker in {v}"))
+}
+
+// [LEASE-5]: leases record their node, `status` groups processes by it, and a process of another
+// node is judged by its heartbeat only: its pid means nothing there, even on this very kernel.
+#[test]
+fn status_groups_processes_by_node_and_judges_other_nodes_by_heartbeat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    let mut worker = verfs_test_support::cli::verfs(&store)
+        .env("VERFS_NODE", "node-b")
+        .args(["gc", "--worker"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fs::read_dir(store.join("leases")).unwrap().count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker took no lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let w = worker_seen_from(&store, "node-a");
+    assert_eq!(w["node"], "node-b", "{w}");
+    assert_eq!(w["state"], "live", "{w}");
+    let out = verfs_test_support::cli::verfs(&store)
+        .env("VERFS_NODE", "node-a")
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("  node node-a: 1 of 1 live"), "{text}");
+    assert!(text.contains("  node node-b: 1 of 1 live"), "{text}");
+
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    // Its own node sees the pid gone at once; another node waits for the heartbeat to age.
+    assert_eq!(worker_seen_from(&store, "node-b")["state"], "dead");
+    assert_eq!(worker_seen_from(&store, "node-a")["state"], "live");
+}

@@ -27,7 +27,8 @@ fn json(st: &StoreStatus) -> serde_json::Value {
         .iter()
         .map(|p| {
             serde_json::json!({
-                "lease": p.lease.to_string(), "pid": p.pid, "host": p.host, "kind": p.kind,
+                "lease": p.lease.to_string(), "pid": p.pid, "node": p.node, "host": p.host,
+                "kind": p.kind,
                 "state": if p.alive { "live" } else { "dead" }, "self": p.is_self,
                 "counters": p.counters,
             })
@@ -98,16 +99,29 @@ fn print_text(st: &StoreStatus) {
         t.readahead_chunks
     );
     println!("              (since init: processes that closed cleanly, plus live ones now)");
+    // Grouped by node: a node whose processes all stopped heartbeating is dead as a whole.
+    let mut nodes: Vec<&str> = st.processes.iter().map(|p| p.node.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
     println!("processes:");
-    for p in &st.processes {
+    for node in nodes {
+        let procs: Vec<_> = st.processes.iter().filter(|p| p.node == node).collect();
+        let live = procs.iter().filter(|p| p.alive).count();
         println!(
-            "  {} pid {} on {} ({}) {}{}",
-            p.lease,
-            p.pid,
-            p.host,
-            p.kind,
-            if p.alive { "live" } else { "dead" },
-            if p.is_self { " (this command)" } else { "" }
+            "  node {node}: {live} of {} live{}",
+            procs.len(),
+            if live == 0 { " (node dead)" } else { "" }
         );
+        for p in procs {
+            println!(
+                "    {} pid {} on {} ({}) {}{}",
+                p.lease,
+                p.pid,
+                p.host,
+                p.kind,
+                if p.alive { "live" } else { "dead" },
+                if p.is_self { " (this command)" } else { "" }
+            );
+        }
     }
 }

@@ -109,6 +109,7 @@ impl Lease {
             id: id.clone(),
             pid,
             pid_start_ticks: start_ticks,
+            node: here.node.clone(),
             host: here.host.clone(),
             boot_id: here.boot_id.clone(),
             pid_ns: here.pid_ns.clone(),

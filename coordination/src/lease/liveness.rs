@@ -14,27 +14,73 @@ use super::{unix_ms, Heartbeat, LeaseConfig, LeaseInfo};
 /// Facts about the local machine that [`liveness`] compares with a lease's info.
 #[derive(Debug, Clone)]
 pub(super) struct LocalHost {
+    pub(super) node: String,
     pub(super) host: String,
     pub(super) boot_id: String,
     pub(super) pid_ns: String,
 }
+
+/// The environment variable that names this process's node ([LEASE-5]): processes that share a
+/// kernel but stand for different hosts (containers, the two-host test bed) must set it.
+pub const NODE_ENV: &str = "VERFS_NODE";
 
 /// This machine's boot id, as recorded in every lease made here (empty if unknown).
 pub fn this_boot_id() -> &'static str {
     &local_host().boot_id
 }
 
+/// This process's node identity, as recorded in every lease it makes: `VERFS_NODE` if set, else
+/// `/etc/machine-id`, else the hostname.
+pub fn this_node() -> &'static str {
+    &local_host().node
+}
+
+/// Was the lease made by a process of this node, this boot and this pid namespace, so that its
+/// pid means a process here? Only then may a pid (in a lease, a temp file name) be checked.
+pub fn runs_here(info: &LeaseInfo) -> bool {
+    let here = local_host();
+    same_node(info, here)
+        && !here.boot_id.is_empty()
+        && info.boot_id == here.boot_id
+        && info.pid_ns == here.pid_ns
+}
+
+/// A lease of this node. A lease without a node (made before nodes were recorded) is judged by
+/// its hostname.
+fn same_node(info: &LeaseInfo, here: &LocalHost) -> bool {
+    if info.node.is_empty() {
+        !here.host.is_empty() && info.host == here.host
+    } else {
+        info.node == here.node
+    }
+}
+
 pub(super) fn local_host() -> &'static LocalHost {
     static LOCAL: OnceLock<LocalHost> = OnceLock::new();
-    LOCAL.get_or_init(|| LocalHost {
-        host: hostname(),
-        boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default(),
-        pid_ns: fs::read_link("/proc/self/ns/pid")
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+    LOCAL.get_or_init(|| {
+        let host = hostname();
+        LocalHost {
+            node: node_identity(std::env::var(NODE_ENV).ok(), &host),
+            host,
+            boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            pid_ns: fs::read_link("/proc/self/ns/pid")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
     })
+}
+
+/// The node identity from `VERFS_NODE` (`env`), else the machine id, else the hostname.
+pub(super) fn node_identity(env: Option<String>, host: &str) -> String {
+    if let Some(n) = env.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()) {
+        return n;
+    }
+    match fs::read_to_string("/etc/machine-id") {
+        Ok(m) if !m.trim().is_empty() => format!("machine-{}", m.trim()),
+        _ => format!("host-{host}"),
+    }
 }
 
 fn hostname() -> String {
@@ -104,13 +150,13 @@ impl Liveness {
 
 /// Decide whether the lease described by `info` is dead ([LEASE-5]).
 ///
-/// Dead when, in this order: the lease was made on this machine during this boot and in this pid
-/// namespace, and its pid no longer exists, is a zombie, or started at another time (pids are
-/// reused); or it was made on a host with this hostname during another boot (the machine
-/// rebooted); or its last sign of life (the heartbeat's time, else `info.started_unix_ms`) is more
-/// than `cfg.timeout` before `now`. The last rule is the only one that catches a SIGSTOPped process
-/// (its pid still exists) and processes on other hosts; it assumes the hosts' clocks agree to
-/// well within `cfg.timeout`.
+/// Dead when, in this order: the lease was made on this node during this boot and in this pid
+/// namespace ([`runs_here`]), and its pid no longer exists, is a zombie, or started at another
+/// time (pids are reused); or it was made on this node during another boot (the node rebooted);
+/// or its last sign of life (the heartbeat's time, else `info.started_unix_ms`) is more than
+/// `cfg.timeout` before `now`. The last rule is the only one that catches a SIGSTOPped process
+/// (its pid still exists) and processes of other nodes, whose pids mean nothing here even when
+/// they share this kernel; it assumes the nodes' clocks agree to well within `cfg.timeout`.
 pub fn liveness(
     info: &LeaseInfo,
     hb: Option<Heartbeat>,
@@ -129,15 +175,21 @@ pub(super) fn liveness_at(
 ) -> Liveness {
     if let Some(info) = info {
         let here = local_host();
-        let same_boot = !here.boot_id.is_empty() && info.boot_id == here.boot_id;
-        if same_boot && info.pid_ns == here.pid_ns {
+        if runs_here(info) {
             if let Some(reason) = local_pid_dead(info) {
                 return Liveness::Dead(reason);
             }
-        } else if !same_boot && !here.host.is_empty() && info.host == here.host {
+        } else if same_node(info, here) && !here.boot_id.is_empty() && info.boot_id != here.boot_id
+        {
             return Liveness::Dead(format!(
-                "host {} rebooted (boot id {} is now {})",
-                info.host, info.boot_id, here.boot_id
+                "node {} rebooted (boot id {} is now {})",
+                if info.node.is_empty() {
+                    &info.host
+                } else {
+                    &info.node
+                },
+                info.boot_id,
+                here.boot_id
             ));
         }
     }

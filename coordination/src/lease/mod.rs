@@ -37,7 +37,9 @@ pub use listing::{
     claimed_name, is_live_lease, list, parse_folder_name, partial_pid, read_entry, EntryInfo,
     LeaseEntry, LeaseState, ListError,
 };
-pub use liveness::{has_exited, liveness, proc_state, this_boot_id, Liveness};
+pub use liveness::{
+    has_exited, liveness, proc_state, runs_here, this_boot_id, this_node, Liveness, NODE_ENV,
+};
 
 /// Control-file kind of `leases/<id>/info`.
 pub const INFO_KIND: &str = "lease";
@@ -84,6 +86,10 @@ pub struct LeaseInfo {
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat` (clock ticks after boot): tells a reused pid apart.
     pub pid_start_ticks: u64,
+    /// The node (host) the process runs on: `VERFS_NODE`, else the machine id, else the
+    /// hostname ([`this_node`]). Empty in leases made before nodes were recorded.
+    #[serde(default)]
+    pub node: String,
     pub host: String,
     /// `/proc/sys/kernel/random/boot_id`: changes on every boot.
     pub boot_id: String,

@@ -200,6 +200,7 @@ fn info_for(pid: u32, start: u64) -> LeaseInfo {
         id: LeaseId::generate(),
         pid,
         pid_start_ticks: start,
+        node: h.node.clone(),
         host: h.host.clone(),
         boot_id: h.boot_id.clone(),
         pid_ns: h.pid_ns.clone(),
@@ -243,11 +244,34 @@ fn liveness_rules() {
     let mut i = info_for(me, ticks);
     i.boot_id = "00000000-0000-0000-0000-000000000000".into();
     assert!(liveness(&i, fresh, &c, now).is_dead());
-    // Other host with a fresh heartbeat: alive, pid is not checked.
-    i.host = "elsewhere".into();
+    // Other node with a fresh heartbeat: alive, pid is not checked.
+    i.node = "elsewhere".into();
     i.pid = i32::MAX as u32;
     assert_eq!(liveness(&i, fresh, &c, now), Liveness::Alive);
     assert!(liveness(&i, old, &c, now).is_dead());
+    // Another node on this very kernel (same boot id and pid namespace, `VERFS_NODE` differs):
+    // its pid names nothing here, so only the heartbeat counts.
+    let mut i = info_for(i32::MAX as u32, 1);
+    i.node = format!("{}-other", i.node);
+    assert!(!runs_here(&i));
+    assert_eq!(liveness(&i, fresh, &c, now), Liveness::Alive);
+    assert!(liveness(&i, old, &c, now).is_dead());
+    // A lease from before nodes were recorded: its hostname stands for the node.
+    let mut i = info_for(0, 1);
+    i.node = String::new();
+    assert!(runs_here(&i));
+    assert!(liveness(&i, fresh, &c, now).is_dead());
+}
+
+#[test]
+fn node_identity_comes_from_the_environment_first() {
+    assert_eq!(node_identity(Some(" h1 ".into()), "box"), "h1");
+    let fallback = node_identity(Some("  ".into()), "box");
+    assert!(
+        fallback.starts_with("machine-") || fallback == "host-box",
+        "{fallback}"
+    );
+    assert_eq!(node_identity(None, "box"), fallback);
 }
 
 #[test]

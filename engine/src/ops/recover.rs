@@ -417,18 +417,19 @@ fn finish_gc(store: &Store, report: &mut RecoverReport) {
 }
 
 /// Temp files (`.NAME.tmp-PID-RAND`) whose writer is gone: the pid is not running on this host.
-/// Temp names carry no host, so while a process of another host or boot holds a live lease, a
+/// Temp names carry no node, so while a process of another node or boot holds a live lease, a
 /// temp file must also be older than the lease timeout (a writer elsewhere with the same pid
 /// would have finished long ago); on a single host the pid alone decides, so one `recover` leaves
 /// nothing for a second one to do.
 fn remove_dead_temps(store: &Store, cfg: &LeaseConfig, report: &mut RecoverReport) {
     let l = store.layout();
-    let here = lease::this_boot_id();
     let now = SystemTime::now();
     let others_alive = lease::list(&l.leases())
         .map(|entries| {
             entries.iter().any(|e| match &e.info {
-                lease::EntryInfo::Valid(i) => i.boot_id != here && !e.liveness(cfg, now).is_dead(),
+                lease::EntryInfo::Valid(i) => {
+                    !lease::runs_here(i) && !e.liveness(cfg, now).is_dead()
+                }
                 _ => false,
             })
         })

@@ -62,6 +62,8 @@ pub enum HolderState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HolderInfo {
     pub pid: u32,
+    /// The node it runs on ([LEASE-5]; empty in leases made before nodes were recorded).
+    pub node: String,
     pub host: String,
     /// What the process does (`cli status`, `mount /mnt`, `gc worker`, ...).
     pub kind: String,
@@ -90,6 +92,7 @@ impl LeaseHolder {
         let info = match &entry.info {
             EntryInfo::Valid(i) => Some(HolderInfo {
                 pid: i.pid,
+                node: i.node.clone(),
                 host: i.host.clone(),
                 kind: i.kind.clone(),
                 started_unix_ms: i.started_unix_ms,
@@ -143,6 +146,8 @@ pub struct ProcessStatus {
     pub lease: LeaseId,
     /// `pid 0`, no host and kind `?` when the info file is missing or unreadable.
     pub pid: u32,
+    /// The node it runs on (the hostname for leases made before nodes were recorded).
+    pub node: String,
     pub host: String,
     pub kind: String,
     /// Alive by the lease rules; `false` for a dead process not yet cleaned up.
@@ -274,13 +279,15 @@ impl StoreStatus {
             if alive && !is_self {
                 counters.add(&published);
             }
-            let (pid, host, kind) = match h.info {
-                Some(i) => (i.pid, i.host, i.kind),
-                None => (0, String::new(), String::from("?")),
+            let (pid, node, host, kind) = match h.info {
+                Some(i) if i.node.is_empty() => (i.pid, i.host.clone(), i.host, i.kind),
+                Some(i) => (i.pid, i.node, i.host, i.kind),
+                None => (0, String::from("?"), String::new(), String::from("?")),
             };
             processes.push(ProcessStatus {
                 lease: h.lease,
                 pid,
+                node,
                 host,
                 kind,
                 alive,
