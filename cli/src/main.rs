@@ -95,6 +95,9 @@ pub enum Command {
     },
     /// Live processes, logical vs stored bytes, dedup and compression ratios.
     Status,
+    /// Check the filesystem under the store: is it local, or a network filesystem mounted with
+    /// the options sharing needs (NFS `noac`, GlusterFS caches off)? Exit 1 if a check failed.
+    Doctor,
     /// Clean up after dead processes (leases, open packs, manifests, two-phase commits,
     /// unfinished snapshots and GC rewrites).
     Recover,

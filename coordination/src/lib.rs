@@ -14,6 +14,7 @@
 //! - [`id`]: the typed ids ([`id::LeaseId`], [`id::ManifestId`], [`id::TxnId`]) the others share.
 //! - [`ctlfile`] and [`fsutil`]: the checksummed control-file envelope and durable file primitives.
 //! - [`failpoint`]: fault injection at every store write site, for tests ([`io_site!`]).
+//! - [`fscheck`]: is the filesystem under a store coherent enough to share it ([FS-1]).
 //!
 //! # Layers
 //!
@@ -21,7 +22,7 @@
 //!
 //! | row | modules |
 //! |---|---|
-//! | 0 | `failpoint`, `fsutil`, `id` |
+//! | 0 | `failpoint`, `fscheck`, `fsutil`, `id` |
 //! | 1 | `ctlfile`, `lock`, `txlog` |
 //! | 2 | `journal` |
 //! | 3 | `lease` (hands a dead process's journal file to its cleaner) |
@@ -55,6 +56,7 @@
 
 pub mod ctlfile;
 pub mod failpoint;
+pub mod fscheck;
 pub mod fsutil;
 pub mod id;
 pub mod journal;

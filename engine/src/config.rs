@@ -22,6 +22,21 @@ pub struct Config {
     pub gc: Gc,
     pub pipeline: Pipeline,
     pub cache: Cache,
+    pub filesystem: Filesystem,
+}
+
+/// What is checked about the filesystem under the store ([FS-1]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filesystem {
+    /// Refuse to open a store on a network filesystem whose checks fail.
+    pub checks: bool,
+}
+
+impl Default for Filesystem {
+    fn default() -> Self {
+        Filesystem { checks: true }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -324,6 +339,12 @@ meta_bytes = 16777216
 # so that new data does not look each of its chunks up in the on-disk index. A store with more
 # chunks than fit falls back to the index (bytes; 0 = never).
 chunk_filter_bytes = 67108864
+
+[filesystem]
+# Refuse to open a store on a network filesystem (NFS, GlusterFS, ...) whose options let other
+# hosts read stale data (`verfs doctor` lists the checks and the option each one wants). Set to
+# false only if you know better than the checks: a stale read there can lose commits.
+checks = true
 "#;
 
 impl Config {

@@ -118,6 +118,20 @@ pub enum Error {
     NoWriteAccess { path: PathBuf, source: io::Error },
     #[error("{path}: {source}: a permission problem, not damage (run as the store's owner, or as a member of its group for a store made with `init --group`)")]
     NoReadAccess { path: PathBuf, source: io::Error },
+    /// The store is on a network filesystem that does not show every process's changes to every
+    /// other at once ([FS-1]); nothing was opened.
+    #[error(
+        "{path}: the store is on {fstype}, which is not safe to share as mounted: {failures}; \
+         fix that, or set `checks = false` under [filesystem] in {config} to open it anyway \
+         (`verfs doctor` shows every check)",
+        path = .path.display(), config = .config.display()
+    )]
+    UnfitFilesystem {
+        path: PathBuf,
+        fstype: String,
+        failures: String,
+        config: PathBuf,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

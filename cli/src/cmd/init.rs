@@ -12,6 +12,7 @@ pub fn init(cli: &Cli, dir: Option<&Path>, group: Option<&str>) -> Result<ExitCo
     let dir = dir.map_or_else(|| cli.store.clone(), Path::to_path_buf);
     let gid = group.map(group_id).transpose()?;
     let ff = Store::init_shared(&dir, gid)?;
+    super::doctor::warn_unfit(&dir);
     if cli.json {
         println!(
             "{}",

@@ -1,5 +1,6 @@
 //! One module per command group; `run` dispatches.
 
+mod doctor;
 mod fsck;
 mod gc;
 mod init;
@@ -88,6 +89,7 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
             symbolic,
         } => namespace::ln(cli, target, link, *symbolic),
         Command::Status => status::status(cli),
+        Command::Doctor => doctor::doctor(cli),
         Command::Recover => maintain::recover(cli),
         Command::Snapshot { cmd } => snapshot::snapshot(cli, cmd),
         Command::Gc { worker } => gc::gc(cli, *worker),

@@ -70,6 +70,7 @@ pub fn mount(store: &Path, mountpoint: &Path, daemon: bool, opts: &[String]) -> 
     }
     let canon = std::fs::canonicalize(mountpoint)?;
     let mut open = verfs_engine::store::OpenOptions::new(&format!("mount {}", canon.display()));
+    open.probe_filesystem = true;
     let fenced_mp = canon.clone();
     let fenced_store = store.to_path_buf();
     open.on_fenced = Some(Box::new(move || {

@@ -63,6 +63,9 @@ pub struct OpenOptions {
     pub kind: String,
     /// Called once if this process is fenced. The default prints an error and exits with 75.
     pub on_fenced: Option<Box<dyn Fn() + Send>>,
+    /// On a network filesystem, also probe visibility between two handles before opening
+    /// (a few round trips; long-running processes such as mounts ask for it) ([FS-1]).
+    pub probe_filesystem: bool,
 }
 
 impl OpenOptions {
@@ -70,6 +73,7 @@ impl OpenOptions {
         OpenOptions {
             kind: kind.to_string(),
             on_fenced: None,
+            probe_filesystem: false,
         }
     }
 }
@@ -141,6 +145,36 @@ pub enum OpenError {
     LeaseKeeper { source: std::io::Error },
 }
 
+/// Refuse a store whose filesystem failed a check ([FS-1]).
+fn check_filesystem(layout: &Layout, cfg: &Config, probe: bool) -> Result<(), Error> {
+    use verfs_coordination::fscheck::{self, FsKind};
+    if !cfg.filesystem.checks {
+        return Ok(());
+    }
+    let mut report = fscheck::inspect(&layout.root, false);
+    if report.kind == FsKind::Local {
+        return Ok(());
+    }
+    if probe {
+        report.checks.push(fscheck::visibility_probe(&layout.root));
+    }
+    let failures: Vec<String> = report
+        .failures()
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(Error::UnfitFilesystem {
+        path: layout.root.clone(),
+        fstype: report
+            .mount
+            .map_or_else(|| "an unknown filesystem".into(), |m| m.fstype),
+        failures: failures.join("; "),
+        config: layout.config(),
+    })
+}
+
 /// What an open that met damage tells the user to do.
 fn repair_hint(e: &LogError) -> &'static str {
     match e {
@@ -175,6 +209,7 @@ impl Store {
         let layout = Layout::new(root);
         layout.check()?;
         let cfg = Config::load(&layout.config())?;
+        check_filesystem(&layout, &cfg, opts.probe_filesystem)?;
         access::apply_umask(root)?;
         access::check_writable(&layout.leases())?;
         let lease = Arc::new(

@@ -404,6 +404,7 @@ fn hold(a: Args) -> ExitCode {
     let fenced_result = result.clone();
     let opts = OpenOptions {
         kind: "xproc hold".into(),
+        probe_filesystem: false,
         on_fenced: Some(Box::new(move || {
             report(
                 &fenced_result,
