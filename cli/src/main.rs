@@ -122,6 +122,22 @@ pub enum Command {
     },
     /// Write a checkpoint and, once every live process agrees, delete the log it covers.
     Checkpoint,
+    /// Hold the named lock NAME in a DLM mode (NL CR CW PR PW EX) while CMD runs, on any host
+    /// that shares the store. CMD gets VERFS_LOCK_NAME, VERFS_LOCK_MODE and VERFS_LOCK_EPOCH (a
+    /// fencing token that grows with every EX grant); the exit status is CMD's, 124 if the lock
+    /// was not granted within --timeout.
+    Lock {
+        name: String,
+        mode: String,
+        /// Give up after this many seconds (default: wait as long as it takes).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<std::ffi::OsString>,
+    },
+    /// Who holds and who waits for which `verfs lock`, by process and node.
+    Locks,
     /// Rebuild a store whose metadata pages or log records are damaged, offline (no other
     /// process may use the store), and list exactly what was lost. Exit 0: nothing to repair;
     /// 1: repaired without loss; 2: repaired, something lost; 3: not run.

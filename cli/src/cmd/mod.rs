@@ -5,6 +5,7 @@ mod fsck;
 mod gc;
 mod init;
 mod io;
+mod lock;
 mod maintain;
 pub mod mount;
 pub mod names;
@@ -90,6 +91,13 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
         } => namespace::ln(cli, target, link, *symbolic),
         Command::Status => status::status(cli),
         Command::Doctor => doctor::doctor(cli),
+        Command::Lock {
+            name,
+            mode,
+            timeout,
+            cmd,
+        } => lock::lock(cli, name, mode, *timeout, cmd),
+        Command::Locks => lock::locks(cli),
         Command::Recover => maintain::recover(cli),
         Command::Snapshot { cmd } => snapshot::snapshot(cli, cmd),
         Command::Gc { worker } => gc::gc(cli, *worker),

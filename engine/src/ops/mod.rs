@@ -1,7 +1,7 @@
 //! The operations over a [`Store`], one file each: `namespace` (CLI path operations), `inode`
 //! (the mount's operations by inode), `transfer` (put/get), `snapshot` (create, list, delete,
 //! restore, and reading snapshot trees), `gc/` (the two stages), `recover`, `repair/` (offline rebuild of a damaged store), `fsck`, `maintain`
-//! (checkpoint and log truncation), `status` (the figures of `verfs status`, the lease holders). Each is an `impl Store` block (methods the CLI and the mount
+//! (checkpoint and log truncation), `status` (the figures of `verfs status`, the lease holders), `userlock` (`verfs lock` / `verfs locks`). Each is an `impl Store` block (methods the CLI and the mount
 //! call on their handle) or free functions taking `&Store` (whole-store passes that are not a
 //! handle's business: `gc::run_pass`, `recover`, `fsck`, `transfer::put`), as they were before.
 //!
@@ -18,6 +18,7 @@ pub mod repair;
 pub mod snapshot;
 pub mod status;
 pub mod transfer;
+pub mod userlock;
 
 use verfs_coordination::two_phase;
 
