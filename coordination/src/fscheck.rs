@@ -96,6 +96,32 @@ const GLUSTER_CACHES: &[(&str, &str)] = &[
     ("nl-cache", "nl-cache"),
 ];
 
+/// Is `dir` on a filesystem of one kernel's page cache (by `statfs` magic: ext2/3/4, xfs,
+/// btrfs, tmpfs, overlayfs, zfs, f2fs)? There a process that holds a lock cannot lose it while
+/// alive, and another process's write is seen at once. Unknown (statfs fails) counts as not local.
+pub fn is_local(dir: &Path) -> bool {
+    use nix::sys::statfs::{self, FsType};
+    const LOCAL: &[i64] = &[
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0x794C_7630, // overlayfs
+        0x2FC1_2FC1, // zfs
+        0xF2F5_2010, // f2fs
+    ];
+    match statfs::statfs(dir) {
+        Ok(st) => {
+            let FsType(t) = st.filesystem_type();
+            // `fs_type_t` is i64 on 64-bit Linux but not everywhere.
+            #[allow(clippy::unnecessary_cast)]
+            let t = t as i64;
+            LOCAL.contains(&t)
+        }
+        Err(_) => false,
+    }
+}
+
 /// Classify a mountinfo filesystem type.
 pub fn classify(fstype: &str) -> FsKind {
     const LOCAL: &[&str] = &[

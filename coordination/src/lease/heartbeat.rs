@@ -70,24 +70,5 @@ pub fn read_heartbeat(path: &Path) -> io::Result<Option<Heartbeat>> {
 /// would see a stale heartbeat and declare a live process dead. Local filesystems share the page
 /// cache, where no flush is needed.
 pub(super) fn needs_flush(dir: &Path) -> bool {
-    use nix::sys::statfs::{self, FsType};
-    const LOCAL: &[i64] = &[
-        0xEF53,      // ext2/3/4
-        0x5846_5342, // xfs
-        0x9123_683E, // btrfs
-        0x0102_1994, // tmpfs
-        0x794C_7630, // overlayfs
-        0x2FC1_2FC1, // zfs
-        0xF2F5_2010, // f2fs
-    ];
-    match statfs::statfs(dir) {
-        Ok(st) => {
-            let FsType(t) = st.filesystem_type();
-            // `fs_type_t` is i64 on 64-bit Linux but not everywhere.
-            #[allow(clippy::unnecessary_cast)]
-            let t = t as i64;
-            !LOCAL.contains(&t)
-        }
-        Err(_) => true,
-    }
+    !crate::fscheck::is_local(dir)
 }

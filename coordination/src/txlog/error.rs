@@ -21,6 +21,15 @@ pub enum LogError {
     },
     #[error("fenced: {0}")]
     Fenced(String),
+    /// This process's record did not land where the log ended when it took the lock: another
+    /// writer's record is there, so this process lost the log lock while appending (a network
+    /// filesystem that released it during a partition). The transaction was not committed; the
+    /// record, wherever it landed, is void for every reader ([LOG-10]).
+    #[error(
+        "{path}: the log lock was lost while appending at byte {offset} (another writer's record \
+         is there): the transaction was not committed"
+    )]
+    LostLock { path: PathBuf, offset: u64 },
     /// Encoding the state for a checkpoint failed (the state's own reason): no checkpoint file
     /// was written.
     #[error("{path}: writing the checkpoint: {reason}")]

@@ -158,6 +158,9 @@ pub struct TxLog<S: StateMachine> {
     /// The lsn of the newest checkpoint this handle has seen (listed, written or adopted):
     /// [`TxLog::rebase`] lists the directory again only when the state asks.
     newest_ckpt: AtomicU64,
+    /// The log is on a local filesystem ([`fscheck::is_local`]): the lock cannot be lost while
+    /// this process lives, so a failed append may be cut back ([LOG-10]).
+    local: bool,
 }
 
 /// Outcome of reading records from the view's position.
@@ -223,6 +226,7 @@ impl<S: StateMachine> TxLog<S> {
             fence,
             io,
             newest_ckpt: AtomicU64::new(0),
+            local: crate::fscheck::is_local(log_dir),
             ctx,
         };
         Ok(log)
@@ -439,6 +443,17 @@ impl<S: StateMachine> TxLog<S> {
         Ok(Some((state, c, path.clone())))
     }
 
+    /// [LOG-10]: a valid record whose lsn the view already has (a transaction at or below its
+    /// lsn, a segment end below it) was appended late by a writer that had lost the log lock; it
+    /// is skipped. The first record of an lsn is the one that counts.
+    fn is_void(view: &View<S>, kind: u8, lsn: Lsn) -> bool {
+        if kind == TYPE_TXN {
+            lsn.0 <= view.lsn.0
+        } else {
+            lsn.0 < view.lsn.0
+        }
+    }
+
     fn check_next(view: &View<S>, lsn: Lsn) -> Result<(), LogError> {
         // Checked: lsns on disk are untrusted, and u64::MAX has no successor.
         let expected = view.lsn.0.checked_add(1);
@@ -566,6 +581,17 @@ impl<S: StateMachine> TxLog<S> {
                         let payload = w
                             .get(at + RECORD_HEADER_LEN, len - RECORD_HEADER_LEN)
                             .unwrap_or_default();
+                        if Self::is_void(view, kind, lsn) {
+                            // A late append of a writer that lost the lock ([LOG-10]).
+                            tracing::warn!(
+                                segment = %view.seg_path.display(),
+                                offset = at,
+                                %lsn,
+                                "skipping a void log record (written by a process that had lost the log lock)"
+                            );
+                            view.offset = at + len;
+                            continue;
+                        }
                         if kind != TYPE_TXN {
                             Self::next_segment(view, payload)?;
                             return Ok(SegmentPass::Next);
@@ -731,11 +757,12 @@ impl<S: StateMachine> TxLog<S> {
         let next = Lsn(view.lsn.0 + 1);
         let rec = encode_record(TYPE_SEGMENT_END, view.lsn, &next.0.to_le_bytes());
         let f = OpenOptions::new()
-            .write(true)
+            .append(true)
             .open(&view.seg_path)
             .map_err(io_err(&view.seg_path))?;
         io_site!("txlog.segment-end-write", f.write_all_at(&rec, view.offset))
             .map_err(io_err(&view.seg_path))?;
+        Self::check_landed(view, &rec)?;
         io_site!("txlog.segment-end-fsync", f.sync_data()).map_err(io_err(&view.seg_path))?;
         Ok(())
     }
@@ -772,9 +799,12 @@ impl<S: StateMachine> TxLog<S> {
         let wf = match &view.writer {
             Some((p, f)) if *p == view.seg_path => f.clone(),
             _ => {
+                // O_APPEND ([LOG-10]): a write that arrives after this process lost the lock (held
+                // up by a partition) lands after the records written meanwhile, never on them;
+                // on Linux the offset of `pwrite` is then ignored.
                 let f = Arc::new(
                     OpenOptions::new()
-                        .write(true)
+                        .append(true)
                         .open(&view.seg_path)
                         .map_err(io_err(&view.seg_path))?,
                 );
@@ -784,9 +814,15 @@ impl<S: StateMachine> TxLog<S> {
         };
         if let Err(e) = io_site!("txlog.append-write", wf.write_all_at(&rec, view.offset)) {
             // ENOSPC or EIO mid-record: cut it so the next reader does not see a torn record.
-            let _ = io_site!("txlog.append-cut", wf.set_len(view.offset));
+            // Only where the lock cannot have been lost meanwhile: on a network filesystem the
+            // cut could remove another writer's records, so the next lock holder cuts the torn
+            // tail after reading up to it.
+            if self.local {
+                let _ = io_site!("txlog.append-cut", wf.set_len(view.offset));
+            }
             return Err(io_err(&view.seg_path)(e).into());
         }
+        Self::check_landed(&view, &rec)?;
         view.state
             .apply(lsn, &payload)
             .map_err(|reason| LogError::Corrupt {
@@ -801,6 +837,25 @@ impl<S: StateMachine> TxLog<S> {
             self.roll_segment(&mut view)?;
         }
         Ok((lsn, out))
+    }
+
+    /// [LOG-10]: the record just appended must be the first record at the offset where the log
+    /// ended under the lock; else another writer appended first and ours is void.
+    fn check_landed(view: &View<S>, rec: &[u8]) -> Result<(), LogError> {
+        let mut back = vec![0u8; rec.len()];
+        let landed = match view.seg.read_exact_at(&mut back, view.offset) {
+            Ok(()) => back == rec,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
+            Err(e) => return Err(io_err(&view.seg_path)(e)),
+        };
+        if landed {
+            Ok(())
+        } else {
+            Err(LogError::LostLock {
+                path: view.seg_path.clone(),
+                offset: view.offset,
+            })
+        }
     }
 
     /// Start a new segment. The old one is synced first so that group commit only ever has to

@@ -858,3 +858,61 @@ fn old_version_checkpoint_is_refused_by_name() {
     let err = decode_checkpoint(&path, &v1).unwrap_err().to_string();
     assert!(err.contains("crc32 mismatch"), "{err}");
 }
+
+/// Append `rec` to the end of the current segment, as a late write would land (O_APPEND).
+fn append_raw(log: &Path, rec: &[u8]) {
+    use std::io::Write;
+    let seg = list_segments(log).unwrap().last().unwrap().1.clone();
+    let f = OpenOptions::new().append(true).open(&seg).unwrap();
+    (&f).write_all(rec).unwrap();
+}
+
+/// [LOG-10]: a writer that lost the lock (a partition on a network filesystem) and whose append
+/// arrives after other records: its record repeats an lsn the log has, so every reader skips it,
+/// and the next commit lands after it.
+#[test]
+fn a_late_append_of_a_writer_that_lost_the_lock_is_void() {
+    let (_d, log, ck) = setup();
+    let a = open(&log, &ck, 1 << 20);
+    put(&a, "one");
+    put(&a, "two");
+    append_raw(&log, &encode_record(TYPE_TXN, Lsn(2), b"zombie"));
+    assert_eq!(put(&a, "three"), Lsn(3));
+    let b = open(&log, &ck, 1 << 20);
+    assert_eq!(
+        b.read(|s, _| s.0.clone()).unwrap(),
+        vec!["one", "two", "three"]
+    );
+    // A stale segment-end record is void too; the real one still moves readers on.
+    append_raw(&log, &encode_record(TYPE_SEGMENT_END, Lsn(1), &2u64.to_le_bytes()));
+    put(&a, "four");
+    let c = open(&log, &ck, 1 << 20);
+    assert_eq!(c.read(|s, _| s.0.len()).unwrap(), 4);
+}
+
+/// [LOG-10]: the other side. Another writer's record lands where this writer's was to go (here:
+/// written from inside the commit closure, under the lock, after the catch-up): the append goes
+/// after it (O_APPEND, nothing overwritten), the commit fails with `LostLock` instead of being
+/// acknowledged, and readers keep the first record of that lsn.
+#[test]
+fn an_append_that_does_not_land_first_is_not_committed() {
+    let (_d, log, ck) = setup();
+    let a = open(&log, &ck, 1 << 20);
+    put(&a, "one");
+    let r = a.commit::<(), String>(|_| {
+        append_raw(&log, &encode_record(TYPE_TXN, Lsn(2), b"other"));
+        Ok((b"mine".to_vec(), ()))
+    });
+    match r {
+        Err(CommitError::Log(LogError::LostLock { offset, .. })) => assert!(offset > 0),
+        other => panic!("expected LostLock, got {other:?}"),
+    }
+    let b = open(&log, &ck, 1 << 20);
+    assert_eq!(b.read(|s, _| s.0.clone()).unwrap(), vec!["one", "other"]);
+    // The writer goes on after the record it lost to.
+    assert_eq!(put(&a, "next"), Lsn(3));
+    assert_eq!(
+        a.read(|s, _| s.0.clone()).unwrap(),
+        vec!["one", "other", "next"]
+    );
+}

@@ -129,14 +129,22 @@ pub(super) fn scan(log_dir: &Path, base: Lsn, at: Option<LogPosition>) -> Result
                     out.head = lsn;
                 }
                 RecordAt::Valid { len: n, .. } => {
-                    // A segment-end record: the log goes on in the next segment.
-                    if off + n != len {
-                        out.damaged.push(DamagedRecord {
-                            segment: path.clone(),
-                            offset: off + n,
-                            lsns: Vec::new(),
-                            reason: "bytes after the segment-end record".into(),
-                        });
+                    // A segment-end record: the log goes on in the next segment. Only void
+                    // records (late appends of a writer that lost the lock, [LOG-10]) follow it.
+                    off += n;
+                    while off < len {
+                        match txlog::read_record_at(&f, off, len).map_err(Error::io(path))? {
+                            RecordAt::Valid { lsn, len: m, .. } if lsn <= out.head => off += m,
+                            _ => {
+                                out.damaged.push(DamagedRecord {
+                                    segment: path.clone(),
+                                    offset: off,
+                                    lsns: Vec::new(),
+                                    reason: "bytes after the segment-end record".into(),
+                                });
+                                break;
+                            }
+                        }
                     }
                     break;
                 }
