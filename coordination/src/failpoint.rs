@@ -15,11 +15,11 @@
 //! [`fail`] failpoint configured from the environment variable `FAILPOINTS`
 //! (`site=action;site=action`, read once per process, so child processes get it through their
 //! environment). The actions are the `fail` crate's (`off`, `N*off->...`, `panic`, `sleep(ms)`,
-//! ...) and three values of `return`:
+//! ...) and four values of `return`:
 //!
-//! - `return(eio)`, `return(enospc)`: the wrapped call is not made and returns that error
-//!   instead, so the site's own error path runs (the same message, naming the path, as a real
-//!   failure).
+//! - `return(eio)`, `return(enospc)`, `return(enotconn)`: the wrapped call is not made and
+//!   returns that error instead, so the site's own error path runs (the same message, naming the
+//!   path, as a real failure).
 //! - `return(abort)`: the process aborts there (a crash at that instruction).
 //!
 //! `VERFS_FAILPOINT_TRACE=FILE` appends one line per site reached (`hit NAME`) and per fault
@@ -153,6 +153,8 @@ mod active {
         match action.as_str() {
             "eio" => Err(io::Error::from_raw_os_error(libc::EIO)),
             "enospc" => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+            // A network filesystem's client cut off from its server ([LEASE-11]).
+            "enotconn" => Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
             "abort" => {
                 tracing::error!(
                     failpoint = name,

@@ -13,6 +13,8 @@
 //! - [`TornLogTail`]: plants what crash point L1 leaves (it encodes a log record, so it needs
 //!   `verfs-coordination`, which the support crate must not depend on).
 //! - [`crash`]: crash images built from a recording of one run.
+//! - [`bed`]: the two-host GlusterFS bed (`multihost/bed.sh`) as a guard that always tears it
+//!   down; [`Mount::of_store`] mounts a store on it with a host's environment.
 //!
 //! The helper process is `xproc-agent` (`src/bin/xproc-agent.rs`); integration tests locate it
 //! with [`agent_bin!`]. The rules the tests prove are in `data-layout.md` (`[LOG-n]`, ...).
@@ -24,6 +26,7 @@
 //! assert_eq!(st.ok(&["ls", "/"]).stdout_str(), "a\n");
 //! ```
 
+pub mod bed;
 pub mod crash;
 
 use std::ffi::OsStr;
@@ -498,19 +501,28 @@ pub struct Mount {
     stderr_file: Option<PathBuf>,
     /// The daemon's log (`mount -d` prints it).
     log: Option<PathBuf>,
+    /// Extra environment of every `verfs` command the guard runs (`VERFS_NODE=h1`).
+    env: Vec<(String, String)>,
 }
 
 impl Mount {
     /// Mount `st` with `verfs mount -d [-o opts]` on a new empty directory under its scratch.
     pub fn new(st: &TestStore, opts: &[&str]) -> Mount {
+        Mount::of_store(st.root(), st.scratch(), opts, &[])
+    }
+
+    /// Mount the store at `store` (not a [`TestStore`]: one on the two-host bed) with `verfs
+    /// mount -d`, on a new empty directory under `scratch`; `env` is added to every `verfs`
+    /// command the guard runs (mount, umount).
+    pub fn of_store(store: &Path, scratch: &Path, opts: &[&str], env: &[(&str, &str)]) -> Mount {
         let mp = tempfile::Builder::new()
             .prefix("mnt-")
-            .tempdir_in(st.scratch())
+            .tempdir_in(scratch)
             .expect("mountpoint dir")
             .keep();
         let mp = fs::canonicalize(&mp).expect("canonical mountpoint");
         let mut m = Mount {
-            store: fs::canonicalize(st.root()).expect("canonical store"),
+            store: fs::canonicalize(store).expect("canonical store"),
             mp,
             opts: opts.iter().map(|s| s.to_string()).collect(),
             pid: None,
@@ -518,6 +530,10 @@ impl Mount {
             child_status: None,
             stderr_file: None,
             log: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         m.mount();
         m
@@ -544,7 +560,8 @@ impl Mount {
         let mut c = Command::new(verfs_bin());
         c.args(self.mount_args())
             .arg("-d")
-            .env_remove("VERFS_STORE");
+            .env_remove("VERFS_STORE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let out = run_with_timeout(c, CMD_TIMEOUT);
         assert!(out.success(), "mount failed:\n{}", out.describe());
         // "verfs: mounted at MP (daemon pid N, log PATH)"
@@ -573,6 +590,11 @@ impl Mount {
     /// `verfs mount` in the foreground as a child of the test (stderr to a scratch file);
     /// returns once the mountpoint is in `/proc/self/mountinfo`.
     pub fn foreground(st: &TestStore, opts: &[&str]) -> Mount {
+        Mount::foreground_with(st, opts, &[])
+    }
+
+    /// [`Mount::foreground`] with extra environment for the daemon (`FAILPOINTS=...`).
+    pub fn foreground_with(st: &TestStore, opts: &[&str], env: &[(&str, &str)]) -> Mount {
         let mp = tempfile::Builder::new()
             .prefix("mnt-fg-")
             .tempdir_in(st.scratch())
@@ -589,10 +611,12 @@ impl Mount {
             child_status: None,
             stderr_file: Some(stderr_file.clone()),
             log: None,
+            env: Vec::new(),
         };
         let mut c = Command::new(verfs_bin());
         c.args(m.mount_args())
             .env_remove("VERFS_STORE")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr_file).expect("stderr file"));
@@ -716,7 +740,8 @@ impl Mount {
         c.arg("umount")
             .arg(&self.mp)
             .current_dir("/")
-            .env_remove("VERFS_STORE");
+            .env_remove("VERFS_STORE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         run_with_timeout(c, CMD_TIMEOUT)
     }
 

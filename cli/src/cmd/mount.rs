@@ -80,8 +80,8 @@ pub fn mount(store: &Path, mountpoint: &Path, daemon: bool, opts: &[String]) -> 
             store = %fenced_store.display(),
             path = %fenced_mp.display(),
             op = "mount",
-            "fenced: another process declared this one dead (lease timed out) and cleaned up \
-             after it; unmounting and exiting without touching the store"
+            "fenced: another process declared this one dead and cleaned up after it, or it \
+             fenced itself (see above); unmounting and exiting without touching the store"
         );
         verfs_fs::detach(&fenced_mp);
         std::process::exit(75);

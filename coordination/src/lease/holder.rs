@@ -10,9 +10,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::heartbeat::needs_flush;
 use super::listing::claimed_name;
@@ -86,6 +86,21 @@ pub struct Lease {
     counter: AtomicU64,
     flush: bool,
     cfg: LeaseConfig,
+    /// When the newest heartbeat that reached the file was begun (its `unix_ms` is at most this
+    /// old): the self-fencing deadline ([LEASE-11]) counts from here.
+    renewed: Mutex<Instant>,
+    /// Set once, for good, when this process fenced itself ([LEASE-11]): why.
+    self_fenced: OnceLock<String>,
+}
+
+/// Errors of the store's filesystem that mean its connection was lost (a network filesystem's
+/// client cut off from its server, or its descriptors revoked after a reconnect): the server may
+/// have released this process's locks, so it fences itself ([LEASE-11]).
+fn lost_connection(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTCONN | libc::EBADFD | libc::ESTALE | libc::ECONNABORTED | libc::ESHUTDOWN)
+    )
 }
 
 impl Lease {
@@ -169,6 +184,8 @@ impl Lease {
             counter: AtomicU64::new(0),
             flush: needs_flush(leases_dir),
             cfg,
+            renewed: Mutex::new(Instant::now()),
+            self_fenced: OnceLock::new(),
         })
     }
 
@@ -199,6 +216,15 @@ impl Lease {
     /// have landed in the claimed folder, which is harmless. On an I/O error the heartbeat may be
     /// stale; the next call tries again.
     pub fn heartbeat(&self) -> Result<(), FenceError> {
+        self.fenced_self()?;
+        self.renew()?;
+        self.check_valid()
+    }
+
+    /// Write one heartbeat; on success move the self-fencing deadline. An error that means the
+    /// filesystem's connection was lost fences this process for good ([LEASE-11]).
+    fn renew(&self) -> Result<(), FenceError> {
+        let begun = Instant::now();
         let counter = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let hb = Heartbeat {
             counter,
@@ -212,22 +238,94 @@ impl Lease {
         };
         // [LEASE-4]: no fsync on a local disk: after a power loss the boot id differs, so the
         // heartbeat's durability never matters.
-        io_site!(
+        let written = io_site!(
             "lease.heartbeat-write",
             self.heartbeat.write_all_at(&hb.encode(), 0)
         )
-        .map_err(io)?;
-        if self.flush {
-            self.heartbeat.sync_data().map_err(io)?;
+        .and_then(|()| {
+            if self.flush {
+                self.heartbeat.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => {
+                let mut r = self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+                *r = (*r).max(begun);
+                Ok(())
+            }
+            Err(e) if lost_connection(&e) => Err(self.fence_self(format!(
+                "the store's filesystem lost its connection ({e}) while renewing the heartbeat \
+                 {}: its locks may have been released",
+                path.display()
+            ))),
+            Err(e) => Err(io(e)),
         }
-        self.check_valid()
+    }
+
+    /// How long after the newest renewal this process stops trusting its lease ([LEASE-11]):
+    /// one heartbeat interval before others may declare it dead, at least half the timeout.
+    pub fn self_fence_after(&self) -> Duration {
+        self.cfg
+            .timeout
+            .saturating_sub(self.cfg.heartbeat_interval)
+            .max(self.cfg.timeout / 2)
+    }
+
+    /// Fence this process for good ([LEASE-11]) and say why; the first reason stays.
+    fn fence_self(&self, reason: String) -> FenceError {
+        let first = self.self_fenced.get_or_init(|| {
+            tracing::error!(lease = %self.info.id, "fencing this process: {reason}");
+            reason
+        });
+        FenceError::Fenced {
+            id: self.info.id.clone(),
+            path: self.dir.clone(),
+            reason: format!("this process fenced itself: {first}"),
+        }
+    }
+
+    fn fenced_self(&self) -> Result<(), FenceError> {
+        match self.self_fenced.get() {
+            Some(_) => Err(self.fence_self(String::new())),
+            None => Ok(()),
+        }
+    }
+
+    /// Has this process fenced itself ([LEASE-11])? Why, if so.
+    pub fn self_fenced(&self) -> Option<&str> {
+        self.self_fenced.get().map(String::as_str)
     }
 
     /// The fencing check ([LEASE-6]): `leases/<id>` still exists and holds this lease's info.
     ///
     /// The transaction log calls this under its commit lock; [`claim`](super::claim) is called under the same
     /// lock, so a commit is either before the claim or rejected. Changes nothing on disk.
+    ///
+    /// Also [LEASE-11]: a process that fenced itself stays fenced, and one whose newest heartbeat
+    /// is older than [`Lease::self_fence_after`] (stopped, starved, or its heartbeat writes hang)
+    /// renews it now and fences itself if that fails: others may declare it dead any moment.
     pub fn check_valid(&self) -> Result<(), FenceError> {
+        self.fenced_self()?;
+        let age = self
+            .renewed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if age > self.self_fence_after() {
+            if let Err(e) = self.renew() {
+                return Err(match e {
+                    FenceError::Io { source, .. } => self.fence_self(format!(
+                        "no heartbeat for {:.1} s (others may declare this process dead after {:.1} s) \
+                         and renewing it failed: {source}",
+                        age.as_secs_f64(),
+                        self.cfg.timeout.as_secs_f64()
+                    )),
+                    fenced => fenced,
+                });
+            }
+        }
         let path = self.dir.join(INFO_FILE);
         // Fast path: the info file this lease wrote is still at its path (a claim renames the
         // folder away; info is written once, so another file there is another lease's). Any
@@ -279,6 +377,7 @@ impl Lease {
                         Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                     match lease.heartbeat() {
+                        // Fenced by a cleaner, or by itself ([LEASE-11]).
                         Err(e) if e.is_fenced() => {
                             let _ = catch_unwind(AssertUnwindSafe(&on_fenced));
                             return;

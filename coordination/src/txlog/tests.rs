@@ -884,7 +884,10 @@ fn a_late_append_of_a_writer_that_lost_the_lock_is_void() {
         vec!["one", "two", "three"]
     );
     // A stale segment-end record is void too; the real one still moves readers on.
-    append_raw(&log, &encode_record(TYPE_SEGMENT_END, Lsn(1), &2u64.to_le_bytes()));
+    append_raw(
+        &log,
+        &encode_record(TYPE_SEGMENT_END, Lsn(1), &2u64.to_le_bytes()),
+    );
     put(&a, "four");
     let c = open(&log, &ck, 1 << 20);
     assert_eq!(c.read(|s, _| s.0.len()).unwrap(), 4);

@@ -243,8 +243,8 @@ impl Store {
         let on_fenced = opts.on_fenced.unwrap_or_else(|| {
             Box::new(|| {
                 tracing::error!(
-                    "fenced: another process declared this one dead (lease timed out) and cleaned up \
-                     after it; exiting without touching the store"
+                    "fenced: another process declared this one dead and cleaned up after it, or it \
+                     fenced itself (see above); exiting without touching the store"
                 );
                 std::process::exit(75);
             })

@@ -129,6 +129,14 @@ impl KillSlot {
             None => false,
         }
     }
+
+    /// [`KillSlot::kill`] that returns the pid it signalled (to find that process's lease),
+    /// or `None` when no child is running.
+    pub fn kill_reporting(&self, sig: Signal) -> Option<i32> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = (*g)?;
+        kill(Pid::from_raw(pid), sig).ok().map(|()| pid)
+    }
 }
 
 /// Run `cmd`, publishing its pid in `slot` while it runs (see [`KillSlot`]).

@@ -4,7 +4,8 @@
 //! dead must not be able to change the store), layout crash point F1 and [FENCE-1] (every commit
 //! of a claimed lease is refused under the log lock), [LEASE-5] (a SIGSTOPped process is dead by
 //! heartbeat age), [LEASE-6]/[LEASE-8] (recover's claim is what fences it) and [LEASE-7] (its
-//! keeper notices and reports it).
+//! keeper notices and reports it); [LEASE-11] (a process whose filesystem lost its connection
+//! fences itself, and a mount then unmounts).
 
 use std::fs;
 use std::thread;
@@ -116,4 +117,48 @@ fn stalled_process_commit_is_refused_by_the_log() {
     );
     assert_eq!(f.status.code(), Some(1), "{}", f.describe());
     assert_probe_absent(&s.st);
+}
+
+/// [LEASE-11]: a mount whose heartbeat write fails as a GlusterFS client cut off from its server
+/// fails (ENOTCONN, injected) fences itself at once, without waiting for anyone to declare it
+/// dead: it unmounts (no dead mountpoint is left behind) and exits 75, saying why. `recover` then
+/// cleans up after it; the store is clean and what was there before is still there.
+#[test]
+fn a_mount_that_loses_its_filesystem_fences_itself_and_unmounts() {
+    require_fuse!();
+    let st = TestStore::new();
+    st.ok(&["mkdir", "/d"]);
+    // The keeper's first heartbeat, one interval (1 s) after the open, fails.
+    let mut m = Mount::foreground_with(
+        &st,
+        &[],
+        &[("FAILPOINTS", "lease.heartbeat-write=return(enotconn)")],
+    );
+    let status = m.wait_exit(Duration::from_secs(30));
+    let stderr = m.stderr();
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "the mount did not exit as fenced:\n{stderr}"
+    );
+    assert!(
+        !m.is_mounted(),
+        "the fenced mount left its mountpoint mounted"
+    );
+    assert!(
+        stderr.contains("fenced itself") || stderr.contains("fencing this process"),
+        "the mount does not say it fenced itself:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("lost its connection"),
+        "the mount does not say why it fenced itself:\n{stderr}"
+    );
+    let rec = st.ok(&["recover"]);
+    assert!(
+        rec.stdout_str().contains("cleaned up after dead process"),
+        "recover did not clean up after the fenced mount:\n{}",
+        rec.describe()
+    );
+    assert_eq!(st.ls("/"), vec!["d".to_owned()]);
+    st.assert_fsck_clean();
 }

@@ -20,6 +20,7 @@ mod mount_perms;
 mod mount_posix;
 mod mount_rsync;
 mod mount_shell;
+mod multihost;
 mod pipeline;
 mod put_many;
 mod races;
