@@ -78,6 +78,14 @@ fn namespace_ops_keep_link_counts() {
     })
     .unwrap_err();
     assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+    // Renaming a file onto a directory that contains it: ENOTEMPTY, as Linux (not EISDIR).
+    let err = commit(&mut s, |tx| {
+        let from = tx.entry("/a/b/g")?;
+        let to = tx.entry("/a")?;
+        tx.rename(&from, "/a/b/g", &to, "/a")
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::NotEmpty { .. }), "{err}");
     commit(&mut s, |tx| {
         let at = tx.entry("/a")?;
         tx.remove_tree(&at, "/a")
