@@ -19,7 +19,22 @@
 //!   file the killed `put` committed is whole, fsck is clean from both hosts, and a new mount on
 //!   host 1 comes up.
 //!
-//! Partitions (`Bed::cut`) are not exercised yet. The timings of the bed and of every scenario
+//! - e. Locks across hosts: `verfs lock counter EX -- read-modify-write` of a file through each
+//!   host's mount, 100 times from each host at once: no update lost, and every grant's epoch is
+//!   new and larger than the one before it in the file; flock and POSIX locks taken through one
+//!   host's mount exclude the other host's.
+//!
+//! - f. Partitions, `XPROC_PARTITION_ROUNDS` times (10): host 1's link is cut at a random
+//!   moment while its mount writes and it holds a `verfs lock` and a flock through its mount, and
+//!   host 2 writes. Host 2 declares host 1's processes dead, recovers, takes over both locks and
+//!   goes on, within the lease timeout plus the recover run. Host 1's processes fence
+//!   themselves ([LEASE-11]): the mount detaches and exits, the lock holder exits 75, and neither
+//!   commits anything after the heal. Then a new CLI and a new mount on host 1 work, nothing
+//!   acknowledged is lost, and fsck is clean from both hosts.
+//! - g. `verfs gc --worker` on host 2 (a pass every 300 ms) while host 1 writes, through its
+//!   mount, files whose content it had just deleted (dedup against chunks the GC sees as
+//!   garbage); a snapshot taken on host 2 meanwhile holds every file host 1 had closed before
+//!   it; after more passes every file reads whole and fsck is clean. The timings of the bed and of every scenario
 //! are printed (`--nocapture`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -201,6 +216,18 @@ impl Acked {
                 &got == a || &got == b,
                 "{when}: {p} is neither its acknowledged nor its interrupted content"
             );
+        }
+    }
+}
+
+/// Sets every flag when dropped: inside a `thread::scope`, a panic of the scope's own closure
+/// then stops the writer threads the scope is about to join.
+struct StopOnDrop<'a>(&'a [&'a AtomicBool]);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        for f in self.0 {
+            f.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -467,11 +494,36 @@ fn multihost_two_hosts_on_glusterfs() {
         times.push(("c. mkdir/rename races", t.elapsed()));
 
         let t = Instant::now();
+        scenario_e(&hosts, [&m1, &m2]);
+        times.push(("e. locks across hosts", t.elapsed()));
+
+        let t = Instant::now();
         scenario_d(&hosts, [&m1, &m2], &mut pool, scratch, &mut acked);
         times.push(("d. host 1 killed", t.elapsed()));
 
         drop(m2);
         drop(m1);
+
+        // Partitions need the lease timeout chosen for the bed's 5 s ping timeout ([LEASE-11]:
+        // above 5 s + 2 heartbeats), set while no process uses the store.
+        let text = fs::read_to_string(&cfg).unwrap();
+        let text = set_toml_value(
+            &text,
+            "leases",
+            "timeout_ms",
+            &PARTITION_TIMEOUT_MS.to_string(),
+        );
+        let text = set_toml_value(&text, "leases", "heartbeat_ms", "500");
+        fs::write(&cfg, text).unwrap();
+        let t = Instant::now();
+        scenario_f(&bed, &hosts, &mut pool, scratch, &mut acked);
+        times.push(("f. partitions", t.elapsed()));
+
+        let text = fs::read_to_string(&cfg).unwrap();
+        fs::write(&cfg, set_toml_value(&text, "gc", "interval_ms", "300")).unwrap();
+        let t = Instant::now();
+        scenario_g(&hosts, &mut pool, scratch, &mut acked);
+        times.push(("g. gc and snapshot", t.elapsed()));
         drop(pool);
         // ... and the bed goes after the mounts whose stores live on it.
         acked.check_cli(h1, scratch, "the end");
@@ -778,10 +830,13 @@ fn scenario_d(
     // A tree for a `put` that is killed midway (its open pack, its batches).
     let big = scratch.join("big-src");
     fs::create_dir_all(&big).unwrap();
+    // Large enough that the put is still running when host 2 first lists it (about 0.3 s
+    // after it starts on a quiet machine; 300 files of 64 KiB were sometimes all done by then).
+    const BIG_FILES: u64 = 1500;
     let mut big_sha = BTreeMap::new();
-    for i in 0..300 {
-        let sha = write_random_file(&big.join(format!("b{i:03}")), seed() ^ 0xb16 ^ i, 64 << 10);
-        big_sha.insert(format!("b{i:03}"), sha);
+    for i in 0..BIG_FILES {
+        let sha = write_random_file(&big.join(format!("b{i:04}")), seed() ^ 0xb16 ^ i, 64 << 10);
+        big_sha.insert(format!("b{i:04}"), sha);
     }
     let src = scratch.join("src-d");
     fs::create_dir_all(&src).unwrap();
@@ -792,6 +847,8 @@ fn scenario_d(
     let (slot1, slot2) = (KillSlot::default(), KillSlot::default());
     let t = Instant::now();
     let (w1, w2, recovered_at, stats) = thread::scope(|s| {
+        // A panic below must not leave the scope waiting for endless writers.
+        let _stop = StopOnDrop(&[&stop1, &stop2]);
         let t1 = s.spawn(|| cli_writer(h1, "k1", &src, None, &stop1, &slot1));
         let t2 = s.spawn(|| cli_writer(h2, "k2", &src, None, &stop2, &slot2));
         fs::write(&go, b"").unwrap();
@@ -819,7 +876,6 @@ fn scenario_d(
             );
             thread::sleep(Duration::from_millis(20));
         }
-        thread::sleep(Duration::from_millis(300));
         assert!(!pool.has_exited(put), "the put finished before the kill");
         // SIGKILL every verfs process of host 1: the mount daemon, the put, the CLI writer's
         // command in flight (wait until one is).
@@ -974,11 +1030,528 @@ fn scenario_d(
     a.check_tree(m1b.path(), "d, a new mount on host 1");
     drop(m1b);
     eprintln!(
-        "multihost d: host 1 acknowledged {} CLI commands before the kill, host 2 {} ({after} after the recovery); the put had committed {} of 300 files; {stats}; {:.1} s",
+        "multihost d: host 1 acknowledged {} CLI commands before the kill, host 2 {} ({after} after the recovery); the put had committed {} of {BIG_FILES} files; {stats}; {:.1} s",
         w1.commands,
         w2.commands,
         put_files.len(),
         t.elapsed().as_secs_f64()
+    );
+    acked.merge(a);
+}
+
+/// e. Locks across hosts: the DLM lock of `verfs lock` serializes read-modify-write from both
+/// hosts; flock and POSIX locks through the mounts exclude each other across hosts.
+fn scenario_e(hosts: &[Host; 2], m: [&Mount; 2]) {
+    const EACH: usize = 100;
+    fs::write(m[0].join("counter"), b"0 0\n").unwrap();
+    // One increment: "COUNT LAST_EPOCH" -> "COUNT+1 EPOCH"; refuses an epoch that is not new.
+    let rmw = |mnt: &Path| {
+        format!(
+            "read n e < {f}; [ \"$VERFS_LOCK_EPOCH\" -gt \"$e\" ] || {{ echo \"epoch $VERFS_LOCK_EPOCH after $e\" >&2; exit 9; }}; \
+             printf '%s %s\\n' $((n + 1)) \"$VERFS_LOCK_EPOCH\" > {f}.tmp && mv {f}.tmp {f}",
+            f = shq(&mnt.join("counter"))
+        )
+    };
+    let t = Instant::now();
+    let lat: Vec<Vec<Duration>> = thread::scope(|s| {
+        let hs: Vec<_> = hosts
+            .iter()
+            .zip(m)
+            .map(|(h, mk)| {
+                let script = rmw(mk.path());
+                s.spawn(move || {
+                    (0..EACH)
+                        .map(|i| {
+                            let t = Instant::now();
+                            let out = h.run(&["lock", "counter", "EX", "--", "sh", "-c", &script]);
+                            assert!(
+                                out.success(),
+                                "host {} increment {i} under `verfs lock counter EX`:\n{}",
+                                h.n,
+                                out.describe()
+                            );
+                            t.elapsed()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let got = fs::read_to_string(m[1].join("counter")).unwrap();
+    let n: usize = got.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(
+        n,
+        2 * EACH,
+        "updates lost under `verfs lock` across hosts: {got}"
+    );
+    let mut all: Vec<Duration> = lat.concat();
+    all.sort();
+    eprintln!(
+        "multihost e: {} increments under verfs lock from 2 hosts in {:.1} s (per command p50 {:.0} ms, p99 {:.0} ms)",
+        2 * EACH,
+        t.elapsed().as_secs_f64(),
+        all[all.len() / 2].as_secs_f64() * 1e3,
+        all[all.len() * 99 / 100].as_secs_f64() * 1e3
+    );
+
+    // flock and POSIX locks through the mounts: held through host 1's, refused through host 2's.
+    for kind in ["flock", "posix"] {
+        let file = format!("{kind}-lock");
+        let ready = m[0].path().parent().unwrap().join(format!("ready-{kind}"));
+        let _ = fs::remove_file(&ready);
+        let mut holder = Command::new("python3");
+        holder
+            .args(["-c", LOCK_HOLD_PY, kind])
+            .arg(m[0].join(&file))
+            .arg(&ready)
+            .arg("3");
+        let mut holder = holder.spawn().unwrap();
+        let start = Instant::now();
+        while !ready.exists() {
+            assert!(
+                start.elapsed() < T,
+                "{kind} lock through host 1's mount not taken"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        let tried = ext(
+            "python3",
+            &[
+                "-c".as_ref(),
+                LOCK_TRY_PY.as_ref(),
+                kind.as_ref(),
+                m[1].join(&file).as_os_str(),
+            ],
+        );
+        assert_eq!(
+            tried.code(),
+            Some(11),
+            "a {kind} lock held through host 1's mount did not exclude host 2's:\n{}",
+            tried.describe()
+        );
+        assert!(holder.wait().unwrap().success());
+        let tried = ext(
+            "python3",
+            &[
+                "-c".as_ref(),
+                LOCK_TRY_PY.as_ref(),
+                kind.as_ref(),
+                m[1].join(&file).as_os_str(),
+            ],
+        );
+        assert!(
+            tried.success(),
+            "host 2 cannot take the {kind} lock after host 1 released it:\n{}",
+            tried.describe()
+        );
+    }
+}
+
+/// The lease timeout of scenario f: above the bed's 5 s ping timeout + 2 heartbeats of 500 ms.
+const PARTITION_TIMEOUT_MS: u64 = 7000;
+
+/// Wait until `pid` is gone or a zombie.
+fn wait_gone(pid: i32, within: Duration, what: &str) {
+    let start = Instant::now();
+    while !is_zombie_or_gone(pid) {
+        assert!(
+            start.elapsed() < within,
+            "{what} (pid {pid}) still runs after {within:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Run `args` on `h` until it succeeds (a client reconnecting after a heal answers ENOTCONN for
+/// a few seconds); how long that took.
+fn ok_after_heal(h: &Host, args: &[&str]) -> (RunOutput, Duration) {
+    let start = Instant::now();
+    loop {
+        let out = h.run(args);
+        if out.success() {
+            return (out, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < T,
+            "host {} after the heal: `{}` still fails:\n{}",
+            h.n,
+            args.join(" "),
+            out.describe()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// f. Host 1 partitioned, again and again; see the module docs.
+fn scenario_f(bed: &Bed, hosts: &[Host; 2], pool: &mut Pool, scratch: &Path, acked: &mut Acked) {
+    let rounds: usize = std::env::var("XPROC_PARTITION_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    let mut rng = seed();
+    eprintln!("multihost f: {rounds} rounds, XPROC_SEED={rng}");
+    let mut next = move |lo: u64, hi: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        Duration::from_millis(lo + rng % (hi - lo))
+    };
+    let m2 = h2.mount(scratch);
+    let src = scratch.join("src-f");
+    fs::create_dir_all(&src).unwrap();
+    let mut recovery = Vec::new();
+    for round in 0..rounds {
+        let m1 = h1.mount(scratch);
+        let go = pool.dir().join(format!("go-f{round}"));
+        let mw1 = spawn_mount_writer(pool, &m1, &format!("p{round}w1"), &go, 0);
+        let mw2 = spawn_mount_writer(pool, &m2, &format!("p{round}w2"), &go, 0);
+        // Host 1 holds a user lock and a flock through its mount across the cut.
+        let res = format!("part{round}");
+        let mut c = h1.command();
+        c.args(["lock", &res, "EX", "--", "sleep", "1000"]);
+        let locker = pool.spawn(&format!("lock-h1-{round}"), c);
+        let flocked = m1.join(format!("flock-{round}"));
+        let ready = pool.dir().join(format!("flocked-{round}"));
+        let mut c = Command::new("python3");
+        c.args(["-c", LOCK_HOLD_PY, "flock"])
+            .arg(&flocked)
+            .arg(&ready)
+            .arg("100000");
+        let flocker = pool.spawn(&format!("flock-h1-{round}"), c);
+        let start = Instant::now();
+        while !ready.exists() || !h2.ok(&["locks"]).stdout_str().contains(&res) {
+            assert!(
+                start.elapsed() < T,
+                "round {round}: host 1's locks were not taken"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        let stop2 = AtomicBool::new(false);
+        let (w2, cut_at, recovered_after) = thread::scope(|s| {
+            // A panic below must not leave the scope waiting for endless writers.
+            let _stop = StopOnDrop(&[&stop2]);
+            let t2 = s.spawn(|| {
+                cli_writer(
+                    h2,
+                    &format!("p{round}c2"),
+                    &src,
+                    None,
+                    &stop2,
+                    &KillSlot::default(),
+                )
+            });
+            fs::write(&go, b"").unwrap();
+            thread::sleep(next(300, 2500));
+            let before = h2.processes();
+            let host1: BTreeMap<String, i64> = before
+                .iter()
+                .filter(|p| p.1 == m1.pid() as i64 || p.1 == pool.proc(locker).pid as i64)
+                .map(|p| (p.0.clone(), p.1))
+                .collect();
+            assert_eq!(
+                host1.len(),
+                2,
+                "round {round}: host 1's mount and locker leases: {before:?}"
+            );
+            bed.cut(1);
+            let cut_at = Instant::now();
+            // Host 2 declares them dead (heartbeat age) and recovers.
+            loop {
+                let now = h2.processes();
+                if now
+                    .iter()
+                    .all(|p| !host1.contains_key(&p.0) || p.2 == "dead")
+                {
+                    break;
+                }
+                assert!(
+                    cut_at.elapsed() < Duration::from_millis(PARTITION_TIMEOUT_MS) + T,
+                    "round {round}: host 2 never declared host 1's processes dead: {now:?}"
+                );
+                thread::sleep(Duration::from_millis(100));
+            }
+            let rec = h2.ok(&["recover"]);
+            let recovered_after = cut_at.elapsed();
+            let after = h2.processes();
+            assert!(
+                !after.iter().any(|p| host1.contains_key(&p.0)),
+                "round {round}: after recover, host 1's leases remain:\n{}\n{after:?}",
+                rec.describe()
+            );
+            // Host 2 takes over both locks.
+            let out = h2.run(&["lock", &res, "EX", "--timeout", "30", "--", "true"]);
+            assert!(
+                out.success(),
+                "round {round}: host 2 cannot take host 1's lock:\n{}",
+                out.describe()
+            );
+            let start = Instant::now();
+            loop {
+                let tried = ext(
+                    "python3",
+                    &[
+                        "-c".as_ref(),
+                        LOCK_TRY_PY.as_ref(),
+                        "flock".as_ref(),
+                        m2.join(format!("flock-{round}")).as_os_str(),
+                    ],
+                );
+                if tried.success() {
+                    break;
+                }
+                assert!(
+                    tried.code() == Some(11) && start.elapsed() < T,
+                    "round {round}: host 2 cannot take host 1's flock:\n{}",
+                    tried.describe()
+                );
+                thread::sleep(Duration::from_millis(200));
+            }
+            // Host 2 goes on while host 1 is still cut off, then the link comes back.
+            let mw2_now = mw2.acked(pool).files.len();
+            let start = Instant::now();
+            while mw2.acked(pool).files.len() < mw2_now + 3 {
+                assert!(
+                    !pool.has_exited(mw2.idx) && start.elapsed() < T,
+                    "round {round}: host 2's mount writer stopped"
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+            thread::sleep(next(0, 3000));
+            bed.heal(1);
+            thread::sleep(Duration::from_millis(500));
+            stop2.store(true, Ordering::SeqCst);
+            fs::write(&mw2.stop, b"").unwrap();
+            (t2.join().unwrap(), cut_at, recovered_after)
+        });
+        recovery.push(recovered_after);
+        // Host 1's processes fenced themselves: the mount is gone without a dead mountpoint,
+        // the locker exited 75 (its command killed), the writer through the mount failed.
+        wait_gone(m1.pid(), T, "host 1's partitioned mount");
+        let start = Instant::now();
+        while m1.is_mounted() {
+            assert!(
+                start.elapsed() < T,
+                "round {round}: host 1's fenced mount left {} mounted",
+                m1.path().display()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        let log = m1.stderr();
+        assert!(
+            log.contains("fenced"),
+            "round {round}: host 1's mount did not report its fencing:\n{log}"
+        );
+        let fl = pool.wait(locker, T);
+        assert_eq!(
+            fl.status.code(),
+            Some(75),
+            "round {round}: host 1's locker:\n{}",
+            fl.describe()
+        );
+        let fw = pool.wait(mw1.idx, T);
+        assert!(
+            !fw.status.success(),
+            "round {round}: host 1's mount writer outlived its mount:\n{}",
+            fw.describe()
+        );
+        let _ = pool.sigkill(flocker);
+        let _ = pool.wait(flocker, T);
+        let f2 = pool.wait(mw2.idx, T);
+        assert!(f2.status.success(), "round {round}: {}", f2.describe());
+        // A new process on host 1 works once its client reconnected.
+        let (_, reconnect) = ok_after_heal(h1, &["ls", "/"]);
+        let mut a = Acked::default();
+        a.merge(mw1.acked(pool));
+        a.merge(mw2.acked(pool));
+        a.merge(w2.acked);
+        a.check_tree(m2.path(), &format!("f round {round}, host 2's mount"));
+        h2.assert_fsck_clean(&format!("f round {round}"));
+        eprintln!(
+            "multihost f round {round}: host 1 acknowledged {} writes, host 2 {}; recovered {:.1} s after the cut; host 1 usable {:.1} s after the heal ({:.1} s after the cut)",
+            mw1.acked(pool).files.len(),
+            mw2.acked(pool).files.len() + w2.commands,
+            recovered_after.as_secs_f64(),
+            reconnect.as_secs_f64(),
+            cut_at.elapsed().as_secs_f64()
+        );
+        drop(m1);
+        acked.merge(a);
+    }
+    drop(m2);
+    // A last new mount on host 1 sees everything.
+    let m1 = h1.mount(scratch);
+    acked.check_tree(m1.path(), "f, a new mount on host 1");
+    drop(m1);
+    h1.assert_fsck_clean("f");
+    recovery.sort();
+    let limit = Duration::from_millis(PARTITION_TIMEOUT_MS) + Duration::from_secs(15);
+    eprintln!(
+        "multihost f: recovery after a cut, median {:.1} s, max {:.1} s (lease timeout {:.1} s)",
+        recovery[recovery.len() / 2].as_secs_f64(),
+        recovery[recovery.len() - 1].as_secs_f64(),
+        PARTITION_TIMEOUT_MS as f64 / 1e3
+    );
+    assert!(
+        recovery[recovery.len() - 1] < limit,
+        "a recovery took longer than the lease timeout + 15 s: {recovery:?}"
+    );
+}
+
+/// Take an exclusive lock of kind argv[1] (`flock` or `posix`) on argv[2], touch argv[3], hold
+/// it for argv[4] seconds.
+const LOCK_HOLD_PY: &str = r#"
+import fcntl, os, sys, time
+kind, path, ready = sys.argv[1], sys.argv[2], sys.argv[3]
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+if kind == "flock":
+    fcntl.flock(fd, fcntl.LOCK_EX)
+else:
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+open(ready, "w").close()
+time.sleep(float(sys.argv[4]))
+"#;
+
+/// Try an exclusive lock of kind argv[1] on argv[2] without waiting: exit 11 when it is held
+/// elsewhere.
+const LOCK_TRY_PY: &str = r#"
+import fcntl, os, sys
+kind, path = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+try:
+    if kind == "flock":
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    sys.exit(11)
+"#;
+
+/// g's writer through a mount: file `x` of random content, closed and deleted, then `y` with the
+/// same content (dedup against chunks no file references any more); prints `ack yK SHA256`.
+const DEDUP_WRITER_PY: &str = r#"
+import hashlib, os, random, sys, time
+d, go, stop, seed = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+os.makedirs(d, exist_ok=True)
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.005)
+rnd = random.Random(seed)
+k = 0
+while not os.path.exists(stop):
+    data = rnd.randbytes(20000 + rnd.randrange(200000))
+    for name in (f"x{k:04}", f"y{k:04}"):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+        if name[0] == "x":
+            os.unlink(os.path.join(d, name))
+            time.sleep(rnd.random() * 0.3)
+    print(f"ack y{k:04} {hashlib.sha256(data).hexdigest()}", flush=True)
+    k += 1
+print("done", flush=True)
+"#;
+
+/// g. GC worker on host 2 while host 1 dedups against garbage; a snapshot on host 2.
+fn scenario_g(hosts: &[Host; 2], pool: &mut Pool, scratch: &Path, acked: &mut Acked) {
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    let m1 = h1.mount(scratch);
+    let mut c = h2.command();
+    c.args(["gc", "--worker"]);
+    let gc = pool.spawn("gc-worker-h2", c);
+    let go = pool.dir().join("go-g");
+    let stop = pool.dir().join("stop-g");
+    let mut c = Command::new("python3");
+    c.args(["-c", DEDUP_WRITER_PY])
+        .arg(m1.join("g"))
+        .arg(&go)
+        .arg(&stop)
+        .arg(seed().to_string());
+    let w = pool.spawn("dedup-writer-h1", c);
+    let acks = |pool: &Pool| -> BTreeMap<String, String> {
+        fs::read_to_string(&pool.proc(w).stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("ack "))
+            .filter_map(|r| r.split_once(' '))
+            .map(|(n, sha)| (format!("/g/{n}"), sha.to_owned()))
+            .collect()
+    };
+    let start = Instant::now();
+    while !fs::read_to_string(&pool.proc(w).stdout)
+        .unwrap_or_default()
+        .starts_with("ready")
+    {
+        assert!(
+            !pool.has_exited(w) && start.elapsed() < T,
+            "the dedup writer did not start"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    fs::write(&go, b"").unwrap();
+    let wait_acks = |pool: &Pool, n: usize| {
+        let start = Instant::now();
+        while acks(pool).len() < n {
+            assert!(
+                !pool.has_exited(w) && start.elapsed() < T * 2,
+                "the dedup writer stalled at {} files",
+                acks(pool).len()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_acks(pool, 10);
+    // Everything host 1 closed before the snapshot began is in it.
+    let before = acks(pool);
+    h2.ok(&["snapshot", "create", "g-snap"]);
+    wait_acks(pool, before.len() + 15);
+    fs::write(&stop, b"").unwrap();
+    let fw = pool.wait(w, T);
+    assert!(fw.status.success(), "{}", fw.describe());
+    // More passes after the last write, then stop the worker.
+    let passes_from = Instant::now();
+    while passes_from.elapsed() < Duration::from_secs(3) {
+        assert!(
+            !pool.has_exited(gc),
+            "the gc worker died:\n{}",
+            pool.wait(gc, T).describe()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pool.signal(gc, Signal::SIGTERM));
+    let fg = pool.wait(gc, T);
+    assert!(
+        fg.status.success(),
+        "gc worker on host 2:\n{}",
+        fg.describe()
+    );
+    let written = acks(pool);
+    let mut a = Acked::default();
+    a.dirs.insert("/g".into());
+    a.files = written.clone();
+    a.check_tree(m1.path(), "g, host 1's mount");
+    a.check_cli(h2, scratch, "g, host 2");
+    let out = tempfile::Builder::new()
+        .prefix("snap-")
+        .tempdir_in(scratch)
+        .unwrap();
+    h2.ok(&[
+        "get".as_ref(),
+        "/.snapshots/g-snap/g".as_ref(),
+        out.path().join("g").as_os_str(),
+    ]);
+    let snap = Acked {
+        files: before.clone(),
+        ..Acked::default()
+    };
+    snap.check_tree(out.path(), "g, the snapshot taken on host 2");
+    drop(m1);
+    h1.assert_fsck_clean("g");
+    h2.assert_fsck_clean("g");
+    eprintln!(
+        "multihost g: {} files written on host 1 by dedup against deleted ones during gc passes on host 2; the snapshot holds the {} closed before it",
+        written.len(),
+        before.len()
     );
     acked.merge(a);
 }
