@@ -23,17 +23,11 @@ segment_size = 4096
 ";
 
 fn segments(store: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(store.join("log"))
+    txlog::list_segments(&store.join("log"))
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort_by_key(|p| {
-        p.file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u64>().ok())
-    });
-    v
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
 }
 
 /// The bytes of the first transaction record of `seg`.

@@ -266,7 +266,7 @@ impl Lease {
 
     /// How long after the newest renewal this process stops trusting its lease ([LEASE-11]):
     /// one heartbeat interval before others may declare it dead, at least half the timeout.
-    pub fn self_fence_after(&self) -> Duration {
+    fn self_fence_after(&self) -> Duration {
         self.cfg
             .timeout
             .saturating_sub(self.cfg.heartbeat_interval)
@@ -286,16 +286,12 @@ impl Lease {
         }
     }
 
+    /// `Err` once this process fenced itself ([LEASE-11]), with the first reason.
     fn fenced_self(&self) -> Result<(), FenceError> {
         match self.self_fenced.get() {
             Some(_) => Err(self.fence_self(String::new())),
             None => Ok(()),
         }
-    }
-
-    /// Has this process fenced itself ([LEASE-11])? Why, if so.
-    pub fn self_fenced(&self) -> Option<&str> {
-        self.self_fenced.get().map(String::as_str)
     }
 
     /// The fencing check ([LEASE-6]): `leases/<id>` still exists and holds this lease's info.

@@ -34,8 +34,9 @@
 //! - g. `verfs gc --worker` on host 2 (a pass every 300 ms) while host 1 writes, through its
 //!   mount, files whose content it had just deleted (dedup against chunks the GC sees as
 //!   garbage); a snapshot taken on host 2 meanwhile holds every file host 1 had closed before
-//!   it; after more passes every file reads whole and fsck is clean. The timings of the bed and of every scenario
-//! are printed (`--nocapture`).
+//!   it; after more passes every file reads whole and fsck is clean.
+//!
+//! The timings of the bed and of every scenario are printed (`--nocapture`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -703,16 +704,14 @@ fn scenario_c(hosts: &[Host; 2], m: [&Mount; 2], scratch: &Path) {
                 }
             })
             .collect();
-        pool.go(&idx);
-        let outs = pool.wait_all(T);
-        let won = winners(&outs, via_mount, "File exists", "EEXIST");
-        assert_eq!(
-            won.len(),
-            1,
-            "c: mkdir {name} round {round} (mount: {via_mount}): winners {won:?}\n{}",
-            describe_all(&outs)
+        let won = race(
+            &mut pool,
+            &idx,
+            via_mount,
+            ("File exists", "EEXIST"),
+            &format!("c: mkdir {name} round {round} (mount: {via_mount})"),
         );
-        *results.entry(("mkdir", won[0])).or_insert(0) += 1;
+        *results.entry(("mkdir", won)).or_insert(0) += 1;
         for h in hosts {
             let n = h.ls("/race").iter().filter(|e| **e == name[6..]).count();
             assert_eq!(n, 1, "c: {name} listed {n} times on host {}", h.n);
@@ -760,30 +759,43 @@ fn scenario_c(hosts: &[Host; 2], m: [&Mount; 2], scratch: &Path) {
                 }
             })
             .collect();
-        pool.go(&idx);
-        let outs = pool.wait_all(T);
-        let won = winners(&outs, via_mount, "No such file or directory", "ENOENT");
-        assert_eq!(
-            won.len(),
-            1,
-            "c: rename in {dir} round {round} (mount: {via_mount}): winners {won:?}\n{}",
-            describe_all(&outs)
+        let won = race(
+            &mut pool,
+            &idx,
+            via_mount,
+            ("No such file or directory", "ENOENT"),
+            &format!("c: rename in {dir} round {round} (mount: {via_mount})"),
         );
-        *results.entry(("rename", won[0])).or_insert(0) += 1;
-        let want: BTreeSet<String> = [format!("dst-h{}", won[0] + 1)].into();
+        *results.entry(("rename", won)).or_insert(0) += 1;
+        let want: BTreeSet<String> = [format!("dst-h{}", won + 1)].into();
         for h in hosts {
             assert_eq!(h.ls(&dir), want, "c: entries of {dir} on host {}", h.n);
         }
         assert_eq!(
             sha256(
-                &hosts[1 - won[0]]
-                    .ok(&["cat", &format!("{dir}/dst-h{}", won[0] + 1)])
+                &hosts[1 - won]
+                    .ok(&["cat", &format!("{dir}/dst-h{}", won + 1)])
                     .stdout
             ),
             sha
         );
     }
     eprintln!("multihost c: {} rounds each of mkdir and rename, one winner each; wins by (op, host index): {results:?}", 2 * ROUNDS);
+}
+
+/// Start the racers `idx` at once and wait for them: exactly one wins (the others fail with
+/// `loser`: the CLI's message, the mount's errno); its index.
+fn race(pool: &mut Pool, idx: &[usize], via_mount: bool, loser: (&str, &str), what: &str) -> usize {
+    pool.go(idx);
+    let outs = pool.wait_all(T);
+    let won = winners(&outs, via_mount, loser.0, loser.1);
+    assert_eq!(
+        won.len(),
+        1,
+        "{what}: winners {won:?}\n{}",
+        describe_all(&outs)
+    );
+    won[0]
 }
 
 fn winners(outs: &[Finished], via_mount: bool, cli_loser: &str, errno: &str) -> Vec<usize> {
@@ -1049,7 +1061,7 @@ fn scenario_e(hosts: &[Host; 2], m: [&Mount; 2]) {
         format!(
             "read n e < {f}; [ \"$VERFS_LOCK_EPOCH\" -gt \"$e\" ] || {{ echo \"epoch $VERFS_LOCK_EPOCH after $e\" >&2; exit 9; }}; \
              printf '%s %s\\n' $((n + 1)) \"$VERFS_LOCK_EPOCH\" > {f}.tmp && mv {f}.tmp {f}",
-            f = shq(&mnt.join("counter"))
+            f = shq(mnt.join("counter"))
         )
     };
     let t = Instant::now();
