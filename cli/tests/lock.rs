@@ -1,6 +1,7 @@
 //! `verfs lock NAME MODE -- CMD` and `verfs locks` (data-layout.md [ULOCK-1], [ULOCK-2]) with
 //! real processes: EX excludes (no read-modify-write lost), every EX grant gets a larger epoch,
-//! PR holders share, a timeout gives 124, and `locks` names holder and waiter.
+//! PR holders share, a timeout gives 124, `locks` names holder and waiter, and waiters are served
+//! in arrival order ([LOCK-9]).
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
@@ -171,4 +172,67 @@ fn a_killed_holder_releases_its_lock_and_its_command() {
             || fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|s| s.contains(") Z "))
     });
     assert!(gone, "the command outlived the holder of its lock");
+}
+
+/// [LOCK-9] with real processes: PR requests that arrive while an EX waits queue behind it,
+/// although they are compatible with the PR holder (without the queue they would be granted at
+/// once, and a stream of them would starve the EX).
+#[test]
+fn a_waiting_ex_is_not_overtaken_by_later_readers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    let log = tmp.path().join("order");
+    let entry = |tag: &str, secs: f64| format!("echo {tag} >> {}; sleep {secs}", log.display());
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let have = fs::read_to_string(&log).map_or(0, |s| s.lines().count());
+            if have >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {have} of {n} lock holders ran"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut a = lock_cmd(&store, "q", "PR", &entry("a", 1.5))
+        .spawn()
+        .unwrap();
+    wait_for(1);
+    let mut w = lock_cmd(&store, "q", "EX", &entry("w", 0.2))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_slice(&ok(&store, &["--json", "locks"]).stdout).unwrap();
+        if v.as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the EX waiter never showed up: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200)); // the waiter has queued by now
+    let mut readers: Vec<_> = ["b", "c"]
+        .iter()
+        .map(|t| {
+            let c = lock_cmd(&store, "q", "PR", &entry(t, 0.1)).spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            c
+        })
+        .collect();
+    for c in readers.iter_mut().chain([&mut a, &mut w]) {
+        assert!(c.wait().unwrap().success());
+    }
+    let order: Vec<String> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(order[..2], ["a", "w"], "order of grants: {order:?}");
 }

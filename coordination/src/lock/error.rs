@@ -45,6 +45,14 @@ pub enum AcquireError {
         resource: Resource,
         mode: Mode,
     },
+    /// Other owners wait in the block's queue, and are served first ([`Wait::No`](super::Wait::No),
+    /// [LOCK-9]): even a compatible request does not overtake them.
+    #[error("lock {resource} ({mode}) in {path}: would block, other owners are queued for it")]
+    Queued {
+        path: PathBuf,
+        resource: Resource,
+        mode: Mode,
+    },
     /// [`Wait::Timeout`](super::Wait::Timeout) passed; `held` is the last conflicting mode seen (`None`: the gate).
     #[error(
         "lock {resource} ({mode}) in {path}: timed out after {waited:?} (last conflict: {held:?})"
@@ -102,6 +110,7 @@ impl AcquireError {
             self,
             AcquireError::WouldBlock { .. }
                 | AcquireError::GateBusy { .. }
+                | AcquireError::Queued { .. }
                 | AcquireError::TimedOut { .. }
         )
     }
@@ -129,6 +138,13 @@ pub enum ConvertError {
     /// Like [`AcquireError::GateBusy`]; the old mode is kept.
     #[error("convert {resource} to {mode} in {path}: the gate stayed busy for {GATE_TRY_LIMIT:?}")]
     GateBusy {
+        path: PathBuf,
+        resource: Resource,
+        mode: Mode,
+    },
+    /// Like [`AcquireError::Queued`]; the old mode is kept.
+    #[error("convert {resource} to {mode} in {path}: would block, other owners are queued for it")]
+    Queued {
         path: PathBuf,
         resource: Resource,
         mode: Mode,
@@ -187,6 +203,7 @@ impl ConvertError {
             self,
             ConvertError::WouldBlock { .. }
                 | ConvertError::GateBusy { .. }
+                | ConvertError::Queued { .. }
                 | ConvertError::TimedOut { .. }
         )
     }

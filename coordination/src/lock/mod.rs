@@ -4,9 +4,10 @@
 //! Owns the lock table's geometry (the constants below), what can be locked ([`Resource`]) and
 //! how long a call may wait ([`Wait`]); re-exports the rest from its parts: `mode` ([`Mode`], the
 //! DLM compatibility matrix), `table` ([`LockTable`] and the byte mapping of [LOCK-6]/[LOCK-8]),
-//! `owner` ([`LockOwner`], [`Guard`]: acquire, convert, release, test) and `error` (one error type
-//! per operation). Does not own what the names mean (the engine picks resource names) nor any
-//! other coordination file: it imports nothing from the rest of the crate but `io_site!`.
+//! `owner` ([`LockOwner`], [`Guard`]: acquire, convert, release, test), `queue` (the wait queue
+//! of a named block) and `error` (one error type per operation). Does not own what the names mean (the engine picks resource names) nor any
+//! other coordination file: it imports nothing from the rest of the crate but `io_site!`, `fsutil`
+//! and the control-file envelope (`ctlfile`, for the queue file).
 //!
 //! Used for POSIX and flock locks that must hold across mounts (FUSE `getlk`/`setlk`), one GC
 //! worker per pack, and exclusive maintenance jobs (docs/DESIGN.md, "Where each coordination mechanism
@@ -28,6 +29,9 @@
 //! Waiting is always polling with a bounded, jittered backoff ([`MAX_BACKOFF`]); no call ever
 //! blocks inside the kernel (`F_OFD_SETLKW` is not used), so timeouts are exact and a stopped
 //! holder cannot hang a `try_` call.
+//! Waiting requests on a named resource are served in order (`queue`, [LOCK-9]): up-converts
+//! first, then acquires, each in arrival order, so a stream of compatible holders cannot starve
+//! an incompatible waiter.
 
 use std::fmt;
 use std::time::Duration;
@@ -35,17 +39,19 @@ use std::time::Duration;
 mod error;
 mod mode;
 mod owner;
+mod queue;
 mod table;
 
 pub use error::{AcquireError, ConvertError, OpenError, RangeProblem, ReleaseError, TestError};
 pub use mode::{Mode, ParseModeError};
 pub use owner::{Guard, LockOwner};
+pub use queue::{QUEUE_BYTE, QUEUE_DIR, WAITER_BASE};
 pub use table::{name_hash, named_block, LockTable};
 
 /// Name of the table file inside the `locks/` directory.
 pub const TABLE_FILE: &str = "table";
 
-/// Bytes per named-resource block (gate, five mode bytes, two reserved).
+/// Bytes per named-resource block (gate, five mode bytes, the queue byte, one reserved).
 pub const BLOCK_SIZE: u64 = 8;
 /// Number of named-resource blocks: 2^40, indexed by the top 40 bits of the name's hash.
 pub const NAMED_BLOCKS: u64 = 1 << 40;

@@ -34,6 +34,9 @@ pub(super) struct OwnerState {
     bytes: HashMap<u64, u32>,
     /// Tail byte of each inode region this owner locks, with its level [LOCK-8].
     tails: HashMap<u64, Level>,
+    /// Named resources this owner waits for in their block's queue, with the presence byte it
+    /// holds meanwhile [LOCK-9].
+    queued: HashMap<String, u64>,
 }
 
 /// One lock owner: one open file description on the table. `Send + Sync`; threads sharing an
@@ -56,6 +59,8 @@ enum Attempt {
     Conflict(Mode),
     /// The gate is held by another owner.
     GateBusy,
+    /// Other owners queued for the block earlier are served first [LOCK-9].
+    Queued,
 }
 
 /// Failure of one attempt.
@@ -81,6 +86,7 @@ enum Waited {
     Done,
     Conflict(Mode),
     GateBusy,
+    Queued,
     TimedOut(Duration, Option<Mode>),
     Failed(AttemptError),
 }
@@ -190,13 +196,16 @@ impl LockOwner {
     }
 
     /// One attempt to move named resource `name` from `from` (None: not held) to `to`, under
-    /// the gate [LOCK-4], [LOCK-5]. Caller holds the state mutex for the whole attempt.
+    /// the gate [LOCK-4], [LOCK-5], in the block's queue order [LOCK-9]: with `queue` (a waiting
+    /// call) a request that cannot be granted now joins the queue, and a queued one is granted
+    /// only when no live waiter is ahead of it. Caller holds the state mutex for the attempt.
     fn named_attempt(
         &self,
         st: &mut OwnerState,
         name: &str,
         from: Option<Mode>,
         to: Mode,
+        queue: bool,
     ) -> Result<Attempt, AttemptError> {
         let block = named_block(name);
         let old_byte = from.and_then(Mode::byte).map(|b| block + b);
@@ -214,31 +223,164 @@ impl LockOwner {
             return Ok(Attempt::GateBusy);
         }
         let stuck = |committed| move |source| AttemptError::GateStuck { committed, source };
-        // Under the gate: no other owner can add a holder to this block until we release it.
-        let conflict = match self.named_conflict(block, to) {
-            Ok(c) => c,
-            Err(e) => {
-                self.unlock_gate(gate).map_err(stuck(false))?;
-                return Err(e.into());
+        // Under the gate: no other owner can add a holder to this block, or change its queue,
+        // until we release it.
+        let outcome = self.gated_named(st, name, block, from, to, new_b, queue);
+        let committed = matches!(outcome, Ok(Attempt::Done));
+        self.unlock_gate(gate).map_err(stuck(committed))?;
+        let done = outcome?;
+        if committed {
+            if let Some(ob) = old_byte {
+                self.drop_byte(st, ob).map_err(AttemptError::OldByteStuck)?;
             }
-        };
-        if let Some(m) = conflict {
-            self.unlock_gate(gate).map_err(stuck(false))?;
+        }
+        Ok(done)
+    }
+
+    /// The gated part of [`LockOwner::named_attempt`]: the queue check, the conflict check and,
+    /// when both pass, the commit point (the new mode's byte). The old mode's byte is dropped by
+    /// the caller after the gate.
+    #[allow(clippy::too_many_arguments)]
+    fn gated_named(
+        &self,
+        st: &mut OwnerState,
+        name: &str,
+        block: u64,
+        from: Option<Mode>,
+        to: Mode,
+        new_b: u64,
+        queue: bool,
+    ) -> Result<Attempt, AttemptError> {
+        let bypass = from.is_some_and(|f| queue::never_waits(f, to));
+        let qpath = queue::path(&self.locks_dir(), block);
+        let me = st.queued.get(name).copied();
+        if !bypass {
+            let ahead = match me {
+                Some(slot) => self.ahead_in_queue(&qpath, block, slot, to, from.is_some())?,
+                None => self
+                    .getlk(libc::F_WRLCK, block + queue::QUEUE_BYTE, 1)?
+                    .is_some(),
+            };
+            if ahead {
+                if queue && me.is_none() {
+                    self.join_queue(st, name, &qpath, block, to, from.is_some())?;
+                }
+                return Ok(Attempt::Queued);
+            }
+        }
+        if let Some(m) = self.named_conflict(block, to)? {
+            if queue && me.is_none() && !bypass {
+                // Arrivals from now on queue behind this request.
+                self.join_queue(st, name, &qpath, block, to, from.is_some())?;
+            }
             return Ok(Attempt::Conflict(m));
         }
         // Commit point: the shared lock on the new mode's byte is granted.
-        if let Err(e) = self.take_byte(st, block + new_b) {
-            self.unlock_gate(gate).map_err(stuck(false))?;
-            return Err(e.into());
-        }
+        self.take_byte(st, block + new_b)?;
         st.named.insert(name.to_owned(), to);
-        let old = match old_byte {
-            Some(ob) => self.drop_byte(st, ob),
-            None => Ok(()),
-        };
-        self.unlock_gate(gate).map_err(stuck(true))?;
-        old.map_err(AttemptError::OldByteStuck)?;
+        if let Some(slot) = me {
+            // Best effort: a left-over entry whose presence byte is free is dead to every
+            // reader, and the next one drops it.
+            if let Ok(mut q) = queue::load(&qpath, block) {
+                q.retain(|w| w.slot != slot);
+                let _ = queue::store(&qpath, block, &q);
+            }
+            self.leave_queue(st, name);
+        }
         Ok(Attempt::Done)
+    }
+
+    /// A named wait ended without the grant (or with it: then this does nothing): leave the
+    /// block's queue, so the entry is dead for every other waiter.
+    fn stop_waiting(&self, name: &str, waited: &Waited) {
+        if !matches!(waited, Waited::Done) {
+            let mut st = self.lock_state();
+            self.leave_queue(&mut st, name);
+        }
+    }
+
+    /// Directory of the table (and of the queue files).
+    fn locks_dir(&self) -> PathBuf {
+        crate::fsutil::parent_of(&self.path)
+    }
+
+    /// Is a live waiter ahead of this owner's entry `slot`? Dead entries met on the way (their
+    /// presence byte is free) are dropped; an entry that went missing is put back at its place
+    /// by grant order (a damaged file, or one rewritten by a writer that lost the gate).
+    fn ahead_in_queue(
+        &self,
+        qpath: &Path,
+        block: u64,
+        slot: u64,
+        mode: Mode,
+        convert: bool,
+    ) -> io::Result<bool> {
+        let mut q = queue::load(qpath, block)?;
+        let mut changed = false;
+        if !q.iter().any(|w| w.slot == slot) {
+            queue::insert(&mut q, queue::Waiter::new(slot, mode, convert));
+            changed = true;
+        }
+        let mut ahead = false;
+        // `q` holds `slot`, so this stops at it at the latest.
+        while q[0].slot != slot {
+            if self.getlk(libc::F_WRLCK, q[0].slot, 1)?.is_some() {
+                ahead = true;
+                break;
+            }
+            q.remove(0);
+            changed = true;
+        }
+        if changed {
+            queue::store(qpath, block, &q)?;
+        }
+        Ok(ahead)
+    }
+
+    /// Join the queue of `block` for `name`: take a presence byte and the block's queue byte,
+    /// then add the entry (dead entries are dropped on the way). On error nothing is held.
+    fn join_queue(
+        &self,
+        st: &mut OwnerState,
+        name: &str,
+        qpath: &Path,
+        block: u64,
+        mode: Mode,
+        convert: bool,
+    ) -> io::Result<()> {
+        let slot = loop {
+            let slot = queue::random_slot();
+            if self.setlk(libc::F_WRLCK, slot, 1)? {
+                break slot;
+            }
+        };
+        let joined = (|| {
+            self.take_byte(st, block + queue::QUEUE_BYTE)?;
+            let mut q = queue::load(qpath, block)?;
+            let mut live = Vec::with_capacity(q.len() + 1);
+            for w in q.drain(..) {
+                if self.getlk(libc::F_WRLCK, w.slot, 1)?.is_some() {
+                    live.push(w);
+                }
+            }
+            queue::insert(&mut live, queue::Waiter::new(slot, mode, convert));
+            queue::store(qpath, block, &live)
+        })();
+        st.queued.insert(name.to_owned(), slot);
+        if let Err(e) = joined {
+            self.leave_queue(st, name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stop waiting for `name`: free the presence byte (which makes the entry dead for every
+    /// reader) and drop this owner's reference on the queue byte. No gate needed.
+    fn leave_queue(&self, st: &mut OwnerState, name: &str) {
+        if let Some(slot) = st.queued.remove(name) {
+            let _ = self.setlk(libc::F_UNLCK, slot, 1);
+            let _ = self.drop_byte(st, named_block(name) + queue::QUEUE_BYTE);
+        }
     }
 
     /// One attempt to set range lock `ty` (read, write or unlock) [LOCK-7], [LOCK-8].
@@ -302,7 +444,7 @@ impl LockOwner {
     ) -> Waited {
         let start = Instant::now();
         let mut backoff = MIN_BACKOFF;
-        let mut last: Option<Mode>;
+        let mut last: Option<Mode> = None;
         loop {
             let r = {
                 let mut st = self.lock_state();
@@ -321,6 +463,11 @@ impl LockOwner {
                     last = None;
                     if wait == Wait::No && start.elapsed() >= GATE_TRY_LIMIT {
                         return Waited::GateBusy;
+                    }
+                }
+                Ok(Attempt::Queued) => {
+                    if wait == Wait::No {
+                        return Waited::Queued;
                     }
                 }
             }
@@ -356,15 +503,17 @@ impl LockOwner {
                         held,
                     });
                 }
-                self.wait_loop(wait, |st| {
+                let waited = self.wait_loop(wait, |st| {
                     if let Some(held) = st.named.get(name).copied() {
                         // Another thread of this owner acquired it meanwhile.
                         return Err(AttemptError::Io(io::Error::other(format!(
                             "acquired concurrently by another thread of this owner in {held}"
                         ))));
                     }
-                    self.named_attempt(st, name, None, mode)
-                })
+                    self.named_attempt(st, name, None, mode, wait != Wait::No)
+                });
+                self.stop_waiting(name, &waited);
+                waited
             }
             Resource::Range { ino, start, end } => {
                 let problem = |problem| AcquireError::Invalid {
@@ -391,6 +540,11 @@ impl LockOwner {
                 held,
             }),
             Waited::GateBusy => Err(AcquireError::GateBusy {
+                path: path(),
+                resource: res.clone(),
+                mode,
+            }),
+            Waited::Queued => Err(AcquireError::Queued {
                 path: path(),
                 resource: res.clone(),
                 mode,
@@ -457,12 +611,14 @@ impl LockOwner {
                     Some(m) if m == mode => return Ok(()),
                     Some(_) => {}
                 }
-                self.wait_loop(wait, |st| match st.named.get(name).copied() {
-                    Some(from) => self.named_attempt(st, name, Some(from), mode),
+                let waited = self.wait_loop(wait, |st| match st.named.get(name).copied() {
+                    Some(from) => self.named_attempt(st, name, Some(from), mode, wait != Wait::No),
                     None => Err(AttemptError::Io(io::Error::other(
                         "released by another thread of this owner",
                     ))),
-                })
+                });
+                self.stop_waiting(name, &waited);
+                waited
             }
             Resource::Range { .. } => {
                 return self.acquire(res, mode, wait).map_err(|e| match e {
@@ -510,6 +666,15 @@ impl LockOwner {
                         resource,
                         mode,
                     },
+                    AcquireError::Queued {
+                        path,
+                        resource,
+                        mode,
+                    } => ConvertError::Queued {
+                        path,
+                        resource,
+                        mode,
+                    },
                     AcquireError::Io {
                         path,
                         resource,
@@ -549,6 +714,11 @@ impl LockOwner {
                 held,
             }),
             Waited::GateBusy => Err(ConvertError::GateBusy {
+                path: path(),
+                resource: res.clone(),
+                mode,
+            }),
+            Waited::Queued => Err(ConvertError::Queued {
                 path: path(),
                 resource: res.clone(),
                 mode,

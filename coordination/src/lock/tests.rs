@@ -594,3 +594,172 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// [LOCK-9]: the wait queue
+
+/// Start a thread that acquires `name` in `mode` through `owner` (waiting up to 20 s), pushes
+/// `tag` to `order` when granted, holds it for `hold`, then releases.
+fn queued_acquire(
+    owner: Arc<LockOwner>,
+    name: &'static str,
+    mode: Mode,
+    hold: Duration,
+    tag: &'static str,
+    order: Arc<Mutex<Vec<&'static str>>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        owner
+            .acquire(&named(name), mode, Wait::Timeout(Duration::from_secs(20)))
+            .unwrap();
+        order.lock().unwrap().push(tag);
+        thread::sleep(hold);
+        owner.release(&named(name)).unwrap();
+    })
+}
+
+/// Wait until `n` live waiters are in the queue of `name` (entries with a locked presence byte).
+fn wait_queued(t: &LockTable, probe: &LockOwner, name: &str, n: usize) {
+    let block = named_block(name);
+    let qpath = queue::path(&crate::fsutil::parent_of(t.path()), block);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let live = queue::load(&qpath, block)
+            .unwrap()
+            .iter()
+            .filter(|w| probe.getlk(libc::F_WRLCK, w.slot, 1).unwrap().is_some())
+            .count();
+        if live == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{live} waiters queued, expected {n}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// proves [LOCK-9]: waiters are granted in arrival order, and a waiting EX is not overtaken by
+// later compatible requests (no starvation by a stream of readers).
+#[test]
+fn waiters_are_served_in_arrival_order() {
+    let (_d, t) = table();
+    let probe = t.owner().unwrap();
+    let holder = t.owner().unwrap();
+    holder.try_acquire(&named("q"), Mode::Pr).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for (i, (tag, mode)) in [("ex1", Mode::Ex), ("pr2", Mode::Pr), ("ex3", Mode::Ex)]
+        .into_iter()
+        .enumerate()
+    {
+        let o = Arc::new(t.owner().unwrap());
+        let hold = Duration::from_millis(30);
+        threads.push(queued_acquire(o, "q", mode, hold, tag, order.clone()));
+        wait_queued(&t, &probe, "q", i + 1);
+    }
+    // pr2 is compatible with the holder's PR but queued behind ex1: neither a waiting nor a
+    // non-waiting PR may overtake.
+    thread::sleep(Duration::from_millis(50));
+    assert!(order.lock().unwrap().is_empty());
+    let late = t.owner().unwrap();
+    assert!(matches!(
+        late.try_acquire(&named("q"), Mode::Pr),
+        Err(AcquireError::Queued { .. })
+    ));
+    holder.release(&named("q")).unwrap();
+    for th in threads {
+        th.join().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), ["ex1", "pr2", "ex3"]);
+    // Everyone left: the queue file is gone and a request is granted at once.
+    late.try_acquire(&named("q"), Mode::Pr).unwrap();
+}
+
+// proves [LOCK-9]: a waiter that dies (its description closed) or gives up is skipped.
+#[test]
+fn a_dead_or_timed_out_waiter_does_not_block_the_queue() {
+    let (_d, t) = table();
+    let probe = t.owner().unwrap();
+    let holder = t.owner().unwrap();
+    holder.try_acquire(&named("d"), Mode::Ex).unwrap();
+    // A waiter that times out.
+    let quitter = t.owner().unwrap();
+    let r = quitter.acquire(
+        &named("d"),
+        Mode::Ex,
+        Wait::Timeout(Duration::from_millis(50)),
+    );
+    assert!(matches!(r, Err(AcquireError::TimedOut { .. })), "{r:?}");
+    // A waiter that dies while queued: its owner is dropped from another thread mid-wait.
+    let doomed = Arc::new(t.owner().unwrap());
+    let d2 = doomed.clone();
+    let waiting = thread::spawn(move || {
+        let _ = d2.acquire(
+            &named("d"),
+            Mode::Ex,
+            Wait::Timeout(Duration::from_millis(300)),
+        );
+    });
+    wait_queued(&t, &probe, "d", 1);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(t.owner().unwrap());
+    let th = queued_acquire(next, "d", Mode::Ex, Duration::ZERO, "next", order.clone());
+    wait_queued(&t, &probe, "d", 2);
+    waiting.join().unwrap(); // gave up after 300 ms: its presence byte is free
+    drop(doomed);
+    holder.release(&named("d")).unwrap();
+    th.join().unwrap();
+    assert_eq!(*order.lock().unwrap(), ["next"]);
+}
+
+// proves [LOCK-9]: a convert is served before queued acquires, and a down-convert never waits.
+#[test]
+fn converts_go_first_and_down_converts_bypass_the_queue() {
+    let (_d, t) = table();
+    let probe = t.owner().unwrap();
+    let a = t.owner().unwrap();
+    let b = t.owner().unwrap();
+    a.try_acquire(&named("c"), Mode::Pr).unwrap();
+    b.try_acquire(&named("c"), Mode::Cr).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let w = Arc::new(t.owner().unwrap());
+    let th = queued_acquire(w, "c", Mode::Ex, Duration::ZERO, "ex", order.clone());
+    wait_queued(&t, &probe, "c", 1);
+    // CR -> PR is an up-convert (PR conflicts with CW, CR does not), compatible with a's PR:
+    // granted although an acquire waits, because converts go first.
+    b.convert(&named("c"), Mode::Pr, Wait::Timeout(Duration::from_secs(5)))
+        .unwrap();
+    // PR -> CR is a down-convert: granted at once, even without waiting.
+    a.convert(&named("c"), Mode::Cr, Wait::No).unwrap();
+    assert!(order.lock().unwrap().is_empty());
+    a.release(&named("c")).unwrap();
+    b.release(&named("c")).unwrap();
+    th.join().unwrap();
+    assert_eq!(*order.lock().unwrap(), ["ex"]);
+}
+
+// proves [LOCK-9]: the queue is soft state. A damaged queue file costs no grant and no exclusion.
+#[test]
+fn a_damaged_queue_file_is_rebuilt_by_the_live_waiters() {
+    let (_d, t) = table();
+    let probe = t.owner().unwrap();
+    let holder = t.owner().unwrap();
+    holder.try_acquire(&named("z"), Mode::Ex).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let w = Arc::new(t.owner().unwrap());
+    let th = queued_acquire(w, "z", Mode::Ex, Duration::ZERO, "w", order.clone());
+    wait_queued(&t, &probe, "z", 1);
+    let qpath = queue::path(&crate::fsutil::parent_of(t.path()), named_block("z"));
+    std::fs::write(&qpath, b"garbage").unwrap();
+    // The waiter puts itself back; a newcomer still sees the queue byte and queues.
+    wait_queued(&t, &probe, "z", 1);
+    assert!(matches!(
+        t.owner().unwrap().try_acquire(&named("z"), Mode::Ex),
+        Err(AcquireError::Queued { .. })
+    ));
+    holder.release(&named("z")).unwrap();
+    th.join().unwrap();
+    assert_eq!(*order.lock().unwrap(), ["w"]);
+}
