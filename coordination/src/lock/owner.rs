@@ -225,7 +225,7 @@ impl LockOwner {
         let stuck = |committed| move |source| AttemptError::GateStuck { committed, source };
         // Under the gate: no other owner can add a holder to this block, or change its queue,
         // until we release it.
-        let outcome = self.gated_named(st, name, block, from, to, new_b, queue);
+        let outcome = self.gated_named(st, name, from, to, new_b, queue);
         let committed = matches!(outcome, Ok(Attempt::Done));
         self.unlock_gate(gate).map_err(stuck(committed))?;
         let done = outcome?;
@@ -240,30 +240,30 @@ impl LockOwner {
     /// The gated part of [`LockOwner::named_attempt`]: the queue check, the conflict check and,
     /// when both pass, the commit point (the new mode's byte). The old mode's byte is dropped by
     /// the caller after the gate.
-    #[allow(clippy::too_many_arguments)]
     fn gated_named(
         &self,
         st: &mut OwnerState,
         name: &str,
-        block: u64,
         from: Option<Mode>,
         to: Mode,
         new_b: u64,
         queue: bool,
     ) -> Result<Attempt, AttemptError> {
+        let block = named_block(name);
         let bypass = from.is_some_and(|f| queue::never_waits(f, to));
-        let qpath = queue::path(&self.locks_dir(), block);
+        // Built only off the uncontended path, which never touches the queue file.
+        let qpath = || queue::path(&crate::fsutil::parent_of(&self.path), block);
         let me = st.queued.get(name).copied();
         if !bypass {
             let ahead = match me {
-                Some(slot) => self.ahead_in_queue(&qpath, block, slot, to, from.is_some())?,
+                Some(slot) => self.ahead_in_queue(&qpath(), block, slot, to, from.is_some())?,
                 None => self
                     .getlk(libc::F_WRLCK, block + queue::QUEUE_BYTE, 1)?
                     .is_some(),
             };
             if ahead {
                 if queue && me.is_none() {
-                    self.join_queue(st, name, &qpath, block, to, from.is_some())?;
+                    self.join_queue(st, name, &qpath(), block, to, from.is_some())?;
                 }
                 return Ok(Attempt::Queued);
             }
@@ -271,7 +271,7 @@ impl LockOwner {
         if let Some(m) = self.named_conflict(block, to)? {
             if queue && me.is_none() && !bypass {
                 // Arrivals from now on queue behind this request.
-                self.join_queue(st, name, &qpath, block, to, from.is_some())?;
+                self.join_queue(st, name, &qpath(), block, to, from.is_some())?;
             }
             return Ok(Attempt::Conflict(m));
         }
@@ -281,6 +281,7 @@ impl LockOwner {
         if let Some(slot) = me {
             // Best effort: a left-over entry whose presence byte is free is dead to every
             // reader, and the next one drops it.
+            let qpath = qpath();
             if let Ok(mut q) = queue::load(&qpath, block) {
                 q.retain(|w| w.slot != slot);
                 let _ = queue::store(&qpath, block, &q);
@@ -299,9 +300,9 @@ impl LockOwner {
         }
     }
 
-    /// Directory of the table (and of the queue files).
-    fn locks_dir(&self) -> PathBuf {
-        crate::fsutil::parent_of(&self.path)
+    /// Does a live waiter hold the presence byte `slot`? (This owner's own byte reads as free.)
+    pub(super) fn waiter_alive(&self, slot: u64) -> io::Result<bool> {
+        Ok(self.getlk(libc::F_WRLCK, slot, 1)?.is_some())
     }
 
     /// Is a live waiter ahead of this owner's entry `slot`? Dead entries met on the way (their
@@ -324,7 +325,7 @@ impl LockOwner {
         let mut ahead = false;
         // `q` holds `slot`, so this stops at it at the latest.
         while q[0].slot != slot {
-            if self.getlk(libc::F_WRLCK, q[0].slot, 1)?.is_some() {
+            if self.waiter_alive(q[0].slot)? {
                 ahead = true;
                 break;
             }
@@ -356,10 +357,9 @@ impl LockOwner {
         };
         let joined = (|| {
             self.take_byte(st, block + queue::QUEUE_BYTE)?;
-            let mut q = queue::load(qpath, block)?;
-            let mut live = Vec::with_capacity(q.len() + 1);
-            for w in q.drain(..) {
-                if self.getlk(libc::F_WRLCK, w.slot, 1)?.is_some() {
+            let mut live = Vec::new();
+            for w in queue::load(qpath, block)? {
+                if self.waiter_alive(w.slot)? {
                     live.push(w);
                 }
             }

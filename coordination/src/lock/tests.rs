@@ -627,7 +627,7 @@ fn wait_queued(t: &LockTable, probe: &LockOwner, name: &str, n: usize) {
         let live = queue::load(&qpath, block)
             .unwrap()
             .iter()
-            .filter(|w| probe.getlk(libc::F_WRLCK, w.slot, 1).unwrap().is_some())
+            .filter(|w| probe.waiter_alive(w.slot).unwrap())
             .count();
         if live == n {
             return;
